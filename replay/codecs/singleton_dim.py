@@ -1,0 +1,101 @@
+"""The ``singleton_dim`` codec: drop (or add) length-1 axes of a chunk.
+
+Configuration: ``{"operations": [{"remove": 0}]}``; each operation is
+``{"remove": axis}`` (the axis must have length 1) or ``{"add": axis}``,
+applied in order when encoding and undone in reverse when decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from zarr.abc.codec import ArrayArrayCodec
+from zarr.core.array_spec import ArraySpec
+from zarr.core.common import JSON, parse_named_configuration
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from zarr.core.buffer import NDBuffer
+
+NAME = "singleton_dim"
+
+
+def _parse_operations(data: object) -> tuple[tuple[str, int], ...]:
+    if not isinstance(data, list | tuple) or not data:
+        raise ValueError(f"singleton_dim: 'operations' must be a non-empty list, got {data!r}")
+    ops = []
+    for op in data:
+        if not isinstance(op, dict) or len(op) != 1:
+            raise ValueError(f"singleton_dim: each operation is {{'remove'|'add': axis}}, got {op!r}")
+        ((kind, axis),) = op.items()
+        if kind not in ("remove", "add") or not isinstance(axis, int) or axis < 0:
+            raise ValueError(f"singleton_dim: bad operation {op!r}")
+        ops.append((kind, axis))
+    return tuple(ops)
+
+
+def _apply(shape: tuple[int, ...], kind: str, axis: int) -> tuple[int, ...]:
+    if kind == "remove":
+        if axis >= len(shape) or shape[axis] != 1:
+            raise ValueError(f"singleton_dim: axis {axis} of chunk shape {shape} is not length 1")
+        return shape[:axis] + shape[axis + 1 :]
+    if axis > len(shape):
+        raise ValueError(f"singleton_dim: cannot add axis {axis} to chunk shape {shape}")
+    return shape[:axis] + (1,) + shape[axis:]
+
+
+@dataclass(frozen=True)
+class SingletonDimCodec(ArrayArrayCodec):
+    """Removes/adds length-1 axes, e.g. (1, H, W, 3) frame chunks -> (H, W, 3) images."""
+
+    is_fixed_size = True
+    operations: tuple[tuple[str, int], ...]
+
+    def __init__(self, *, operations: object = ({"remove": 0},)) -> None:
+        object.__setattr__(self, "operations", _parse_operations(list(cast("list[object]", operations))))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JSON]) -> Self:
+        _, config = parse_named_configuration(data, NAME)
+        return cls(**config)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, JSON]:
+        ops: list[JSON] = [{kind: axis} for kind, axis in self.operations]
+        return {"name": NAME, "configuration": {"operations": ops}}
+
+    def _shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        for kind, axis in self.operations:
+            shape = _apply(shape, kind, axis)
+        return shape
+
+    def resolve_metadata(self, chunk_spec: ArraySpec) -> ArraySpec:
+        return ArraySpec(
+            shape=self._shape(chunk_spec.shape),
+            dtype=chunk_spec.dtype,
+            fill_value=chunk_spec.fill_value,
+            config=chunk_spec.config,
+            prototype=chunk_spec.prototype,
+        )
+
+    def evolve_from_array_spec(self, array_spec: ArraySpec) -> Self:
+        self._shape(array_spec.shape)  # raises on a mismatch
+        return self
+
+    def _decode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return chunk_array.reshape(chunk_spec.shape)
+
+    async def _decode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return self._decode_sync(chunk_array, chunk_spec)
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer | None:
+        return chunk_array.reshape(self._shape(chunk_spec.shape))
+
+    async def _encode_single(
+        self, chunk_array: NDBuffer, chunk_spec: ArraySpec
+    ) -> NDBuffer | None:
+        return self._encode_sync(chunk_array, chunk_spec)
+
+    def compute_encoded_size(self, input_byte_length: int, _chunk_spec: ArraySpec) -> int:
+        return input_byte_length

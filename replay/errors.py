@@ -1,0 +1,68 @@
+"""Errors raised by `replay`.
+
+Every error derives from `ReplayError`, so ``except ReplayError`` catches all of
+them; the service maps them to HTTP status codes and the CLI to clean exit
+messages. Messages name the offending value (the path, race, shard or step).
+
+    ReplayError
+    ├── StoreError              a path is not a store, or cannot be used as one
+    │   └── ReadOnlyStoreError  a write was attempted on a store opened read-only
+    ├── RaceNotFoundError       no race with that id (also: a malformed id)
+    ├── FrameError              a frame of the wrong shape, dtype or kind
+    ├── StepDataError           per-step data of the wrong shape or an unknown key
+    ├── WriterClosedError       append() after close()
+    ├── WriterFailedError       the background writer hit an I/O error
+    ├── CorruptDataError        a shard or frame that cannot be read back
+    └── SamplingError           nothing (or not enough) to sample
+"""
+
+from __future__ import annotations
+
+
+class ReplayError(Exception):
+    """Base class of every error raised by `replay`."""
+
+
+class StoreError(ReplayError):
+    """A path is not a replay store, or cannot be opened as one."""
+
+
+class ReadOnlyStoreError(StoreError):
+    """A write was attempted on a store opened with ``mode="r"`` or on a read-only disk."""
+
+
+class RaceNotFoundError(ReplayError, KeyError):
+    """No race with this id exists in the store (or the id is malformed)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FrameError(ReplayError, ValueError):
+    """A frame that does not match the race's declared (H, W, 3) uint8 layout."""
+
+
+class StepDataError(ReplayError, ValueError):
+    """Per-step data (action, reward, extras) that does not match the race's declaration."""
+
+
+class WriterClosedError(ReplayError):
+    """The writer was closed; nothing more can be appended."""
+
+
+class WriterFailedError(ReplayError):
+    """The background writer stopped on an error; the message carries the cause."""
+
+
+class CorruptDataError(ReplayError):
+    """A shard or frame that cannot be decoded; the message names race, shard and step."""
+
+    def __init__(self, message: str, *, race_id: str, shard: int, step: int | None = None):
+        super().__init__(message)
+        self.race_id = race_id
+        self.shard = shard
+        self.step = step
+
+
+class SamplingError(ReplayError, ValueError):
+    """A sample request that the store cannot satisfy (empty, too short, too large)."""

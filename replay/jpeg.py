@@ -1,0 +1,210 @@
+"""JPEG encode and decode through nvImageCodec, on the GPU when there is one.
+
+nvImageCodec picks its backends from the extension libraries it finds. The bare
+wheel ships extensions for JPEG 2000 and TIFF whose native libraries are separate
+wheels, and prints ERROR lines when they are missing. We point it at a private
+folder that holds only the extensions we use (nvJPEG with CUDA, libjpeg-turbo
+for CPU decode, OpenCV for CPU encode), so a user never sees those lines.
+
+Use `encoder(...)` / `decoder(...)`: they return one cached instance per
+configuration for the whole process, because creating an nvImageCodec
+Encoder/Decoder per call or per thread leaks memory (nvImageCodec #22).
+
+    enc = encoder(device="cpu")
+    blobs = enc.encode([frame1, frame2], quality=90, subsampling="420")
+    frames = decoder(device="cpu").decode(blobs)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import threading
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Device = Literal["cpu", "cuda"]
+Subsampling = Literal["444", "422", "420"]
+
+#: Chroma subsampling names and their factors as the Zarr jpeg codec spells them
+#: (one ``[h, v]`` pair per component: Y, Cb, Cr).
+SUBSAMPLING_FACTORS: dict[Subsampling, list[list[int]]] = {
+    "444": [[1, 1], [1, 1], [1, 1]],
+    "422": [[2, 1], [1, 1], [1, 1]],
+    "420": [[2, 2], [1, 1], [1, 1]],
+}
+
+_CPU_EXTENSIONS = ("libjpeg_turbo_ext", "libopencv_ext")
+_GPU_EXTENSIONS = ("libnvjpeg_ext",)
+_import_lock = threading.Lock()
+
+
+def subsampling_from_factors(factors: object) -> Subsampling:
+    """The subsampling name for the codec spec's factor list; ValueError if unsupported."""
+    for name, value in SUBSAMPLING_FACTORS.items():
+        if factors == value or factors == [tuple(p) for p in value]:
+            return name
+    raise ValueError(
+        f"unsupported JPEG chroma subsampling {factors!r}; "
+        f"supported: {list(SUBSAMPLING_FACTORS.values())}"
+    )
+
+
+@functools.cache
+def cuda_available() -> bool:
+    """True when CuPy is installed and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+    except Exception:  # no cupy, no driver, no device: all mean "no GPU here"
+        return False
+
+
+def resolve_device(device: str) -> Device:
+    """Map ``"auto"`` to ``"cuda"`` or ``"cpu"``; refuse ``"cuda"`` without a GPU."""
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda":
+        if not cuda_available():
+            raise RuntimeError("device='cuda' was asked for, but no CUDA device is visible")
+        return "cuda"
+    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+
+
+def _extension_folder(names: Sequence[str]) -> Path:
+    """A folder of symlinks to the chosen nvImageCodec extensions (made once, shared)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia.nvimgcodec")
+    if spec is None or spec.origin is None:
+        raise ImportError("nvidia-nvimgcodec-cu13 is not installed")
+    source = Path(spec.origin).parent / "extensions"
+    files = sorted(p for p in source.iterdir() if p.name.split(".so")[0] in names)
+    tag = "-".join(p.name for p in files).replace(".so", "")
+    target = Path(tempfile.gettempdir()) / f"replay-nvimgcodec-{os.getuid()}-{zlib.crc32(tag.encode()):08x}"
+    if not target.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+        for f in files:
+            (staging / f.name).symlink_to(f)
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race: use its folder
+            for f in staging.iterdir():
+                f.unlink()
+            staging.rmdir()
+    return target
+
+
+def nvimgcodec() -> Any:
+    """Import nvImageCodec with only our extensions visible (idempotent)."""
+    with _import_lock:
+        if "NVIMGCODEC_EXTENSIONS_PATH" not in os.environ:
+            names = _CPU_EXTENSIONS + (_GPU_EXTENSIONS if cuda_available() else ())
+            os.environ["NVIMGCODEC_EXTENSIONS_PATH"] = str(_extension_folder(names))
+        from nvidia import nvimgcodec as module
+
+        return module
+
+
+class JpegEncoder:
+    """Batched JPEG encoder; thread-safe (calls are serialised on one instance)."""
+
+    def __init__(self, device: Device) -> None:
+        nvi = nvimgcodec()
+        self.device = device
+        self._nvi = nvi
+        if device == "cpu":
+            self._encoder = nvi.Encoder(
+                device_id=nvi.NVIMGCODEC_DEVICE_CPU_ONLY,
+                backends=[nvi.Backend(nvi.BackendKind.CPU_ONLY)],
+            )
+        else:
+            self._encoder = nvi.Encoder()
+        self._lock = threading.Lock()
+        self._css = {
+            "444": nvi.ChromaSubsampling.CSS_444,
+            "422": nvi.ChromaSubsampling.CSS_422,
+            "420": nvi.ChromaSubsampling.CSS_420,
+        }
+
+    def encode(
+        self, images: Sequence[Any], *, quality: int, subsampling: Subsampling
+    ) -> list[bytes]:
+        """Encode (H, W, 3) uint8 images (NumPy, or CUDA arrays on a cuda encoder)."""
+        params = self._nvi.EncodeParams(
+            quality_type=self._nvi.QualityType.QUALITY,
+            quality_value=float(quality),
+            chroma_subsampling=self._css[subsampling],
+        )
+        with self._lock:
+            streams = self._encoder.encode(list(images), "jpeg", params=params)
+        out = []
+        for i, stream in enumerate(streams):
+            if stream is None:
+                raise RuntimeError(f"nvImageCodec failed to encode image #{i} of the batch")
+            out.append(bytes(stream))
+        return out
+
+
+class JpegDecoder:
+    """Batched JPEG decoder to (H, W, 3) uint8 RGB; NumPy on cpu, CuPy on cuda."""
+
+    def __init__(self, device: Device) -> None:
+        nvi = nvimgcodec()
+        self.device = device
+        if device == "cpu":
+            self._decoder = nvi.Decoder(
+                device_id=nvi.NVIMGCODEC_DEVICE_CPU_ONLY,
+                backends=[nvi.Backend(nvi.BackendKind.CPU_ONLY)],
+            )
+        else:
+            self._decoder = nvi.Decoder()
+        self._lock = threading.Lock()
+
+    def decode(self, blobs: Sequence[bytes]) -> list[Any | None]:
+        """Decode each blob; None in place of a blob that does not decode."""
+        if not blobs:
+            return []
+        with self._lock:
+            images = self._decoder.decode(list(blobs))
+        out: list[Any | None] = []
+        for image in images:
+            if image is None:
+                out.append(None)
+            elif self.device == "cpu":
+                out.append(np.asarray(image.cpu()))
+            else:
+                import cupy
+
+                out.append(cupy.asarray(image))
+        return out
+
+    def decode_one(self, blob: bytes) -> npt.NDArray[np.uint8] | None:
+        """Decode one blob to a host array (None if it does not decode)."""
+        (image,) = self.decode([blob])
+        if image is None or self.device == "cpu":
+            return image
+        import cupy
+
+        return cupy.asnumpy(image)  # type: ignore[no-any-return]
+
+
+@functools.cache
+def encoder(device: Device = "cpu") -> JpegEncoder:
+    """The process-wide encoder for `device`."""
+    return JpegEncoder(device)
+
+
+@functools.cache
+def decoder(device: Device = "cpu") -> JpegDecoder:
+    """The process-wide decoder for `device`."""
+    return JpegDecoder(device)
