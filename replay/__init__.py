@@ -1,1 +1,46 @@
-"""replay: replay memory for agents that learn to drive from full-resolution pixels."""
+"""replay: replay memory for agents that learn to drive from full-resolution pixels.
+
+Frames are JPEG-encoded (nvImageCodec, on the GPU when there is one) by a
+background writer and stored in a sharded Zarr v3 store; samplers read
+randomized mini-batches back. The public surface is this module's ``__all__``.
+
+    import replay
+    store = replay.open_store("./replay-data")
+    with store.new_race(env="CarRacing-v3", fps=30) as writer:
+        writer.append(frame, action=action, reward=reward)
+"""
+
+from replay.errors import (
+    CorruptDataError,
+    FrameError,
+    RaceNotFoundError,
+    ReadOnlyStoreError,
+    ReplayError,
+    SamplingError,
+    StepDataError,
+    StoreError,
+    WriterClosedError,
+    WriterFailedError,
+)
+from replay.race import Race, RaceInfo
+from replay.store import Store, open_store
+from replay.writer import Writer, WriterStats
+
+__all__ = [
+    "CorruptDataError",
+    "FrameError",
+    "Race",
+    "RaceInfo",
+    "RaceNotFoundError",
+    "ReadOnlyStoreError",
+    "ReplayError",
+    "SamplingError",
+    "StepDataError",
+    "Store",
+    "StoreError",
+    "Writer",
+    "WriterClosedError",
+    "WriterFailedError",
+    "WriterStats",
+    "open_store",
+]

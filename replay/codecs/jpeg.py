@@ -52,7 +52,7 @@ class JpegCodec(ArrayBytesCodec):
                 f"jpeg: only encoded_color_space='ycbcr' is supported, got {encoded_color_space!r}"
             )
         if isinstance(subsampling, str) and subsampling in jpeg.SUBSAMPLING_FACTORS:
-            name: jpeg.Subsampling = subsampling  # type: ignore[assignment]
+            name: jpeg.Subsampling = subsampling
         else:
             name = jpeg.subsampling_from_factors(subsampling)
         object.__setattr__(self, "quality", quality)
@@ -94,7 +94,7 @@ class JpegCodec(ArrayBytesCodec):
         if image is None or image.shape != chunk_spec.shape:
             got = "undecodable bytes" if image is None else f"shape {image.shape}"
             raise ValueError(f"jpeg: chunk of shape {chunk_spec.shape} decoded to {got}")
-        return chunk_spec.prototype.nd_buffer.from_ndarray_like(image)
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(image)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         return self._decode_sync(chunk_bytes, chunk_spec)

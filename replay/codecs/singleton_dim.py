@@ -28,7 +28,9 @@ def _parse_operations(data: object) -> tuple[tuple[str, int], ...]:
     ops = []
     for op in data:
         if not isinstance(op, dict) or len(op) != 1:
-            raise ValueError(f"singleton_dim: each operation is {{'remove'|'add': axis}}, got {op!r}")
+            raise ValueError(
+                f"singleton_dim: each operation is {{'remove'|'add': axis}}, got {op!r}"
+            )
         ((kind, axis),) = op.items()
         if kind not in ("remove", "add") or not isinstance(axis, int) or axis < 0:
             raise ValueError(f"singleton_dim: bad operation {op!r}")
@@ -43,7 +45,7 @@ def _apply(shape: tuple[int, ...], kind: str, axis: int) -> tuple[int, ...]:
         return shape[:axis] + shape[axis + 1 :]
     if axis > len(shape):
         raise ValueError(f"singleton_dim: cannot add axis {axis} to chunk shape {shape}")
-    return shape[:axis] + (1,) + shape[axis:]
+    return (*shape[:axis], 1, *shape[axis:])
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,14 @@ class SingletonDimCodec(ArrayArrayCodec):
     operations: tuple[tuple[str, int], ...]
 
     def __init__(self, *, operations: object = ({"remove": 0},)) -> None:
-        object.__setattr__(self, "operations", _parse_operations(list(cast("list[object]", operations))))
+        object.__setattr__(
+            self, "operations", _parse_operations(list(cast("list[object]", operations)))
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
         _, config = parse_named_configuration(data, NAME)
-        return cls(**config)  # type: ignore[arg-type]
+        return cls(**config)
 
     def to_dict(self) -> dict[str, JSON]:
         ops: list[JSON] = [{kind: axis} for kind, axis in self.operations]
@@ -92,9 +96,7 @@ class SingletonDimCodec(ArrayArrayCodec):
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer | None:
         return chunk_array.reshape(self._shape(chunk_spec.shape))
 
-    async def _encode_single(
-        self, chunk_array: NDBuffer, chunk_spec: ArraySpec
-    ) -> NDBuffer | None:
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer | None:
         return self._encode_sync(chunk_array, chunk_spec)
 
     def compute_encoded_size(self, input_byte_length: int, _chunk_spec: ArraySpec) -> int:

@@ -1,0 +1,237 @@
+"""One race of a store, read side: its metadata (`RaceInfo`) and its data (`Race`).
+
+`RaceInfo` is a snapshot of the race group's attributes; `length` is the number
+of committed steps, the only steps a reader may look at. `Race` reads frames
+and step arrays up to that length::
+
+    race = store.race(race_id)
+    race.length, race.status
+    race.frame(0)                  # (H, W, 3) uint8, decoded
+    race.frame_bytes(0)            # the stored JPEG, as written
+    race.steps("reward")           # (length,) float32
+    race.frames[10:12]             # the zarr.Array, for plain zarr-python access
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from replay import format as fmt
+from replay import jpeg, shards
+from replay.errors import CorruptDataError, RaceNotFoundError, StepDataError
+
+if TYPE_CHECKING:
+    import zarr
+
+    from replay.storage import ByteStorage
+
+
+@dataclass(frozen=True)
+class RaceInfo:
+    """A race's metadata as stored in its group attributes (format v1)."""
+
+    race_id: str
+    env: str
+    map: str
+    policy: str
+    status: str
+    length: int
+    fps: float
+    height: int
+    width: int
+    shard_size: int
+    started_at: str
+    ended_at: str | None
+    codec: dict[str, Any]
+    action_shape: tuple[int, ...]
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    lease: dict[str, Any] | None = None
+
+    @classmethod
+    def from_attrs(cls, race_id: str, attrs: dict[str, Any]) -> RaceInfo:
+        """Parse a race group's attributes (KeyError/TypeError if malformed)."""
+        return cls(
+            race_id=race_id,
+            env=str(attrs["env"]),
+            map=str(attrs.get("map", "")),
+            policy=str(attrs.get("policy", "")),
+            status=str(attrs["status"]),
+            length=int(attrs["length"]),
+            fps=float(attrs["fps"]),
+            height=int(attrs["height"]),
+            width=int(attrs["width"]),
+            shard_size=int(attrs["shard_size"]),
+            started_at=str(attrs["started_at"]),
+            ended_at=attrs.get("ended_at"),
+            codec=dict(attrs["codec"]),
+            action_shape=tuple(int(n) for n in attrs["action_shape"]),
+            extras=dict(attrs.get("extras", {})),
+            meta=dict(attrs.get("meta", {})),
+            lease=attrs.get("lease"),
+        )
+
+    @property
+    def step_arrays(self) -> list[str]:
+        """Names of the per-step arrays: the standard ones, then the declared extras."""
+        return [*fmt.STANDARD_STEPS, *self.extras]
+
+    @property
+    def raw_frame_nbytes(self) -> int:
+        """Bytes of one uncompressed frame."""
+        return self.height * self.width * 3
+
+    @property
+    def n_shards(self) -> int:
+        """Shards holding committed frames."""
+        return -(-self.length // self.shard_size)
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the race in game seconds."""
+        return self.length / self.fps if self.fps else 0.0
+
+
+def read_json(storage: ByteStorage, key: str) -> dict[str, Any]:
+    """A zarr.json document as a dict."""
+    value = json.loads(storage.read(key))
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} is not a JSON object")
+    return value
+
+
+def read_race_info(storage: ByteStorage, race_id: str) -> RaceInfo:
+    """The current metadata of a race; RaceNotFoundError if there is no such race."""
+    if not fmt.is_race_id(race_id):
+        raise RaceNotFoundError(f"{race_id!r} is not a race id (26 characters, ULID)")
+    key = f"{fmt.race_key(race_id)}/{fmt.METADATA}"
+    try:
+        doc = read_json(storage, key)
+        return RaceInfo.from_attrs(race_id, doc["attributes"])
+    except FileNotFoundError:
+        raise RaceNotFoundError(f"no race {race_id} in {storage}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptDataError(
+            f"race {race_id}: metadata {key} is damaged ({e})", race_id=race_id, shard=-1
+        ) from e
+
+
+class Race:
+    """Read access to one race, bounded by its committed length at open time."""
+
+    def __init__(self, storage: ByteStorage, info: RaceInfo, zarr_root: zarr.Group) -> None:
+        self._storage = storage
+        self._zarr_root = zarr_root
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"Race({self.info.race_id!r}, status={self.status!r}, length={self.length})"
+
+    @property
+    def race_id(self) -> str:
+        return self.info.race_id
+
+    @property
+    def length(self) -> int:
+        """Committed steps (frames) of the race when it was opened."""
+        return self.info.length
+
+    @property
+    def status(self) -> str:
+        """``recording``, ``complete`` or ``aborted``."""
+        return self.info.status
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The race group's attributes, as stored."""
+        doc = read_json(self._storage, f"{fmt.race_key(self.race_id)}/{fmt.METADATA}")
+        attrs: dict[str, Any] = doc["attributes"]
+        return attrs
+
+    @property
+    def frames(self) -> zarr.Array[Any]:
+        """The frames as a zarr Array (T, H, W, 3); index only below `length`."""
+        array = self._zarr_root[f"{fmt.race_key(self.race_id)}/{fmt.FRAMES}"]
+        return array  # type: ignore[return-value]
+
+    def _check_step(self, step: int) -> None:
+        if not 0 <= step < self.length:
+            raise IndexError(f"race {self.race_id} has {self.length} committed steps, not {step}")
+
+    def shard_index(self, shard: int) -> list[tuple[int, int] | None]:
+        """(offset, nbytes) of each frame in a shard; CorruptDataError if damaged."""
+        key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, 4)
+        n = self.info.shard_size
+        try:
+            size = self._storage.size(key)
+            (tail,) = self._storage.read_ranges(
+                key, [(size - shards.index_nbytes(n), shards.index_nbytes(n))]
+            )
+            return shards.chunk_ranges(shards.parse_index(tail, n), size)
+        except (OSError, ValueError) as e:
+            raise CorruptDataError(
+                f"race {self.race_id}, shard {shard}: cannot read its index ({e})",
+                race_id=self.race_id,
+                shard=shard,
+            ) from e
+
+    def frame_bytes(self, step: int) -> bytes:
+        """The stored bytes of one frame (a JPEG for jpeg races), without decoding."""
+        self._check_step(step)
+        shard, slot = divmod(step, self.info.shard_size)
+        where = self.shard_index(shard)[slot]
+        if where is None:
+            raise CorruptDataError(
+                f"race {self.race_id}, shard {shard}: committed step {step} is missing",
+                race_id=self.race_id,
+                shard=shard,
+                step=step,
+            )
+        key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, 4)
+        (blob,) = self._storage.read_ranges(key, [where])
+        return blob
+
+    def frame(self, step: int) -> npt.NDArray[np.uint8]:
+        """One frame, decoded to (H, W, 3) uint8 RGB."""
+        blob = self.frame_bytes(step)
+        shard = step // self.info.shard_size
+        image = decode_frame(blob, self.info)
+        if image is None:
+            raise CorruptDataError(
+                f"race {self.race_id}, shard {shard}: frame at step {step} does not decode",
+                race_id=self.race_id,
+                shard=shard,
+                step=step,
+            )
+        return image
+
+    def steps(self, name: str) -> npt.NDArray[Any]:
+        """All committed values of one per-step array (e.g. ``"reward"``)."""
+        if name not in self.info.step_arrays:
+            raise StepDataError(
+                f"race {self.race_id} has no step array {name!r}; it has {self.info.step_arrays}"
+            )
+        array = self._zarr_root[f"{fmt.race_key(self.race_id)}/{name}"]
+        return np.asarray(array[: self.length])  # type: ignore[index]
+
+
+def decode_frame(blob: bytes, info: RaceInfo) -> npt.NDArray[np.uint8] | None:
+    """Decode one stored frame of a race (jpeg or lossless zstd); None if it does not decode."""
+    shape = (info.height, info.width, 3)
+    if info.codec["name"] == "jpeg":
+        image = jpeg.decoder("cpu").decode_one(blob)
+    else:
+        from numcodecs import Zstd
+
+        try:
+            image = np.frombuffer(Zstd().decode(blob), dtype=np.uint8).reshape(shape)
+        except (RuntimeError, ValueError):
+            image = None
+    if image is None or image.shape != shape:
+        return None
+    return image

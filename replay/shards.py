@@ -1,0 +1,65 @@
+"""Zarr shard bytes, assembled and parsed by hand.
+
+zarr-python rewrites a whole shard on every partial write and loses frames when
+two writers share one, so the writer builds each shard itself. The layout is
+Zarr's ``sharding_indexed`` with ``index_location="end"``: the chunks' bytes one
+after another, then the index, ``n`` little-endian ``(offset, nbytes)`` uint64
+pairs (``2**64-1`` twice for a chunk that is absent), then the CRC32C of the
+index as a little-endian uint32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import crc32c
+import numpy as np
+import numpy.typing as npt
+
+EMPTY = np.uint64(2**64 - 1)
+
+
+def index_nbytes(n_chunks: int) -> int:
+    """Size of the index (with its checksum) at the end of a shard of `n_chunks`."""
+    return 16 * n_chunks + 4
+
+
+def build_shard(chunks: Sequence[bytes], n_chunks: int) -> bytes:
+    """Shard bytes holding `chunks` as its first chunks; the rest of `n_chunks` absent."""
+    if len(chunks) > n_chunks:
+        raise ValueError(f"{len(chunks)} chunks do not fit a shard of {n_chunks}")
+    index = np.full((n_chunks, 2), EMPTY, dtype="<u8")
+    offset = 0
+    for i, chunk in enumerate(chunks):
+        index[i] = (offset, len(chunk))
+        offset += len(chunk)
+    index_bytes = index.tobytes()
+    checksum = crc32c.crc32c(index_bytes).to_bytes(4, "little")
+    return b"".join([*chunks, index_bytes, checksum])
+
+
+def parse_index(tail: bytes, n_chunks: int) -> npt.NDArray[np.uint64]:
+    """The (n_chunks, 2) offset/nbytes index from a shard's last `index_nbytes` bytes.
+
+    Raises ValueError when the checksum does not match (a torn or damaged shard).
+    """
+    if len(tail) != index_nbytes(n_chunks):
+        raise ValueError(f"shard index is {len(tail)} bytes, expected {index_nbytes(n_chunks)}")
+    body, checksum = tail[:-4], tail[-4:]
+    if crc32c.crc32c(body) != int.from_bytes(checksum, "little"):
+        raise ValueError("shard index checksum mismatch")
+    return np.frombuffer(body, dtype="<u8").reshape(n_chunks, 2).astype(np.uint64)
+
+
+def chunk_ranges(index: npt.NDArray[np.uint64], shard_nbytes: int) -> list[tuple[int, int] | None]:
+    """(offset, nbytes) per chunk, None for absent ones; ValueError if out of bounds."""
+    limit = shard_nbytes - index_nbytes(len(index))
+    out: list[tuple[int, int] | None] = []
+    for offset, nbytes in index.tolist():
+        if offset == int(EMPTY):
+            out.append(None)
+        elif offset + nbytes > limit:
+            raise ValueError(f"chunk range {offset}+{nbytes} past the end of the shard data")
+        else:
+            out.append((int(offset), int(nbytes)))
+    return out

@@ -1,0 +1,152 @@
+"""Byte storage under a store: whole-object atomic writes and ranged reads.
+
+Everything `replay` writes (shards, step chunks, metadata JSON) goes through a
+`ByteStorage`, so the commit protocol is in one place and an object-store
+backend only has to implement this small interface. `LocalStorage` is the
+disk implementation: writes go to a temp file in the same folder, are
+fsynced, then renamed over the target (readers see the old bytes or the new
+bytes, never a mix); reads use ``os.pread`` so threads share no file offset.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from replay.errors import ReadOnlyStoreError, StoreError
+
+TEMP_PREFIX = ".tmp-"
+
+
+class ByteStorage(Protocol):
+    """What the store needs from a place to keep bytes (keys are '/'-separated)."""
+
+    def read(self, key: str) -> bytes:
+        """All bytes of `key`; FileNotFoundError if absent."""
+        ...
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The bytes at each (offset, nbytes); a negative offset counts from the end."""
+        ...
+
+    def write(self, key: str, data: bytes) -> None:
+        """Replace `key` with `data` atomically and durably."""
+        ...
+
+    def size(self, key: str) -> int:
+        """Size of `key` in bytes; FileNotFoundError if absent."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list_dir(self, prefix: str) -> list[str]:
+        """Names directly under `prefix` (empty if none)."""
+        ...
+
+    def walk_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size) of every object under `prefix`."""
+        ...
+
+    def delete_tree(self, prefix: str) -> None: ...
+
+
+class LocalStorage:
+    """`ByteStorage` on a local directory."""
+
+    def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        self.root = Path(root)
+        self.read_only = read_only
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def path(self, key: str) -> Path:
+        """The file of `key`; keys are built by `replay.format`, never from raw input."""
+        return self.root / key
+
+    def read(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        fd = os.open(self.path(key), os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size if any(o < 0 for o, _ in ranges) else 0
+            out = []
+            for offset, nbytes in ranges:
+                start = size + offset if offset < 0 else offset
+                data = os.pread(fd, nbytes, start)
+                if len(data) != nbytes:
+                    raise EOFError(f"{key}: wanted {nbytes} bytes at {start}, got {len(data)}")
+                out.append(data)
+            return out
+        finally:
+            os.close(fd)
+
+    def write(self, key: str, data: bytes) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError(f"store {self.root} is open read-only; cannot write {key}")
+        target = self.path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        except PermissionError as e:
+            raise ReadOnlyStoreError(f"cannot write to {target.parent}: {e.strerror}") from e
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(target.parent)
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def list_dir(self, prefix: str) -> list[str]:
+        try:
+            return sorted(p.name for p in self.path(prefix).iterdir())
+        except FileNotFoundError:
+            return []
+        except NotADirectoryError as e:
+            raise StoreError(f"{self.path(prefix)} is not a directory") from e
+
+    def walk_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        base = self.path(prefix)
+        for dirpath, _, files in os.walk(base):
+            for name in files:
+                p = Path(dirpath) / name
+                try:
+                    yield str(p.relative_to(self.root)), p.stat().st_size
+                except FileNotFoundError:  # replaced while we walked
+                    continue
+
+    def delete_tree(self, prefix: str) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError(f"store {self.root} is open read-only; cannot delete {prefix}")
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (not every filesystem supports fsync on a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)

@@ -1,0 +1,274 @@
+"""The front door: open a store, start races, list and read them.
+
+import replay
+store = replay.open_store("./replay-data")           # created if missing
+with store.new_race(env="CarRacing-v3", fps=30) as writer:
+    writer.append(frame, action=a, reward=r)
+for info in store.races():
+    print(info.race_id, info.length, info.status)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from ulid import ULID
+from zarr.codecs import BytesCodec, ZstdCodec
+
+from replay import format as fmt
+from replay.codecs import JpegCodec, SingletonDimCodec
+from replay.errors import RaceNotFoundError, ReadOnlyStoreError, ReplayError, StoreError
+from replay.race import Race, RaceInfo, read_json, read_race_info
+from replay.storage import ByteStorage, LocalStorage
+from replay.writer import QueuePolicy, StepSpec, Writer
+
+Mode = Literal["a", "r"]
+Codec = Literal["jpeg", "zstd"]
+
+
+def open_store(path: str | os.PathLike[str], mode: Mode = "a") -> Store:
+    """Open the replay store at `path`.
+
+    ``mode="a"`` (default) creates an empty store where nothing exists yet (or in an
+    empty directory); ``mode="r"`` opens an existing store read-only. Raises
+    `StoreError` for a path that is a file or a directory that is not a store.
+    """
+    if mode not in ("a", "r"):
+        raise ValueError(f"mode must be 'a' or 'r', not {mode!r}")
+    root = Path(path).expanduser()
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"{root} is a file, not a replay store (a store is a directory)")
+    storage = LocalStorage(root, read_only=mode == "r")
+    meta_key = fmt.METADATA
+    if storage.exists(meta_key):
+        _check_root(storage, root)
+    elif mode == "r":
+        raise StoreError(f"{root} is not a replay store (no {meta_key}); record into it first")
+    elif root.exists() and any(root.iterdir()):
+        raise StoreError(f"{root} is a non-empty directory that is not a replay store")
+    else:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            zarr.open_group(str(root), mode="w", attributes={fmt.FORMAT_ATTR: fmt.FORMAT_VERSION})
+        except PermissionError as e:
+            raise ReadOnlyStoreError(f"cannot create a store at {root}: {e.strerror}") from e
+    return Store(storage, read_only=mode == "r")
+
+
+def _check_root(storage: ByteStorage, root: Path) -> None:
+    try:
+        attrs = read_json(storage, fmt.METADATA).get("attributes", {})
+    except ValueError as e:
+        raise StoreError(f"{root}/{fmt.METADATA} is not valid JSON: {e}") from e
+    version = attrs.get(fmt.FORMAT_ATTR)
+    if version is None:
+        raise StoreError(f"{root} is a Zarr group but not a replay store (no {fmt.FORMAT_ATTR})")
+    if version != fmt.FORMAT_VERSION:
+        raise StoreError(
+            f"{root} has replay format {version}; this version reads format {fmt.FORMAT_VERSION}"
+        )
+
+
+class Store:
+    """A replay store: a Zarr v3 group of races. Get one from `open_store`."""
+
+    def __init__(self, storage: LocalStorage, *, read_only: bool) -> None:
+        self.storage = storage
+        self.read_only = read_only
+        self._zarr: zarr.Group | None = None
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.storage.root)!r}, read_only={self.read_only})"
+
+    @property
+    def root(self) -> Path:
+        """The store's directory."""
+        return self.storage.root
+
+    @property
+    def zarr(self) -> zarr.Group:
+        """The store as a read-only zarr Group (for plain zarr-python access)."""
+        if self._zarr is None:
+            self._zarr = zarr.open_group(str(self.root), mode="r")
+        return self._zarr
+
+    def race_ids(self) -> list[str]:
+        """Ids of all races, oldest first (ids sort by creation time)."""
+        return [n for n in self.storage.list_dir(fmt.RACES) if fmt.is_race_id(n)]
+
+    def races(self) -> list[RaceInfo]:
+        """Metadata of every race, oldest first (races without metadata yet are skipped)."""
+        out = []
+        for race_id in self.race_ids():
+            try:
+                out.append(read_race_info(self.storage, race_id))
+            except RaceNotFoundError:  # being created right now
+                continue
+        return out
+
+    def race(self, race_id: str) -> Race:
+        """One race; `RaceNotFoundError` if the id is malformed or absent."""
+        return Race(self.storage, read_race_info(self.storage, race_id), self.zarr)
+
+    def race_nbytes(self, race_id: str) -> int:
+        """Bytes the race takes on disk."""
+        read_race_info(self.storage, race_id)  # validates the id
+        return sum(size for _, size in self.storage.walk_sizes(fmt.race_key(race_id)))
+
+    def new_race(
+        self,
+        *,
+        env: str,
+        map: str = "",
+        policy: str = "",
+        fps: float = 30,
+        height: int = 900,
+        width: int = 1600,
+        action_shape: tuple[int, ...] = (3,),
+        extras: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        codec: Codec = "jpeg",
+        quality: int = fmt.DEFAULT_QUALITY,
+        subsampling: str = "420",
+        shard_size: int = fmt.DEFAULT_SHARD_SIZE,
+        flush_interval: float = 1.0,
+        queue_size: int = 32,
+        on_full: QueuePolicy = "block",
+        device: str = "auto",
+    ) -> Writer:
+        """Start recording a race; returns its `Writer` (use it as a context manager).
+
+        `codec` is ``"jpeg"`` (lossy, `quality` 1-100, `subsampling` "420"/"422"/"444")
+        or ``"zstd"`` (lossless). `extras` declares more per-step arrays as
+        ``{name: (dtype, shape)}``. `meta` is any JSON-able user metadata.
+        """
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
+        _check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
+        specs = _step_specs(action_shape, extras or {})
+        race_id = str(ULID())
+        codec_attrs: dict[str, Any] = (
+            {"name": "jpeg", "quality": quality, "subsampling": subsampling}
+            if codec == "jpeg"
+            else {"name": "zstd", "level": 3}
+        )
+        attrs: dict[str, Any] = {
+            "env": env,
+            "map": map,
+            "policy": policy,
+            "fps": fps,
+            "height": height,
+            "width": width,
+            "shard_size": shard_size,
+            "started_at": fmt.utc_now(),
+            "ended_at": None,
+            "status": fmt.RECORDING,
+            "length": 0,
+            "codec": codec_attrs,
+            "action_shape": list(action_shape),
+            "extras": {n: {"dtype": d, "shape": list(s)} for n, (d, s) in (extras or {}).items()},
+            "meta": dict(meta or {}),
+            "lease": None,
+        }
+        try:
+            self._create_race(race_id, attrs, specs)
+        except PermissionError as e:
+            raise ReadOnlyStoreError(f"cannot write a race into {self.root}: {e.strerror}") from e
+        info = RaceInfo.from_attrs(race_id, attrs)
+        return Writer(
+            self.storage,
+            info,
+            specs,
+            flush_interval=flush_interval,
+            queue_size=queue_size,
+            on_full=on_full,
+            device=device,
+        )
+
+    def _create_race(self, race_id: str, attrs: dict[str, Any], specs: list[StepSpec]) -> None:
+        # zarr writes the metadata documents (it is our compatibility oracle); the
+        # group's attrs go last so the race only becomes listed once complete.
+        group = zarr.open_group(str(self.root / fmt.race_key(race_id)), mode="w")
+        h, w, s = attrs["height"], attrs["width"], attrs["shard_size"]
+        codec = attrs["codec"]
+        serializer: Any
+        compressors: Any
+        if codec["name"] == "jpeg":
+            serializer = JpegCodec(quality=codec["quality"], subsampling=codec["subsampling"])
+            filters: Any = [SingletonDimCodec()]
+            compressors = None
+        else:
+            serializer, filters, compressors = BytesCodec(), None, [ZstdCodec(level=3)]
+        group.create_array(
+            fmt.FRAMES,
+            shape=(0, h, w, 3),
+            chunks=(1, h, w, 3),
+            shards=(s, h, w, 3),
+            dtype="uint8",
+            filters=filters,
+            serializer=serializer,
+            compressors=compressors,
+            fill_value=0,
+            dimension_names=["step", "y", "x", "channel"],
+        )
+        for spec in specs:
+            group.create_array(
+                spec.name,
+                shape=(0, *spec.shape),
+                chunks=(s, *spec.shape),
+                dtype=spec.dtype,
+                compressors=[ZstdCodec(level=3)],
+                fill_value=0,
+            )
+        key = f"{fmt.race_key(race_id)}/{fmt.METADATA}"
+        doc = read_json(self.storage, key)
+        doc["attributes"] = attrs
+        self.storage.write(key, json.dumps(doc).encode())
+
+
+def _check_race_args(
+    height: int,
+    width: int,
+    fps: float,
+    shard_size: int,
+    codec: str,
+    quality: int,
+    subsampling: str,
+    meta: Mapping[str, Any] | None,
+) -> None:
+    if height <= 0 or width <= 0:
+        raise ValueError(f"height and width must be positive, got {height}x{width}")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if not 1 <= shard_size <= 65536:
+        raise ValueError(f"shard_size must be in 1..65536, got {shard_size}")
+    if codec not in ("jpeg", "zstd"):
+        raise ValueError(f"codec must be 'jpeg' or 'zstd', got {codec!r}")
+    if codec == "jpeg" and not (isinstance(quality, int) and 1 <= quality <= 100):
+        raise ValueError(f"quality must be an integer in 1..100, got {quality!r}")
+    if subsampling not in ("420", "422", "444"):
+        raise ValueError(f"subsampling must be '420', '422' or '444', got {subsampling!r}")
+    try:
+        json.dumps(dict(meta or {}))
+    except TypeError as e:
+        raise ValueError(f"meta must be JSON-serialisable: {e}") from e
+
+
+def _step_specs(
+    action_shape: tuple[int, ...], extras: Mapping[str, tuple[str, tuple[int, ...]]]
+) -> list[StepSpec]:
+    specs = [
+        StepSpec(name, np.dtype(dtype), tuple(action_shape) if name == "action" else ())
+        for name, dtype in fmt.STANDARD_STEPS.items()
+    ]
+    for name, (dtype, shape) in extras.items():
+        if name in fmt.STANDARD_STEPS or name == fmt.FRAMES or not name.isidentifier():
+            raise ReplayError(f"extra step array name {name!r} is reserved or not an identifier")
+        specs.append(StepSpec(name, np.dtype(dtype), tuple(shape)))
+    return specs

@@ -1,0 +1,410 @@
+"""The background writer beside the driver.
+
+`Writer.append` validates a frame, copies it into a preallocated ring slot and
+returns: the driver never waits on encoding or disk. A background thread takes
+frames in batches, JPEG-encodes them (nvImageCodec: on the GPU for a CUDA
+writer, its CPU backend otherwise), assembles whole shards and commits them
+(`replay.format` describes the protocol). The open shard is re-committed every
+`flush_interval` seconds, so a crash loses at most that much.
+
+    with store.new_race(env="CarRacing-v3") as writer:       # complete on exit,
+        for frame, action, reward in driver():                # aborted on exception
+            writer.append(frame, action=action, reward=reward)
+    print(writer.stats())
+
+When the ring is full, ``on_full="block"`` waits for a slot and ``"drop"`` drops
+the frame (counted in `WriterStats.dropped`). If the background thread fails
+(a full disk, say), `append` keeps the driver alive by dropping frames, the error
+shows in `stats().error`, and `close()` raises `WriterFailedError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from replay import format as fmt
+from replay import jpeg, shards
+from replay.errors import (
+    FrameError,
+    ReplayError,
+    StepDataError,
+    WriterClosedError,
+    WriterFailedError,
+)
+
+if TYPE_CHECKING:
+    from replay.race import RaceInfo
+    from replay.storage import ByteStorage
+
+QueuePolicy = Literal["block", "drop"]
+log = logging.getLogger(__name__)
+_CLOSE = object()
+ENCODE_BATCH = 8
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One per-step array of a race: its name, dtype and per-step shape."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """Counters of a writer; `written` frames are committed (durable and visible)."""
+
+    appended: int
+    written: int
+    dropped: int
+    queue_depth: int
+    encode_ms: float
+    bytes_written: int
+    shards_written: int
+    error: str | None
+
+
+@dataclass
+class _Pending:
+    slot: int
+    steps: dict[str, npt.NDArray[Any]]
+
+
+def _is_cuda_array(obj: object) -> bool:
+    return hasattr(obj, "__cuda_array_interface__") or (
+        hasattr(obj, "__dlpack_device__") and obj.__dlpack_device__()[0] in (2, 13)
+    )
+
+
+class Writer:
+    """Records one race. Create it with `Store.new_race`, not directly."""
+
+    def __init__(
+        self,
+        storage: ByteStorage,
+        info: RaceInfo,
+        specs: list[StepSpec],
+        *,
+        flush_interval: float,
+        queue_size: int,
+        on_full: QueuePolicy,
+        device: str,
+    ) -> None:
+        if flush_interval <= 0:
+            raise ValueError(f"flush_interval must be positive, got {flush_interval}")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        if on_full not in ("block", "drop"):
+            raise ValueError(f"on_full must be 'block' or 'drop', not {on_full!r}")
+        self.race_id = info.race_id
+        self._info = info
+        self._storage = storage
+        self._specs = {s.name: s for s in specs}
+        self._shape = (info.height, info.width, 3)
+        self._flush_interval = flush_interval
+        self._on_full = on_full
+        self.device: jpeg.Device = jpeg.resolve_device(device)
+        self._ring = self._allocate_ring(queue_size)
+        self._free: queue.Queue[int] = queue.Queue()
+        for slot in range(queue_size):
+            self._free.put(slot)
+        self._pending: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
+        # counters (written by the background thread, read by stats())
+        self._appended = self._dropped = self._written = 0
+        self._bytes = self._shards = 0
+        self._encode_s = 0.0
+        self._error: BaseException | None = None
+        # the open shard
+        self._shard = 0
+        self._chunks: list[bytes] = []
+        self._step_buf = {
+            s.name: np.zeros((info.shard_size, *s.shape), dtype=s.dtype) for s in specs
+        }
+        self._array_docs = {
+            name: json.loads(storage.read(f"{fmt.race_key(self.race_id)}/{name}/{fmt.METADATA}"))
+            for name in [fmt.FRAMES, *self._specs]
+        }
+        self._race_doc = json.loads(storage.read(f"{fmt.race_key(self.race_id)}/{fmt.METADATA}"))
+        self._write_attrs()  # takes the lease
+        self._thread = threading.Thread(
+            target=self._run, name=f"replay-writer-{self.race_id}", daemon=True
+        )
+        self._thread.start()
+
+    # -- driver side ---------------------------------------------------------------
+
+    def _allocate_ring(self, n: int) -> Any:
+        if self.device == "cuda":
+            import cupy
+
+            self._events = [cupy.cuda.Event(disable_timing=True) for _ in range(n)]
+            return cupy.empty((n, *self._shape), dtype=cupy.uint8)
+        ring = np.empty((n, *self._shape), dtype=np.uint8)
+        ring.fill(0)  # fault the pages in now, not on the driver's first appends
+        return ring
+
+    def append(self, frame: Any, **steps: Any) -> bool:
+        """Queue one frame and its step data; returns False if the frame was dropped.
+
+        `frame` is (H, W, 3) uint8: a NumPy array (any strides, read-only is fine) or,
+        on a CUDA writer, a CUDA array (CuPy, torch, anything with
+        ``__cuda_array_interface__``). `steps` are the race's step arrays: ``action``,
+        ``reward``, ``terminated``, ``truncated``, ``t_ns`` (default: now) and the
+        declared extras; missing ones are zero.
+        """
+        if self._closed:
+            raise WriterClosedError(f"race {self.race_id}: append() after close()")
+        values = self._check_steps(steps)
+        on_device = _is_cuda_array(frame)
+        if on_device and self.device != "cuda":
+            raise FrameError(
+                f"race {self.race_id}: got a CUDA frame but this writer encodes on the CPU "
+                "(open the race with device='cuda', or pass a host array)"
+            )
+        if not on_device:
+            frame = np.asarray(frame)
+        shape, dtype = tuple(frame.shape), np.dtype(str(frame.dtype))
+        if shape != self._shape or dtype != np.uint8:
+            raise FrameError(
+                f"race {self.race_id}: frames must be {self._shape} uint8, got {shape} {dtype}"
+            )
+        if self._error is not None:
+            self._dropped += 1
+            return False
+        try:
+            slot = self._free.get(block=self._on_full == "block")
+        except queue.Empty:
+            self._dropped += 1
+            return False
+        if slot < 0:  # the background thread failed while we waited
+            self._dropped += 1
+            return False
+        self._copy_in(slot, frame, on_device)
+        self._appended += 1
+        self._pending.put(_Pending(slot, values))
+        return True
+
+    def _copy_in(self, slot: int, frame: Any, on_device: bool) -> None:
+        if self.device == "cuda":
+            import cupy
+
+            self._ring[slot][...] = cupy.asarray(frame)  # device copy, or upload from host
+            self._events[slot].record()
+        else:
+            np.copyto(self._ring[slot], frame)
+
+    def _check_steps(self, steps: dict[str, Any]) -> dict[str, npt.NDArray[Any]]:
+        unknown = set(steps) - set(self._specs)
+        if unknown:
+            raise StepDataError(
+                f"race {self.race_id}: unknown step data {sorted(unknown)}; "
+                f"declared: {sorted(self._specs)} (declare more with new_race(extras=...))"
+            )
+        values: dict[str, npt.NDArray[Any]] = {}
+        for name, value in steps.items():
+            spec = self._specs[name]
+            try:
+                array = np.asarray(value, dtype=spec.dtype)
+            except (TypeError, ValueError) as e:
+                raise StepDataError(f"race {self.race_id}: {name}={value!r}: {e}") from e
+            if array.shape != spec.shape:
+                raise StepDataError(
+                    f"race {self.race_id}: {name} must have shape {spec.shape}, got {array.shape}"
+                )
+            values[name] = array
+        values.setdefault("t_ns", np.asarray(time.time_ns(), dtype=np.int64))
+        return values
+
+    def stats(self) -> WriterStats:
+        """A snapshot of the counters."""
+        return WriterStats(
+            appended=self._appended,
+            written=self._written,
+            dropped=self._dropped,
+            queue_depth=self._pending.qsize(),
+            encode_ms=self._encode_s * 1000,
+            bytes_written=self._bytes,
+            shards_written=self._shards,
+            error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
+        )
+
+    def close(self, status: str = fmt.COMPLETE) -> None:
+        """Commit what is queued and mark the race `status` (complete); idempotent.
+
+        Raises `WriterFailedError` if the background thread failed (the race is then
+        marked aborted; what was committed before the failure stays readable).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._pending.put(_CLOSE)
+        self._thread.join()
+        if self._error is not None:
+            status = fmt.ABORTED
+        try:
+            self._write_attrs(status=status, ended_at=fmt.utc_now(), lease=False)
+        except OSError as e:
+            self._error = self._error or e
+        if self._error is not None:
+            raise WriterFailedError(
+                f"race {self.race_id}: background writer failed after {self._written} "
+                f"committed frames: {self._error}"
+            ) from self._error
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close(status=fmt.ABORTED)
+        except ReplayError:  # the driver's own exception is the one to see
+            log.exception("race %s: writer failed while aborting", self.race_id)
+
+    # -- background thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        # Lower this thread's priority (and that of encoder threads it starts) so
+        # the driver's thread wins the CPU whenever both want it.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            self._loop()
+        except BaseException as e:  # reported through stats() and close()
+            log.exception("race %s: background writer failed", self.race_id)
+            self._error = e
+            while True:  # unblock a driver waiting for a slot, and drain the queue
+                self._free.put(-1)
+                try:
+                    item = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _CLOSE:
+                    break
+
+    def _loop(self) -> None:
+        next_flush = time.monotonic() + self._flush_interval
+        last_lease = time.monotonic()
+        closing = False
+        while not closing:
+            batch: list[_Pending] = []
+            timeout = max(0.0, next_flush - time.monotonic())
+            try:
+                item = self._pending.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            while item is not None:
+                if item is _CLOSE:
+                    closing = True
+                    break
+                assert isinstance(item, _Pending)
+                batch.append(item)
+                if len(batch) == ENCODE_BATCH:
+                    break
+                try:
+                    item = self._pending.get_nowait()
+                except queue.Empty:
+                    item = None
+            if batch:
+                self._encode(batch)
+            now = time.monotonic()
+            if closing or now >= next_flush:
+                if self._chunks:
+                    self._commit()
+                    last_lease = now
+                elif now - last_lease >= 5 * self._flush_interval:
+                    self._write_attrs()
+                    last_lease = now
+                next_flush = now + self._flush_interval
+
+    def _encode(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        images = [self._ring[p.slot] for p in batch]
+        codec = self._info.codec
+        if self.device == "cuda":
+            for p in batch:
+                self._events[p.slot].synchronize()
+        if codec["name"] == "jpeg":
+            blobs = jpeg.encoder(self.device).encode(
+                images, quality=codec["quality"], subsampling=codec["subsampling"]
+            )
+        else:
+            from numcodecs import Zstd
+
+            zstd = Zstd(level=codec.get("level", 3))
+            blobs = [bytes(zstd.encode(np.ascontiguousarray(im))) for im in images]
+        self._encode_s += time.perf_counter() - started
+        for p, blob in zip(batch, blobs, strict=True):
+            self._free.put(p.slot)
+            i = len(self._chunks)
+            for name, buf in self._step_buf.items():
+                buf[i] = p.steps.get(name, 0)
+            self._chunks.append(blob)
+            if len(self._chunks) == self._info.shard_size:
+                self._commit()
+                self._shard += 1
+                self._chunks = []
+                for buf in self._step_buf.values():
+                    buf[...] = 0
+
+    def _commit(self) -> None:
+        """Write the open shard whole, then its step chunks, then shapes, then length."""
+        race, k, n = self.race_id, self._shard, len(self._chunks)
+        s = self._info.shard_size
+        blob = shards.build_shard(self._chunks, s)
+        self._storage.write(fmt.shard_key(race, fmt.FRAMES, k, 4), blob)
+        written = len(blob)
+        from numcodecs import Zstd
+
+        zstd = Zstd(level=3)
+        for name, buf in self._step_buf.items():
+            chunk = bytes(
+                zstd.encode(np.ascontiguousarray(buf).astype(buf.dtype.newbyteorder("<")))
+            )
+            self._storage.write(fmt.shard_key(race, name, k, buf.ndim), chunk)
+            written += len(chunk)
+        length = k * s + n
+        for name, doc in self._array_docs.items():
+            doc["shape"][0] = length
+            self._storage.write(
+                f"{fmt.race_key(race)}/{name}/{fmt.METADATA}", json.dumps(doc).encode()
+            )
+        self._write_attrs(length=length)
+        self._written = length
+        self._bytes += written
+        self._shards += n == s
+
+    def _write_attrs(self, lease: bool = True, **changes: Any) -> None:
+        attrs = self._race_doc["attributes"]
+        attrs.update(changes)
+        attrs["lease"] = (
+            {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+            if lease
+            else None
+        )
+        key = f"{fmt.race_key(self.race_id)}/{fmt.METADATA}"
+        self._storage.write(key, json.dumps(self._race_doc).encode())
