@@ -1,0 +1,261 @@
+"""The ``replay`` command line: inspect stores, and (through plugins) record, serve, bench.
+
+Commands that need optional packages live in other packages of this distribution
+and are found through the ``replay.commands`` entry point group (``record`` in
+`capture`, ``serve`` in `service`), so `replay` itself never imports them. A
+plugin whose extra is not installed still shows in ``replay --help`` and says
+which extra to install when run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from replay.errors import ReplayError
+from replay.race import RaceInfo
+from replay.store import Store, open_store
+
+PLUGIN_GROUP = "replay.commands"
+EXTRA_OF_MODULE = {"capture": "capture", "service": "service"}
+
+
+class _ReplayGroup(click.Group):
+    """A click group that adds the commands registered by plugins."""
+
+    def _plugins(self) -> dict[str, Any]:
+        return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        ep = self._plugins().get(cmd_name)
+        if ep is None:
+            return None
+        try:
+            loaded = ep.load()
+        except ImportError as e:
+            return _missing_extra_command(cmd_name, ep.value.split(".")[0], e)
+        if not isinstance(loaded, click.Command):
+            raise click.ClickException(f"plugin {ep.value} is not a click command")
+        return loaded
+
+
+def _missing_extra_command(name: str, module: str, error: ImportError) -> click.Command:
+    extra = EXTRA_OF_MODULE.get(module, module)
+
+    @click.command(name=name, help=f"(needs: pip install 'replay[{extra}]')")
+    def missing() -> None:
+        raise click.ClickException(
+            f"'replay {name}' needs optional packages that are not installed ({error}). "
+            f"Install them with: pip install 'replay[{extra}]'"
+        )
+
+    return missing
+
+
+@click.group(cls=_ReplayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="replay")
+def main() -> None:
+    """Replay memory for agents that learn to drive from full-resolution pixels.
+
+    A store is a directory (a Zarr v3 group) of races: JPEG frames and per-step
+    data (action, reward, ...). Typical use:
+
+    \b
+      replay record --source carracing --races 3 --steps 300 --store ./replay-data
+      replay inspect ./replay-data
+      replay serve ./replay-data
+    """
+
+
+def _open(path: str) -> Store:
+    try:
+        return open_store(path, mode="r")
+    except ReplayError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(nbytes) < 1000 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def race_summary(store: Store, info: RaceInfo) -> dict[str, Any]:
+    """One race's row of `replay inspect` (also its --json form)."""
+    nbytes = store.race_nbytes(info.race_id)
+    raw = info.length * info.raw_frame_nbytes
+    return {
+        "race_id": info.race_id,
+        "env": info.env,
+        "map": info.map,
+        "policy": info.policy,
+        "status": info.status,
+        "frames": info.length,
+        "duration_s": round(info.duration_s, 3),
+        "bytes": nbytes,
+        "bytes_per_frame": nbytes / info.length if info.length else None,
+        "compression": raw / nbytes if info.length and nbytes else None,
+        "codec": info.codec,
+        "started_at": info.started_at,
+        "ended_at": info.ended_at,
+    }
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.argument("race_id", metavar="[RACE]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+@click.option("--frame", type=int, help="With RACE: export this step's frame (needs --out).")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="File to write --frame to (.png/.jpg)."
+)
+def inspect(
+    store_path: str, race_id: str | None, as_json: bool, frame: int | None, out: str | None
+) -> None:
+    """Show the races of STORE, or one RACE in detail.
+
+    Without RACE: a table of races (id, env/map, status, frames, duration, size,
+    bytes/frame, compression vs raw RGB) and store totals. With RACE: its
+    attributes, shards and per-step array summaries; --frame N --out f.png
+    exports one frame.
+    """
+    store = _open(store_path)
+    console = Console(stderr=as_json, width=None if sys.stdout.isatty() else 160)
+    try:
+        if race_id is None:
+            if frame is not None or out is not None:
+                raise click.UsageError("--frame/--out need a RACE")
+            _inspect_store(store, as_json, console)
+        elif frame is not None or out is not None:
+            _export_frame(store, race_id, frame, out)
+        else:
+            _inspect_race(store, race_id, as_json, console)
+    except (ReplayError, IndexError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
+    with console.status("reading races..."):
+        infos = store.races()
+        rows = [race_summary(store, info) for info in infos]
+    frames = sum(r["frames"] for r in rows)
+    nbytes = sum(r["bytes"] for r in rows)
+    raw = sum(info.length * info.raw_frame_nbytes for info in infos)
+    totals = {
+        "races": len(rows),
+        "frames": frames,
+        "bytes": nbytes,
+        "compression": raw / nbytes if nbytes and frames else None,
+    }
+    if as_json:
+        click.echo(
+            json.dumps({"store": str(store.root), "races": rows, "totals": totals}, indent=2)
+        )
+        return
+    table = Table(title=f"replay store {store.root}")
+    for col in ("race", "env / map", "status", "frames", "duration", "size", "per frame", "vs raw"):
+        table.add_column(
+            col, justify="right" if col not in ("race", "env / map", "status") else "left"
+        )
+    for r in rows:
+        table.add_row(
+            r["race_id"],
+            f"{r['env']} / {r['map']}" if r["map"] else r["env"],
+            r["status"],
+            str(r["frames"]),
+            f"{r['duration_s']:.1f} s",
+            _human(r["bytes"]),
+            _human(r["bytes_per_frame"]) if r["bytes_per_frame"] else "-",
+            f"{r['compression']:.0f}x" if r["compression"] else "-",
+        )
+    console.print(table)
+    ratio = f", {totals['compression']:.0f}x smaller than raw" if totals["compression"] else ""
+    console.print(f"{len(rows)} races, {frames} frames, {_human(nbytes)}{ratio}")
+
+
+def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -> None:
+    race = store.race(race_id)
+    info = race.info
+    shards = []
+    for k in range(info.n_shards):
+        index = race.shard_index(k)
+        present = [r for r in index if r is not None]
+        shards.append({"shard": k, "frames": len(present), "bytes": sum(n for _, n in present)})
+    arrays: dict[str, dict[str, Any]] = {}
+    for name in info.step_arrays:
+        values = race.steps(name)
+        numeric = values.astype("float64") if values.size else values
+        arrays[name] = {
+            "dtype": str(values.dtype),
+            "shape": list(values.shape),
+            "min": float(numeric.min()) if values.size else None,
+            "max": float(numeric.max()) if values.size else None,
+            "mean": float(numeric.mean()) if values.size else None,
+        }
+    detail = {**race_summary(store, info), "attrs": race.attrs, "shards": shards, "steps": arrays}
+    if as_json:
+        click.echo(json.dumps(detail, indent=2, default=str))
+        return
+    table = Table(title=f"race {race_id}", show_header=False)
+    for key in (
+        "env",
+        "map",
+        "policy",
+        "status",
+        "frames",
+        "duration_s",
+        "codec",
+        "started_at",
+        "ended_at",
+    ):
+        table.add_row(key, str(detail[key]))
+    table.add_row("size", f"{_human(detail['bytes'])} ({detail['compression'] or 0:.0f}x vs raw)")
+    table.add_row("shards", f"{len(shards)} x {info.shard_size} frames")
+    table.add_row("meta", json.dumps(info.meta))
+    console.print(table)
+    steps = Table(title="per-step arrays")
+    for col in ("array", "dtype", "shape", "min", "mean", "max"):
+        steps.add_column(col)
+    for name, a in arrays.items():
+        steps.add_row(
+            name,
+            a["dtype"],
+            str(a["shape"]),
+            _num(a["min"]),
+            _num(a["mean"]),
+            _num(a["max"]),
+        )
+    console.print(steps)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _export_frame(store: Store, race_id: str, step: int | None, out: str | None) -> None:
+    if step is None or out is None:
+        raise click.UsageError("exporting a frame needs both --frame N and --out FILE")
+    from PIL import Image
+
+    race = store.race(race_id)
+    target = Path(out)
+    if target.suffix.lower() in (".jpg", ".jpeg") and race.info.codec["name"] == "jpeg":
+        target.write_bytes(race.frame_bytes(step))  # the stored JPEG, bit for bit
+    else:
+        Image.fromarray(race.frame(step)).save(target)
+    click.echo(f"wrote step {step} of race {race_id} to {target}")
