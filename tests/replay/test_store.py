@@ -60,8 +60,9 @@ def test_round_trip_real_frames_plain_zarr(
     disk = store.race_nbytes(race_id)
     ratio = real_frames.nbytes / disk
     print(
-        f"\nreal CarRacing frames at q90: PSNR min {min(psnrs):.1f} dB, mean "
-        f"{np.mean(psnrs):.1f} dB; {disk / len(real_frames) / 1000:.1f} KB/frame, {ratio:.0f}x vs raw"
+        f"\nreal CarRacing frames at q90: PSNR min {min(psnrs):.1f} dB, "
+        f"mean {np.mean(psnrs):.1f} dB; {disk / len(real_frames) / 1000:.1f} KB/frame, "
+        f"{ratio:.0f}x vs raw"
     )
     assert min(psnrs) >= 38.0
     assert ratio >= 15.0
@@ -110,7 +111,8 @@ def test_races_sort_by_time_and_carry_metadata(
     info = store.race(ids[1]).info
     assert info.meta == {"run": 1}
     assert (info.env, info.map, info.height, info.width) == ("CarRacing-v3", "seed-0", 900, 1600)
-    assert info.ended_at is not None and info.lease is None
+    assert info.ended_at is not None
+    assert info.lease is None
 
 
 def test_extras_are_declared_step_arrays(tmp_path: Path) -> None:

@@ -72,10 +72,16 @@ def test_append_after_close_raises(tmp_path: Path) -> None:
 
 def test_exception_in_with_block_marks_race_aborted(tmp_path: Path) -> None:
     store = replay.open_store(tmp_path)
-    with pytest.raises(RuntimeError, match="driver crashed"), small_race(store) as writer:
-        writer.append(small_frame(0))
-        raise RuntimeError("driver crashed")
-    info = store.race(writer.race_id).info
+
+    def drive() -> str:
+        with small_race(store) as writer:
+            writer.append(small_frame(0))
+            raise RuntimeError(f"driver crashed in {writer.race_id}")
+
+    with pytest.raises(RuntimeError, match="driver crashed") as crashed:
+        drive()
+    race_id = str(crashed.value).rsplit(" ", 1)[-1]
+    info = store.race(race_id).info
     assert (info.status, info.length) == ("aborted", 1)
 
 
@@ -89,7 +95,8 @@ def test_open_shard_is_committed_every_flush_interval(tmp_path: Path) -> None:
             time.sleep(0.02)
         race = store.race(writer.race_id)
         assert (race.status, race.length) == ("recording", 5)
-        assert race.info.lease is not None and race.info.lease["pid"] == os.getpid()
+        assert race.info.lease is not None
+        assert race.info.lease["pid"] == os.getpid()
         assert race.frame(4)[0, 0, 0] == 4
         assert writer.stats().written == 5
 
@@ -112,7 +119,9 @@ def test_block_policy_loses_nothing(tmp_path: Path) -> None:
             writer.append(small_frame(i), reward=i)
     stats = writer.stats()
     assert (stats.appended, stats.written, stats.dropped) == (100, 100, 0)
-    assert stats.shards_written == 14 and stats.bytes_written > 0 and stats.error is None
+    assert stats.shards_written == 14
+    assert stats.bytes_written > 0
+    assert stats.error is None
     race = store.race(writer.race_id)
     assert race.steps("reward").tolist() == list(range(100))
     assert [int(race.frame(i)[0, 0, 0]) for i in (0, 6, 7, 99)] == [0, 6, 7, 99]
