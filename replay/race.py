@@ -111,13 +111,20 @@ def read_race_info(storage: ByteStorage, race_id: str) -> RaceInfo:
         raise RaceNotFoundError(f"{race_id!r} is not a race id (26 characters, ULID)")
     key = f"{fmt.race_key(race_id)}/{fmt.METADATA}"
     try:
-        doc = read_json(storage, key)
-        return RaceInfo.from_attrs(race_id, doc["attributes"])
+        attrs = read_json(storage, key).get("attributes", {})
     except FileNotFoundError:
         raise RaceNotFoundError(f"no race {race_id} in {storage}") from None
-    except (KeyError, TypeError, ValueError) as e:
+    except ValueError as e:
         raise CorruptDataError(
             f"race {race_id}: metadata {key} is damaged ({e})", race_id=race_id, shard=-1
+        ) from e
+    if not attrs:  # the writer writes the attributes last: still being created
+        raise RaceNotFoundError(f"race {race_id} is being created")
+    try:
+        return RaceInfo.from_attrs(race_id, attrs)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptDataError(
+            f"race {race_id}: metadata {key} is damaged ({e!r})", race_id=race_id, shard=-1
         ) from e
 
 
