@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from replay.bench.cli import bench
 from replay.errors import ReplayError
 from replay.race import RaceInfo
 from replay.store import Store, open_store
@@ -78,6 +79,9 @@ def main() -> None:
       replay inspect ./replay-data
       replay serve ./replay-data
     """
+
+
+main.add_command(bench)
 
 
 def _open(path: str) -> Store:

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 QueuePolicy = Literal["block", "drop"]
 log = logging.getLogger(__name__)
 _CLOSE = object()
-ENCODE_BATCH = 8
+ENCODE_BATCH = 16  # frames per encoder call: batches amortise nvImageCodec's per-call cost
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""``replay bench``: run a benchmark on real recorded frames and write JSON results."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from replay.bench.environment import environment
+from replay.bench.ingest import Frame, run_ingest_bench
+from replay.errors import ReplayError
+from replay.store import open_store
+
+FRAMES_FROM_HELP = (
+    "Store to take real frames from (record one first: "
+    "replay record --source carracing --races 1 --steps 100 --store ./replay-data)."
+)
+
+
+def load_frames(store_path: str, limit: int) -> list[Frame]:
+    """Up to `limit` decoded frames from the races of a store, oldest first."""
+    try:
+        store = open_store(store_path, mode="r")
+    except ReplayError as e:
+        raise click.ClickException(f"{e}. {FRAMES_FROM_HELP}") from e
+    frames: list[Frame] = []
+    for info in store.races():
+        race = store.race(info.race_id)
+        for step in range(min(info.length, limit - len(frames))):
+            frames.append(race.frame(step))
+        if len(frames) >= limit:
+            break
+    if not frames:
+        raise click.ClickException(f"{store_path} has no committed frames. {FRAMES_FROM_HELP}")
+    return frames
+
+
+def write_results(name: str, results: dict[str, Any], out: str | None) -> None:
+    """Print results and save them (with the environment) as JSON."""
+    doc = {"benchmark": name, **environment(), "results": results}
+    text = json.dumps(doc, indent=2)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")
+        click.echo(f"results written to {out}", err=True)
+    click.echo(text)
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks against the alternatives, on real frames, with ratios from one run.
+
+    \b
+      replay bench ingest --frames-from ./replay-data --frames 300
+    """
+
+
+@bench.command()
+@click.option(
+    "--frames-from",
+    "frames_from",
+    default="./replay-data",
+    show_default=True,
+    help=FRAMES_FROM_HELP,
+)
+@click.option("--frames", "n", default=300, show_default=True, help="Frames to write per approach.")
+@click.option("--distinct", default=60, show_default=True, help="Distinct real frames to cycle.")
+@click.option("--fps", default=30.0, show_default=True, help="Driver pace for the latency figures.")
+@click.option(
+    "--work", type=click.Path(file_okay=False), help="Scratch folder (default: a temp dir)."
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+def ingest(
+    frames_from: str, n: int, distinct: int, fps: float, work: str | None, out: str | None
+) -> None:
+    """Driver-visible append latency and sustained frames/s: replay vs one file per frame."""
+    if n < 1 or distinct < 1:
+        raise click.BadParameter("--frames and --distinct must be positive")
+    frames = load_frames(frames_from, distinct)
+    click.echo(
+        f"ingest: {n} frames of {frames[0].shape} per approach, paced at {fps} fps", err=True
+    )
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        results = run_ingest_bench(frames, n, Path(scratch), fps=fps)
+    results["distinct_frames"] = len(frames)
+    results["frames_from"] = frames_from
+    write_results("ingest", results, out)

@@ -1,0 +1,58 @@
+"""Smoke run of the benchmarks on a tiny size, so the benchmark code cannot rot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from click.testing import CliRunner
+
+import replay
+from replay.cli import main
+
+
+def test_bench_ingest_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> None:
+    store = replay.open_store(tmp_path / "frames")
+    with store.new_race(env="CarRacing-v3") as writer:
+        for frame in real_frames[:4]:
+            writer.append(frame)
+    out = tmp_path / "ingest.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "ingest",
+            "--frames-from",
+            str(tmp_path / "frames"),
+            "--frames",
+            "6",
+            "--fps",
+            "0",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "ingest"
+    assert doc["machine"]["cores"] >= 1
+    assert doc["date"]
+    figures = doc["results"]
+    for approach in ("replay", "png_file", "jpeg_file"):
+        assert figures[approach]["append"]["p99_us"] > 0
+        assert figures[approach]["frames_per_s"] > 0
+        assert figures[approach]["bytes_per_frame"] > 0
+    assert set(figures["ratios"]) == {
+        "append_p99_vs_png_file",
+        "append_p99_vs_jpeg_file",
+        "frames_per_s_vs_png_file",
+        "frames_per_s_vs_jpeg_file",
+    }
+
+
+def test_bench_needs_recorded_frames(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["bench", "ingest", "--frames-from", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert "record one first" in result.output
