@@ -10,6 +10,7 @@ randomized mini-batches back. The public surface is this module's ``__all__``.
         writer.append(frame, action=action, reward=reward)
 """
 
+from replay.batch import Batch, EncodedBatch, SampleKeys, decode_batch
 from replay.errors import (
     CorruptDataError,
     FrameError,
@@ -22,25 +23,35 @@ from replay.errors import (
     WriterClosedError,
     WriterFailedError,
 )
+from replay.index import Filters
 from replay.race import Race, RaceInfo
+from replay.samplers import Sampler
 from replay.store import Store, open_store
+from replay.transform import Transform
 from replay.writer import Writer, WriterStats
 
 __all__ = [
+    "Batch",
     "CorruptDataError",
+    "EncodedBatch",
+    "Filters",
     "FrameError",
     "Race",
     "RaceInfo",
     "RaceNotFoundError",
     "ReadOnlyStoreError",
     "ReplayError",
+    "SampleKeys",
+    "Sampler",
     "SamplingError",
     "StepDataError",
     "Store",
     "StoreError",
+    "Transform",
     "Writer",
     "WriterClosedError",
     "WriterFailedError",
     "WriterStats",
+    "decode_batch",
     "open_store",
 ]

@@ -24,7 +24,9 @@ from zarr.codecs import BytesCodec, ZstdCodec
 from replay import format as fmt
 from replay.codecs import JpegCodec, SingletonDimCodec
 from replay.errors import RaceNotFoundError, ReadOnlyStoreError, ReplayError, StoreError
+from replay.index import Filters
 from replay.race import Race, RaceInfo, read_json, read_race_info
+from replay.samplers import Kind, Sampler
 from replay.storage import ByteStorage, LocalStorage
 from replay.writer import QueuePolicy, StepSpec, Writer
 
@@ -115,6 +117,42 @@ class Store:
     def race(self, race_id: str) -> Race:
         """One race; `RaceNotFoundError` if the id is malformed or absent."""
         return Race(self.storage, read_race_info(self.storage, race_id), self.zarr)
+
+    def sampler(
+        self,
+        kind: Kind = "uniform",
+        *,
+        batch_size: int = 64,
+        seq_len: int = 1,
+        stride: int = 1,
+        seed: int | None = None,
+        filters: Filters | Mapping[str, Any] | None = None,
+        skip_corrupt: bool = False,
+        **options: Any,
+    ) -> Sampler:
+        """A `Sampler` of this store's races (see `replay.samplers`).
+
+        `kind` is ``"uniform"``, ``"prioritized"`` or ``"recent"``. Items are windows
+        of `seq_len` steps `stride` apart inside one race. More `options` (`Sampler`'s
+        keywords): ``device, out, transform`` (defaults for `sample` and iteration),
+        ``alpha, beta, name, checkpoint_interval`` (prioritized),
+        ``recent_seconds, recent_fraction`` (recent), ``refresh_interval, io_threads``.
+
+            sampler = store.sampler("uniform", batch_size=32, seq_len=4, seed=0)
+            batch = sampler.sample()        # batch.frames: (32, 4, 900, 1600, 3) uint8
+        """
+        return Sampler(
+            self.storage,
+            kind=kind,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            stride=stride,
+            seed=seed,
+            filters=filters,
+            skip_corrupt=skip_corrupt,
+            read_only=self.read_only,
+            **options,
+        )
 
     def race_nbytes(self, race_id: str) -> int:
         """Bytes the race takes on disk."""

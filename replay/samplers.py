@@ -1,0 +1,719 @@
+"""Samplers: which (race, step) windows a batch holds, then the batch itself.
+
+A `Sampler` composes three parts, each with one job (TorchRL's split):
+an `Index` (what is there), a selector that only chooses items (`Uniform`,
+`Recent`, `Prioritized`), and a `Reader` that only fetches bytes; decoding is
+`replay.batch.decode_batch`.
+
+An item is a window of `seq_len` steps of one race, `stride` apart, starting at
+any step from which the whole window is committed: windows never cross a race
+boundary. With ``seq_len=1`` an item is one frame.
+
+    sampler = store.sampler("prioritized", batch_size=64, seq_len=4, seed=0)
+    batch = sampler.sample()                    # frames (64, 4, 900, 1600, 3) uint8
+    sampler.update_priorities(batch.keys, td_errors)
+    for batch in sampler:                       # prefetches the next batch meanwhile
+        ...
+
+Memory: the index's few bytes per cached frame (see `replay.index`); the
+prioritized selector adds 16 bytes per item (a float64 sum tree, leaves and
+nodes); `Uniform` and `Recent` add nothing per item.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from replay import batch as batch_mod
+from replay.batch import Batch, EncodedBatch, Out, SampleKeys
+from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
+from replay.index import Filters, Index, RaceEntry
+from replay.reader import Reader
+from replay.sumtree import SumTree
+
+if TYPE_CHECKING:
+    from replay.storage import ByteStorage
+    from replay.transform import Transform
+
+Kind = Literal["uniform", "prioritized", "recent"]
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+#: Attempts to draw a batch that avoids known-corrupt frames before giving up.
+MAX_REDRAWS = 100
+
+
+@dataclass
+class ItemSpace:
+    """The items a sampler can draw at one moment: per race, how many windows fit."""
+
+    entries: list[RaceEntry]
+    counts: npt.NDArray[np.int64]
+    span: int
+    ends: npt.NDArray[np.int64] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ends = np.cumsum(self.counts)
+
+    @property
+    def total(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def locate(self, items: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], Any]:
+        """(race position, start step) of global item numbers."""
+        race = np.searchsorted(self.ends, items, side="right")
+        before = np.where(race > 0, self.ends[np.maximum(race - 1, 0)], 0)
+        return race, items - before
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Chosen items: race positions in the space, start steps, probabilities, weights."""
+
+    races: npt.NDArray[np.int64]
+    starts: npt.NDArray[np.int64]
+    probabilities: npt.NDArray[np.float64]
+    weights: npt.NDArray[np.float32]
+
+
+class Uniform:
+    """Every committed window equally likely (with replacement)."""
+
+    def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
+        items = rng.integers(0, space.total, size=n)
+        races, starts = space.locate(items)
+        p = np.full(n, 1.0 / space.total)
+        return Draw(races, starts, p, np.ones(n, dtype=np.float32))
+
+
+class Recent:
+    """A `fraction` of each batch from the newest `seconds` of experience, the rest uniform.
+
+    "Newest" is measured on the steps' ``t_ns`` (wall-clock time at append, unless the
+    recorder set it), back from the newest committed step of the sampled races, so
+    an old store still has a newest minute. Weights are ones; `probabilities` are
+    the true per-item draw probabilities.
+    """
+
+    def __init__(self, reader: Reader, *, seconds: float, fraction: float) -> None:
+        if seconds <= 0:
+            raise ValueError(f"recent_seconds must be positive, got {seconds}")
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"recent_fraction must be in [0, 1], got {fraction}")
+        self.reader = reader
+        self.window_ns = int(seconds * 1e9)
+        self.fraction = fraction
+        self._last_t: dict[str, tuple[int, int]] = {}  # race -> (length, t_ns of last step)
+        self._space: ItemSpace | None = None
+        self._recent = ItemSpace([], np.zeros(0, np.int64), 1)
+        self._lo = np.zeros(0, np.int64)
+
+    def recent_space(self, space: ItemSpace) -> tuple[ItemSpace, npt.NDArray[np.int64]]:
+        """The recent items as their own space, and each race's first recent start."""
+        if space is self._space:
+            return self._recent, self._lo
+        last = np.array([self._last_step_time(e) for e in space.entries], dtype=np.int64)
+        cutoff = int(last.max()) - self.window_ns if len(last) else 0
+        lo = np.array(
+            [
+                self._first_at(e, cutoff) if t >= cutoff else e.length
+                for e, t in zip(space.entries, last, strict=True)
+            ],
+            dtype=np.int64,
+        )
+        counts = np.maximum(space.counts - lo, 0)
+        self._space, self._lo = space, lo
+        self._recent = ItemSpace(space.entries, counts, space.span)
+        return self._recent, lo
+
+    def _last_step_time(self, e: RaceEntry) -> int:
+        cached = self._last_t.get(e.race_id)
+        if cached is not None and cached[0] == e.length:
+            return cached[1]
+        t = int(self.reader.step_values(e, "t_ns", np.array([e.length - 1]))[0])
+        self._last_t[e.race_id] = (e.length, t)
+        return t
+
+    def _first_at(self, e: RaceEntry, cutoff: int) -> int:
+        """First step of a race with t_ns >= cutoff (t_ns grows along a race)."""
+
+        class _Times(Sequence[int]):
+            def __len__(self) -> int:
+                return e.length
+
+            def __getitem__(self, i: Any) -> Any:
+                return int(reader.step_values(e, "t_ns", np.array([i]))[0])
+
+        reader = self.reader
+        return bisect.bisect_left(_Times(), cutoff)
+
+    def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
+        recent, lo = self.recent_space(space)
+        k = round(self.fraction * n) if recent.total else 0
+        r_items = rng.integers(0, recent.total, size=k) if k else np.zeros(0, np.int64)
+        r_races, r_off = recent.locate(r_items)
+        r_starts = lo[r_races] + r_off
+        u_races, u_starts = space.locate(rng.integers(0, space.total, size=n - k))
+        races = np.concatenate([r_races, u_races])
+        starts = np.concatenate([r_starts, u_starts])
+        is_recent = starts >= lo[races]
+        f = self.fraction if recent.total else 0.0
+        p = (1 - f) / space.total + np.where(is_recent, f / max(recent.total, 1), 0.0)
+        return Draw(races, starts, p, np.ones(n, dtype=np.float32))
+
+
+class Prioritized:
+    """Proportional prioritized replay (Schaul et al. 2016) over a sum tree.
+
+    P(i) = p_i^alpha / sum_j p_j^alpha; importance weights (N P(i))^-beta are
+    divided by the batch's largest. New items enter at the largest priority seen
+    so far (1.0 at first). Priorities are kept per (race, start step), so they
+    survive restarts through `state` / `load_state`.
+    """
+
+    def __init__(self, *, alpha: float, beta: float) -> None:
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if not 0 <= beta <= 1:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        self.alpha, self.beta = alpha, beta
+        self.tree = SumTree()
+        self.max_priority = 1.0
+        # per race: list of (first start, first leaf, count), starts contiguous from 0
+        self._segments: dict[str, list[tuple[int, int, int]]] = {}
+        self._allocated: dict[str, int] = {}
+        self._leaf_race: list[str] = []  # per segment, parallel to the two arrays below
+        self._leaf_lo: list[int] = []
+        self._leaf_start: list[int] = []
+        self._restored: dict[str, npt.NDArray[np.float64]] = {}
+        self._space: ItemSpace | None = None
+        self._pos: dict[str, int] = {}
+
+    def sync(self, space: ItemSpace) -> None:
+        """Give new items leaves, and zero the leaves of races no longer present."""
+        if space is self._space:
+            return
+        present = {e.race_id for e in space.entries}
+        for race_id in [r for r in self._allocated if r not in present]:
+            for _, leaf, count in self._segments.pop(race_id):
+                self.tree.set(np.arange(leaf, leaf + count), np.zeros(count))
+            del self._allocated[race_id]
+        for e, count in zip(space.entries, space.counts.tolist(), strict=True):
+            have = self._allocated.get(e.race_id, 0)
+            if count <= have:
+                continue
+            raw = np.full(count - have, self.max_priority)
+            restored = self._restored.get(e.race_id)
+            if restored is not None:
+                m = max(0, min(count, len(restored)) - have)
+                raw[:m] = restored[have : have + m]
+            leaf = self.tree.append(raw**self.alpha)
+            segs = self._segments.setdefault(e.race_id, [])
+            if (
+                segs
+                and segs[-1][1] + segs[-1][2] == leaf
+                and self._leaf_race
+                and self._leaf_race[-1] == e.race_id
+            ):
+                start, lo, c = segs[-1]
+                segs[-1] = (start, lo, c + count - have)
+            else:
+                segs.append((have, leaf, count - have))
+                self._leaf_race.append(e.race_id)
+                self._leaf_lo.append(leaf)
+                self._leaf_start.append(have)
+            self._allocated[e.race_id] = count
+        self._space = space
+        self._pos = {e.race_id: i for i, e in enumerate(space.entries)}
+
+    def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
+        self.sync(space)
+        total = self.tree.total
+        if not total > 0:
+            raise SamplingError("every item has priority 0; update some priorities above 0")
+        leaves = self.tree.find(rng.random(n) * total)
+        values = self.tree.get(leaves)
+        seg = np.searchsorted(np.asarray(self._leaf_lo), leaves, side="right") - 1
+        races = np.array([self._pos[self._leaf_race[s]] for s in seg.tolist()], dtype=np.int64)
+        starts = np.asarray(self._leaf_start)[seg] + leaves - np.asarray(self._leaf_lo)[seg]
+        p = values / total
+        w = (space.total * p) ** -self.beta
+        w = (w / w.max()).astype(np.float32)
+        return Draw(races, starts.astype(np.int64), p, w)
+
+    def leaves(self, keys: Sequence[tuple[str, int]]) -> tuple[list[int], list[int]]:
+        """Leaf of each key that has one, and the positions of those keys."""
+        out, where = [], []
+        for i, (race_id, start) in enumerate(keys):
+            segs = self._segments.get(race_id)
+            if not segs or not 0 <= start < self._allocated[race_id]:
+                continue
+            j = bisect.bisect_right([s for s, _, _ in segs], start) - 1
+            first, leaf, _ = segs[j]
+            out.append(leaf + start - first)
+            where.append(i)
+        return out, where
+
+    def update(self, keys: Sequence[tuple[str, int]], priorities: Any) -> int:
+        """Set the priorities of `keys`; returns how many keys were known."""
+        p = np.asarray(priorities, dtype=np.float64).reshape(-1)
+        if len(p) != len(keys):
+            raise ValueError(f"{len(keys)} keys but {len(p)} priorities")
+        if not np.all(np.isfinite(p)) or np.any(p < 0):
+            raise ValueError(f"priorities must be finite and >= 0, got {p[~(p >= 0)][:4]}...")
+        leaves, where = self.leaves(keys)
+        if leaves:
+            self.tree.set(np.asarray(leaves), p[where] ** self.alpha)
+            self.max_priority = max(self.max_priority, float(p[where].max()))
+        return len(leaves)
+
+    def zero(self, keys: Sequence[tuple[str, int]]) -> None:
+        """Never draw these items again (corrupt frames)."""
+        leaves, _ = self.leaves(keys)
+        if leaves:
+            self.tree.set(np.asarray(leaves), np.zeros(len(leaves)))
+
+    def state(self) -> dict[str, Any]:
+        """Raw priorities per race (start 0..n-1), as arrays for np.savez."""
+        races = sorted(self._allocated)
+        counts = np.array([self._allocated[r] for r in races], dtype=np.int64)
+        values = np.zeros(int(counts.sum()), dtype=np.float64)
+        at = 0
+        for r, n in zip(races, counts.tolist(), strict=True):
+            for first, leaf, c in self._segments[r]:
+                v = self.tree.get(np.arange(leaf, leaf + c))
+                values[at + first : at + first + c] = v ** (1 / self.alpha) if self.alpha else 1.0
+            at += n
+        for r, v in self._restored.items():  # races not seen this run keep their priorities
+            if r not in self._allocated:
+                races.append(r)
+                counts = np.append(counts, len(v))
+                values = np.concatenate([values, v])
+        return {
+            "race_ids": np.array(races, dtype="U26"),
+            "counts": counts,
+            "priorities": values,
+            "max_priority": np.float64(self.max_priority),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore priorities saved by `state` (applied as races are synced)."""
+        races = [str(r) for r in np.asarray(state["race_ids"]).tolist()]
+        counts = np.asarray(state["counts"], dtype=np.int64)
+        values = np.asarray(state["priorities"], dtype=np.float64)
+        if len(races) != len(counts) or int(counts.sum()) != len(values):
+            raise ValueError("priority state is inconsistent (race_ids, counts, priorities)")
+        ends = np.cumsum(counts)
+        bounds = zip(races, counts.tolist(), ends.tolist(), strict=True)
+        self._restored = {r: values[e - c : e] for r, c, e in bounds}
+        self.max_priority = float(state["max_priority"])
+        self.tree = SumTree()
+        self._segments, self._allocated = {}, {}
+        self._leaf_race, self._leaf_lo, self._leaf_start = [], [], []
+        self._space = None
+
+
+@dataclass(frozen=True)
+class SamplerStats:
+    """Counters of a sampler."""
+
+    batches: int
+    items: int
+    corrupt_skipped: int
+    refreshes: int
+    races: int
+    frames: int
+    index_bytes: int
+
+
+class Sampler:
+    """Draws batches from a store. Create one with `Store.sampler`; see the module doc."""
+
+    def __init__(
+        self,
+        storage: ByteStorage,
+        *,
+        kind: Kind = "uniform",
+        batch_size: int = 64,
+        seq_len: int = 1,
+        stride: int = 1,
+        seed: int | None = None,
+        filters: Filters | Mapping[str, Any] | None = None,
+        skip_corrupt: bool = False,
+        device: str = "cpu",
+        out: Out = "numpy",
+        transform: Transform | None = None,
+        alpha: float = 0.6,
+        beta: float = 0.4,
+        name: str = "default",
+        recent_seconds: float = 60.0,
+        recent_fraction: float = 0.5,
+        refresh_interval: float = 1.0,
+        checkpoint_interval: float | None = 60.0,
+        io_threads: int | None = None,
+        read_only: bool = False,
+    ) -> None:
+        for arg, value in (("batch_size", batch_size), ("seq_len", seq_len), ("stride", stride)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        if kind not in ("uniform", "prioritized", "recent"):
+            raise ValueError(f"kind must be 'uniform', 'prioritized' or 'recent', not {kind!r}")
+        if not _NAME.match(name):
+            raise ValueError(f"name must be 1-64 of [A-Za-z0-9_.-], not {name!r}")
+        self.storage = storage
+        self.kind, self.name = kind, name
+        self.batch_size, self.seq_len, self.stride = batch_size, seq_len, stride
+        self.span = (seq_len - 1) * stride + 1
+        self.skip_corrupt = skip_corrupt
+        self.device, self.out, self.transform = device, out, transform
+        self.refresh_interval = refresh_interval
+        self.checkpoint_interval = checkpoint_interval
+        self.read_only = read_only
+        self.filters = Filters.of(filters)
+        self.index = Index(storage, self.filters)
+        self.reader = Reader(storage, self.index, threads=io_threads)
+        self.selector: Uniform | Recent | Prioritized
+        if kind == "uniform":
+            self.selector = Uniform()
+        elif kind == "recent":
+            self.selector = Recent(self.reader, seconds=recent_seconds, fraction=recent_fraction)
+        else:
+            self.selector = Prioritized(alpha=alpha, beta=beta)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.RLock()
+        self._space = ItemSpace([], np.zeros(0, np.int64), self.span)
+        self._generation = -1
+        self._last_refresh = -np.inf
+        self._bad_shards: set[tuple[str, int]] = set()
+        self._bad_frames: set[tuple[str, int]] = set()
+        self._batches = self._items = self._skipped = self._refreshes = 0
+        self._dirty = False
+        self._last_checkpoint = time.monotonic()
+        if isinstance(self.selector, Prioritized) and storage.exists(self.checkpoint_key):
+            self._load_checkpoint()
+
+    def __repr__(self) -> str:
+        return (
+            f"Sampler({self.kind!r}, batch_size={self.batch_size}, seq_len={self.seq_len}, "
+            f"stride={self.stride}, races={len(self._space.entries)}, items={self._space.total})"
+        )
+
+    # -- the index ---------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Pick up races and frames committed since the last refresh (cheap)."""
+        with self._lock:
+            self.index.refresh()
+            self._refreshes += 1
+            self._last_refresh = time.monotonic()
+            if self.index.generation != self._generation:
+                entries = self.index.entries
+                counts = np.array([max(0, e.length - self.span + 1) for e in entries], np.int64)
+                self._space = ItemSpace(entries, counts, self.span)
+                self._generation = self.index.generation
+
+    def _maybe_refresh(self) -> None:
+        if time.monotonic() - self._last_refresh >= self.refresh_interval:
+            self.refresh()
+
+    def __len__(self) -> int:
+        """Items (windows) that can be drawn right now."""
+        self._maybe_refresh()
+        return self._space.total
+
+    # -- sampling ----------------------------------------------------------------------
+
+    def sample_keys(self, batch_size: int | None = None) -> SampleKeys:
+        """Choose the items of one batch; reads nothing but the index."""
+        n = batch_size or self.batch_size
+        with self._lock:
+            self._maybe_refresh()
+            space = self._space
+            self._check_space(space, n)
+            d = self.selector.draw(space, self._rng, n)
+            if self._bad_shards or self._bad_frames:
+                d = self._avoid_bad(space, d, n)
+            steps = d.starts[:, None] + np.arange(self.seq_len, dtype=np.int64) * self.stride
+            return SampleKeys(
+                race_ids=[space.entries[i].race_id for i in d.races.tolist()],
+                steps=steps.astype(np.int64),
+                weights=d.weights,
+                probabilities=d.probabilities.astype(np.float64),
+            )
+
+    def _check_space(self, space: ItemSpace, n: int) -> None:
+        if space.total >= n:
+            return
+        where = f"{self.storage}" + ("" if self.filters == Filters() else f" with {self.filters}")
+        if not space.entries:
+            raise SamplingError(f"nothing to sample: no committed frames in {where}")
+        longest = max(e.length for e in space.entries)
+        if longest < self.span:
+            raise SamplingError(
+                f"seq_len={self.seq_len} with stride={self.stride} needs races of {self.span} "
+                f"steps; the longest race in {where} has {longest}"
+            )
+        raise SamplingError(
+            f"batch_size={n} is more than the {space.total} items (windows of {self.span} "
+            f"steps) available in {where}"
+        )
+
+    def _avoid_bad(self, space: ItemSpace, d: Draw, n: int) -> Draw:
+        """Redraw items whose windows touch known-corrupt frames or shards."""
+        races, starts = d.races.copy(), d.starts.copy()
+        p, w = d.probabilities.copy(), d.weights.copy()
+        for _ in range(MAX_REDRAWS):
+            bad = [i for i in range(n) if self._is_bad(space.entries[races[i]], int(starts[i]))]
+            if not bad:
+                return Draw(races, starts, p, w)
+            redo = self.selector.draw(space, self._rng, len(bad))
+            races[bad], starts[bad] = redo.races, redo.starts
+            p[bad], w[bad] = redo.probabilities, redo.weights
+        raise SamplingError(f"no {n} items clear of corrupt data after {MAX_REDRAWS} tries")
+
+    def _is_bad(self, e: RaceEntry, start: int) -> bool:
+        s = e.info.shard_size
+        for step in range(start, start + self.span, self.stride):
+            if (e.race_id, step // s) in self._bad_shards or (e.race_id, step) in self._bad_frames:
+                return True
+        return False
+
+    def fetch(self, keys: SampleKeys) -> EncodedBatch:
+        """The stored bytes and step arrays of `keys` (see `replay.reader.Reader.fetch`)."""
+        return self.reader.fetch(keys)
+
+    def sample(
+        self,
+        device: str | None = None,
+        out: Out | None = None,
+        transform: Transform | None = None,
+    ) -> Batch:
+        """One decoded batch: ``decode_batch(fetch(sample_keys()))``.
+
+        With ``skip_corrupt=True`` an item whose shard or frame is corrupt is
+        redrawn and counted (`stats().corrupt_skipped`); otherwise `CorruptDataError`
+        names the race, shard and step.
+        """
+        device = device or self.device
+        out = out or self.out
+        transform = transform if transform is not None else self.transform
+        for _ in range(MAX_REDRAWS):
+            keys = self.sample_keys()
+            try:
+                encoded = self.fetch(keys)
+            except CorruptDataError as e:
+                if not self.skip_corrupt:
+                    raise
+                self._mark_bad(e, shard=True)
+                continue
+            frames, failed = batch_mod.decode_frames(encoded, device=device, transform=transform)
+            if failed:
+                errors = [batch_mod.corrupt_frame_error(encoded, i) for i in failed]
+                if not self.skip_corrupt:
+                    raise errors[0]
+                for error in errors:
+                    self._mark_bad(error, shard=False)
+                continue
+            with self._lock:
+                self._batches += 1
+                self._items += keys.batch_size
+            return batch_mod.make_batch(keys, frames, encoded.steps, out=out, transform=transform)
+        raise SamplingError(f"no batch clear of corrupt data after {MAX_REDRAWS} tries")
+
+    def _mark_bad(self, e: CorruptDataError, *, shard: bool) -> None:
+        with self._lock:
+            self._skipped += 1
+            if shard or e.step is None:
+                self._bad_shards.add((e.race_id, e.shard))
+            else:
+                self._bad_frames.add((e.race_id, e.step))
+            if isinstance(self.selector, Prioritized):
+                entry = self.index.entry(e.race_id)
+                steps = (
+                    range(e.shard * entry.info.shard_size, (e.shard + 1) * entry.info.shard_size)
+                    if shard or e.step is None
+                    else range(e.step, e.step + 1)
+                )
+                keys = {
+                    (e.race_id, start)
+                    for step in steps
+                    for start in range(step - self.span + 1, step + 1)
+                    if start >= 0 and (step - start) % self.stride == 0
+                }
+                self.selector.zero(sorted(keys))
+        log.warning("skipping corrupt data: %s", e)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    def batches(
+        self,
+        device: str | None = None,
+        out: Out | None = None,
+        transform: Transform | None = None,
+        *,
+        limit: int | None = None,
+    ) -> Iterator[Batch]:
+        """Batches for ever (or `limit` of them), the next one read while you train.
+
+        A background thread prepares batch k+1 while the caller holds batch k, so
+        at most two batches are in memory. Closing the iterator stops the thread.
+        """
+        results: queue.SimpleQueue[Batch | BaseException] = queue.SimpleQueue()
+        slots = threading.Semaphore(1)
+        stop = threading.Event()
+
+        def produce() -> None:
+            made = 0
+            while limit is None or made < limit:
+                slots.acquire()
+                if stop.is_set():
+                    return
+                try:
+                    results.put(self.sample(device, out, transform))
+                except BaseException as e:  # handed to the consumer
+                    results.put(e)
+                    return
+                made += 1
+
+        thread = threading.Thread(target=produce, name="replay-prefetch", daemon=True)
+        thread.start()
+        try:
+            made = 0
+            while limit is None or made < limit:
+                item = results.get()
+                if isinstance(item, BaseException):
+                    raise item
+                slots.release()  # start the next batch while this one is used
+                made += 1
+                yield item
+        finally:
+            stop.set()
+            slots.release()
+            thread.join()
+
+    # -- priorities --------------------------------------------------------------------
+
+    def update_priorities(self, keys: Sequence[tuple[str, int]], priorities: Any) -> None:
+        """Set new priorities (e.g. |TD error| + eps) for the items of `keys`.
+
+        Keys are (race id, first step), as in `Batch.keys`; keys of races gone from
+        the store are ignored. Raises `SamplingError` on a non-prioritized sampler.
+        """
+        if not isinstance(self.selector, Prioritized):
+            raise SamplingError(f"update_priorities needs kind='prioritized', not {self.kind!r}")
+        keys = [(str(r), int(s)) for r, s in keys]
+        with self._lock:
+            self.selector.sync(self._space)
+            self.selector.update(keys, _to_numpy(priorities))
+            self._dirty = True
+            due = self.checkpoint_interval is not None and (
+                time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
+            )
+        if due and not self.read_only:
+            self.checkpoint()
+
+    @property
+    def checkpoint_key(self) -> str:
+        """Where this sampler's priorities live in the store."""
+        return f"samplers/{self.name}/priorities.npz"
+
+    def checkpoint(self) -> None:
+        """Write the priorities into the store (atomic); restored by a sampler of this name."""
+        if not isinstance(self.selector, Prioritized):
+            return
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self.storage} is read-only; cannot save priorities")
+        with self._lock:
+            state = self.selector.state()
+            state["alpha"] = np.float64(self.selector.alpha)
+            self._dirty = False
+            self._last_checkpoint = time.monotonic()
+        buf = io.BytesIO()
+        np.savez(buf, **state)
+        self.storage.write(self.checkpoint_key, buf.getvalue())
+
+    def _load_checkpoint(self) -> None:
+        assert isinstance(self.selector, Prioritized)
+        with np.load(io.BytesIO(self.storage.read(self.checkpoint_key))) as data:
+            self.selector.load_state({k: data[k] for k in data.files})
+
+    # -- state -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume this sampler's random stream and priorities."""
+        with self._lock:
+            state: dict[str, Any] = {
+                "kind": self.kind,
+                "rng": self._rng.bit_generator.state,
+                "bad_shards": sorted(self._bad_shards),
+                "bad_frames": sorted(self._bad_frames),
+            }
+            if isinstance(self.selector, Prioritized):
+                self.selector.sync(self._space)
+                state["priorities"] = self.selector.state()
+            return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from `state_dict()` output (of a sampler of the same kind)."""
+        if state.get("kind") != self.kind:
+            raise ValueError(f"state is of a {state.get('kind')!r} sampler, not {self.kind!r}")
+        with self._lock:
+            self._rng.bit_generator.state = state["rng"]
+            self._bad_shards = {(str(r), int(s)) for r, s in state.get("bad_shards", [])}
+            self._bad_frames = {(str(r), int(s)) for r, s in state.get("bad_frames", [])}
+            if isinstance(self.selector, Prioritized) and "priorities" in state:
+                self.selector.load_state(state["priorities"])
+
+    def stats(self) -> SamplerStats:
+        """A snapshot of the counters."""
+        return SamplerStats(
+            batches=self._batches,
+            items=self._items,
+            corrupt_skipped=self._skipped,
+            refreshes=self._refreshes,
+            races=len(self._space.entries),
+            frames=sum(e.length for e in self._space.entries),
+            index_bytes=self.index.memory,
+        )
+
+    def close(self) -> None:
+        """Save changed priorities (writable stores) and stop the I/O threads."""
+        try:
+            if self._dirty and not self.read_only:
+                self.checkpoint()
+        finally:
+            self.reader.close()
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _to_numpy(values: Any) -> npt.NDArray[np.float64]:
+    """Priorities from NumPy, torch (any device) or CuPy."""
+    if hasattr(values, "detach"):  # torch
+        values = values.detach().cpu().numpy()
+    elif hasattr(values, "get") and hasattr(values, "__cuda_array_interface__"):  # cupy
+        values = values.get()
+    return np.asarray(values, dtype=np.float64)

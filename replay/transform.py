@@ -1,0 +1,188 @@
+"""The fused per-frame transform a consumer can ask a batch for.
+
+Applied in this order to every decoded (H, W, 3) uint8 frame: crop, resize,
+greyscale, then dtype conversion (``x / 255``, minus `mean`, over `std`) and
+layout (``NHWC`` or ``NCHW``). One implementation serves NumPy and CuPy
+(`apply` takes the array module), so the CPU path is the GPU path's twin and
+the reference its tests compare against.
+
+    t = Transform(size=(225, 400), dtype="float32", layout="NCHW", mean=0.5, std=0.5)
+    batch = sampler.sample(transform=t)      # frames: (B, L, 3, 225, 400) float32
+
+When the output is at most 1/2, 1/4 or 1/8 of the (cropped) frame, the CPU
+decoder decodes at that scale in the DCT domain (libjpeg-turbo through PIL's
+``draft``), which costs a fraction of a full decode; `dct_scale` picks the
+factor. The result differs from "full decode, then area resize" by the
+decoder's own downscaling filter (a few grey levels).
+
+Resize is an area average when the factors are whole numbers (an exact
+1/2, 1/4 ... reduction) and bilinear (half-pixel centres, like
+``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``)
+otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+Dtype = Literal["uint8", "float32", "float16", "bfloat16"]
+Layout = Literal["NHWC", "NCHW"]
+
+#: ITU-R BT.601 luma weights, as in PIL's ``convert("L")``.
+LUMA = (0.299, 0.587, 0.114)
+#: The scales libjpeg-turbo decodes at directly (denominators).
+DCT_SCALES = (8, 4, 2)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """What to do to each frame after decoding; the default does nothing.
+
+    Attributes:
+        crop: ``(top, left, height, width)`` in source pixels, or None.
+        size: output ``(height, width)`` after the crop, or None to keep it.
+        grey: reduce RGB to one luma channel.
+        dtype: ``uint8`` (no scaling), or a float type: ``x / 255``, then ``(x - mean) / std``.
+            ``bfloat16`` needs ``out="torch"``.
+        layout: ``NHWC`` (frames (B, L, H, W, C)) or ``NCHW`` (frames (B, L, C, H, W)).
+        mean, std: per-channel (or scalar) normalisation on the [0, 1] scale.
+        dct_scaling: allow decoding at 1/2, 1/4, 1/8 scale when the output is that small.
+    """
+
+    crop: tuple[int, int, int, int] | None = None
+    size: tuple[int, int] | None = None
+    grey: bool = False
+    dtype: Dtype = "uint8"
+    layout: Layout = "NHWC"
+    mean: float | tuple[float, ...] = 0.0
+    std: float | tuple[float, ...] = 1.0
+    dct_scaling: bool = True
+
+    def __post_init__(self) -> None:
+        if self.crop is not None and (
+            len(self.crop) != 4 or min(self.crop[:2]) < 0 or min(self.crop[2:]) <= 0
+        ):
+            raise ValueError(f"crop must be (top, left, height, width) >= 0, got {self.crop!r}")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
+            raise ValueError(f"size must be a positive (height, width), got {self.size!r}")
+        if self.dtype not in ("uint8", "float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be uint8, float(16|32) or bfloat16, not {self.dtype!r}")
+        if self.layout not in ("NHWC", "NCHW"):
+            raise ValueError(f"layout must be 'NHWC' or 'NCHW', not {self.layout!r}")
+        channels = 1 if self.grey else 3
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, tuple) and len(value) not in (1, channels):
+                raise ValueError(f"{name} must have 1 or {channels} values, got {value!r}")
+        if np.any(np.asarray(self.std, dtype=np.float64) == 0):
+            raise ValueError(f"std must be non-zero, got {self.std!r}")
+        if self.dtype == "uint8" and (
+            np.any(np.asarray(self.mean) != 0) or np.any(np.asarray(self.std) != 1)
+        ):
+            raise ValueError("mean/std normalisation needs a float dtype, not uint8")
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the transform leaves decoded frames as they are."""
+        return self == Transform(dct_scaling=self.dct_scaling)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.grey else 3
+
+    def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """The crop as (top, left, height, width), checked against a (height, width) frame."""
+        if self.crop is None:
+            return (0, 0, height, width)
+        top, left, h, w = self.crop
+        if top + h > height or left + w > width:
+            raise ValueError(f"crop {self.crop} does not fit a {height}x{width} frame")
+        return self.crop
+
+    def output_hw(self, height: int, width: int) -> tuple[int, int]:
+        """Height and width of a transformed (height, width) frame."""
+        if self.size is not None:
+            return self.size
+        _, _, h, w = self.crop_box(height, width)
+        return (h, w)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Per-frame output shape (H, W, C) or (C, H, W)."""
+        h, w = self.output_hw(height, width)
+        return (h, w, self.channels) if self.layout == "NHWC" else (self.channels, h, w)
+
+    def dct_scale(self, height: int, width: int) -> int:
+        """The DCT decode scale denominator (1, 2, 4 or 8) for (height, width) frames."""
+        if not self.dct_scaling or self.size is None:
+            return 1
+        box = self.crop_box(height, width)
+        oh, ow = self.size
+        for k in DCT_SCALES:
+            # the crop must fall on whole pixels at scale 1/k and still cover the output
+            if all(v % k == 0 for v in box) and box[2] // k >= oh and box[3] // k >= ow:
+                return k
+        return 1
+
+
+def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1) -> Any:
+    """Transform a stack of (N, h, w, 3) uint8 frames (NumPy or CuPy, module `xp`).
+
+    `scale` says the frames were decoded at 1/scale of the source size, so the
+    crop box is divided by it. Returns (N, *t.output_shape) of `t`'s dtype (float32
+    for ``bfloat16``; the caller converts).
+    """
+    _, h, w, _ = frames.shape
+    top, left, ch, cw = t.crop_box(h * scale, w * scale)
+    if (top, left, ch, cw) != (0, 0, h * scale, w * scale):
+        top, left, ch, cw = top // scale, left // scale, ch // scale, cw // scale
+        frames = frames[:, top : top + ch, left : left + cw]
+    else:
+        ch, cw = h, w
+    out_h, out_w = t.size if t.size is not None else (ch, cw)
+    x = frames
+    if (out_h, out_w) != (ch, cw):
+        x = resize(x, out_h, out_w, xp)
+    if t.grey:
+        x = grey(x, xp)
+    if t.dtype == "uint8":
+        y = x if x.dtype == xp.uint8 else xp.clip(xp.rint(x), 0, 255).astype(xp.uint8)
+    else:
+        dtype = xp.float16 if t.dtype == "float16" else xp.float32
+        mean = xp.asarray(t.mean, dtype=xp.float32).reshape(-1)
+        std = xp.asarray(t.std, dtype=xp.float32).reshape(-1)
+        y = ((x.astype(xp.float32) * np.float32(1 / 255) - mean) / std).astype(dtype)
+    if t.layout == "NCHW":
+        y = y.transpose(0, 3, 1, 2)
+    return xp.ascontiguousarray(y)
+
+
+def grey(x: Any, xp: Any = np) -> Any:
+    """(N, H, W, 3) -> (N, H, W, 1) luma, float32."""
+    r, g, b = LUMA
+    y = x[..., 0:1] * np.float32(r) + x[..., 1:2] * np.float32(g) + x[..., 2:3] * np.float32(b)
+    return y.astype(xp.float32)
+
+
+def resize(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
+    """(N, H, W, C) -> (N, out_h, out_w, C) float32: area for whole factors, else bilinear."""
+    n, h, w, c = x.shape
+    if h % out_h == 0 and w % out_w == 0:
+        fy, fx = h // out_h, w // out_w
+        y = x.reshape(n, out_h, fy, out_w, fx, c).astype(xp.float32)
+        return y.mean(axis=(2, 4), dtype=xp.float32)
+    y0, y1, wy = _bilinear_taps(h, out_h, xp)
+    x0, x1, wx = _bilinear_taps(w, out_w, xp)
+    xf = x.astype(xp.float32)
+    top = xf[:, y0] * (1 - wy)[None, :, None, None] + xf[:, y1] * wy[None, :, None, None]
+    return top[:, :, x0] * (1 - wx)[None, None, :, None] + top[:, :, x1] * wx[None, None, :, None]
+
+
+def _bilinear_taps(size: int, out: int, xp: Any) -> tuple[Any, Any, Any]:
+    centres = (xp.arange(out, dtype=xp.float32) + 0.5) * np.float32(size / out) - 0.5
+    centres = xp.clip(centres, 0, size - 1)
+    lo = xp.floor(centres).astype(xp.int64)
+    hi = xp.minimum(lo + 1, size - 1)
+    return lo, hi, (centres - lo).astype(xp.float32)
