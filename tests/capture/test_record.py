@@ -1,0 +1,107 @@
+"""``replay record``, run in-process with click's CliRunner against real stores."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import replay
+from capture.carracing import CarRacingSource
+from capture.cli import parse_options, record
+from capture.synthetic import SyntheticSource
+
+
+def test_records_synthetic_races(tmp_path: Path) -> None:
+    store_path = tmp_path / "store"
+    args = ["--source", "synthetic", "--races", "2", "--steps", "10", "--seed", "3"]
+    args += ["--store", str(store_path), "--shard-size", "4", "--quality", "95"]
+    args += ["-o", "width=320", "-o", "height=180", "-o", "length=7"]
+    result = CliRunner().invoke(record, args)
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"2 races\s*│\s*│\s*14\s*│\s*0\s*│", result.output
+    )  # total: 14 frames, 0 dropped
+
+    store = replay.open_store(store_path, mode="r")
+    infos = sorted(store.races(), key=lambda info: info.meta["seed"])
+    assert [info.meta["seed"] for info in infos] == [3, 4]
+    source = SyntheticSource(width=320, height=180)
+    for info in infos:
+        assert (info.env, info.policy, info.status, info.length) == (
+            "synthetic",
+            "sine-v1",
+            "complete",
+            7,
+        )
+        assert (info.height, info.width, info.shard_size) == (180, 320, 4)
+        race = store.race(info.race_id)
+        assert race.steps("terminated").tolist() == [False] * 6 + [True]
+        for t in (0, 6):
+            stored = race.frame(t).astype(int)
+            expected = source.frame_at(info.meta["seed"], t).astype(int)
+            assert np.abs(stored - expected).mean() < 4  # JPEG at quality 95
+
+
+def test_records_carracing_by_default(tmp_path: Path) -> None:
+    store_path = tmp_path / "store"
+    args = ["--races", "1", "--steps", "12", "--seed", "5", "--store", str(store_path)]
+    result = CliRunner().invoke(record, args)
+    assert result.exit_code == 0, result.output
+    (info,) = replay.open_store(store_path, mode="r").races()
+    assert (info.env, info.map, info.length, info.fps) == ("CarRacing-v3", "procedural", 12, 50)
+    assert info.meta == {"seed": 5}
+    race = replay.open_store(store_path, mode="r").race(info.race_id)
+    with CarRacingSource() as source:
+        first = next(source.race(max_steps=1, seed=5))
+    assert np.abs(race.frame(0).astype(int) - first.frame.astype(int)).mean() < 3
+    np.testing.assert_allclose(race.steps("action")[0], first.action)
+
+
+def test_store_errors_exit_cleanly(tmp_path: Path) -> None:
+    not_a_store = tmp_path / "photos"
+    not_a_store.mkdir()
+    (not_a_store / "cat.jpg").write_bytes(b"meow")
+    args = ["--source", "synthetic", "--steps", "2", "--store", str(not_a_store)]
+    result = CliRunner().invoke(record, args)
+    assert result.exit_code == 1
+    assert "Error:" in result.output
+    assert "not a replay store" in result.output
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, replay.ReplayError)  # turned into a clean exit
+
+
+def test_bad_source_options_are_usage_errors(tmp_path: Path) -> None:
+    args = ["--source", "synthetic", "--store", str(tmp_path / "s"), "-o", "colour=blue"]
+    result = CliRunner().invoke(record, args)
+    assert result.exit_code == 2
+    assert "colour" in result.output
+    assert not (tmp_path / "s").exists()  # no store is made for a source that cannot start
+
+    result = CliRunner().invoke(record, ["--source", "nope", "--store", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "carracing" in result.output
+
+
+def test_parse_options() -> None:
+    assert parse_options(["width=320", "display=:1", "scale=0.5", "flag=true", "name=basic"]) == {
+        "width": 320,
+        "display": ":1",
+        "scale": 0.5,
+        "flag": True,
+        "name": "basic",
+    }
+    with pytest.raises(click.BadParameter, match="KEY=VALUE"):
+        parse_options(["width"])
+
+
+def test_record_is_registered_in_the_replay_cli() -> None:
+    from replay.cli import main
+
+    result = CliRunner().invoke(main, ["record", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--shard-size" in result.output
