@@ -52,6 +52,10 @@ class ByteStorage(Protocol):
         """(key, size) of every object under `prefix`."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove one object (no error if absent)."""
+        ...
+
     def delete_tree(self, prefix: str) -> None: ...
 
 
@@ -130,6 +134,11 @@ class LocalStorage:
                     yield str(p.relative_to(self.root)), p.stat().st_size
                 except FileNotFoundError:  # replaced while we walked
                     continue
+
+    def delete(self, key: str) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError(f"store {self.root} is open read-only; cannot delete {key}")
+        self.path(key).unlink(missing_ok=True)
 
     def delete_tree(self, prefix: str) -> None:
         if self.read_only:
