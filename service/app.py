@@ -1,0 +1,67 @@
+"""The app factory.
+
+    app = create_app()                                   # settings from REPLAY_* variables
+    app = create_app(Settings(store="./replay-data"))    # explicit (tests, embedding)
+
+``uvicorn --factory service.app:create_app`` runs it as is; `replay serve`
+(`service.cli`) checks the bind address first and runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from service import __version__, errors
+from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.routers import frames, health, metrics, races, sample, stats, viewer
+from service.settings import Settings, get_settings
+from service.state import ServiceState
+
+DESCRIPTION = """\
+Randomized mini-batches and race browsing over one replay store.
+
+`POST /v1/sample` answers in the binary batch format `application/vnd.replay.batch.v1`
+(docs/protocol.md); everything else is JSON, except frames (`image/jpeg`, the stored
+bytes) and `/metrics` (Prometheus text). When the service has a token, every route
+but `/v1/health` needs `Authorization: Bearer <token>`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app serving `settings.store` (settings from the environment when None)."""
+    if settings is None:
+        settings = get_settings()
+    fixed = settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.replay.samplers.clear()  # stop the samplers' I/O threads
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="replay",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=[
+            {"name": "health", "description": "Liveness (no token needed)."},
+            {"name": "stats", "description": "Store totals and counters."},
+            {"name": "races", "description": "Recorded races and their step data."},
+            {"name": "frames", "description": "Stored frames, as stored."},
+            {"name": "sample", "description": "Batches for learners; priorities."},
+            {"name": "metrics", "description": "Prometheus metrics."},
+        ],
+    )
+    app.dependency_overrides[get_settings] = lambda: fixed
+    app.state.replay = ServiceState(settings.sampler_cache_size)
+    errors.install(app)
+    for module in (health, stats, races, frames, sample, metrics, viewer):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=lambda: fixed.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=lambda: app.state.replay.metrics)
+    return app

@@ -1,0 +1,129 @@
+"""``replay serve STORE``: run the service with uvicorn.
+
+Found by the ``replay`` command through the ``replay.commands`` entry point.
+Options fall back on the ``REPLAY_*`` environment variables (`service.settings`).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import click
+import pydantic
+
+from replay.errors import StoreError
+from replay.store import open_store
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port); port 0 picks a free one."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """The http:// URL a bound socket serves."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+@click.command(
+    epilog="Example: replay serve ./replay-data --port 8000  (then open the printed URL)"
+)
+@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default=None, help="Address to bind [REPLAY_HOST; default 127.0.0.1].")
+@click.option(
+    "--port", type=int, default=None, help="Port, 0 for any free one [REPLAY_PORT; 8000]."
+)
+@click.option(
+    "--token",
+    default=None,
+    help="Bearer token every route but health requires [REPLAY_TOKEN]. Needed to bind a "
+    "non-loopback address.",
+)
+@click.option(
+    "--allow-public",
+    is_flag=True,
+    default=None,
+    help="Bind a non-loopback address without a token (anyone who reaches it reads the store).",
+)
+@click.option(
+    "--limit-concurrency",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Connections and requests at once; more are answered 503.",
+)
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+def serve(
+    store: Path,
+    host: str | None,
+    port: int | None,
+    token: str | None,
+    allow_public: bool | None,
+    limit_concurrency: int,
+    access_log: bool,
+    log_level: str,
+) -> None:
+    """Serve the replay store STORE over HTTP: the API under /v1, the race viewer at /.
+
+    Binds 127.0.0.1:8000 by default. Races being recorded into STORE show up
+    without a restart.
+    """
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    given: dict[str, Any] = {
+        "store": store,
+        "host": host,
+        "port": port,
+        "token": token,
+        "allow_public": allow_public,
+    }
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except pydantic.ValidationError as e:
+        messages = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+        raise click.ClickException(messages) from None
+    try:
+        open_store(settings.store, mode="r")
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as e:
+        raise click.ClickException(
+            f"cannot bind {settings.host}:{settings.port}: {e.strerror}"
+        ) from None
+    url = url_of(sock)
+    click.echo(f"replay: serving {settings.store} at {url}  (API docs: {url}docs)", err=False)
+    if settings.token is not None:
+        click.echo("replay: a bearer token is required; open the viewer as <url>#token=<token>")
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level=log_level,
+        access_log=access_log,
+        limit_concurrency=limit_concurrency,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":  # python -m service.cli STORE ...
+    serve()

@@ -1,0 +1,110 @@
+"""Errors to HTTP answers, in one place.
+
+Every error answer has the body of `service.models.Error`:
+``{"error": <name>, "detail": <message naming the value>, ...}``. The mapping
+of `replay.errors` (and of the I/O errors a store read can raise) is the table
+below; nothing maps to 500 — a damaged shard is the store's state, not a bug
+of the service, so it is a 409 that names the race and shard::
+
+    RaceNotFoundError            404
+    SamplingError                422  (the request is valid; this store cannot satisfy it)
+    StepDataError, FrameError    422
+    CorruptDataError             409  (+ race_id, shard, step)
+    StoreError                   503  (the store is missing or unusable)
+    other ReplayError            400
+    FileNotFoundError            404  (removed while being read, e.g. evicted)
+    EOFError, other OSError      503
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from replay.errors import (
+    CorruptDataError,
+    FrameError,
+    RaceNotFoundError,
+    ReplayError,
+    SamplingError,
+    StepDataError,
+    StoreError,
+)
+from service.models import Error
+from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+STATUS: list[tuple[type[BaseException], int]] = [
+    (RaceNotFoundError, 404),
+    (SamplingError, 422),
+    (StepDataError, 422),
+    (FrameError, 422),
+    (CorruptDataError, 409),
+    (StoreError, 503),
+    (ReplayError, 400),
+    (FileNotFoundError, 404),
+    (OSError, 503),
+    (EOFError, 503),
+]
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status an exception is answered with."""
+    for cls, code in STATUS:
+        if isinstance(exc, cls):
+            return code
+    return 503
+
+
+def _count(request: Request, name: str) -> None:
+    state: ServiceState = request.app.state.replay
+    state.metrics.count_error(name)
+
+
+async def store_error_handler(request: Request, exc: Exception) -> Response:
+    """The one handler of `ReplayError` and store I/O errors."""
+    code = status_of(exc)
+    name = type(exc).__name__
+    _count(request, name)
+    body = Error(error=name, detail=str(exc) or name)
+    if isinstance(exc, CorruptDataError):
+        body.race_id, body.shard, body.step = exc.race_id, exc.shard, exc.step
+        log.warning("corrupt data: %s", exc)
+    elif isinstance(exc, OSError | EOFError) and not isinstance(exc, FileNotFoundError):
+        log.warning("store read failed: %s", exc)
+        body.detail = f"reading the store failed: {exc}"
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=code)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """HTTPException (401, 404 of unknown routes, 405, ...) in the common error shape."""
+    assert isinstance(exc, HTTPException)
+    name = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed"}.get(
+        exc.status_code, "HTTPError"
+    )
+    _count(request, name)
+    if exc.status_code == 304:
+        return Response(status_code=304, headers=exc.headers)
+    body = Error(error=name, detail=str(exc.detail))
+    return JSONResponse(body.model_dump(exclude_none=True), exc.status_code, headers=exc.headers)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 for invalid parameters and bodies, counted."""
+    assert isinstance(exc, RequestValidationError)
+    _count(request, "ValidationError")
+    return await request_validation_exception_handler(request, exc)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on `app`."""
+    for cls in (ReplayError, OSError, EOFError):
+        app.add_exception_handler(cls, store_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)

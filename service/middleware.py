@@ -1,0 +1,132 @@
+"""ASGI middleware: request metrics and the request body limit.
+
+Both are plain ASGI (not BaseHTTPMiddleware), so streaming responses and
+background tasks pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import Metrics
+
+#: An oversized body up to this size is read (and dropped) before the 413 is sent.
+DRAIN_MAX = 64 << 20
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template, or ``unmatched``."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class MetricsMiddleware:
+    """Times every HTTP request and counts it by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Callable[[], Metrics]) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            m = self.metrics()
+            route = route_label(scope)
+            method = str(scope.get("method", ""))
+            m.requests.labels(method, route, str(status)).inc()
+            m.latency.labels(method, route).observe(time.perf_counter() - started)
+            m.total_requests += 1
+            if status >= 400:
+                m.total_errors += 1
+
+
+class BodyLimitMiddleware:
+    """Answers 413 to request bodies over `max_bytes` (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes()
+        declared = _content_length(scope)
+        too_large = declared is not None and declared > limit
+        if declared is not None and declared > DRAIN_MAX:
+            await _too_large(send, limit)  # not worth reading: the client gets a reset
+            return
+        # Read the body up front (it is small: at most `limit`), then replay it. An
+        # oversized body is read to its end and dropped, so the client sees the 413
+        # instead of a connection reset.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            too_large = too_large or size > limit
+            if not too_large:
+                chunks.append(body)
+            elif size > DRAIN_MAX:
+                break
+            more = bool(message.get("more_body", False))
+        if too_large:
+            await _too_large(send, limit)
+            return
+        replayed = False
+
+        async def replay_receive() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps(
+        {"error": "RequestTooLarge", "detail": f"request body over the limit of {limit} bytes"}
+    ).encode()
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,261 @@
+"""The JSON bodies of the API (pydantic models), with the examples the schema shows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+
+from replay import format as fmt
+from replay.race import RaceInfo
+
+EXAMPLE_RACE_ID = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
+
+Status = Literal["recording", "complete", "aborted"]
+RaceIdStr = Annotated[str, Field(pattern=fmt.RACE_ID_PATTERN.pattern)]
+
+
+class Health(BaseModel):
+    """Liveness: the service runs and its store opens."""
+
+    status: Literal["ok"] = "ok"
+    version: str = Field(examples=["0.1.0"])
+    races: int = Field(description="Races in the store.", examples=[3])
+
+
+class Lease(BaseModel):
+    """Who is writing a race (refreshed by its writer while recording)."""
+
+    host: str
+    pid: int
+    heartbeat: float = Field(description="Unix time of the writer's last refresh.")
+
+
+class RaceSummary(BaseModel):
+    """A race's metadata, as stored in its group attributes."""
+
+    race_id: str = Field(examples=[EXAMPLE_RACE_ID])
+    env: str = Field(examples=["CarRacing-v3"])
+    map: str = Field(examples=["procedural"])
+    policy: str = Field(examples=["pure-pursuit-1"])
+    status: Status
+    length: int = Field(description="Committed steps (frames).", examples=[1200])
+    fps: float = Field(examples=[30.0])
+    height: int = Field(examples=[900])
+    width: int = Field(examples=[1600])
+    shard_size: int = Field(examples=[64])
+    started_at: str = Field(examples=["2025-07-01T12:00:00.000+00:00"])
+    ended_at: str | None = Field(examples=["2025-07-01T12:00:40.000+00:00"])
+    duration_s: float = Field(description="Length in game seconds.", examples=[40.0])
+    codec: dict[str, Any] = Field(examples=[{"name": "jpeg", "quality": 90, "subsampling": "420"}])
+    action_shape: list[int] = Field(examples=[[3]])
+    step_arrays: list[str] = Field(
+        examples=[["action", "reward", "terminated", "truncated", "t_ns"]]
+    )
+    meta: dict[str, Any] = Field(default_factory=dict, examples=[{"seed": 1}])
+    lease: Lease | None = None
+
+    @classmethod
+    def of(cls, info: RaceInfo) -> RaceSummary:
+        """The summary of a `RaceInfo`."""
+        lease = info.lease
+        return cls(
+            race_id=info.race_id,
+            env=info.env,
+            map=info.map,
+            policy=info.policy,
+            status=info.status if info.status in (fmt.RECORDING, fmt.ABORTED) else fmt.COMPLETE,  # type: ignore[arg-type]
+            length=info.length,
+            fps=info.fps,
+            height=info.height,
+            width=info.width,
+            shard_size=info.shard_size,
+            started_at=info.started_at,
+            ended_at=info.ended_at,
+            duration_s=info.duration_s,
+            codec=info.codec,
+            action_shape=list(info.action_shape),
+            step_arrays=info.step_arrays,
+            meta=info.meta,
+            lease=Lease.model_validate(lease) if isinstance(lease, dict) else None,
+        )
+
+
+class RaceDetail(RaceSummary):
+    """One race: its metadata plus what it takes on disk."""
+
+    extras: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, examples=[{"speed": {"dtype": "float32", "shape": []}}]
+    )
+    n_shards: int = Field(examples=[19])
+    nbytes: int = Field(description="Bytes on disk.", examples=[120_000_000])
+    raw_nbytes: int = Field(
+        description="Bytes of the frames uncompressed.", examples=[5_184_000_000]
+    )
+    compression: float = Field(description="raw_nbytes / nbytes.", examples=[43.2])
+
+
+class RacePage(BaseModel):
+    """One page of the race list."""
+
+    total: int = Field(description="Races matching the filters.", examples=[3])
+    offset: int = Field(examples=[0])
+    limit: int = Field(examples=[50])
+    items: list[RaceSummary]
+
+
+class StepWindow(BaseModel):
+    """Per-step values of a race over ``[start, stop)``."""
+
+    race_id: str = Field(examples=[EXAMPLE_RACE_ID])
+    start: int = Field(examples=[0])
+    stop: int = Field(examples=[2])
+    arrays: dict[str, list[Any]] = Field(
+        examples=[{"action": [[0.0, 0.5, 0.0], [0.1, 0.5, 0.0]], "reward": [-0.1, 3.2]}]
+    )
+
+
+class SamplerState(BaseModel):
+    """One cached sampler: its parameters and how much it served."""
+
+    kind: str = Field(examples=["uniform"])
+    batch_size: int = Field(examples=[64])
+    seq_len: int = Field(examples=[1])
+    stride: int = Field(examples=[1])
+    seed: int | None = Field(examples=[0])
+    filters: dict[str, Any] | None = Field(examples=[None])
+    batches: int = Field(description="Batches served.", examples=[10])
+
+
+class Stats(BaseModel):
+    """Store totals, cached samplers and request counters."""
+
+    races: int = Field(examples=[3])
+    races_by_status: dict[str, int] = Field(examples=[{"complete": 2, "recording": 1}])
+    frames: int = Field(description="Committed frames of all races.", examples=[3600])
+    nbytes: int = Field(description="Bytes on disk.", examples=[360_000_000])
+    raw_nbytes: int = Field(
+        description="Bytes of all frames uncompressed.", examples=[15_552_000_000]
+    )
+    compression: float = Field(description="raw_nbytes / nbytes.", examples=[43.2])
+    samplers: list[SamplerState]
+    requests: int = Field(description="Requests answered since start.", examples=[1234])
+    errors: int = Field(description="Of those, answered 4xx or 5xx.", examples=[3])
+    frames_served: int = Field(
+        description="Frames sent (frame route and batches).", examples=[9000]
+    )
+    uptime_s: float = Field(examples=[3600.0])
+
+
+class Error(BaseModel):
+    """Every error answer: the error's name and a message naming the offending value."""
+
+    error: str = Field(examples=["RaceNotFoundError"])
+    detail: str = Field(examples=[f"no race {EXAMPLE_RACE_ID} in /data/replay"])
+    race_id: str | None = None
+    shard: int | None = None
+    step: int | None = None
+
+
+class RaceFilter(BaseModel):
+    """Which races a sampler draws from (all when absent); fields combine with AND.
+
+    `env`, `map` and `policy` take one value or a list (any of them matches).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: str | list[Annotated[str, Field(max_length=200)]] | None = Field(
+        None, max_length=200, examples=["CarRacing-v3"]
+    )
+    map: str | list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=200)
+    policy: str | list[Annotated[str, Field(max_length=200)]] | None = Field(None, max_length=200)
+    race_ids: list[RaceIdStr] | None = Field(
+        None, max_length=10_000, description="Only these races.", examples=[[EXAMPLE_RACE_ID]]
+    )
+    since: AwareDatetime | None = Field(
+        None, description="Races started at or after this time.", examples=["2025-07-01T00:00:00Z"]
+    )
+    until: AwareDatetime | None = Field(None, description="Races started before this time.")
+
+    def as_filters(self) -> dict[str, Any]:
+        """The filters as `replay.index.Filters` fields (unset ones left out)."""
+        out = self.model_dump(exclude_none=True)
+        for name in ("since", "until"):
+            if name in out:
+                out[name] = out[name].isoformat()
+        return out
+
+
+class DecodedView(BaseModel):
+    """Ask for decoded uint8 pixels (for clients without a JPEG decoder), optionally
+    cropped, resized or reduced to grey. Costs the service a decode per frame."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crop: tuple[NonNegativeInt, NonNegativeInt, PositiveInt, PositiveInt] | None = Field(
+        None,
+        description="(top, left, height, width) in stored pixels.",
+        examples=[[0, 0, 800, 1600]],
+    )
+    size: (
+        tuple[Annotated[int, Field(ge=1, le=8192)], Annotated[int, Field(ge=1, le=8192)]] | None
+    ) = Field(None, description="Output (height, width).", examples=[[225, 400]])
+    grey: bool = False
+
+
+class SampleRequest(BaseModel):
+    """A batch to draw: sampler kind and parameters, filters, seed."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"kind": "uniform", "batch_size": 64, "seq_len": 1, "seed": 0},
+                {"kind": "prioritized", "batch_size": 32, "seq_len": 4, "stride": 1},
+                {"kind": "recent", "batch_size": 8, "filters": {"env": "CarRacing-v3"}},
+                {"batch_size": 4, "decoded": {"size": [225, 400]}},
+            ]
+        },
+    )
+
+    kind: Literal["uniform", "prioritized", "recent"] = "uniform"
+    batch_size: int = Field(64, ge=1, description="Sequences per batch (B).")
+    seq_len: int = Field(1, ge=1, description="Consecutive steps per sequence (L).")
+    stride: int = Field(1, ge=1, le=1024, description="Steps between a sequence's frames.")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        description="A seed names a stream of batches: the same seed and parameters give "
+        "the same batches in order, continuing from one request to the next.",
+    )
+    filters: RaceFilter | None = None
+    decoded: DecodedView | None = Field(
+        None, description="Send decoded pixels instead of the stored JPEGs."
+    )
+
+
+Priority = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class PrioritiesRequest(BaseModel):
+    """New priorities for sampled keys (race id, first step of the sequence)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"keys": [[EXAMPLE_RACE_ID, 17], [EXAMPLE_RACE_ID, 90]], "priorities": [0.5, 2.0]}
+            ]
+        },
+    )
+
+    keys: list[tuple[RaceIdStr, Annotated[int, Field(ge=0, le=2**40)]]] = Field(max_length=100_000)
+    priorities: list[Priority] = Field(max_length=100_000)
+
+
+class PrioritiesUpdated(BaseModel):
+    """How many priorities were set."""
+
+    updated: int = Field(examples=[2])

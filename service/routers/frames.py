@@ -1,0 +1,73 @@
+"""``GET /v1/races/{race_id}/frames/{step}``: one frame, the stored bytes as they are.
+
+No transcoding: a JPEG race's frame is served exactly as the writer stored it
+(``image/jpeg``). A committed frame never changes and race ids are never
+reused, so the answer is cacheable for good; the ETag is a hash of the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Response
+
+from replay.errors import CorruptDataError
+from service.deps import Authorized, RaceId, SettingsDep, StateDep, Step, StoreDep
+from service.models import Error
+
+router = APIRouter(prefix="/v1/races", tags=["frames"], dependencies=[Authorized])
+
+MEDIA_TYPES = {"jpeg": "image/jpeg", "zstd": "application/zstd"}
+
+
+def etag_of(blob: bytes) -> str:
+    """A strong ETag for frame bytes."""
+    return '"' + hashlib.blake2b(blob, digest_size=12).hexdigest() + '"'
+
+
+@router.get(
+    "/{race_id}/frames/{step}",
+    summary="One frame: the stored JPEG bytes",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The frame as stored (image/jpeg for JPEG races; "
+            "application/zstd, raw (H, W, 3) uint8, for lossless races).",
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)."},
+        404: {"model": Error, "description": "No such race, or no such committed step."},
+        409: {"model": Error, "description": "The shard holding the frame is damaged."},
+    },
+)
+def get_frame(
+    race_id: RaceId,
+    step: Step,
+    store: StoreDep,
+    state: StateDep,
+    settings: SettingsDep,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Response:
+    """The frame at `step` of a race, if committed (steps below the race's length)."""
+    race = store.race(race_id)
+    if step >= race.length:
+        raise HTTPException(404, f"race {race_id} has {race.length} committed steps, not {step}")
+    try:
+        blob = race.frame_bytes(step)
+    except EOFError as e:  # a shard shorter than its index says
+        shard = step // race.info.shard_size
+        raise CorruptDataError(
+            f"race {race_id}, shard {shard}: frame at step {step} is cut short ({e})",
+            race_id=race_id,
+            shard=shard,
+            step=step,
+        ) from e
+    etag = etag_of(blob)
+    scope = "private" if settings.token is not None else "public"
+    headers = {"ETag": etag, "Cache-Control": f"{scope}, max-age=31536000, immutable"}
+    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    state.metrics.count_frames("frame", 1)
+    media = MEDIA_TYPES.get(str(race.info.codec.get("name")), "application/octet-stream")
+    return Response(content=blob, media_type=media, headers=headers)

@@ -1,0 +1,156 @@
+"""``POST /v1/sample`` (binary batches) and ``PUT /v1/priorities``.
+
+A sampler is kept per (kind, batch_size, seq_len, stride, seed, filters), so a
+seeded stream continues from one request to the next (the same seed and
+parameters give the embedded ``store.sampler(...)``'s batches in order) and
+priorities set by a learner stay with the sampler that uses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Response
+
+from replay import protocol
+from replay.batch import EncodedBatch, corrupt_frame_error, decode_frames
+from replay.errors import ReplayError
+from replay.samplers import Sampler
+from replay.store import Store
+from replay.transform import Transform
+from service.deps import Authorized, SettingsDep, StateDep, StoreDep
+from service.models import Error, PrioritiesRequest, PrioritiesUpdated, SampleRequest
+from service.settings import Settings
+from service.state import Cached, ServiceState
+
+router = APIRouter(prefix="/v1", tags=["sample"], dependencies=[Authorized])
+
+
+def _check_limits(req: SampleRequest, settings: Settings) -> None:
+    if req.batch_size > settings.max_batch_size:
+        raise HTTPException(
+            422, f"batch_size {req.batch_size} is over the limit of {settings.max_batch_size}"
+        )
+    if req.seq_len > settings.max_seq_len:
+        raise HTTPException(
+            422, f"seq_len {req.seq_len} is over the limit of {settings.max_seq_len}"
+        )
+    frames = req.batch_size * req.seq_len
+    if frames > settings.max_batch_frames:
+        raise HTTPException(
+            422,
+            f"batch_size * seq_len = {frames} frames is over the limit of "
+            f"{settings.max_batch_frames}",
+        )
+
+
+def sampler_params(req: SampleRequest) -> dict[str, Any]:
+    """The parameters that identify a sampler (and are shown in /v1/stats)."""
+    filters = None if req.filters is None else req.filters.as_filters()
+    return {
+        "kind": req.kind,
+        "batch_size": req.batch_size,
+        "seq_len": req.seq_len,
+        "stride": req.stride,
+        "seed": req.seed,
+        "filters": filters or None,
+    }
+
+
+def borrow_sampler(
+    store: Store, state: ServiceState, params: dict[str, Any]
+) -> contextlib.AbstractContextManager[Cached[Sampler]]:
+    """The cached sampler for `params` (made on first use), borrowed for one request."""
+    key = json.dumps(params, sort_keys=True)
+
+    def build() -> Sampler:
+        try:
+            return store.sampler(**params)
+        except ReplayError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise HTTPException(422, f"cannot make this sampler: {e}") from e
+
+    return state.samplers.borrow(key, params, build)
+
+
+def _view(req: SampleRequest, encoded: EncodedBatch, settings: Settings) -> Transform:
+    view = req.decoded
+    assert view is not None
+    try:
+        t = Transform(
+            crop=None if view.crop is None else tuple(view.crop),  # type: ignore[arg-type]
+            size=None if view.size is None else tuple(view.size),  # type: ignore[arg-type]
+            grey=view.grey,
+        )
+        shape = t.output_shape(encoded.height, encoded.width)
+    except ValueError as e:
+        raise HTTPException(422, f"decoded view: {e}") from e
+    nbytes = req.batch_size * req.seq_len * shape[0] * shape[1] * shape[2]
+    if nbytes > settings.max_decoded_bytes:
+        raise HTTPException(
+            422,
+            f"decoded batch would be {nbytes} bytes, over the limit of "
+            f"{settings.max_decoded_bytes}; sample the stored JPEGs, or a smaller view",
+        )
+    return t
+
+
+@router.post(
+    "/sample",
+    summary="Draw a batch: stored JPEGs and step arrays in one binary body",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {protocol.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "One batch in the format of docs/protocol.md.",
+        },
+        409: {"model": Error, "description": "A shard holding a sampled frame is damaged."},
+        422: {"model": Error, "description": "Over a limit, or nothing (enough) to sample."},
+    },
+)
+def sample(req: SampleRequest, store: StoreDep, settings: SettingsDep, state: StateDep) -> Response:
+    """Draws keys with the (cached) sampler, reads their frames as stored, and sends them."""
+    _check_limits(req, settings)
+    with borrow_sampler(store, state, sampler_params(req)) as entry:
+        with entry.lock:  # one draw at a time per sampler: a seeded stream stays in order
+            keys = entry.value.sample_keys()
+            entry.uses += 1
+        encoded = entry.value.fetch(keys)
+    pixels = None
+    if req.decoded is not None:
+        t = _view(req, encoded, settings)
+        pixels, failed = decode_frames(encoded, transform=t)
+        if failed:
+            raise corrupt_frame_error(encoded, failed[0])
+    parts = protocol.pack(encoded, pixels)
+    body = b"".join(parts)
+    m = state.metrics
+    m.count_frames("sample", req.batch_size * req.seq_len)
+    m.batch_bytes.observe(len(body))
+    return Response(body, media_type=protocol.MEDIA_TYPE)
+
+
+@router.put(
+    "/priorities",
+    summary="Set the priorities of sampled keys",
+    responses={
+        404: {"model": Error, "description": "A key names an unknown race."},
+        422: {"model": Error, "description": "Keys and priorities disagree, or no sampler."},
+    },
+)
+def update_priorities(req: PrioritiesRequest, state: StateDep) -> PrioritiesUpdated:
+    """Applies to every cached prioritized sampler (those that drew the keys)."""
+    if len(req.keys) != len(req.priorities):
+        raise HTTPException(422, f"{len(req.keys)} keys but {len(req.priorities)} priorities")
+    targets = [e for e in state.samplers.entries() if e.params["kind"] == "prioritized"]
+    if not targets:
+        raise HTTPException(
+            422, "no prioritized sampler yet: draw a batch with kind=prioritized first"
+        )
+    for entry in targets:
+        with entry.lock:
+            entry.value.update_priorities(list(req.keys), list(req.priorities))
+    return PrioritiesUpdated(updated=len(req.keys))

@@ -1,0 +1,83 @@
+"""Service settings, read from the environment (``REPLAY_*``) by pydantic-settings.
+
+Routes get them through the cached `get_settings` dependency; tests and
+`create_app(settings)` override that dependency instead of touching the
+environment. Nothing here runs at import time::
+
+    REPLAY_STORE=./replay-data REPLAY_TOKEN=s3cret replay serve ./replay-data
+
+A non-loopback `host` without a `token` fails validation (the service refuses
+to start) unless `allow_public` (``REPLAY_ALLOW_PUBLIC=1``) says that is intended.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (prefix ``REPLAY_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="REPLAY_", frozen=True, extra="ignore")
+
+    store: Path = Field(description="The replay store to serve (REPLAY_STORE).")
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
+    token: SecretStr | None = Field(
+        None, description="Bearer token every route but health and the viewer shell requires."
+    )
+    allow_public: bool = Field(
+        False, description="Allow binding a non-loopback address without a token."
+    )
+    max_batch_size: int = Field(1024, ge=1, description="Largest batch_size of /v1/sample.")
+    max_seq_len: int = Field(256, ge=1, description="Largest seq_len of /v1/sample.")
+    max_batch_frames: int = Field(
+        8192, ge=1, description="Largest batch_size * seq_len of /v1/sample."
+    )
+    max_decoded_bytes: int = Field(
+        256 << 20, ge=1, description="Largest decoded (raw pixel) /v1/sample response."
+    )
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body.")
+    max_page_size: int = Field(1000, ge=1, description="Largest `limit` of /v1/races.")
+    max_steps_window: int = Field(
+        100_000, ge=1, description="Most steps /v1/races/{id}/steps returns at once."
+    )
+    sampler_cache_size: int = Field(
+        32, ge=1, description="Samplers kept (one per kind and parameters), least recent out."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_public_without_token(self) -> Self:
+        if not is_loopback(self.host) and self.token is None and not self.allow_public:
+            raise ValueError(
+                f"refusing to bind {self.host!r} without a token: anyone who can reach it "
+                "could read the store. Set REPLAY_TOKEN (--token), bind 127.0.0.1, or pass "
+                "--allow-public (REPLAY_ALLOW_PUBLIC=1) if that is really intended"
+            )
+        return self
+
+    def token_value(self) -> str | None:
+        """The token as plain text (None when auth is off)."""
+        return None if self.token is None else self.token.get_secret_value()
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The settings from the environment, read once (a FastAPI dependency)."""
+    return Settings()  # type: ignore[call-arg]  # `store` comes from REPLAY_STORE

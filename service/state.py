@@ -1,0 +1,159 @@
+"""What one app keeps between requests: the open store, the samplers, the metrics.
+
+Race metadata is never cached (it is read fresh on every request, so races being
+written show up and grow without a restart); only what cannot change is kept:
+the disk size of finished races, and the samplers, whose random state and
+priorities must persist from one request to the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from replay import format as fmt
+from replay.race import RaceInfo
+from replay.samplers import Sampler
+from replay.store import Store, open_store
+from service.metrics import Metrics
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def _close_sampler(sampler: Sampler) -> None:
+    try:
+        sampler.close()
+    except Exception:  # a read-only store: nothing to save; never fail a request for it
+        log.exception("closing sampler %r", sampler)
+
+
+@dataclass
+class Cached(Generic[T]):
+    """One cached value, its parameters, a lock for exclusive use and counters."""
+
+    value: T
+    params: dict[str, Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    uses: int = 0
+    users: int = 0
+    evicted: bool = False
+
+
+class LRUCache(Generic[T]):
+    """A small thread-safe least-recently-used cache of values built on demand.
+
+    Entries are borrowed (`borrow`, a context manager); an entry pushed out while
+    borrowed is closed (`close(value)`) when its last borrower returns it, so a
+    sampler's I/O threads never stop under a request that is using them.
+    """
+
+    def __init__(self, size: int, close: Callable[[T], None] = lambda value: None) -> None:
+        self.size = size
+        self._close = close
+        self._items: OrderedDict[Hashable, Cached[T]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(
+        self, key: Hashable, params: dict[str, Any], build: Callable[[], T]
+    ) -> Iterator[Cached[T]]:
+        """The entry of `key`, built by `build()` (outside the cache lock) if absent."""
+        entry = self._acquire(key)
+        if entry is None:
+            value = build()
+            entry, closed = self._insert(key, params, value)
+            for old in closed:
+                self._close(old)
+        try:
+            yield entry
+        finally:
+            self._release(entry)
+
+    def _acquire(self, key: Hashable) -> Cached[T] | None:
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is not None:
+                self._items.move_to_end(key)
+                entry.users += 1
+            return entry
+
+    def _insert(self, key: Hashable, params: dict[str, Any], value: T) -> tuple[Cached[T], list[T]]:
+        closed = []
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is not None:  # built twice at once: keep the first
+                closed.append(value)
+            else:
+                entry = self._items[key] = Cached(value, params)
+            self._items.move_to_end(key)
+            entry.users += 1
+            while len(self._items) > self.size:
+                _, old = self._items.popitem(last=False)
+                old.evicted = True
+                if old.users == 0:
+                    closed.append(old.value)
+        return entry, closed
+
+    def _release(self, entry: Cached[T]) -> None:
+        with self._lock:
+            entry.users -= 1
+            close = entry.evicted and entry.users == 0
+        if close:
+            self._close(entry.value)
+
+    def entries(self) -> list[Cached[T]]:
+        """The cached entries, least recently used first."""
+        with self._lock:
+            return list(self._items.values())
+
+    def clear(self) -> None:
+        """Close and drop every entry not in use (at shutdown)."""
+        with self._lock:
+            items = list(self._items.values())
+            self._items.clear()
+            for entry in items:
+                entry.evicted = True
+            idle = [e.value for e in items if e.users == 0]
+        for value in idle:
+            self._close(value)
+
+
+class ServiceState:
+    """Per-app state, on ``app.state.replay``."""
+
+    def __init__(self, sampler_cache_size: int) -> None:
+        self.metrics = Metrics()
+        self.samplers: LRUCache[Sampler] = LRUCache(sampler_cache_size, close=_close_sampler)
+        self._stores: dict[Path, Store] = {}
+        self._sizes: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def store(self, path: Path) -> Store:
+        """The store at `path`, opened read-only once."""
+        with self._lock:
+            store = self._stores.get(path)
+            if store is None:
+                store = self._stores[path] = open_store(path, mode="r")
+            return store
+
+    def race_nbytes(self, store: Store, info: RaceInfo) -> int:
+        """Disk bytes of a race; remembered once the race is finished (it cannot grow)."""
+        cached = self._sizes.get(info.race_id)
+        if cached is not None:
+            return cached
+        nbytes = store.race_nbytes(info.race_id)
+        if info.status != fmt.RECORDING:
+            self._sizes[info.race_id] = nbytes
+        return nbytes
+
+    def forget_sizes_except(self, race_ids: set[str]) -> None:
+        """Drop remembered sizes of races that are gone (evicted or deleted)."""
+        for race_id in set(self._sizes) - race_ids:
+            self._sizes.pop(race_id, None)

@@ -1,0 +1,194 @@
+"""Helpers of the service tests: the served store's layout, servers in a child
+process or a thread, and a raw HTTP GET that sends paths byte for byte."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+import uvicorn
+
+import replay
+from service.app import create_app
+from service.cli import bind
+from service.settings import Settings
+
+#: Races of the served store: (env, map, policy, number of frames, reversed order).
+RACES = [
+    ("CarRacing-v3", "procedural", "pure-pursuit", 48, False),
+    ("CarRacing-v3", "track-b", "random", 32, True),
+    ("Other-v0", "arena", "random", 20, False),
+]
+SHARD = 16
+
+
+def write_race(
+    store: replay.Store,
+    frames: npt.NDArray[np.uint8] | list[Any],
+    *,
+    env: str = "CarRacing-v3",
+    map: str = "procedural",
+    policy: str = "pure-pursuit",
+    shard_size: int = SHARD,
+) -> str:
+    """Record `frames` as one race (reward = step, action = step * (0.1, 0.2, 0.3))."""
+    with store.new_race(env=env, map=map, policy=policy, fps=30, shard_size=shard_size) as w:
+        for step, frame in enumerate(frames):
+            w.append(
+                frame,
+                action=np.array([0.1, 0.2, 0.3], np.float32) * step,
+                reward=float(step),
+                terminated=step == len(frames) - 1,
+            )
+    return w.race_id
+
+
+def frames(carracing_frames: list[Any]) -> list[npt.NDArray[np.uint8]]:
+    """The session's real CarRacing frames, (900, 1600, 3) uint8 each."""
+    return [step.frame for step in carracing_frames]
+
+
+def served_store(
+    tmp_path_factory: pytest.TempPathFactory, frames: list[npt.NDArray[np.uint8]]
+) -> Path:
+    """A store of three complete races of real frames."""
+    path = tmp_path_factory.mktemp("service") / "store"
+    store = replay.open_store(path)
+    for env, map_, policy, n, backwards in RACES:
+        chosen = frames[:n][::-1] if backwards else frames[:n]
+        write_race(store, chosen, env=env, map=map_, policy=policy)
+    return path
+
+
+@dataclass
+class ServerProcess:
+    """``replay serve`` running in a child process."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def rss(self) -> int:
+        """Resident memory of the server process, in bytes."""
+        import psutil
+
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+
+def start_server_process(
+    store: Path, *args: str, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """Start ``python -m service.cli STORE --port 0 ...`` and wait until it answers."""
+    command = [sys.executable, "-m", "service.cli", str(store), "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--log-level", "warning", *args],
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if "serving" not in line:
+        process.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    url = line.split(" at ")[1].split()[0].rstrip("/")
+    wait_healthy(url)
+    return ServerProcess(url, process)
+
+
+def wait_healthy(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not become healthy")
+        time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def server(served_store: Path) -> Iterator[ServerProcess]:
+    """``replay serve`` on the served store, no token."""
+    proc = start_server_process(served_store)
+    yield proc
+    stop_process(proc.process)
+
+
+def url(server: ServerProcess) -> str:
+    """Base URL of the session's server (no trailing slash)."""
+    return server.url
+
+
+def http(url: str) -> Iterator[httpx.Client]:
+    """A plain HTTP client of the session's server."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+
+
+class ThreadServer:
+    """An app served by uvicorn in a thread of this process, on 127.0.0.1 and a free port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self._sock = bind("127.0.0.1", 0)
+        port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def __enter__(self) -> ThreadServer:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("thread server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+
+def raw_get(url: str, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """Send ``GET <target>`` byte for byte (no client-side normalisation); (status, body)."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, body
