@@ -1,0 +1,391 @@
+"""The client of the replay service: the embedded sampler's batches, over HTTP.
+
+`Client.sample` returns the same `Batch` an embedded ``store.sampler(...)``
+gives for the same parameters and seed: the service sends the stored JPEG
+bytes (`replay.protocol`), and the client decodes them itself, on its GPU when
+asked (``device="cuda"``), with `replay.batch.decode_batch`, the embedded
+reader's own decoder. ::
+
+    with Client("http://127.0.0.1:8000", token=os.environ.get("REPLAY_TOKEN")) as client:
+        for batch in client.batches(batch_size=64, seq_len=4, kind="prioritized", seed=0):
+            loss, td = learn(batch.frames, batch.action, batch.reward, batch.weights)
+            client.update_priorities(batch.keys, td.abs() + 1e-3)
+
+One HTTP connection pool (keep-alive) serves all calls; calls are retried with
+exponential backoff when the connection fails or the service answers 503;
+`batches` prefetches the next batches in a thread while you train.
+
+Errors (all `ReplayError`)::
+
+    ServiceError            any other error answer, or the service is unreachable
+    RaceNotFoundError       404 for a race (also a malformed race id)
+    SamplingError           422 nothing (enough) to sample, or a parameter over a limit
+    CorruptDataError        409 a damaged shard (race_id, shard, step as the service named them)
+    ProtocolError           a batch body that does not parse (replay.protocol)
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+import numpy as np
+
+from replay import protocol
+from replay.batch import Batch, EncodedBatch, Out, decode_batch, make_batch
+from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError, SamplingError
+from replay.race import RaceInfo
+from replay.transform import Transform
+
+#: Errors worth another try: the connection failed or broke (the request may not
+#: have reached the service).
+RETRYABLE = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.PoolTimeout,
+)
+
+
+class ServiceError(ReplayError):
+    """An error answer of the service (or no answer at all); `status` is 0 for the latter."""
+
+    def __init__(self, message: str, *, status: int = 0, error: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+class Client:
+    """A connection to a replay service at `url`.
+
+    `token` is sent as ``Authorization: Bearer``; `retries` more tries follow a
+    failed connection or a 503, `backoff` seconds apart at first and doubling.
+    `transport` replaces httpx's (tests, custom TLS, proxies); `device`, `out`
+    and `transform` are the defaults of `sample` and `batches`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 4,
+        backoff: float = 0.1,
+        transport: httpx.BaseTransport | None = None,
+        device: str = "cpu",
+        out: Out = "numpy",
+        transform: Transform | None = None,
+    ) -> None:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        if backoff < 0:
+            raise ValueError(f"backoff must be >= 0, got {backoff}")
+        headers = {"User-Agent": "replay-client"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.url = url.rstrip("/")
+        self.retries, self.backoff = retries, backoff
+        self.device, self.out, self.transform = device, out, transform
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30),
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call, retried on connection errors and 503; error answers raise."""
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except RETRYABLE as e:
+                if last:
+                    raise ServiceError(
+                        f"{method} {self.url}{path}: no answer after {attempt + 1} tries ({e})"
+                    ) from e
+            else:
+                if response.status_code != 503 or last:
+                    if response.status_code >= 400:
+                        raise error_of(response)
+                    return response
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- races -----------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``GET /v1/health``."""
+        body: dict[str, Any] = self.request("GET", "/v1/health").json()
+        return body
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /v1/stats``: store totals, cached samplers, request counters."""
+        body: dict[str, Any] = self.request("GET", "/v1/stats").json()
+        return body
+
+    def races(self, *, limit: int = 1000, offset: int = 0, **filters: Any) -> list[RaceInfo]:
+        """Races, newest first; `filters` as ``GET /v1/races`` takes them (env, status, ...)."""
+        params = {"limit": limit, "offset": offset, **filters}
+        page = self.request("GET", "/v1/races", params=params).json()
+        return [race_info(item) for item in page["items"]]
+
+    def race(self, race_id: str) -> RaceInfo:
+        """One race's metadata."""
+        return race_info(self.request("GET", f"/v1/races/{_race_path(race_id)}").json())
+
+    def frame_bytes(self, race_id: str, step: int) -> bytes:
+        """One frame's stored bytes (a JPEG for JPEG races)."""
+        path = f"/v1/races/{_race_path(race_id)}/frames/{int(step)}"
+        return self.request("GET", path).content
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def sample_encoded(
+        self,
+        *,
+        kind: str = "uniform",
+        batch_size: int = 64,
+        seq_len: int = 1,
+        stride: int = 1,
+        seed: int | None = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> EncodedBatch:
+        """One batch as the service sends it: stored JPEG bytes and step arrays."""
+        body = {
+            "kind": kind,
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "stride": stride,
+            "seed": seed,
+            "filters": None if filters is None else dict(filters),
+        }
+        response = self.request(
+            "POST", "/v1/sample", json=body, headers={"Accept": protocol.MEDIA_TYPE}
+        )
+        message = protocol.unpack(response.content)
+        if not isinstance(message, EncodedBatch):
+            raise protocol.ProtocolError("asked for stored frames, got decoded ones")
+        return message
+
+    def sample(
+        self,
+        *,
+        kind: str = "uniform",
+        batch_size: int = 64,
+        seq_len: int = 1,
+        stride: int = 1,
+        seed: int | None = None,
+        filters: Mapping[str, Any] | None = None,
+        device: str | None = None,
+        out: Out | None = None,
+        transform: Transform | None = None,
+    ) -> Batch:
+        """One batch, decoded here on `device` (as `Sampler.sample` decodes it)."""
+        encoded = self.sample_encoded(
+            kind=kind,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            stride=stride,
+            seed=seed,
+            filters=filters,
+        )
+        return decode_batch(
+            encoded,
+            device=device or self.device,
+            out=out or self.out,
+            transform=transform if transform is not None else self.transform,
+        )
+
+    def sample_decoded(
+        self,
+        *,
+        kind: str = "uniform",
+        batch_size: int = 8,
+        seq_len: int = 1,
+        stride: int = 1,
+        seed: int | None = None,
+        filters: Mapping[str, Any] | None = None,
+        crop: tuple[int, int, int, int] | None = None,
+        size: tuple[int, int] | None = None,
+        grey: bool = False,
+        out: Out = "numpy",
+    ) -> Batch:
+        """One batch the service decodes (for clients without a JPEG decoder); uint8 pixels."""
+        body = {
+            "kind": kind,
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "stride": stride,
+            "seed": seed,
+            "filters": None if filters is None else dict(filters),
+            "decoded": {"crop": crop, "size": size, "grey": grey},
+        }
+        response = self.request("POST", "/v1/sample", json=body)
+        message = protocol.unpack(response.content)
+        if not isinstance(message, protocol.RawBatch):
+            raise protocol.ProtocolError("asked for decoded frames, got stored ones")
+        return make_batch(message.keys, message.frames, message.steps, out=out, transform=None)
+
+    def batches(
+        self,
+        *,
+        prefetch: int = 2,
+        limit: int | None = None,
+        device: str | None = None,
+        out: Out | None = None,
+        transform: Transform | None = None,
+        **params: Any,
+    ) -> Iterator[Batch]:
+        """Batches for ever (or `limit` of them); a thread fetches and decodes the next
+        `prefetch` while you use the current one. `params` are `sample_encoded`'s.
+
+        Closing the iterator (or leaving the ``for`` loop) stops the thread.
+        """
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        results: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=prefetch)
+        stop = threading.Event()
+
+        def produce() -> None:
+            made = 0
+            while not stop.is_set() and (limit is None or made < limit):
+                try:
+                    item: Batch | BaseException = self.sample(
+                        device=device, out=out, transform=transform, **params
+                    )
+                except BaseException as e:  # handed to the consumer
+                    item = e
+                while not stop.is_set():
+                    try:
+                        results.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if isinstance(item, BaseException):
+                    return
+                made += 1
+
+        thread = threading.Thread(target=produce, name="replay-client-prefetch", daemon=True)
+        thread.start()
+        try:
+            made = 0
+            while limit is None or made < limit:
+                got = results.get()
+                if isinstance(got, BaseException):
+                    raise got
+                made += 1
+                yield got
+        finally:
+            stop.set()
+            thread.join()
+
+    def update_priorities(self, keys: Sequence[tuple[str, int]], priorities: Any) -> int:
+        """Set the priorities of sampled items (`Batch.keys`); returns how many were sent."""
+        values = _to_list(priorities)
+        body = {"keys": [[str(r), int(s)] for r, s in keys], "priorities": values}
+        updated: int = self.request("PUT", "/v1/priorities", json=body).json()["updated"]
+        return updated
+
+
+def _race_path(race_id: str) -> str:
+    """A race id as a path segment; anything but a race id is refused here already."""
+    from replay import format as fmt
+
+    if not fmt.is_race_id(race_id):
+        raise RaceNotFoundError(f"{race_id!r} is not a race id (26 characters, ULID)")
+    return race_id
+
+
+def _to_list(values: Any) -> list[float]:
+    if hasattr(values, "detach"):  # torch
+        values = values.detach().cpu().numpy()
+    elif hasattr(values, "get") and hasattr(values, "__cuda_array_interface__"):  # cupy
+        values = values.get()
+    out: list[float] = np.asarray(values, dtype=np.float64).reshape(-1).tolist()
+    return out
+
+
+def race_info(item: Mapping[str, Any]) -> RaceInfo:
+    """A `RaceInfo` from the JSON of a race (``/v1/races`` items, ``/v1/races/{id}``)."""
+    return RaceInfo(
+        race_id=str(item["race_id"]),
+        env=str(item["env"]),
+        map=str(item["map"]),
+        policy=str(item["policy"]),
+        status=str(item["status"]),
+        length=int(item["length"]),
+        fps=float(item["fps"]),
+        height=int(item["height"]),
+        width=int(item["width"]),
+        shard_size=int(item["shard_size"]),
+        started_at=str(item["started_at"]),
+        ended_at=item.get("ended_at"),
+        codec=dict(item["codec"]),
+        action_shape=tuple(int(n) for n in item["action_shape"]),
+        extras=dict(item.get("extras", {})),
+        meta=dict(item.get("meta", {})),
+        lease=item.get("lease"),
+    )
+
+
+def error_of(response: httpx.Response) -> ReplayError:
+    """The `ReplayError` an error answer stands for."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    name = str(body.get("error", ""))
+    detail = body.get("detail", response.reason_phrase)
+    message = detail if isinstance(detail, str) else f"invalid request: {detail}"
+    where = f"{response.request.method} {response.request.url.path}"
+    if name == "RaceNotFoundError":
+        return RaceNotFoundError(message)
+    if name == "SamplingError":
+        return SamplingError(message)
+    if name == "CorruptDataError":
+        return CorruptDataError(
+            message,
+            race_id=str(body.get("race_id", "")),
+            shard=int(body.get("shard", -1)),
+            step=body.get("step"),
+        )
+    return ServiceError(
+        f"{where}: {response.status_code} {name or response.reason_phrase}: {message}",
+        status=response.status_code,
+        error=name,
+    )
