@@ -247,6 +247,117 @@ def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -
     console.print(steps)
 
 
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.option("--repair", is_flag=True, help="Truncate damaged races to their last good step.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def verify(store_path: str, repair: bool, as_json: bool) -> None:
+    """Check every shard's index checksum and that every committed frame decodes.
+
+    Exits 1 if anything is damaged. With --repair, a damaged race is truncated to
+    the steps before its first bad one (and gets a "repaired" attribute).
+    """
+    from rich.progress import Progress
+
+    from replay.verify import repair as repair_race
+    from replay.verify import verify_store
+
+    store = _open_for_writing(store_path, read_only=not repair)
+    total = sum(r.length for r in store.races())
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("verifying frames", total=total)
+        report = verify_store(store, progress=lambda n: bar.advance(task, n))
+    repaired = {c.race_id: repair_race(store, c) for c in report.races if repair and not c.ok}
+    if as_json:
+        rows = [
+            {**vars(c), "ok": c.ok, "repaired_length": repaired.get(c.race_id)}
+            for c in report.races
+        ]
+        click.echo(json.dumps({"ok": report.ok, "races": rows}, indent=2))
+    else:
+        for c in report.races:
+            state = "ok" if c.ok else f"DAMAGED shards {c.damaged_shards}"
+            click.echo(f"{c.race_id}  {c.frames_checked:>7} frames  {state}")
+            for message in c.errors:
+                click.echo(f"    {message}")
+            if c.race_id in repaired:
+                click.echo(f"    repaired: truncated to {repaired[c.race_id]} steps")
+        click.echo(
+            f"{len(report.races)} races, {report.frames_checked} frames checked: "
+            + ("all good" if report.ok else "damage found")
+        )
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.option("--dry-run", is_flag=True, help="Only show what would be done.")
+def recover(store_path: str, dry_run: bool) -> None:
+    """Mark races left 'recording' by dead writers as aborted; delete their temp files.
+
+    A writer is dead when its lease expired, or when its pid is gone on this host;
+    races of live writers (here or on other machines) are left alone.
+    """
+    store = _open_for_writing(store_path, dry_run)
+    report = store.recover(dry_run=dry_run)
+    verb = "would mark" if dry_run else "marked"
+    for race_id in report.aborted:
+        click.echo(f"{verb} {race_id} aborted (writer dead)")
+    for race_id in report.live:
+        click.echo(f"left {race_id} alone (writer alive)")
+    click.echo(
+        f"{len(report.temp_files_removed)} temp files {'to remove' if dry_run else 'removed'}"
+    )
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.option("--max-bytes", help="Byte budget, e.g. 500GB, 1.5TiB (default: saved in the store).")
+@click.option("--max-age", help="Maximum age of a finished race, e.g. 12h, 7d (default: saved).")
+@click.option("--save", is_flag=True, help="Save --max-bytes/--max-age in the store for writers.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+def prune(
+    store_path: str, max_bytes: str | None, max_age: str | None, save: bool, dry_run: bool
+) -> None:
+    """Remove the oldest finished races until STORE fits its capacity.
+
+    Races being recorded by live writers are never removed. Samplers drop removed
+    races on their next refresh.
+    """
+    from replay.capacity import Capacity, evict, parse_age, parse_size, plan_eviction, read_capacity
+
+    store = _open_for_writing(store_path, dry_run and not save)
+    saved = read_capacity(store)
+    try:
+        capacity = Capacity(
+            parse_size(max_bytes) if max_bytes else saved.max_bytes,
+            parse_age(max_age) if max_age else saved.max_age,
+        )
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    if save:
+        store.set_capacity(capacity.max_bytes, capacity.max_age)
+    if capacity.unlimited:
+        raise click.ClickException("no capacity given or saved: pass --max-bytes and/or --max-age")
+    plan = plan_eviction(store, capacity)
+    verb = "would remove" if dry_run else "removed"
+    for gone in plan.evictions:
+        click.echo(f"{verb} {gone.race_id}  {_human(gone.nbytes)}  ({gone.reason})")
+    if not dry_run:
+        evict(store, plan)
+    click.echo(f"store: {_human(plan.bytes_before)} -> {_human(plan.bytes_after)}")
+
+
+def _open_for_writing(path: str, read_only: bool) -> Store:
+    """An existing store (never a new empty one), writable unless `read_only`."""
+    try:
+        store = open_store(path, mode="r")
+        return store if read_only else open_store(path, mode="a")
+    except ReplayError as e:
+        raise click.ClickException(str(e)) from e
+
+
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 

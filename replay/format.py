@@ -68,3 +68,17 @@ def shard_key(race_id: str, array: str, shard: int, ndim: int) -> str:
 def utc_now() -> str:
     """The current time as stored in race attributes (ISO 8601, UTC, milliseconds)."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def parse_time(iso: str) -> float:
+    """Unix seconds of a time stored by `utc_now`."""
+    return dt.datetime.fromisoformat(iso).timestamp()
+
+
+def lease_ttl(flush_interval: float) -> float:
+    """Seconds after its last heartbeat that a writer's lease expires.
+
+    A live writer refreshes its lease at every commit, and at least every
+    5 flush intervals when idle; the margin covers a stalled disk or a slow GC.
+    """
+    return max(30.0, 10 * flush_interval)

@@ -188,7 +188,7 @@ class Race:
             ) from e
 
     def frame_bytes(self, step: int) -> bytes:
-        """The stored bytes of one frame (a JPEG for jpeg races), without decoding."""
+        """The stored bytes of one frame (a JPEG for jpeg races), checksum verified, not decoded."""
         self._check_step(step)
         shard, slot = divmod(step, self.info.shard_size)
         where = self.shard_index(shard)[slot]
@@ -200,8 +200,16 @@ class Race:
                 step=step,
             )
         key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, 4)
-        (blob,) = self._storage.read_ranges(key, [where])
-        return blob
+        (chunk,) = self._storage.read_ranges(key, [where])
+        try:
+            return shards.without_checksum(chunk)
+        except ValueError as e:
+            raise CorruptDataError(
+                f"race {self.race_id}, shard {shard}: frame at step {step} is damaged ({e})",
+                race_id=self.race_id,
+                shard=shard,
+                step=step,
+            ) from e
 
     def frame(self, step: int) -> npt.NDArray[np.uint8]:
         """One frame, decoded to (H, W, 3) uint8 RGB."""

@@ -6,6 +6,10 @@ Zarr's ``sharding_indexed`` with ``index_location="end"``: the chunks' bytes one
 after another, then the index, ``n`` little-endian ``(offset, nbytes)`` uint64
 pairs (``2**64-1`` twice for a chunk that is absent), then the CRC32C of the
 index as a little-endian uint32.
+
+Each frame chunk itself ends with the CRC32C of its bytes (the ``crc32c`` codec
+after ``jpeg`` in the shard's inner codecs), so a flipped bit in any frame is
+detected when it is read, by zarr-python as well as by us.
 """
 
 from __future__ import annotations
@@ -17,6 +21,19 @@ import numpy as np
 import numpy.typing as npt
 
 EMPTY = np.uint64(2**64 - 1)
+
+
+def with_checksum(blob: bytes) -> bytes:
+    """A chunk as stored: its bytes then their CRC32C (Zarr's ``crc32c`` codec)."""
+    return blob + crc32c.crc32c(blob).to_bytes(4, "little")
+
+
+def without_checksum(chunk: bytes) -> bytes:
+    """The bytes of a stored chunk after checking its CRC32C; ValueError on a mismatch."""
+    body, checksum = chunk[:-4], chunk[-4:]
+    if len(chunk) < 4 or crc32c.crc32c(body) != int.from_bytes(checksum, "little"):
+        raise ValueError("frame checksum mismatch (the stored bytes are damaged)")
+    return body
 
 
 def index_nbytes(n_chunks: int) -> int:

@@ -19,13 +19,22 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 from ulid import ULID
-from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
 from replay import format as fmt
+from replay.capacity import (
+    Capacity,
+    EvictionPlan,
+    evict,
+    plan_eviction,
+    read_capacity,
+    save_capacity,
+)
 from replay.codecs import JpegCodec, SingletonDimCodec
 from replay.errors import RaceNotFoundError, ReadOnlyStoreError, ReplayError, StoreError
 from replay.index import Filters
 from replay.race import Race, RaceInfo, read_json, read_race_info
+from replay.recovery import RecoveryReport, recover
 from replay.samplers import Kind, Sampler
 from replay.storage import ByteStorage, LocalStorage
 from replay.writer import QueuePolicy, StepSpec, Writer
@@ -219,6 +228,7 @@ class Store:
         except PermissionError as e:
             raise ReadOnlyStoreError(f"cannot write a race into {self.root}: {e.strerror}") from e
         info = RaceInfo.from_attrs(race_id, attrs)
+        enforce = None if read_capacity(self).unlimited else self.enforce_capacity
         return Writer(
             self.storage,
             info,
@@ -227,7 +237,26 @@ class Store:
             queue_size=queue_size,
             on_full=on_full,
             device=device,
+            on_shard=enforce,
         )
+
+    def set_capacity(self, max_bytes: float | None = None, max_age: float | None = None) -> None:
+        """Save a byte budget and/or a maximum race age (seconds) in the store.
+
+        Writers started afterwards evict the oldest finished races as they commit
+        shards; `enforce_capacity` (or ``replay prune``) does it on demand.
+        """
+        save_capacity(self, Capacity(None if max_bytes is None else int(max_bytes), max_age))
+
+    def enforce_capacity(self) -> EvictionPlan:
+        """Evict the oldest finished races that exceed the saved capacity; returns what went."""
+        plan = plan_eviction(self)
+        evict(self, plan)
+        return plan
+
+    def recover(self, *, dry_run: bool = False) -> RecoveryReport:
+        """Mark dead writers' races aborted and delete their temp files (`replay.recovery`)."""
+        return recover(self, dry_run=dry_run)
 
     def _create_race(self, race_id: str, attrs: dict[str, Any], specs: list[StepSpec]) -> None:
         # zarr writes the metadata documents (it is our compatibility oracle); the
@@ -240,9 +269,10 @@ class Store:
         if codec["name"] == "jpeg":
             serializer = JpegCodec(quality=codec["quality"], subsampling=codec["subsampling"])
             filters: Any = [SingletonDimCodec()]
-            compressors = None
+            compressors = [Crc32cCodec()]
         else:
-            serializer, filters, compressors = BytesCodec(), None, [ZstdCodec(level=3)]
+            serializer, filters = BytesCodec(), None
+            compressors = [ZstdCodec(level=3), Crc32cCodec()]
         group.create_array(
             fmt.FRAMES,
             shape=(0, h, w, 3),

@@ -28,6 +28,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 QueuePolicy = Literal["block", "drop"]
 log = logging.getLogger(__name__)
 _CLOSE = object()
+MAINTENANCE_S = 10.0  # seconds between capacity checks by a writer
 ENCODE_BATCH = 16  # frames per encoder call: batches amortise nvImageCodec's per-call cost
 
 
@@ -103,6 +105,7 @@ class Writer:
         queue_size: int,
         on_full: QueuePolicy,
         device: str,
+        on_shard: Callable[[], object] | None = None,
     ) -> None:
         if flush_interval <= 0:
             raise ValueError(f"flush_interval must be positive, got {flush_interval}")
@@ -117,6 +120,8 @@ class Writer:
         self._shape = (info.height, info.width, 3)
         self._flush_interval = flush_interval
         self._on_full = on_full
+        self._on_shard = on_shard  # store maintenance (capacity), run after full shards
+        self._last_maintenance = 0.0
         self.device: jpeg.Device = jpeg.resolve_device(device)
         self._ring = self._allocate_ring(queue_size)
         self._free: queue.Queue[int] = queue.Queue()
@@ -363,13 +368,25 @@ class Writer:
             i = len(self._chunks)
             for name, buf in self._step_buf.items():
                 buf[i] = p.steps.get(name, 0)
-            self._chunks.append(blob)
+            self._chunks.append(shards.with_checksum(blob))
             if len(self._chunks) == self._info.shard_size:
                 self._commit()
+                self._maintain()
                 self._shard += 1
                 self._chunks = []
                 for buf in self._step_buf.values():
                     buf[...] = 0
+
+    def _maintain(self) -> None:
+        """Run the store's maintenance at most every MAINTENANCE_S; never fail the race on it."""
+        now = time.monotonic()
+        if self._on_shard is None or now - self._last_maintenance < MAINTENANCE_S:
+            return
+        self._last_maintenance = now
+        try:
+            self._on_shard()
+        except Exception:
+            log.exception("race %s: store maintenance (capacity) failed", self.race_id)
 
     def _commit(self) -> None:
         """Write the open shard whole, then its step chunks, then shapes, then length."""
@@ -402,7 +419,12 @@ class Writer:
         attrs = self._race_doc["attributes"]
         attrs.update(changes)
         attrs["lease"] = (
-            {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "heartbeat": time.time(),
+                "ttl": fmt.lease_ttl(self._flush_interval),
+            }
             if lease
             else None
         )
