@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from replay import jpeg
+from replay import jpeg, shards
 from replay import transform as tf
 from replay.errors import CorruptDataError
 from replay.transform import Transform
@@ -168,11 +168,23 @@ def corrupt_frame_error(encoded: EncodedBatch, flat_index: int) -> CorruptDataEr
     step = int(encoded.keys.steps[item, pos])
     shard = step // encoded.shard_size if encoded.shard_size else -1
     return CorruptDataError(
-        f"race {race_id}, shard {shard}: frame at step {step} does not decode",
+        f"race {race_id}, shard {shard}: frame at step {step} is damaged or does not decode",
         race_id=race_id,
         shard=shard,
         step=step,
     )
+
+
+def _checked(chunk: bytes) -> bytes:
+    """A stored chunk's bytes without its CRC32C; empty (so it fails to decode) if damaged.
+
+    Checking here rather than when reading makes the check end to end: a batch
+    fetched over HTTP is verified by the client that decodes it.
+    """
+    try:
+        return shards.without_checksum(chunk)
+    except ValueError:
+        return b""
 
 
 def decode_frames(
@@ -185,7 +197,7 @@ def decode_frames(
     t = transform or Transform()
     dev = jpeg.resolve_device(device)
     keys = encoded.keys
-    blobs = [b for row in encoded.frames for b in row]
+    blobs = [_checked(b) for row in encoded.frames for b in row]
     if len(blobs) != keys.batch_size * keys.seq_len:
         raise ValueError(f"{len(blobs)} frames for a {keys.batch_size}x{keys.seq_len} batch")
     h, w = encoded.height, encoded.width
@@ -239,8 +251,10 @@ def _converter(out: Out, on_cuda: bool) -> Callable[[Any], Any]:
         if not on_cuda:
             from_numpy: Callable[[Any], Any] = torch.from_numpy
             return from_numpy
+        from torch.utils.dlpack import from_dlpack
+
         return lambda a: (
-            torch.as_tensor(a, device="cuda") if isinstance(a, np.ndarray) else torch.from_dlpack(a)
+            torch.as_tensor(a, device="cuda") if isinstance(a, np.ndarray) else from_dlpack(a)
         )
     import cupy
 

@@ -182,7 +182,7 @@ class RaceEntry:
         with self._lock:
             table = self.tables.get(shard)
             if table is None or table.count < need:
-                table = self._read_table(storage, shard, need)
+                table = self._read_table(storage, shard, need, min(slots))
                 # a full shard never changes; the open one is kept as far as it is known
                 self.tables[shard] = table
         out = []
@@ -200,7 +200,7 @@ class RaceEntry:
             out.append(where)
         return out
 
-    def _read_table(self, storage: ByteStorage, shard: int, need: int) -> ShardTable:
+    def _read_table(self, storage: ByteStorage, shard: int, need: int, first: int) -> ShardTable:
         s = self.info.shard_size
         committed = min(s, self.length - shard * s)
         key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, _FRAME_NDIM)
@@ -210,10 +210,11 @@ class RaceEntry:
             (tail,) = storage.read_ranges(key, [(-n, n)])
             index = shards.parse_index(tail, s)
         except (OSError, ValueError) as e:
-            step = shard * s
+            step = shard * s + first
             raise CorruptDataError(
-                f"race {self.race_id}, shard {shard} (steps {step}..{step + committed - 1}): "
-                f"cannot read the shard index ({type(e).__name__}: {e})",
+                f"race {self.race_id}, shard {shard} (steps {shard * s}.."
+                f"{shard * s + committed - 1}): cannot read the shard index for step {step} "
+                f"({type(e).__name__}: {e})",
                 race_id=self.race_id,
                 shard=shard,
                 step=step,
@@ -256,6 +257,9 @@ class Index:
         """Races with at least one committed frame, oldest first."""
         with self._lock:
             return [e for e in self._entries.values() if e.length > 0]
+
+    def __contains__(self, race_id: object) -> bool:
+        return race_id in self._entries
 
     def entry(self, race_id: str) -> RaceEntry:
         """The entry of a race; RaceNotFoundError if it is not in the index."""

@@ -457,7 +457,9 @@ class Sampler:
     def _check_space(self, space: ItemSpace, n: int) -> None:
         if space.total >= n:
             return
-        where = f"{self.storage}" + ("" if self.filters == Filters() else f" with {self.filters}")
+        where = f"store {getattr(self.storage, 'root', self.storage)}"
+        if self.filters != Filters():
+            where += f" with {self.filters}"
         if not space.entries:
             raise SamplingError(f"nothing to sample: no committed frames in {where}")
         longest = max(e.length for e in space.entries)
@@ -493,6 +495,9 @@ class Sampler:
 
     def fetch(self, keys: SampleKeys) -> EncodedBatch:
         """The stored bytes and step arrays of `keys` (see `replay.reader.Reader.fetch`)."""
+        with self._lock:
+            if self._generation < 0 or any(r not in self.index for r in set(keys.race_ids)):
+                self.refresh()
         return self.reader.fetch(keys)
 
     def sample(
@@ -517,7 +522,9 @@ class Sampler:
             except CorruptDataError as e:
                 if not self.skip_corrupt:
                     raise
-                self._mark_bad(e, shard=True)
+                # a shard whose table could not be read is lost whole; else one frame is
+                entry = self.index.entry(e.race_id) if e.race_id in self.index else None
+                self._mark_bad(e, shard=entry is None or e.shard not in entry.tables)
                 continue
             frames, failed = batch_mod.decode_frames(encoded, device=device, transform=transform)
             if failed:
@@ -617,6 +624,7 @@ class Sampler:
             raise SamplingError(f"update_priorities needs kind='prioritized', not {self.kind!r}")
         keys = [(str(r), int(s)) for r, s in keys]
         with self._lock:
+            self._maybe_refresh()
             self.selector.sync(self._space)
             self.selector.update(keys, _to_numpy(priorities))
             self._dirty = True
@@ -663,6 +671,7 @@ class Sampler:
                 "bad_frames": sorted(self._bad_frames),
             }
             if isinstance(self.selector, Prioritized):
+                self._maybe_refresh()
                 self.selector.sync(self._space)
                 state["priorities"] = self.selector.state()
             return state
