@@ -106,6 +106,11 @@ def parse_options(options: Sequence[str]) -> dict[str, Any]:
     help="JPEG quality of the stored frames.",
 )
 @click.option(
+    "--lossless",
+    is_flag=True,
+    help="Store frames losslessly (zstd) instead of JPEG (reference data, benchmarks).",
+)
+@click.option(
     "--shard-size",
     type=click.IntRange(min=1),
     default=None,
@@ -126,6 +131,7 @@ def record(
     store_path: str,
     seed: int | None,
     quality: int,
+    lossless: bool,
     shard_size: int | None,
     options: tuple[str, ...],
 ) -> None:
@@ -152,7 +158,9 @@ def record(
             for i in range(races):
                 race_seed = None if seed is None else seed + i
                 results.append(
-                    _record_race(store, source, steps, race_seed, quality, shard_size, console)
+                    _record_race(
+                        store, source, steps, race_seed, quality, lossless, shard_size, console
+                    )
                 )
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -165,11 +173,14 @@ def _record_race(
     max_steps: int,
     seed: int | None,
     quality: int,
+    lossless: bool,
     shard_size: int | None,
     console: Console,
 ) -> RaceResult:
     """Play one race into a new writer, with a progress bar; returns its summary row."""
     extra: dict[str, Any] = {} if shard_size is None else {"shard_size": shard_size}
+    if lossless:
+        extra["codec"] = "zstd"
     started = time.perf_counter()
     played, total_reward = 0, 0.0
     progress = Progress(
