@@ -43,8 +43,8 @@ def served_store(
 
 @pytest.fixture(scope="session")
 def server(served_store: Path) -> Iterator[ServerProcess]:
-    """``replay serve`` on the served store, without a token."""
-    proc = start_server_process(served_store)
+    """``replay serve`` on the served store, without a token; decoded batches up to 64 MB."""
+    proc = start_server_process(served_store, env={"REPLAY_MAX_DECODED_BYTES": str(64 << 20)})
     yield proc
     stop_process(proc.process)
 

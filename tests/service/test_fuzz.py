@@ -1,0 +1,76 @@
+"""Fuzz every operation of the OpenAPI schema against the real server: never a 5xx.
+
+Schemathesis generates requests from the schema, valid ones (positive) and
+invalid ones (negative), a bounded number per operation so this stays fast;
+any answer of 500 or more fails. (Schemathesis' pytest plugin does not work
+with pytest 9, so its strategies are driven by Hypothesis directly.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hypothesis
+import hypothesis.errors
+import pytest
+import schemathesis
+from schemathesis import GenerationMode
+from service_helpers import ServerProcess
+
+import replay
+
+EXAMPLES = 20
+
+
+@pytest.fixture(scope="module")
+def operations(server: ServerProcess) -> list[schemathesis.APIOperation]:
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    ops = [result.ok() for result in schema.get_all_operations()]
+    assert len(ops) >= 9
+    return ops
+
+
+def fuzz(strategy: object, label: str, seen: dict[str, set[int]]) -> None:
+    """Send `EXAMPLES` generated requests; record their statuses under `label`."""
+
+    @hypothesis.given(case=strategy)
+    @hypothesis.settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    def run(case: schemathesis.Case) -> None:
+        response = case.call(timeout=30)
+        seen.setdefault(label, set()).add(response.status_code)
+        assert response.status_code < 500, (case.as_curl_command(), response.text[:500])
+
+    run()
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_no_server_errors(
+    operations: list[schemathesis.APIOperation], served_store: Path, mode: GenerationMode
+) -> None:
+    real_race = {"race_id": replay.open_store(served_store, mode="r").race_ids()[0]}
+    runs: list[tuple[schemathesis.APIOperation, dict[str, str] | None]] = [
+        (op, None) for op in operations
+    ]
+    # and once more on a real race, so steps and frames are not all 404s
+    runs += [(op, real_race) for op in operations if "{race_id}" in op.path]
+    seen: dict[str, set[int]] = {}
+    for operation, path_parameters in runs:
+        strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+        label = operation.label + (" (real race)" if path_parameters else "")
+
+        try:
+            fuzz(strategy, label, seen)
+        except hypothesis.errors.Unsatisfiable:  # nothing invalid to send (no parameters)
+            assert mode == GenerationMode.NEGATIVE
+    print(mode, seen)
+    if mode == GenerationMode.POSITIVE:
+        assert len(seen) == len(runs)
+        assert 200 in seen["GET /v1/races/{race_id}/frames/{step} (real race)"]
+    else:
+        assert {"POST /v1/sample", "GET /v1/races", "PUT /v1/priorities"} <= set(seen)
