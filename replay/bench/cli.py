@@ -10,9 +10,10 @@ from typing import Any
 import click
 
 from replay.bench.environment import environment
+from replay.bench.footprint import run_footprint_bench
 from replay.bench.ingest import Frame, run_ingest_bench
 from replay.errors import ReplayError
-from replay.store import open_store
+from replay.store import Store, open_store
 
 FRAMES_FROM_HELP = (
     "Store to take real frames from (record one first: "
@@ -20,14 +21,20 @@ FRAMES_FROM_HELP = (
 )
 
 
-def load_frames(store_path: str, limit: int) -> list[Frame]:
-    """Up to `limit` decoded frames from the races of a store, oldest first."""
+def _frames_store(store_path: str) -> Store:
     try:
-        store = open_store(store_path, mode="r")
+        return open_store(store_path, mode="r")
     except ReplayError as e:
         raise click.ClickException(f"{e}. {FRAMES_FROM_HELP}") from e
+
+
+def load_frames(store_path: str, limit: int, env: str | None = None) -> list[Frame]:
+    """Up to `limit` decoded frames from the races of a store (of one `env`), oldest first."""
+    store = _frames_store(store_path)
     frames: list[Frame] = []
     for info in store.races():
+        if env is not None and info.env != env:
+            continue
         race = store.race(info.race_id)
         for step in range(min(info.length, limit - len(frames))):
             frames.append(race.frame(step))
@@ -88,3 +95,41 @@ def ingest(
     results["distinct_frames"] = len(frames)
     results["frames_from"] = frames_from
     write_results("ingest", results, out)
+
+
+@bench.command()
+@click.option(
+    "--frames-from",
+    "frames_from",
+    default="./replay-data",
+    show_default=True,
+    help=FRAMES_FROM_HELP + " Lossless races (record --lossless) give true PSNR/SSIM.",
+)
+@click.option("--frames", "n", default=10, show_default=True, help="Frames per game.")
+@click.option(
+    "--quality",
+    "qualities",
+    multiple=True,
+    type=click.IntRange(1, 100),
+    default=(50, 70, 80, 90, 95),
+    show_default=True,
+    help="Qualities to try.",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | None) -> None:
+    """Bytes/frame, compression vs raw, PSNR and SSIM per JPEG quality, per game."""
+    store = _frames_store(frames_from)
+    envs = sorted({info.env for info in store.races()})
+    lossless = all(info.codec["name"] == "zstd" for info in store.races())
+    if not lossless:
+        click.echo(
+            "warning: some races are JPEG; PSNR/SSIM are then measured against "
+            "already-compressed frames (record with --lossless for true figures)",
+            err=True,
+        )
+    results: dict[str, Any] = {"lossless_reference": lossless, "games": {}}
+    for env in envs:
+        frames = load_frames(frames_from, n * 10, env)[::10][:n] or load_frames(frames_from, n, env)
+        click.echo(f"footprint: {env}, {len(frames)} frames", err=True)
+        results["games"][env] = run_footprint_bench(frames, qualities=qualities)
+    write_results("footprint", results, out)

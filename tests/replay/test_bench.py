@@ -56,3 +56,42 @@ def test_bench_needs_recorded_frames(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["bench", "ingest", "--frames-from", str(tmp_path / "none")])
     assert result.exit_code == 1
     assert "record one first" in result.output
+
+
+def test_bench_footprint_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> None:
+    store = replay.open_store(tmp_path / "frames")
+    with store.new_race(env="CarRacing-v3", codec="zstd") as writer:
+        for frame in real_frames[:3]:
+            writer.append(frame)
+    out = tmp_path / "footprint.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "footprint",
+            "--frames-from",
+            str(tmp_path / "frames"),
+            "--frames",
+            "2",
+            "--quality",
+            "50",
+            "--quality",
+            "90",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["results"]["lossless_reference"] is True
+    rows = doc["results"]["games"]["CarRacing-v3"]["settings"]
+    assert {(r["quality"], r["subsampling"]) for r in rows} == {
+        (50, "420"),
+        (90, "420"),
+        (50, "444"),
+        (90, "444"),
+    }
+    by_q = {(r["quality"], r["subsampling"]): r for r in rows}
+    assert by_q[(90, "420")]["psnr_db"] > by_q[(50, "420")]["psnr_db"]
+    assert by_q[(90, "420")]["bytes_per_frame"] > by_q[(50, "420")]["bytes_per_frame"]
+    assert 0.9 < by_q[(90, "444")]["ssim"] <= 1.0
