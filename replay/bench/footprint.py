@@ -29,7 +29,8 @@ def psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
 def _box(x: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.float64]:
     """Mean over k x k windows (valid region), by summed-area tables."""
     s = np.pad(x, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    return (s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]) / (k * k)
+    mean: npt.NDArray[np.float64] = (s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]) / (k * k)
+    return mean
 
 
 def ssim(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], k: int = 7) -> float:
