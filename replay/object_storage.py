@@ -1,0 +1,296 @@
+"""`ByteStorage` on an S3-compatible object store (AWS S3, SeaweedFS, MinIO, Ceph, R2...).
+
+``replay.open_store("s3://bucket/prefix")`` puts a store under `prefix` of
+`bucket`, with exactly the keys of a store on disk (docs/format.md). The client
+is obstore (Rust's ``object_store``), the same one zarr-python's
+``zarr.storage.ObjectStore`` uses, so plain zarr reads what we write::
+
+    store = replay.open_store("s3://replay/team-a")        # writer, sampler, service
+    zarr.open_group(store.storage.zarr_store(), mode="r")  # plain zarr over the same bucket
+
+Connection settings come from the usual environment: ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL`` (an ``http://`` endpoint is allowed without more ado), web
+identity / instance metadata on AWS, or a named profile (``AWS_PROFILE``, read
+with boto3/botocore when installed).
+
+How the commit protocol maps onto S3 (docs/format.md, "Commit protocol"):
+
+- every `write` is one PUT of the whole object (never multipart): S3 makes an
+  object visible only once its PUT completes, so readers get the old or the new
+  version, never a torn one, and a writer killed mid-PUT leaves the old object;
+- the writer issues its PUTs one after another and each returns only once the
+  object is stored, so shards and step chunks are in place before the array
+  shapes and the race group's ``length`` are PUT, last;
+- S3 (since December 2020), SeaweedFS, MinIO and Ceph give strong
+  read-after-write consistency for PUT, GET, HEAD and LIST: a reader that has
+  seen ``length`` sees every shard written before it. A store without that
+  guarantee is not supported;
+- no temp objects are used, so a crash leaves nothing to clean up.
+
+Reads: `read_ranges` fetches the byte ranges of one object with concurrent ranged
+GETs (``obstore.get_ranges``: ranges closer than `coalesce` bytes are merged into
+one request, up to 10 requests per call in flight); callers read several shards
+at once from their own threads. A read of the shard index (a negative offset)
+is one suffix GET.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import obstore
+from obstore.exceptions import (
+    BaseError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from obstore.store import S3Store
+
+from replay.errors import ReadOnlyStoreError, StoreError
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3Config, S3CredentialProvider
+    from zarr.storage import ObjectStore
+
+#: URL schemes routed to `ObjectStorage`.
+SCHEMES = ("s3",)
+#: Ranges closer than this are fetched by one GET (object_store's own default).
+COALESCE = 1 << 20
+#: Keys per DeleteObjects request (the S3 limit).
+_DELETE_BATCH = 1000
+_ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+
+
+def is_object_url(path: object) -> bool:
+    """True if `path` names an object store (``s3://...``) rather than a directory."""
+    return isinstance(path, str) and urlsplit(path).scheme in SCHEMES and "://" in path
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``s3://bucket/prefix``; ValueError if it is not one."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES or not parts.netloc:
+        raise ValueError(f"not an object store URL (s3://bucket/prefix): {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"object store URL takes no query or fragment: {url!r}")
+    prefix = parts.path.strip("/")
+    if prefix and any(seg in ("", ".", "..") for seg in prefix.split("/")):
+        raise ValueError(f"object store URL has an empty, '.' or '..' path segment: {url!r}")
+    return parts.netloc, prefix
+
+
+class ObjectStorage:
+    """`ByteStorage` under ``s3://bucket/prefix``; thread-safe.
+
+    `config` and `client_options` go to ``obstore.store.S3Store`` and override the
+    environment (e.g. ``{"endpoint": "http://127.0.0.1:8333"}``). `coalesce` is the
+    gap in bytes below which `read_ranges` merges ranges into one GET.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        coalesce: int = COALESCE,
+        config: S3Config | None = None,
+        client_options: ClientConfig | None = None,
+    ) -> None:
+        if coalesce < 0:
+            raise ValueError(f"coalesce must be >= 0 bytes, got {coalesce}")
+        self.bucket, self.prefix = parse_url(url)
+        self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.read_only = read_only
+        self.coalesce = coalesce
+        settings: dict[str, Any] = dict(config or {})
+        options: dict[str, Any] = dict(client_options or {})
+        endpoint = settings.get("endpoint") or next(
+            (os.environ[v] for v in _ENDPOINT_VARS if os.environ.get(v)), ""
+        )
+        if str(endpoint).startswith("http://"):
+            options.setdefault("allow_http", True)
+        self._settings, self._options = settings, options
+        self._credentials = _profile_credentials(settings)
+        self.s3 = self._s3_store(self.prefix)
+
+    def _s3_store(self, prefix: str) -> S3Store:
+        return S3Store(
+            self.bucket,
+            prefix=prefix or None,
+            config=self._settings,  # type: ignore[arg-type]
+            client_options=self._options,  # type: ignore[arg-type]
+            credential_provider=self._credentials,
+        )
+
+    def __repr__(self) -> str:
+        return f"ObjectStorage({self.url!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def root(self) -> str:
+        """The store's URL (what `LocalStorage.root` is for a directory)."""
+        return self.url
+
+    def zarr_store(self, key: str = "", *, read_only: bool = True) -> ObjectStore[S3Store]:
+        """The objects under `key` as a zarr-python store (``zarr.storage.ObjectStore``).
+
+        Rooted at `key` (a race, say), so zarr writes no group documents above it.
+        """
+        from zarr.storage import ObjectStore
+
+        prefix = "/".join(p for p in (self.prefix, key.strip("/")) if p)
+        return ObjectStore(self._s3_store(prefix), read_only=read_only)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def read(self, key: str) -> bytes:
+        with _errors(self, key):
+            return bytes(obstore.get(self.s3, key).bytes())
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        out: list[bytes | None] = [None] * len(ranges)
+        tail = [i for i, (offset, _) in enumerate(ranges) if offset < 0]
+        head = [i for i, (offset, _) in enumerate(ranges) if offset >= 0]
+        with _errors(self, key):
+            if tail:  # one suffix GET covers every range counted from the end
+                suffix = max(-ranges[i][0] for i in tail)
+                got = obstore.get(self.s3, key, options={"range": {"suffix": suffix}})
+                data = memoryview(got.bytes())
+                if len(data) < suffix:
+                    raise EOFError(f"{self}/{key}: wanted the last {suffix} bytes, got {len(data)}")
+                for i in tail:
+                    offset, nbytes = ranges[i]
+                    out[i] = bytes(data[suffix + offset : suffix + offset + nbytes])
+            if head:
+                blobs = obstore.get_ranges(
+                    self.s3,
+                    key,
+                    starts=[ranges[i][0] for i in head],
+                    lengths=[ranges[i][1] for i in head],
+                    coalesce=self.coalesce,
+                )
+                for i, part in zip(head, blobs, strict=True):
+                    out[i] = bytes(part)
+        for (offset, nbytes), blob in zip(ranges, out, strict=True):
+            if blob is None or len(blob) != nbytes:
+                got_n = 0 if blob is None else len(blob)
+                raise EOFError(f"{self}/{key}: wanted {nbytes} bytes at {offset}, got {got_n}")
+        return out  # type: ignore[return-value]
+
+    def size(self, key: str) -> int:
+        with _errors(self, key):
+            return int(obstore.head(self.s3, key)["size"])
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def list_dir(self, prefix: str) -> list[str]:
+        prefix = prefix.strip("/")
+        with _errors(self, prefix):
+            listing = obstore.list_with_delimiter(self.s3, prefix or None)
+        names = [p.rsplit("/", 1)[-1] for p in listing["common_prefixes"]]
+        names += [o["path"].rsplit("/", 1)[-1] for o in listing["objects"]]
+        return sorted(names)
+
+    def walk_sizes(self, prefix: str) -> Iterator[tuple[str, int]]:
+        with _errors(self, prefix):
+            for batch in obstore.list(self.s3, prefix.strip("/") or None, chunk_size=1000):
+                for meta in batch:
+                    yield meta["path"], int(meta["size"])
+
+    # -- writes ------------------------------------------------------------------------
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyStoreError(f"store {self.url} is open read-only; cannot {what}")
+
+    def write(self, key: str, data: bytes) -> None:
+        """One PUT of the whole object (atomic: readers see the old or the new bytes)."""
+        self._check_writable(f"write {key}")
+        with _errors(self, key):
+            obstore.put(self.s3, key, data, use_multipart=False)
+
+    def delete(self, key: str) -> None:
+        self._check_writable(f"delete {key}")
+        # S3 answers 204 for an absent key; other stores may say 404
+        with _errors(self, key), contextlib.suppress(FileNotFoundError):
+            obstore.delete(self.s3, key)
+
+    def delete_tree(self, prefix: str) -> None:
+        self._check_writable(f"delete {prefix}")
+        keys = [key for key, _ in self.walk_sizes(prefix)]
+        with _errors(self, prefix):
+            for i in range(0, len(keys), _DELETE_BATCH):
+                obstore.delete(self.s3, keys[i : i + _DELETE_BATCH])
+
+
+class _errors:
+    """Map obstore's errors onto the OSError family the store's callers handle.
+
+    Absent keys are already FileNotFoundError; refused credentials become
+    PermissionError; anything else (network, server errors) an OSError(EIO).
+    """
+
+    def __init__(self, storage: ObjectStorage, key: str) -> None:
+        self._where = f"{storage.url}/{key}".rstrip("/")
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or isinstance(exc, (NotFoundError, OSError)):
+            return
+        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
+            raise PermissionError(
+                errno.EACCES,
+                f"{self._where}: access denied (check the AWS_* credentials): {_first_line(exc)}",
+            ) from exc
+        if isinstance(exc, BaseError):
+            raise OSError(errno.EIO, f"{self._where}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """obstore's message without its debug dump, plus the S3 error code (NoSuchBucket...)."""
+    text = str(exc).strip()
+    line = text.splitlines()[0].split(": <?xml")[0] if text else type(exc).__name__
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    return f"{line} [{code.group(1)}]" if code else line
+
+
+def _profile_credentials(config: Mapping[str, Any]) -> S3CredentialProvider | None:
+    """Credentials of a named AWS profile (``AWS_PROFILE``), if one is asked for.
+
+    obstore reads keys from the environment, web identity tokens and instance
+    metadata itself; a profile in ~/.aws is read with boto3.
+    """
+    profile = os.environ.get("AWS_PROFILE")
+    if not profile or "access_key_id" in config or os.environ.get("AWS_ACCESS_KEY_ID"):
+        return None
+    try:
+        import boto3  # type: ignore[import-not-found,unused-ignore]
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError:
+        raise StoreError(
+            f"AWS_PROFILE={profile!r} needs boto3 to read ~/.aws (pip install boto3), "
+            "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        ) from None
+    try:
+        return Boto3CredentialProvider(boto3.Session(profile_name=profile))
+    except Exception as e:  # botocore's ProfileNotFound, no credentials in the profile
+        raise StoreError(f"AWS profile {profile!r}: {e}") from e
