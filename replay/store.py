@@ -14,12 +14,13 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zarr
 from ulid import ULID
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+from zarr.storage import LocalStore
 
 from replay import format as fmt
 from replay.capacity import (
@@ -39,19 +40,30 @@ from replay.samplers import Kind, Sampler
 from replay.storage import ByteStorage, LocalStorage
 from replay.writer import QueuePolicy, StepSpec, Writer
 
+if TYPE_CHECKING:
+    from zarr.abc.store import Store as ZarrStore
+
+    from replay.object_storage import ObjectStorage
+
 Mode = Literal["a", "r"]
 Codec = Literal["jpeg", "zstd"]
+#: Paths that name an object store rather than a directory.
+OBJECT_STORE_PREFIXES = ("s3://",)
 
 
 def open_store(path: str | os.PathLike[str], mode: Mode = "a") -> Store:
-    """Open the replay store at `path`.
+    """Open the replay store at `path`: a directory, or ``s3://bucket/prefix``.
 
     ``mode="a"`` (default) creates an empty store where nothing exists yet (or in an
     empty directory); ``mode="r"`` opens an existing store read-only. Raises
     `StoreError` for a path that is a file or a directory that is not a store.
+    An ``s3://`` URL opens the store on an S3-compatible object store
+    (`replay.object_storage`; needs ``replay[s3]``).
     """
     if mode not in ("a", "r"):
         raise ValueError(f"mode must be 'a' or 'r', not {mode!r}")
+    if isinstance(path, str) and path.startswith(OBJECT_STORE_PREFIXES):
+        return _open_object_store(path, mode)
     root = Path(path).expanduser()
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root} is a file, not a replay store (a store is a directory)")
@@ -72,7 +84,35 @@ def open_store(path: str | os.PathLike[str], mode: Mode = "a") -> Store:
     return Store(storage, read_only=mode == "r")
 
 
-def _check_root(storage: ByteStorage, root: Path) -> None:
+def _open_object_store(url: str, mode: Mode) -> Store:
+    try:
+        from replay.object_storage import ObjectStorage
+    except ImportError as e:
+        raise StoreError(f"{url}: object stores need obstore (pip install 'replay[s3]')") from e
+    try:
+        storage = ObjectStorage(url, read_only=mode == "r")
+        if storage.exists(fmt.METADATA):
+            _check_root(storage, storage.url)
+        elif mode == "r":
+            raise StoreError(
+                f"{url} is not a replay store (no {fmt.METADATA}); record into it first"
+            )
+        elif storage.list_dir(""):
+            raise StoreError(f"{url} holds objects but is not a replay store")
+        else:
+            zarr.open_group(
+                store=storage.zarr_store(read_only=False),
+                mode="w-",
+                attributes={fmt.FORMAT_ATTR: fmt.FORMAT_VERSION},
+            )
+    except ValueError as e:  # a malformed URL
+        raise StoreError(str(e)) from e
+    except OSError as e:  # unreachable, refused credentials, no such bucket
+        raise StoreError(f"cannot open the store: {e.strerror or e}") from e
+    return Store(storage, read_only=mode == "r")
+
+
+def _check_root(storage: ByteStorage, root: Path | str) -> None:
     try:
         attrs = read_json(storage, fmt.METADATA).get("attributes", {})
     except ValueError as e:
@@ -89,7 +129,7 @@ def _check_root(storage: ByteStorage, root: Path) -> None:
 class Store:
     """A replay store: a Zarr v3 group of races. Get one from `open_store`."""
 
-    def __init__(self, storage: LocalStorage, *, read_only: bool) -> None:
+    def __init__(self, storage: LocalStorage | ObjectStorage, *, read_only: bool) -> None:
         self.storage = storage
         self.read_only = read_only
         self._zarr: zarr.Group | None = None
@@ -98,16 +138,22 @@ class Store:
         return f"Store({str(self.storage.root)!r}, read_only={self.read_only})"
 
     @property
-    def root(self) -> Path:
-        """The store's directory."""
+    def root(self) -> Path | str:
+        """The store's directory, or its ``s3://`` URL."""
         return self.storage.root
 
     @property
     def zarr(self) -> zarr.Group:
         """The store as a read-only zarr Group (for plain zarr-python access)."""
         if self._zarr is None:
-            self._zarr = zarr.open_group(str(self.root), mode="r")
+            self._zarr = zarr.open_group(store=self._zarr_store(), mode="r")
         return self._zarr
+
+    def _zarr_store(self, key: str = "", *, read_only: bool = True) -> ZarrStore:
+        """The objects under `key` as a zarr-python store, rooted there."""
+        if isinstance(self.storage, LocalStorage):
+            return LocalStore(self.storage.root / key, read_only=read_only)
+        return self.storage.zarr_store(key, read_only=read_only)
 
     def race_ids(self) -> list[str]:
         """Ids of all races, oldest first (ids sort by creation time)."""
@@ -261,7 +307,9 @@ class Store:
     def _create_race(self, race_id: str, attrs: dict[str, Any], specs: list[StepSpec]) -> None:
         # zarr writes the metadata documents (it is our compatibility oracle); the
         # group's attrs go last so the race only becomes listed once complete.
-        group = zarr.open_group(str(self.root / fmt.race_key(race_id)), mode="w")
+        group = zarr.open_group(
+            store=self._zarr_store(fmt.race_key(race_id), read_only=False), mode="w"
+        )
         h, w, s = attrs["height"], attrs["width"], attrs["shard_size"]
         codec = attrs["codec"]
         serializer: Any
