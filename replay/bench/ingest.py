@@ -5,7 +5,13 @@ Compares, on the same real frames and in one run:
 - ``replay``: `Writer.append` (ring copy; encode and disk in the background);
 - ``png_file``: one PNG file per frame saved with PIL (the screenshot-to-disk
   approach this project replaces);
-- ``jpeg_file``: one JPEG q90 file per frame saved with PIL.
+- ``jpeg_file``: one JPEG q90 file per frame saved with PIL;
+- ``raw_memmap``: a preallocated ``numpy.memmap`` of raw frames (flushed at the end);
+- ``torchrl``: TorchRL's `ReplayBuffer` over `LazyMemmapStorage` (raw, on disk),
+  where TorchRL is installed;
+- ``zarr_naive``: zarr-python writing each frame into a sharded array with the same
+  JPEG codec through its own API (``array[i] = frame``): every write rewrites the
+  whole shard.
 
 Latency is measured with the driver paced at `fps` (what a game loop sees);
 throughput ("sustained") with the driver appending as fast as it can, until the
@@ -104,24 +110,125 @@ def _bench_files(
     }
 
 
-def run_ingest_bench(
-    frames: Sequence[Frame], n: int, work: Path, fps: float = 30.0
+Saver = Callable[[int, Frame], Any]
+#: A baseline: given a folder, n and the first frame -> (save one frame, make all durable).
+Baseline = Callable[[Path, int, Frame], tuple[Saver, Callable[[], None]]]
+
+
+def _memmap(folder: Path, n: int, first: Frame) -> tuple[Saver, Callable[[], None]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    mm = np.memmap(folder / "frames.raw", dtype=np.uint8, mode="w+", shape=(n, *first.shape))
+
+    def save(i: int, frame: Frame) -> None:
+        mm[i] = frame
+
+    return save, mm.flush
+
+
+def _torchrl(folder: Path, n: int, first: Frame) -> tuple[Saver, Callable[[], None]]:
+    import torch
+    from torchrl.data import LazyMemmapStorage, ReplayBuffer
+
+    buffer = ReplayBuffer(storage=LazyMemmapStorage(n, scratch_dir=str(folder)))
+
+    def save(_i: int, frame: Frame) -> None:
+        buffer.add(torch.from_numpy(frame))
+
+    def finish() -> None:
+        for path in folder.rglob("*.memmap"):
+            fd = os.open(path, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+
+    return save, finish
+
+
+def _zarr_naive(folder: Path, n: int, first: Frame) -> tuple[Saver, Callable[[], None]]:
+    import zarr
+
+    from replay.codecs import JpegCodec, SingletonDimCodec
+
+    h, w, _ = first.shape
+    array = zarr.create_array(
+        str(folder),
+        shape=(n, h, w, 3),
+        chunks=(1, h, w, 3),
+        shards=(64, h, w, 3),
+        dtype="uint8",
+        filters=[SingletonDimCodec()],
+        serializer=JpegCodec(),
+        compressors=None,
+    )
+
+    def save(i: int, frame: Frame) -> None:
+        array[i] = frame
+
+    return save, lambda: None
+
+
+BASELINES: dict[str, Baseline] = {
+    "raw_memmap": _memmap,
+    "torchrl": _torchrl,
+    "zarr_naive": _zarr_naive,
+}
+
+
+def _bench_baseline(
+    frames: Sequence[Frame], n: int, fps: float, work: Path, name: str
 ) -> dict[str, Any]:
-    """Run all ingest approaches on `frames` (cycled to `n`), in `work`; returns figures."""
+    save, _ = BASELINES[name](work / f"{name}-paced", n, frames[0])
+    lat = _paced(frames, n, fps, save)
+    folder = work / f"{name}-sustained"
+    started = time.perf_counter()
+    save, finish = BASELINES[name](folder, n, frames[0])
+    _paced(frames, n, 0.0, save)
+    finish()
+    elapsed = time.perf_counter() - started
+    nbytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return {
+        "append": latency_summary(lat),
+        "frames_per_s": n / elapsed,
+        "bytes_per_frame": nbytes / n,
+    }
+
+
+def _torchrl_available() -> bool:
+    try:
+        import torchrl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_ingest_bench(
+    frames: Sequence[Frame],
+    n: int,
+    work: Path,
+    fps: float = 30.0,
+    baselines: Sequence[str] = ("png_file", "jpeg_file", "raw_memmap", "torchrl", "zarr_naive"),
+) -> dict[str, Any]:
+    """Run replay and the `baselines` on `frames` (cycled to `n`), in `work`; returns figures."""
     results: dict[str, Any] = {
         "frames": n,
         "frame_shape": list(frames[0].shape),
         "fps": fps,
         "replay": _bench_replay(frames, n, fps, work),
-        "png_file": _bench_files(frames, n, fps, work, "PNG"),
-        "jpeg_file": _bench_files(frames, n, fps, work, "JPEG"),
     }
+    for name in baselines:
+        if name in ("png_file", "jpeg_file"):
+            fmt = "PNG" if name == "png_file" else "JPEG"
+            results[name] = _bench_files(frames, n, fps, work, fmt)
+        elif name == "torchrl" and not _torchrl_available():
+            results[name] = "not installed (pip install torchrl tensordict)"
+        else:
+            results[name] = _bench_baseline(frames, n, fps, work, name)
     ours = results["replay"]
+    measured = [b for b in baselines if isinstance(results[b], dict)]
     results["ratios"] = {
         f"append_p99_vs_{name}": results[name]["append"]["p99_us"] / ours["append"]["p99_us"]
-        for name in ("png_file", "jpeg_file")
+        for name in measured
     } | {
         f"frames_per_s_vs_{name}": ours["frames_per_s"] / results[name]["frames_per_s"]
-        for name in ("png_file", "jpeg_file")
+        for name in measured
     }
     return results
