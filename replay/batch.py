@@ -142,6 +142,19 @@ class Batch:
     def t_ns(self) -> Any:
         return self.steps["t_ns"]
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copies of torch tensors (``DataLoader(pin_memory=True)`` calls this)."""
+
+        def pin(value: Any) -> Any:
+            return value.pin_memory() if hasattr(value, "is_pinned") else value
+
+        return Batch(
+            frames=pin(self.frames),
+            keys=self.keys,
+            weights=pin(self.weights),
+            steps={name: pin(value) for name, value in self.steps.items()},
+        )
+
 
 def decode_batch(
     encoded: EncodedBatch,
@@ -396,17 +409,18 @@ class _HostBuffers:
     holds is never overwritten.
     """
 
-    def __init__(self, keep: int = 3) -> None:
+    def __init__(self, keep: int = 2) -> None:
         self._keep = keep
         self._lock = threading.Lock()
         self._free: list[npt.NDArray[Any]] = []
 
     def get(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
         with self._lock:
-            for i, buf in enumerate(self._free):
-                # references: the list, `buf`, getrefcount's argument
-                if buf.shape == shape and buf.dtype == dtype and sys.getrefcount(buf) <= 3:
-                    del self._free[i]
+            for i in range(len(self._free)):
+                # unused: referred to only by the list (and getrefcount's argument)
+                free = sys.getrefcount(self._free[i]) == 2
+                if free and self._free[i].shape == shape and self._free[i].dtype == dtype:
+                    buf = self._free.pop(i)
                     break
             else:
                 buf = np.empty(shape, dtype=dtype)

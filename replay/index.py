@@ -277,6 +277,12 @@ class Index:
         """Approximate bytes the index holds."""
         return sum(e.memory for e in self._entries.values())
 
+    def drop(self, race_id: str) -> None:
+        """Forget a race (it was evicted); a later refresh re-adds it only if listed again."""
+        with self._lock:
+            if self._entries.pop(race_id, None) is not None:
+                self.generation += 1
+
     def refresh(self) -> bool:
         """Pick up new races, grown lengths and removed races; True if anything changed."""
         ids = [n for n in self.storage.list_dir(fmt.RACES) if fmt.is_race_id(n)]

@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from replay import batch as batch_mod
+from replay import format as fmt
 from replay.batch import Batch, EncodedBatch, Out, SampleKeys
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
 from replay.index import Filters, Index, RaceEntry
@@ -520,6 +521,8 @@ class Sampler:
             try:
                 encoded = self.fetch(keys)
             except CorruptDataError as e:
+                if self._evicted(e.race_id):
+                    continue  # removed by capacity eviction since the last refresh: redraw
                 if not self.skip_corrupt:
                     raise
                 # a shard whose table could not be read is lost whole; else one frame is
@@ -539,6 +542,15 @@ class Sampler:
                 self._items += keys.batch_size
             return batch_mod.make_batch(keys, frames, encoded.steps, out=out, transform=transform)
         raise SamplingError(f"no batch clear of corrupt data after {MAX_REDRAWS} tries")
+
+    def _evicted(self, race_id: str) -> bool:
+        """True (and the race dropped) if a race vanished from the store since the refresh."""
+        if self.storage.exists(f"{fmt.race_key(race_id)}/{fmt.METADATA}"):
+            return False
+        with self._lock:
+            self.index.drop(race_id)
+            self.refresh()
+        return True
 
     def _mark_bad(self, e: CorruptDataError, *, shard: bool) -> None:
         with self._lock:

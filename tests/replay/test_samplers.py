@@ -272,3 +272,15 @@ def test_clear_errors_for_what_cannot_be_sampled(tmp_path: Path) -> None:
         store.sampler("recent", recent_fraction=2)
     with pytest.raises(ValueError, match="beta"):
         store.sampler("prioritized", beta=-1)
+
+
+def test_races_evicted_between_refreshes_are_redrawn(tmp_path: Path) -> None:
+    store, (old, new) = make_store(tmp_path / "s", [8, 8])
+    sampler = store.sampler(batch_size=8, seed=0, refresh_interval=3600)
+    sampler.sample()
+    # capacity eviction: the race's metadata goes first, then its data
+    store.storage.delete(f"races/{old}/zarr.json")
+    store.storage.delete_tree(f"races/{old}")
+    for _ in range(5):
+        assert {r for r, _ in sampler.sample().keys} == {new}
+    assert sampler.stats().corrupt_skipped == 0

@@ -1,0 +1,91 @@
+"""PyTorch integration: torch batches without copies, the DataLoader dataset, resize parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sampling_helpers import make_store
+
+import replay
+from replay import transform as tf
+from replay.transform import Transform
+
+torch = pytest.importorskip("torch")
+from replay.loader import ReplayDataset, make_loader, to_device  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("loader") / "store"
+    make_store(path, [12, 9, 15])
+    return path
+
+
+def test_torch_batches_share_the_decoded_buffer(store_path: Path) -> None:
+    sampler = replay.open_store(store_path, mode="r").sampler(batch_size=4, seq_len=2, seed=0)
+    batch = sampler.sample(out="torch")
+    assert isinstance(batch.frames, torch.Tensor)
+    assert batch.frames.shape == (4, 2, 90, 160, 3)
+    assert batch.frames.dtype == torch.uint8
+    assert batch.weights.dtype == torch.float32
+    assert batch.reward.shape == (4, 2)
+    assert batch.action.shape == (4, 2, 3)
+    assert not batch.frames.numpy().flags.owndata  # a view of the decode buffer, not a copy
+    again = replay.open_store(store_path, mode="r").sampler(batch_size=4, seq_len=2, seed=0)
+    np.testing.assert_array_equal(batch.frames.numpy(), again.sample().frames)
+    moved = to_device(batch, "cpu")
+    assert moved.keys == batch.keys
+    assert torch.equal(moved.frames, batch.frames)
+
+
+def test_torch_transform_layouts(store_path: Path) -> None:
+    sampler = replay.open_store(store_path, mode="r").sampler(batch_size=3, seed=1)
+    t = Transform(size=(45, 80), dtype="float32", layout="NCHW", mean=0.5, std=0.5)
+    batch = sampler.sample(out="torch", transform=t)
+    assert batch.frames.shape == (3, 1, 3, 45, 80)
+    assert batch.frames.dtype == torch.float32
+    assert -1.0 <= float(batch.frames.min()) <= float(batch.frames.max()) <= 1.0
+    bf16 = sampler.sample(out="torch", transform=Transform(grey=True, dtype="bfloat16"))
+    assert bf16.frames.shape == (3, 1, 90, 160, 1)
+    assert bf16.frames.dtype == torch.bfloat16
+
+
+def test_bilinear_resize_matches_torch_interpolate() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 30, 50, 3), dtype=np.uint8)
+    for out_h, out_w in ((17, 23), (45, 70), (30, 33)):
+        ours = tf.resize(x, out_h, out_w)
+        ref = torch.nn.functional.interpolate(
+            torch.from_numpy(x).permute(0, 3, 1, 2).float(),
+            size=(out_h, out_w),
+            mode="bilinear",
+            align_corners=False,
+            antialias=False,
+        ).permute(0, 2, 3, 1)
+        np.testing.assert_allclose(ours, ref.numpy(), atol=1e-3)
+
+
+def test_dataset_in_process_and_in_spawned_workers(store_path: Path) -> None:
+    dataset = ReplayDataset(store_path, batches=3, seed=0, batch_size=4)
+    batches = list(dataset)
+    assert len(batches) == 3
+    assert all(isinstance(b.frames, torch.Tensor) for b in batches)
+    assert [b.keys for b in ReplayDataset(store_path, batches=3, seed=0, batch_size=4)] == [
+        b.keys for b in batches
+    ]
+    loader = make_loader(store_path, num_workers=2, batches=2, seed=0, batch_size=4, seq_len=2)
+    got = list(loader)
+    assert len(got) == 4  # two batches from each worker
+    assert all(b.frames.shape == (4, 2, 90, 160, 3) for b in got)
+    assert len({tuple(b.keys) for b in got}) == 4  # the workers draw different batches
+    with pytest.raises(ValueError, match="learner's process"):
+        ReplayDataset(store_path, "prioritized")
+
+
+def test_priorities_from_torch_tensors(store_path: Path) -> None:
+    sampler = replay.open_store(store_path).sampler("prioritized", batch_size=4, seed=0)
+    batch = sampler.sample(out="torch")
+    sampler.update_priorities(batch.keys, torch.full((4,), 7.0))
+    assert sampler.selector.max_priority == 7.0  # type: ignore[union-attr]
