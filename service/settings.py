@@ -17,7 +17,7 @@ import ipaddress
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     sampler_cache_size: int = Field(
         32, ge=1, description="Samplers kept (one per kind and parameters), least recent out."
     )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _refuse_public_without_token(self) -> Self:
