@@ -89,3 +89,26 @@ def test_priorities_from_torch_tensors(store_path: Path) -> None:
     batch = sampler.sample(out="torch")
     sampler.update_priorities(batch.keys, torch.full((4,), 7.0))
     assert sampler.selector.max_priority == 7.0  # type: ignore[union-attr]
+
+
+def test_sampling_benchmark_runs(tmp_path: Path) -> None:
+    from sampling_helpers import small_frames
+
+    from replay.bench.sampling import run_sampling_bench
+
+    results = run_sampling_bench(
+        tmp_path,
+        list(small_frames(4, h=96, w=160)),
+        n=16,
+        batches=1,
+        batch_size=4,
+        seq=(2, 2),
+        cold_batches=1,
+        approaches=("replay", "raw_memmap"),
+    )
+    ours = results["approaches"]["replay"]
+    for key in ("batch_warm", "batch_cold", "sequences_warm", "quarter_warm"):
+        assert ours[key]["frames_per_s"] > 0
+        assert ours[key]["peak_rss_mb"] > 0
+    assert ours["bytes_per_frame"] < 96 * 160 * 3
+    assert results["ratios"]["bytes_per_frame_raw_memmap_over_replay"] > 1
