@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,10 +71,10 @@ def _timed_iter(
 class _Server:
     """``replay serve`` in a child process, with its memory sampled in a thread."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: str) -> None:
         import psutil
 
-        command = [sys.executable, "-m", "service.cli", str(store), "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "service.cli", store, "--host", "127.0.0.1"]
         self.process = subprocess.Popen(
             [*command, "--port", "0", "--log-level", "warning"],
             stdout=subprocess.PIPE,
@@ -144,7 +143,7 @@ def run_service_bench(
     }
     with store.sampler(**params, device=device) as sampler:
         results["embedded"] = _timed(sampler.sample, seconds, warmup, frames)
-    server = _Server(Path(store_path))
+    server = _Server(os.fspath(store_path))
     try:
         with Client(server.url, device=device) as client:
             results["client"] = _timed(lambda: client.sample(**params), seconds, warmup, frames)

@@ -7,7 +7,6 @@ Options fall back on the ``REPLAY_*`` environment variables (`service.settings`)
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 from typing import Any
 
 import click
@@ -34,7 +33,7 @@ def url_of(sock: socket.socket) -> str:
 @click.command(
     epilog="Example: replay serve ./replay-data --port 8000  (then open the printed URL)"
 )
-@click.argument("store", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("store")
 @click.option("--host", default=None, help="Address to bind [REPLAY_HOST; default 127.0.0.1].")
 @click.option(
     "--port", type=int, default=None, help="Port, 0 for any free one [REPLAY_PORT; 8000]."
@@ -66,7 +65,7 @@ def url_of(sock: socket.socket) -> str:
     show_default=True,
 )
 def serve(
-    store: Path,
+    store: str,
     host: str | None,
     port: int | None,
     token: str | None,
@@ -75,7 +74,8 @@ def serve(
     access_log: bool,
     log_level: str,
 ) -> None:
-    """Serve the replay store STORE over HTTP: the API under /v1, the race viewer at /.
+    """Serve the replay store STORE (a directory or s3://bucket/prefix) over HTTP: the
+    API under /v1, the race viewer at /.
 
     Binds 127.0.0.1:8000 by default. Races being recorded into STORE show up
     without a restart.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from pathlib import Path
+import os
 from typing import Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -36,7 +36,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="REPLAY_", frozen=True, extra="ignore")
 
-    store: Path = Field(description="The replay store to serve (REPLAY_STORE).")
+    store: str = Field(
+        description="The replay store to serve (REPLAY_STORE): a directory or s3://bucket/prefix."
+    )
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
     token: SecretStr | None = Field(
@@ -61,6 +63,11 @@ class Settings(BaseSettings):
     sampler_cache_size: int = Field(
         32, ge=1, description="Samplers kept (one per kind and parameters), least recent out."
     )
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("token", mode="before")
     @classmethod

@@ -14,7 +14,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from replay import format as fmt
@@ -131,12 +130,12 @@ class ServiceState:
     def __init__(self, sampler_cache_size: int) -> None:
         self.metrics = Metrics()
         self.samplers: LRUCache[Sampler] = LRUCache(sampler_cache_size, close=_close_sampler)
-        self._stores: dict[Path, Store] = {}
+        self._stores: dict[str, Store] = {}
         self._sizes: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def store(self, path: Path) -> Store:
-        """The store at `path`, opened read-only once."""
+    def store(self, path: str) -> Store:
+        """The store at `path` (a directory or an s3:// URL), opened read-only once."""
         with self._lock:
             store = self._stores.get(path)
             if store is None:

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 import replay
 from service.app import create_app
@@ -153,8 +154,8 @@ def http(url: str) -> Iterator[httpx.Client]:
 class ThreadServer:
     """An app served by uvicorn in a thread of this process, on 127.0.0.1 and a free port."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
+    def __init__(self, settings: Settings | None = None, *, app: FastAPI | None = None) -> None:
+        self.app = app if app is not None else create_app(settings)
         self._sock = bind("127.0.0.1", 0)
         port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
