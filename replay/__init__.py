@@ -10,6 +10,8 @@ randomized mini-batches back. The public surface is this module's ``__all__``.
         writer.append(frame, action=action, reward=reward)
 """
 
+from typing import TYPE_CHECKING
+
 from replay.batch import Batch, EncodedBatch, SampleKeys, decode_batch
 from replay.errors import (
     CorruptDataError,
@@ -24,18 +26,24 @@ from replay.errors import (
     WriterFailedError,
 )
 from replay.index import Filters
+from replay.protocol import ProtocolError
 from replay.race import Race, RaceInfo
 from replay.samplers import Sampler
 from replay.store import Store, open_store
 from replay.transform import Transform
 from replay.writer import Writer, WriterStats
 
+if TYPE_CHECKING:
+    from replay.client import Client, ServiceError
+
 __all__ = [
     "Batch",
+    "Client",
     "CorruptDataError",
     "EncodedBatch",
     "Filters",
     "FrameError",
+    "ProtocolError",
     "Race",
     "RaceInfo",
     "RaceNotFoundError",
@@ -44,6 +52,7 @@ __all__ = [
     "SampleKeys",
     "Sampler",
     "SamplingError",
+    "ServiceError",
     "StepDataError",
     "Store",
     "StoreError",
@@ -55,3 +64,14 @@ __all__ = [
     "decode_batch",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`Client` and `ServiceError` load httpx (the ``service`` extra) on first use."""
+    if name in ("Client", "ServiceError"):
+        try:
+            from replay import client
+        except ImportError as e:
+            raise ImportError(f"replay.{name} needs httpx: pip install 'replay[service]'") from e
+        return getattr(client, name)
+    raise AttributeError(f"module 'replay' has no attribute {name!r}")

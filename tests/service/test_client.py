@@ -187,3 +187,10 @@ def test_client_argument_checks(url: str) -> None:
         Client(url, retries=-1)
     with Client(url) as client, pytest.raises(ValueError, match="prefetch"):
         next(iter(client.batches(prefetch=0)))
+
+
+def test_public_names() -> None:
+    assert replay.Client is Client
+    assert replay.ServiceError is ServiceError
+    assert issubclass(replay.ProtocolError, replay.ReplayError)
+    assert {"Client", "ServiceError", "ProtocolError"} <= set(replay.__all__)
