@@ -62,10 +62,12 @@ class SampleKeys:
 
     @property
     def batch_size(self) -> int:
+        """Items in the batch (B)."""
         return len(self.race_ids)
 
     @property
     def seq_len(self) -> int:
+        """Frames per item (L)."""
         return int(self.steps.shape[1])
 
     @property
@@ -124,22 +126,27 @@ class Batch:
 
     @property
     def action(self) -> Any:
+        """(B, L, *action_shape) float32 actions."""
         return self.steps["action"]
 
     @property
     def reward(self) -> Any:
+        """(B, L) float32 rewards."""
         return self.steps["reward"]
 
     @property
     def terminated(self) -> Any:
+        """(B, L) bool: the race ended at this step by its own rules."""
         return self.steps["terminated"]
 
     @property
     def truncated(self) -> Any:
+        """(B, L) bool: the race was cut short at this step."""
         return self.steps["truncated"]
 
     @property
     def t_ns(self) -> Any:
+        """(B, L) int64 wall-clock time of each step (ns since the epoch)."""
         return self.steps["t_ns"]
 
     def pin_memory(self) -> Batch:
@@ -415,6 +422,7 @@ class _HostBuffers:
         self._free: list[npt.NDArray[Any]] = []
 
     def get(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+        """A buffer of this shape and dtype that nothing else refers to."""
         with self._lock:
             for i in range(len(self._free)):
                 # unused: referred to only by the list (and getrefcount's argument)

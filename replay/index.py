@@ -166,6 +166,7 @@ class RaceEntry:
 
     @property
     def race_id(self) -> str:
+        """The race's id."""
         return self.info.race_id
 
     @property
@@ -270,6 +271,7 @@ class Index:
 
     @property
     def total_frames(self) -> int:
+        """Committed frames of all indexed races."""
         return sum(e.length for e in self._entries.values())
 
     @property

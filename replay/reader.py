@@ -66,6 +66,7 @@ class Reader:
         self._pool.shutdown(wait=True)
 
     def stats(self) -> ReadStats:
+        """Frames and bytes read so far, and the reads (after coalescing) that took."""
         return ReadStats(frames=self._frames, bytes=self._bytes, reads=self._reads)
 
     def fetch(self, keys: SampleKeys) -> EncodedBatch:

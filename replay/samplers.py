@@ -70,6 +70,7 @@ class ItemSpace:
 
     @property
     def total(self) -> int:
+        """Items in the space."""
         return int(self.ends[-1]) if len(self.ends) else 0
 
     def locate(self, items: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], Any]:
@@ -93,6 +94,7 @@ class Uniform:
     """Every committed window equally likely (with replacement)."""
 
     def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
+        """`n` items, each with probability 1 / items."""
         items = rng.integers(0, space.total, size=n)
         races, starts = space.locate(items)
         p = np.full(n, 1.0 / space.total)
@@ -161,6 +163,7 @@ class Recent:
         return bisect.bisect_left(_Times(), cutoff)
 
     def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
+        """`n` items: the first round(fraction * n) recent, the rest uniform."""
         recent, lo = self.recent_space(space)
         k = round(self.fraction * n) if recent.total else 0
         r_items = rng.integers(0, recent.total, size=k) if k else np.zeros(0, np.int64)
@@ -240,6 +243,7 @@ class Prioritized:
         self._pos = {e.race_id: i for i, e in enumerate(space.entries)}
 
     def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
+        """`n` items drawn in proportion to priority ** alpha, with importance weights."""
         self.sync(space)
         total = self.tree.total
         if not total > 0:

@@ -36,6 +36,7 @@ class SumTree:
 
     @property
     def nbytes(self) -> int:
+        """Bytes the tree holds."""
         return self._nodes.nbytes
 
     def append(self, values: npt.NDArray[np.float64]) -> int:

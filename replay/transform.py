@@ -91,6 +91,7 @@ class Transform:
 
     @property
     def channels(self) -> int:
+        """Output channels: 1 for grey, else 3."""
         return 1 if self.grey else 3
 
     def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:

@@ -77,6 +77,7 @@ def run_sampling_bench(
         "batches_timed": batches,
         "cold_batches_timed": cold_batches,
         "approaches": {},
+        "loadavg_before": os.getloadavg()[0],
     }
     for approach in approaches:
         if approach == "torchrl" and not _torchrl_available():
@@ -107,6 +108,7 @@ def run_sampling_bench(
                 figures[f"{label}_{cache}"] = _in_fresh_process(job)
         results["approaches"][approach] = figures
     results["ratios"] = _ratios(results["approaches"])
+    results["loadavg_after"] = os.getloadavg()[0]  # other work on the machine skews figures
     return results
 
 
