@@ -284,3 +284,18 @@ def test_races_evicted_between_refreshes_are_redrawn(tmp_path: Path) -> None:
     for _ in range(5):
         assert {r for r, _ in sampler.sample().keys} == {new}
     assert sampler.stats().corrupt_skipped == 0
+
+
+def test_refresh_is_automatic_after_the_interval(tmp_path: Path) -> None:
+    store, (first,) = make_store(tmp_path / "s", [4])
+    sampler = store.sampler(batch_size=4, seed=0, refresh_interval=1.0)
+    assert len(sampler) == 4  # refreshes now
+    refreshed = time.monotonic()
+    second = write_race(store, small_frames(4))
+    if time.monotonic() - refreshed < 0.9:  # (a very slow machine skips this check)
+        assert {r for r, _ in draw(sampler, 10)} == {first}  # not yet: refreshed < 1 s ago
+    time.sleep(max(0.0, refreshed + 1.05 - time.monotonic()))
+    assert {r for r, _ in draw(sampler, 10)} == {first, second}
+    refreshes = sampler.stats().refreshes
+    sampler.refresh()  # explicit, at any time
+    assert sampler.stats().refreshes == refreshes + 1
