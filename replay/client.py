@@ -68,8 +68,9 @@ class Client:
 
     `token` is sent as ``Authorization: Bearer``; `retries` more tries follow a
     failed connection or a 503, `backoff` seconds apart at first and doubling.
-    `transport` replaces httpx's (tests, custom TLS, proxies); `device`, `out`
-    and `transform` are the defaults of `sample` and `batches`.
+    `transport` replaces httpx's (tests, custom TLS, proxies); `device` (``"auto"``:
+    the GPU when there is one, else the CPU), `out` and `transform` are the
+    defaults of `sample` and `batches`.
     """
 
     def __init__(
@@ -81,7 +82,7 @@ class Client:
         retries: int = 4,
         backoff: float = 0.1,
         transport: httpx.BaseTransport | None = None,
-        device: str = "cpu",
+        device: str = "auto",
         out: Out = "numpy",
         transform: Transform | None = None,
     ) -> None:

@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.dependency_overrides[get_settings] = lambda: fixed
-    app.state.replay = ServiceState(settings.sampler_cache_size)
+    app.state.replay = ServiceState(settings.sampler_cache_size, settings.max_batches_in_flight)
     errors.install(app)
     for module in (health, stats, races, frames, sample, metrics, viewer):
         app.include_router(module.router)

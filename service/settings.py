@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     max_steps_window: int = Field(
         100_000, ge=1, description="Most steps /v1/races/{id}/steps returns at once."
     )
+    max_batches_in_flight: int = Field(
+        8,
+        ge=1,
+        description="Batches read and sent at once; more /v1/sample requests wait (memory bound).",
+    )
     sampler_cache_size: int = Field(
         32, ge=1, description="Samplers kept (one per kind and parameters), least recent out."
     )

@@ -127,8 +127,10 @@ class LRUCache(Generic[T]):
 class ServiceState:
     """Per-app state, on ``app.state.replay``."""
 
-    def __init__(self, sampler_cache_size: int) -> None:
+    def __init__(self, sampler_cache_size: int, batches_in_flight: int = 8) -> None:
         self.metrics = Metrics()
+        #: Bounds the batches held in memory at once (each up to max_batch_frames frames).
+        self.batch_slots = threading.BoundedSemaphore(batches_in_flight)
         self.samplers: LRUCache[Sampler] = LRUCache(sampler_cache_size, close=_close_sampler)
         self._stores: dict[str, Store] = {}
         self._sizes: dict[str, int] = {}

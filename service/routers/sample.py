@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response
+from starlette.types import Receive, Scope, Send
 
 from replay import protocol
 from replay.batch import EncodedBatch, corrupt_frame_error, decode_frames
@@ -26,6 +28,23 @@ from service.settings import Settings
 from service.state import Cached, ServiceState
 
 router = APIRouter(prefix="/v1", tags=["sample"], dependencies=[Authorized])
+
+#: How long a /v1/sample request waits for a free batch slot before a 503.
+BUSY_TIMEOUT_S = 30.0
+
+
+class SlotResponse(Response):
+    """A response that gives its batch slot back once sent (or once sending failed)."""
+
+    def __init__(self, content: bytes, *, release: Callable[[], None], media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 def _check_limits(req: SampleRequest, settings: Settings) -> None:
@@ -109,28 +128,34 @@ def _view(req: SampleRequest, encoded: EncodedBatch, settings: Settings) -> Tran
         },
         409: {"model": Error, "description": "A shard holding a sampled frame is damaged."},
         422: {"model": Error, "description": "Over a limit, or nothing (enough) to sample."},
+        503: {"model": Error, "description": "Too many batches in flight for too long; retry."},
     },
 )
 def sample(req: SampleRequest, store: StoreDep, settings: SettingsDep, state: StateDep) -> Response:
     """Draws keys with the (cached) sampler, reads their frames as stored, and sends them."""
     _check_limits(req, settings)
-    with borrow_sampler(store, state, sampler_params(req)) as entry:
-        with entry.lock:  # one draw at a time per sampler: a seeded stream stays in order
-            keys = entry.value.sample_keys()
-            entry.uses += 1
-        encoded = entry.value.fetch(keys)
-    pixels = None
-    if req.decoded is not None:
-        t = _view(req, encoded, settings)
-        pixels, failed = decode_frames(encoded, transform=t)
-        if failed:
-            raise corrupt_frame_error(encoded, failed[0])
-    parts = protocol.pack(encoded, pixels)
-    body = b"".join(parts)
+    if not state.batch_slots.acquire(timeout=BUSY_TIMEOUT_S):
+        raise HTTPException(503, "busy: too many batches in flight; retry", {"Retry-After": "1"})
+    try:  # the slot is held until the body is sent (or the request fails)
+        with borrow_sampler(store, state, sampler_params(req)) as entry:
+            with entry.lock:  # one draw at a time per sampler: a seeded stream stays in order
+                keys = entry.value.sample_keys()
+                entry.uses += 1
+            encoded = entry.value.fetch(keys)
+        pixels = None
+        if req.decoded is not None:
+            t = _view(req, encoded, settings)
+            pixels, failed = decode_frames(encoded, transform=t)
+            if failed:
+                raise corrupt_frame_error(encoded, failed[0])
+        body = b"".join(protocol.pack(encoded, pixels))
+    except BaseException:
+        state.batch_slots.release()
+        raise
     m = state.metrics
     m.count_frames("sample", req.batch_size * req.seq_len)
     m.batch_bytes.observe(len(body))
-    return Response(body, media_type=protocol.MEDIA_TYPE)
+    return SlotResponse(body, release=state.batch_slots.release, media_type=protocol.MEDIA_TYPE)
 
 
 @router.put(

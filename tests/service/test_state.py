@@ -64,3 +64,42 @@ def test_many_sampler_parameters_with_a_small_cache(served_store: Path) -> None:
         assert errors == []
         samplers = httpx.get(f"{server.url}/v1/stats").json()["samplers"]
         assert len(samplers) == 2
+
+
+def test_batches_in_flight_are_bounded_and_slots_come_back(served_store: Path) -> None:
+    import json
+    import socket
+
+    settings = Settings(store=served_store, max_batches_in_flight=1)
+    with ThreadServer(settings) as server:
+        errors: list[BaseException] = []
+
+        def client() -> None:
+            try:
+                with httpx.Client(base_url=server.url, timeout=60) as http:
+                    for _ in range(4):
+                        http.post("/v1/sample", json={"batch_size": 8}).raise_for_status()
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        # clients that hang up before reading the batch do not keep the slot
+        host, port = server.url.removeprefix("http://").split(":")
+        body = json.dumps({"batch_size": 32}).encode()
+        for _ in range(3):
+            with socket.create_connection((host, int(port))) as s:
+                s.sendall(
+                    b"POST /v1/sample HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+        r = httpx.post(f"{server.url}/v1/sample", json={"batch_size": 2}, timeout=60)
+        assert r.status_code == 200
+        slots = server.app.state.replay.batch_slots
+        assert slots.acquire(timeout=10)  # the one slot is free again
+        slots.release()
