@@ -301,60 +301,123 @@ class DelayProxy:
 
     A request is the first bytes a client sends after the last response bytes, so a
     large PUT body is delayed once, not per packet: every request costs one extra
-    `delay`, as a network round trip would.
+    `delay`, as a network round trip would. Plain asyncio protocols, so that
+    stopping closes every connection it holds.
     """
 
     def __init__(self, host: str, port: int, delay: float) -> None:
         self.upstream = (host, port)
         self.delay = delay
-        self._loop = asyncio.new_event_loop()
+        self.connections: set[_ProxiedConnection] = set()
+        self.loop = asyncio.new_event_loop()
         self._sock = socket.socket()
         self._sock.bind((HOST, 0))
         self._sock.listen(128)
         self.endpoint = f"http://{HOST}:{self._sock.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> DelayProxy:
         self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, sock=self._sock), self._loop
-        ).result()
+
+        async def start() -> asyncio.Server:
+            return await self.loop.create_server(lambda: _ProxiedConnection(self), sock=self._sock)
+
+        self._server = asyncio.run_coroutine_threadsafe(start(), self.loop).result()
         return self
 
     def __exit__(self, *exc: object) -> None:
         async def stop() -> None:
             self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            await self._server.wait_closed()
+            while self.connections:
+                for conn in list(self.connections):
+                    conn.close()
+                await asyncio.sleep(0.01)
 
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
-        self._loop.close()
+        self.loop.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        state = {"answered": True}
 
-        async def to_server() -> None:
-            while data := await reader.read(1 << 16):
-                if state["answered"]:
-                    state["answered"] = False
-                    await asyncio.sleep(self.delay)
-                up_writer.write(data)
-                await up_writer.drain()
-            up_writer.close()
+class _ProxiedConnection(asyncio.Protocol):
+    """One client connection of a `DelayProxy` and its upstream connection."""
 
-        async def to_client() -> None:
-            while data := await up_reader.read(1 << 16):
-                state["answered"] = True
-                writer.write(data)
-                await writer.drain()
-            writer.close()
+    def __init__(self, proxy: DelayProxy) -> None:
+        self.proxy = proxy
+        self.client: asyncio.Transport | None = None
+        self.server: asyncio.Transport | None = None
+        self.pending: list[bytes] = []  # client bytes not yet passed on
+        self.holding = False  # a request is being delayed
+        self.answered = True  # the last bytes went to the client: the next ones are a request
+        self.closed = False
 
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            await asyncio.gather(to_server(), to_client())
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.client = transport
+        self.proxy.connections.add(self)
+        self._connecting = self.proxy.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        try:
+            transport, _ = await self.proxy.loop.create_connection(
+                lambda: _Upstream(self), *self.proxy.upstream
+            )
+        except OSError:
+            self.close()
+            return
+        if self.closed:
+            transport.close()
+            return
+        assert isinstance(transport, asyncio.Transport)
+        self.server = transport
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self.pending.append(data)
+        if self.answered:  # the first bytes of a new request: hold them
+            self.answered = False
+            self.holding = True
+            self.proxy.loop.call_later(self.proxy.delay, self._release)
+        self._flush()
+
+    def _release(self) -> None:
+        self.holding = False
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.holding or self.server is None or self.closed:
+            return
+        for data in self.pending:
+            self.server.write(data)
+        self.pending.clear()
+
+    def answer(self, data: bytes) -> None:
+        self.answered = True
+        if self.client is not None and not self.closed:
+            self.client.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._connecting.cancel()
+        for transport in (self.client, self.server):
+            if transport is not None:
+                transport.close()
+        self.proxy.connections.discard(self)
+
+
+class _Upstream(asyncio.Protocol):
+    def __init__(self, conn: _ProxiedConnection) -> None:
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.answer(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.close()
 
 
 def main() -> None:
