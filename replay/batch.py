@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from replay import jpeg, shards
+from replay import jpeg
 from replay import transform as tf
 from replay.errors import CorruptDataError
 from replay.transform import Transform
@@ -82,7 +82,8 @@ class EncodedBatch:
 
     Attributes:
         keys: the `SampleKeys` this batch holds.
-        frames: B x L stored chunks (JPEG bytes for jpeg races), exactly as on disk.
+        frames: B x L stored frames (JPEG bytes for jpeg races), as on disk, CRC32C checked
+            and removed by the reader.
         height, width: the frames' size (all races of a batch share it).
         steps: per-step arrays, each (B, L, ...): action, reward, terminated,
             truncated, t_ns and the extras common to all races of the batch.
@@ -195,18 +196,6 @@ def corrupt_frame_error(encoded: EncodedBatch, flat_index: int) -> CorruptDataEr
     )
 
 
-def _checked(chunk: bytes) -> bytes:
-    """A stored chunk's bytes without its CRC32C; empty (so it fails to decode) if damaged.
-
-    Checking here rather than when reading makes the check end to end: a batch
-    fetched over HTTP is verified by the client that decodes it.
-    """
-    try:
-        return shards.without_checksum(chunk)
-    except ValueError:
-        return b""
-
-
 def decode_frames(
     encoded: EncodedBatch, *, device: str = "cpu", transform: Transform | None = None
 ) -> tuple[Any, list[int]]:
@@ -217,7 +206,7 @@ def decode_frames(
     t = transform or Transform()
     dev = jpeg.resolve_device(device)
     keys = encoded.keys
-    blobs = [_checked(b) for row in encoded.frames for b in row]
+    blobs = [b for row in encoded.frames for b in row]
     if len(blobs) != keys.batch_size * keys.seq_len:
         raise ValueError(f"{len(blobs)} frames for a {keys.batch_size}x{keys.seq_len} batch")
     h, w = encoded.height, encoded.width

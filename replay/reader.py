@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from replay import format as fmt
+from replay import shards
 from replay.batch import EncodedBatch, SampleKeys
 from replay.errors import CorruptDataError, SamplingError
 
@@ -155,7 +156,16 @@ class Reader:
         for slot, (offset, nbytes) in ranges.items():
             i = int(np.searchsorted(starts, offset, side="right")) - 1
             at = offset - starts[i]
-            by_slot[slot] = bytes(views[i][at : at + nbytes])
+            try:
+                by_slot[slot] = shards.without_checksum(views[i][at : at + nbytes].tobytes())
+            except ValueError as e:
+                step = shard * entry.info.shard_size + slot
+                raise CorruptDataError(
+                    f"race {entry.race_id}, shard {shard}: frame at step {step} is damaged ({e})",
+                    race_id=entry.race_id,
+                    shard=shard,
+                    step=step,
+                ) from e
         for flat, slot in members:
             out[flat] = by_slot[slot]
         return len(spans)
