@@ -1,17 +1,14 @@
 """The ``replay`` command line: inspect stores, and (through plugins) record, serve, bench.
 
-Commands that need optional packages live in other packages of this distribution
-and are found through the ``replay.commands`` entry point group (``record`` in
-`capture`, ``serve`` in `service`), so `replay` itself never imports them. A
-plugin whose extra is not installed still shows in ``replay --help`` and says
-which extra to install when run.
+``record`` (in `capture`), ``serve`` and ``soak`` (in `service`) are plugins found
+through the ``replay.commands`` entry point group (`replay.plugins`), so `replay`
+itself never imports those packages.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -21,52 +18,16 @@ from rich.table import Table
 
 from replay.bench.cli import bench
 from replay.errors import ReplayError
+from replay.plugins import PluginGroup
 from replay.race import RaceInfo
 from replay.store import Store, open_store
 
-PLUGIN_GROUP = "replay.commands"
-EXTRA_OF_MODULE = {"capture": "capture", "service": "service"}
 
-
-class _ReplayGroup(click.Group):
-    """A click group that adds the commands registered by plugins."""
-
-    def _plugins(self) -> dict[str, Any]:
-        return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._plugins()})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        if command is not None:
-            return command
-        ep = self._plugins().get(cmd_name)
-        if ep is None:
-            return None
-        try:
-            loaded = ep.load()
-        except ImportError as e:
-            return _missing_extra_command(cmd_name, ep.value.split(".")[0], e)
-        if not isinstance(loaded, click.Command):
-            raise click.ClickException(f"plugin {ep.value} is not a click command")
-        return loaded
-
-
-def _missing_extra_command(name: str, module: str, error: ImportError) -> click.Command:
-    extra = EXTRA_OF_MODULE.get(module, module)
-
-    @click.command(name=name, help=f"(needs: pip install 'replay[{extra}]')")
-    def missing() -> None:
-        raise click.ClickException(
-            f"'replay {name}' needs optional packages that are not installed ({error}). "
-            f"Install them with: pip install 'replay[{extra}]'"
-        )
-
-    return missing
-
-
-@click.group(cls=_ReplayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=PluginGroup,
+    entry_point_group="replay.commands",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="replay")
 def main() -> None:
     """Replay memory for agents that learn to drive from full-resolution pixels.

@@ -13,6 +13,7 @@ from replay.bench.environment import environment
 from replay.bench.footprint import run_footprint_bench
 from replay.bench.ingest import Frame, run_ingest_bench
 from replay.errors import ReplayError
+from replay.plugins import PluginGroup
 from replay.store import Store, open_store
 
 FRAMES_FROM_HELP = (
@@ -56,7 +57,7 @@ def write_results(name: str, results: dict[str, Any], out: str | None) -> None:
     click.echo(text)
 
 
-@click.group()
+@click.group(cls=PluginGroup, entry_point_group="replay.bench")
 def bench() -> None:
     """Benchmarks against the alternatives, on real frames, with ratios from one run.
 
