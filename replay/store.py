@@ -11,6 +11,7 @@ for info in store.races():
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +33,13 @@ from replay.capacity import (
     save_capacity,
 )
 from replay.codecs import JpegCodec, SingletonDimCodec
-from replay.errors import RaceNotFoundError, ReadOnlyStoreError, ReplayError, StoreError
+from replay.errors import (
+    CorruptDataError,
+    RaceNotFoundError,
+    ReadOnlyStoreError,
+    ReplayError,
+    StoreError,
+)
 from replay.index import Filters
 from replay.race import Race, RaceInfo, read_json, read_race_info
 from replay.recovery import RecoveryReport, recover
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
     from replay.object_storage import ObjectStorage
 
 Mode = Literal["a", "r"]
+log = logging.getLogger(__name__)
 Codec = Literal["jpeg", "zstd"]
 #: Paths that name an object store rather than a directory.
 OBJECT_STORE_PREFIXES = ("s3://",)
@@ -160,13 +168,20 @@ class Store:
         return [n for n in self.storage.list_dir(fmt.RACES) if fmt.is_race_id(n)]
 
     def races(self) -> list[RaceInfo]:
-        """Metadata of every race, oldest first (races without metadata yet are skipped)."""
+        """Metadata of every race, oldest first.
+
+        Races being created (no metadata yet) are skipped, and so are races whose
+        metadata is damaged (logged; `replay verify` reports them), so one bad race
+        never hides the others.
+        """
         out = []
         for race_id in self.race_ids():
             try:
                 out.append(read_race_info(self.storage, race_id))
             except RaceNotFoundError:  # being created right now
                 continue
+            except CorruptDataError as e:
+                log.warning("skipping race %s: %s", race_id, e)
         return out
 
     def race(self, race_id: str) -> Race:

@@ -17,6 +17,7 @@ import replay
 from replay import format as fmt
 from replay.cli import main
 from replay.recovery import writer_is_dead
+from replay.verify import verify_store
 
 CHILD = Path(__file__).with_name("writer_child.py")
 
@@ -122,3 +123,8 @@ def test_damaged_race_metadata_is_a_clear_error(tmp_path: Path, field: str) -> N
     key.write_text('{"attributes": {"env": ')  # torn JSON
     with pytest.raises(replay.CorruptDataError, match="damaged"):
         store.race(writer.race_id)
+    with store.new_race(env="fine", height=8, width=8) as other:
+        other.append(np.zeros((8, 8, 3), np.uint8))
+    assert [r.race_id for r in store.races()] == [other.race_id]  # one bad race hides nothing
+    report = verify_store(store)
+    assert [c.race_id for c in report.races if not c.ok] == [writer.race_id]
