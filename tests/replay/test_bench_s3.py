@@ -9,14 +9,15 @@ import numpy.typing as npt
 import pytest
 from s3_server import s3_env_fixture, s3_server_fixture, s3_url_fixture  # noqa: F401
 
-from replay.bench.s3 import run_s3_bench
-
 pytestmark = pytest.mark.s3
 
 
 def test_s3_bench_measures_every_figure(
     s3_url: str, real_frames: npt.NDArray[np.uint8], tmp_path: Path
 ) -> None:
+    pytest.importorskip("obstore", reason="obstore is not installed (pip install 'replay[s3]')")
+    from replay.bench.s3 import run_s3_bench
+
     results = run_s3_bench(
         list(real_frames[:8]),
         tmp_path,
