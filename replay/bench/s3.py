@@ -22,6 +22,9 @@ batch (index and shard tables loaded, as in a running learner); the local store
 was just written, so it reads from the page cache.
 
     python -m replay.bench.s3 --frames-from ./replay-data --out docs/results/s3-cpu.json
+
+(`command` is the click command; registered under the ``replay.bench`` entry
+point group it is ``replay bench s3``.)
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import obstore
 
 from replay import reader as reader_module
+from replay.bench.cli import FRAMES_FROM_HELP, load_frames, write_results
 from replay.bench.ingest import Frame
 from replay.bench.seaweedfs import HOST, SeaweedFS
 from replay.object_storage import COALESCE, ObjectStorage
@@ -420,65 +425,58 @@ class _Upstream(asyncio.Protocol):
         self.conn.close()
 
 
-def main() -> None:
-    """``python -m replay.bench.s3``: run the benchmark on frames from a recorded store."""
-    import click
+@click.command(name="s3")
+@click.option("--frames-from", default="./replay-data", show_default=True, help=FRAMES_FROM_HELP)
+@click.option("--distinct", default=100, show_default=True, help="Distinct frames to cycle.")
+@click.option("--url", help="s3://bucket/prefix on an existing server (default: SeaweedFS here).")
+@click.option("--races", default=4, show_default=True, help="Races to write.")
+@click.option("--race-frames", default=256, show_default=True, help="Frames per race.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--seq-len", default=4, show_default=True)
+@click.option("--batches", default=8, show_default=True, help="Batches per figure.")
+@click.option("--latency-ms", default="0,10", show_default=True, help="Request delays to add.")
+@click.option("--work", type=click.Path(file_okay=False), help="Scratch folder (default: temp).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+def command(
+    frames_from: str,
+    distinct: int,
+    url: str | None,
+    races: int,
+    race_frames: int,
+    batch_size: int,
+    seq_len: int,
+    batches: int,
+    latency_ms: str,
+    work: str | None,
+    out: str | None,
+) -> None:
+    """Sampling frames/s from an S3-compatible store vs local disk; coalescing; threads.
 
-    from replay.bench.cli import FRAMES_FROM_HELP, load_frames, write_results
-
-    @click.command()
-    @click.option(
-        "--frames-from", default="./replay-data", show_default=True, help=FRAMES_FROM_HELP
-    )
-    @click.option("--distinct", default=100, show_default=True, help="Distinct frames to cycle.")
-    @click.option(
-        "--url", help="s3://bucket/prefix of an existing server (default: SeaweedFS here)."
-    )
-    @click.option("--races", default=4, show_default=True)
-    @click.option("--race-frames", default=256, show_default=True)
-    @click.option("--batch-size", default=32, show_default=True)
-    @click.option("--seq-len", default=4, show_default=True)
-    @click.option("--batches", default=8, show_default=True, help="Batches per figure.")
-    @click.option("--latency-ms", default="0,10", show_default=True, help="Request delays to add.")
-    @click.option(
-        "--work", type=click.Path(file_okay=False), help="Scratch folder (default: temp)."
-    )
-    @click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
-    def s3(
-        frames_from: str,
-        distinct: int,
-        url: str | None,
-        races: int,
-        race_frames: int,
-        batch_size: int,
-        seq_len: int,
-        batches: int,
-        latency_ms: str,
-        work: str | None,
-        out: str | None,
-    ) -> None:
-        """Sampling frames/s from an S3-compatible store vs local disk; coalescing; threads."""
-        frames = load_frames(frames_from, distinct)
+    \b
+      replay bench s3 --frames-from ./replay-data --out docs/results/s3-cpu.json
+    """
+    frames = load_frames(frames_from, distinct)
+    try:
         latencies = [float(x) for x in latency_ms.split(",") if x.strip()]
-        with tempfile.TemporaryDirectory(dir=work) as scratch:
-            results = run_s3_bench(
-                frames,
-                Path(scratch),
-                url=url,
-                races=races,
-                race_frames=race_frames,
-                batch_size=batch_size,
-                seq_len=seq_len,
-                batches=batches,
-                latency_ms=latencies,
-            )
-        results["setup"]["distinct_frames"] = len(frames)
-        results["setup"]["frame_shape"] = list(np.shape(frames[0]))
-        results["setup"]["frames_from"] = frames_from
-        write_results("s3", results, out)
-
-    s3()
+    except ValueError as e:
+        raise click.BadParameter(f"--latency-ms takes numbers like 0,10: {e}") from None
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        results = run_s3_bench(
+            frames,
+            Path(scratch),
+            url=url,
+            races=races,
+            race_frames=race_frames,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            batches=batches,
+            latency_ms=latencies,
+        )
+    results["setup"]["distinct_frames"] = len(frames)
+    results["setup"]["frame_shape"] = list(np.shape(frames[0]))
+    results["setup"]["frames_from"] = frames_from
+    write_results("s3", results, out)
 
 
 if __name__ == "__main__":
-    main()
+    command()
