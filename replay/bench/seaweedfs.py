@@ -180,8 +180,10 @@ class SeaweedFS:
             *(f"-{flag}={port}" for flag, port in ports.items()),
         ]
         with self.log_path.open("ab") as log:
+            # TMPDIR: weed puts its gRPC unix sockets there; keep them in the workdir
+            env = {**os.environ, "TMPDIR": str(self.workdir)}
             self._proc = subprocess.Popen(
-                args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+                args, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
             )
         try:
             self._wait_ready()
