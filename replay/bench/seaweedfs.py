@@ -111,6 +111,7 @@ class SeaweedFS:
         self.region = "us-east-1"
         self.start_timeout = start_timeout
         self.s3_port = 0
+        self._ports: list[int] = []
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
@@ -159,6 +160,7 @@ class SeaweedFS:
         ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
         admin, admin_grpc = _admin_ports()
         self.s3_port = ports["s3.port"]
+        self._ports = [*ports.values(), admin, admin_grpc]
         args = [
             weed_binary(),
             "mini",
@@ -245,7 +247,7 @@ class SeaweedFS:
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
         proc.send_signal(signal.SIGTERM)
         try:
@@ -253,6 +255,10 @@ class SeaweedFS:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # weed names its gRPC unix sockets in /tmp by port and may leave some behind
+        for port in self._ports:
+            for sock in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     def __enter__(self) -> SeaweedFS:
         return self.start()
