@@ -1,7 +1,7 @@
 """The service benchmark: batches over loopback HTTP beside the embedded reader.
 
-    from service.bench import run_service_bench
-    results = run_service_bench("./replay-data", batch_size=64, seconds=10)
+    replay bench serve ./replay-data --seconds 10
+    results = service.bench.run_service_bench("./replay-data", batch_size=64, seconds=10)
 
 Runs, on one store and in one go: the embedded sampler (``store.sampler().sample()``:
 read + decode in this process), then a `Client` of ``replay serve`` started in a
@@ -15,17 +15,17 @@ resident memory is sampled all along (peak and last).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import click
 import numpy as np
 
+from replay.bench.cli import write_results
 from replay.client import Client
 from replay.store import open_store
+from service.process import ServerProcess
 
 
 def _stats(latencies: list[float], frames_per_batch: int, wall: float) -> dict[str, float]:
@@ -68,52 +68,6 @@ def _timed_iter(
     return _stats(latencies, frames, time.perf_counter() - start)
 
 
-class _Server:
-    """``replay serve`` in a child process, with its memory sampled in a thread."""
-
-    def __init__(self, store: str) -> None:
-        import psutil
-
-        command = [sys.executable, "-m", "service.cli", store, "--host", "127.0.0.1"]
-        self.process = subprocess.Popen(
-            [*command, "--port", "0", "--log-level", "warning"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={k: v for k, v in os.environ.items() if k != "REPLAY_TOKEN"},
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if " at " not in line:
-            self.process.kill()
-            raise RuntimeError(f"replay serve did not start: {line!r}")
-        self.url = line.split(" at ")[1].split()[0].rstrip("/")
-        self._ps = psutil.Process(self.process.pid)
-        self.peak_rss = self.last_rss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.05):
-            try:
-                self.last_rss = int(self._ps.memory_info().rss)
-            except Exception:  # the process ended
-                return
-            self.peak_rss = max(self.peak_rss, self.last_rss)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
 def run_service_bench(
     store_path: str | os.PathLike[str],
     *,
@@ -143,7 +97,7 @@ def run_service_bench(
     }
     with store.sampler(**params, device=device) as sampler:
         results["embedded"] = _timed(sampler.sample, seconds, warmup, frames)
-    server = _Server(os.fspath(store_path))
+    server = ServerProcess(os.fspath(store_path))
     try:
         with Client(server.url, device=device) as client:
             results["client"] = _timed(lambda: client.sample(**params), seconds, warmup, frames)
@@ -167,8 +121,18 @@ def run_service_bench(
     return results
 
 
-if __name__ == "__main__":  # python -m service.bench STORE [SECONDS]
-    import json
-
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
-    print(json.dumps(run_service_bench(sys.argv[1], seconds=seconds), indent=2))
+@click.command(name="serve")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--seq-len", default=1, show_default=True)
+@click.option("--seconds", default=10.0, show_default=True, help="Per phase.")
+@click.option("--device", default="cpu", show_default=True, help="Where the client decodes.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+def serve_bench(
+    store: str, batch_size: int, seq_len: int, seconds: float, device: str, out: str | None
+) -> None:
+    """Frames/s and batch latency over loopback HTTP vs the embedded reader, on STORE."""
+    results = run_service_bench(
+        store, batch_size=batch_size, seq_len=seq_len, seconds=seconds, device=device
+    )
+    write_results("serve", results, out)

@@ -11,7 +11,6 @@ process's RSS over time (flat or not).
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import threading
 import time
@@ -29,30 +28,7 @@ from replay.bench.cli import load_frames, write_results
 from replay.client import Client
 from replay.errors import ReplayError, SamplingError
 from replay.store import open_store
-
-
-def _start_server(store: Path) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "service.cli", str(store), "--port", "0"]
-    process = subprocess.Popen(
-        [*command, "--log-level", "warning"], stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if " at " not in line:
-        process.kill()
-        raise RuntimeError(f"the server did not start: {line!r}")
-    url = line.split(" at ")[1].split()[0].rstrip("/")
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"{url} did not become healthy")
-        time.sleep(0.05)
+from service.process import ServerProcess
 
 
 def _quarters(samples: Sequence[tuple[float, float]], duration: float) -> list[dict[str, float]]:
@@ -83,8 +59,7 @@ def run_soak(
     """Run the soak and return its figures (see the module docstring)."""
     store = open_store(store_path)
     h, w = frames[0].shape[:2]
-    process, url = _start_server(store_path)
-    server = psutil.Process(process.pid)
+    server = ServerProcess(str(store_path))
     me = psutil.Process()
     stop = threading.Event()
     start = time.monotonic()
@@ -102,7 +77,7 @@ def run_soak(
                 time.sleep(max(0.0, start + i / fps - time.monotonic()))
 
     def sample() -> None:
-        with Client(url) as client:
+        with Client(server.url) as client:
             while not stop.is_set():
                 t = time.monotonic()
                 try:
@@ -126,7 +101,7 @@ def run_soak(
             rss.append(
                 {
                     "t": time.monotonic() - start,
-                    "server_mb": server.memory_info().rss / 1e6,
+                    "server_mb": server.last_rss / 1e6,
                     "soak_mb": me.memory_info().rss / 1e6,
                 }
             )
@@ -135,10 +110,7 @@ def run_soak(
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
+        server.close()
     races = [r for r in store.races() if r.env == "soak"]
     warm = [r for r in rss if r["t"] >= duration / 4] or rss
     return {

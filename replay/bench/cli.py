@@ -134,3 +134,30 @@ def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | N
         click.echo(f"footprint: {env}, {len(frames)} frames", err=True)
         results["games"][env] = run_footprint_bench(frames, qualities=qualities)
     write_results("footprint", results, out)
+
+
+@bench.command()
+@click.option(
+    "--frames-from",
+    "frames_from",
+    default="./replay-data",
+    show_default=True,
+    help=FRAMES_FROM_HELP,
+)
+@click.option("--distinct", default=64, show_default=True, help="Distinct real frames to cycle.")
+@click.option("--frames", "n", default=256, show_default=True, help="Frames in each storage.")
+@click.option("--batches", default=10, show_default=True, help="Timed batches (warm).")
+@click.option(
+    "--work", type=click.Path(file_okay=False), help="Scratch folder (default: a temp dir)."
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+def sample(
+    frames_from: str, distinct: int, n: int, batches: int, work: str | None, out: str | None
+) -> None:
+    """Sampling frames/s (batch 64, sequences 16x4), warm and cold, vs files, TorchRL, memmap."""
+    from replay.bench.sampling import run_sampling_bench
+
+    frames = load_frames(frames_from, distinct)
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        results = run_sampling_bench(Path(scratch), frames, n=n, batches=batches)
+    write_results("sample", results, out)
