@@ -205,12 +205,9 @@ class RaceEntry:
         s = self.info.shard_size
         committed = min(s, self.length - shard * s)
         key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, _FRAME_NDIM)
-        n = shards.index_nbytes(s)
         try:
-            # one open: the tail is read from the same file version fstat measured
-            (tail,) = storage.read_ranges(key, [(-n, n)])
-            index = shards.parse_index(tail, s)
-        except (OSError, ValueError) as e:
+            ranges = shards.read_index(storage, key, s)[:committed]
+        except (OSError, EOFError, ValueError) as e:
             step = shard * s + first
             raise CorruptDataError(
                 f"race {self.race_id}, shard {shard} (steps {shard * s}.."
@@ -220,9 +217,6 @@ class RaceEntry:
                 shard=shard,
                 step=step,
             ) from e
-        ranges: list[tuple[int, int] | None] = []
-        for offset, nbytes in index[:committed].tolist():
-            ranges.append(None if offset == int(shards.EMPTY) else (int(offset), int(nbytes)))
         if len(ranges) < need:
             raise CorruptDataError(
                 f"race {self.race_id}, shard {shard}: step {shard * s + need - 1} is past "

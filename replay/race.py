@@ -175,12 +175,8 @@ class Race:
         key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, 4)
         n = self.info.shard_size
         try:
-            size = self._storage.size(key)
-            (tail,) = self._storage.read_ranges(
-                key, [(size - shards.index_nbytes(n), shards.index_nbytes(n))]
-            )
-            return shards.chunk_ranges(shards.parse_index(tail, n), size)
-        except (OSError, ValueError) as e:
+            return shards.read_index(self._storage, key, n)
+        except (OSError, EOFError, ValueError) as e:
             raise CorruptDataError(
                 f"race {self.race_id}, shard {shard}: cannot read its index ({e})",
                 race_id=self.race_id,

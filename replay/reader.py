@@ -141,7 +141,7 @@ class Reader:
         key = fmt.shard_key(entry.race_id, fmt.FRAMES, shard, 4)
         try:
             data = self.storage.read_ranges(key, spans)
-        except (OSError, ValueError) as e:
+        except (OSError, EOFError, ValueError) as e:
             step = shard * entry.info.shard_size + slots[0]
             raise CorruptDataError(
                 f"race {entry.race_id}, shard {shard}: cannot read frame bytes near step {step} "

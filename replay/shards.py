@@ -15,10 +15,14 @@ detected when it is read, by zarr-python as well as by us.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import crc32c
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from replay.storage import ByteStorage
 
 EMPTY = np.uint64(2**64 - 1)
 
@@ -68,15 +72,14 @@ def parse_index(tail: bytes, n_chunks: int) -> npt.NDArray[np.uint64]:
     return np.frombuffer(body, dtype="<u8").reshape(n_chunks, 2).astype(np.uint64)
 
 
-def chunk_ranges(index: npt.NDArray[np.uint64], shard_nbytes: int) -> list[tuple[int, int] | None]:
-    """(offset, nbytes) per chunk, None for absent ones; ValueError if out of bounds."""
-    limit = shard_nbytes - index_nbytes(len(index))
-    out: list[tuple[int, int] | None] = []
-    for offset, nbytes in index.tolist():
-        if offset == int(EMPTY):
-            out.append(None)
-        elif offset + nbytes > limit:
-            raise ValueError(f"chunk range {offset}+{nbytes} past the end of the shard data")
-        else:
-            out.append((int(offset), int(nbytes)))
-    return out
+def read_index(storage: ByteStorage, key: str, n_chunks: int) -> list[tuple[int, int] | None]:
+    """(offset, nbytes) of each chunk of the shard at `key`, None for absent ones.
+
+    The tail is read in one request with a negative offset, so it always comes from
+    the same version of a shard that a writer may be replacing. Raises OSError,
+    EOFError or ValueError (checksum) for a missing, short or damaged shard.
+    """
+    n = index_nbytes(n_chunks)
+    (tail,) = storage.read_ranges(key, [(-n, n)])
+    index = parse_index(tail, n_chunks)
+    return [None if off == int(EMPTY) else (int(off), int(nb)) for off, nb in index.tolist()]
