@@ -10,9 +10,8 @@ randomized mini-batches back. The public surface is this module's ``__all__``.
         writer.append(frame, action=action, reward=reward)
 """
 
-from typing import TYPE_CHECKING
-
 from replay.batch import Batch, EncodedBatch, SampleKeys, decode_batch
+from replay.client import Client, ServiceError
 from replay.errors import (
     CorruptDataError,
     FrameError,
@@ -32,9 +31,6 @@ from replay.samplers import Sampler
 from replay.store import Store, open_store
 from replay.transform import Transform
 from replay.writer import Writer, WriterStats
-
-if TYPE_CHECKING:
-    from replay.client import Client, ServiceError
 
 __all__ = [
     "Batch",
@@ -64,14 +60,3 @@ __all__ = [
     "decode_batch",
     "open_store",
 ]
-
-
-def __getattr__(name: str) -> object:
-    """`Client` and `ServiceError` load httpx (the ``service`` extra) on first use."""
-    if name in ("Client", "ServiceError"):
-        try:
-            from replay import client
-        except ImportError as e:
-            raise ImportError(f"replay.{name} needs httpx: pip install 'replay[service]'") from e
-        return getattr(client, name)
-    raise AttributeError(f"module 'replay' has no attribute {name!r}")
