@@ -1,0 +1,146 @@
+"""PNG plots of benchmark results (matplotlib, the ``bench`` extra).
+
+    replay bench plot docs/results --out docs/plots
+
+Reads the JSON files `replay bench ...` wrote (ingest, sample, footprint) and
+draws one figure each; a missing result is skipped, so the plots follow
+whatever was measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+LABELS = {
+    "replay": "replay",
+    "png_file": "PNG file/frame",
+    "jpeg_file": "JPEG file/frame",
+    "raw_memmap": "numpy.memmap (raw)",
+    "torchrl": "TorchRL LazyMemmap",
+    "zarr_naive": "zarr-python, naive",
+}
+
+
+def _load(folder: Path, name: str) -> dict[str, Any] | None:
+    matches = sorted(folder.glob(f"{name}*.json"))
+    if not matches:
+        return None
+    doc: dict[str, Any] = json.loads(matches[0].read_text())
+    return doc
+
+
+def _caption(doc: dict[str, Any]) -> str:
+    machine = doc.get("machine", {})
+    cores, cpu = machine.get("cores"), machine.get("cpu")
+    return f"{cores} cores, {cpu} - {doc.get('date')} - commit {doc.get('commit')}"
+
+
+def plot_ingest(doc: dict[str, Any], out: Path) -> Path:
+    """Append latency p50/p99 per approach (log scale)."""
+    import matplotlib.pyplot as plt
+
+    results = doc["results"]
+    names = [n for n in LABELS if isinstance(results.get(n), dict)]
+    p50 = [results[n]["append"]["p50_us"] / 1000 for n in names]
+    p99 = [results[n]["append"]["p99_us"] / 1000 for n in names]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], p50, width=0.4, label="p50")
+    ax.bar([i + 0.2 for i in x], p99, width=0.4, label="p99")
+    ax.axhline(33.3, color="red", linestyle="--", linewidth=1, label="30 FPS frame budget")
+    ax.set_yscale("log")
+    ax.set_xticks(list(x), [LABELS[n] for n in names], rotation=20, ha="right")
+    ax.set_ylabel("driver-visible time per frame (ms)")
+    ax.set_title("Ingest: what the driver pays per 1600x900 frame")
+    ax.legend()
+    fig.text(0.01, 0.01, _caption(doc), fontsize=7, color="grey")
+    fig.tight_layout()
+    path = out / "ingest-latency.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_footprint(doc: dict[str, Any], out: Path) -> Path:
+    """Bytes per frame against PSNR for each quality, one line per game and subsampling."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for game, result in doc["results"]["games"].items():
+        for sub in sorted({r["subsampling"] for r in result["settings"]}):
+            rows = sorted(
+                (r for r in result["settings"] if r["subsampling"] == sub),
+                key=lambda r: r["quality"],
+            )
+            xs = [r["bytes_per_frame"] / 1000 for r in rows]
+            ys = [r["psnr_db"] for r in rows]
+            ax.plot(xs, ys, marker="o", label=f"{game} 4:{sub[1]}:{sub[2]}")
+            for r, x, y in zip(rows, xs, ys, strict=True):
+                ax.annotate(
+                    f"q{r['quality']}",
+                    (x, y),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+    ax.axhline(38, color="red", linestyle="--", linewidth=1, label="38 dB target")
+    ax.set_xscale("log")
+    ax.set_xlabel("KB per 1600x900 frame on disk (raw: 4,320 KB)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("Quality vs size, JPEG")
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.01, _caption(doc), fontsize=7, color="grey")
+    fig.tight_layout()
+    path = out / "quality-size.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_sampling(doc: dict[str, Any], out: Path) -> Path:
+    """Frames/s of batch sampling, warm and cold, per approach."""
+    import matplotlib.pyplot as plt
+
+    approaches = doc["results"]["approaches"]
+    rows = []
+    for name, result in approaches.items():
+        if not isinstance(result, dict):
+            continue
+        for variant, figures in result.items():
+            if not isinstance(figures, dict) or "batch" not in figures:
+                continue
+            rows.append((f"{name} {variant}".replace(" default", ""), figures["batch"]))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [label for label, _ in rows]
+    warm = [f.get("warm", {}).get("frames_per_s", 0) for _, f in rows]
+    cold = [f.get("cold", {}).get("frames_per_s", 0) for _, f in rows]
+    x = range(len(rows))
+    ax.bar([i - 0.2 for i in x], warm, width=0.4, label="warm page cache")
+    ax.bar([i + 0.2 for i in x], cold, width=0.4, label="cold")
+    ax.set_xticks(list(x), labels, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("frames/s into the batch (batch 64)")
+    ax.set_title("Sampling 1600x900 frames")
+    ax.legend()
+    fig.text(0.01, 0.01, _caption(doc), fontsize=7, color="grey")
+    fig.tight_layout()
+    path = out / "sampling.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_all(results: Path, out: Path) -> list[Path]:
+    """Every plot whose results exist in `results`; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in (
+        ("ingest", plot_ingest),
+        ("footprint", plot_footprint),
+        ("sample", plot_sampling),
+    ):
+        doc = _load(results, name)
+        if doc is not None:
+            written.append(draw(doc, out))
+    return written
