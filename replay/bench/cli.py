@@ -161,3 +161,14 @@ def sample(
     with tempfile.TemporaryDirectory(dir=work) as scratch:
         results = run_sampling_bench(Path(scratch), frames, n=n, batches=batches)
     write_results("sample", results, out)
+
+
+@bench.command()
+@click.argument("results", default="docs/results", type=click.Path(file_okay=False))
+@click.option("--out", default="docs/plots", show_default=True, type=click.Path(file_okay=False))
+def plot(results: str, out: str) -> None:
+    """Draw PNG plots of the JSON results in RESULTS (ingest, sample, footprint)."""
+    from replay.bench.plots import plot_all
+
+    for path in plot_all(Path(results), Path(out)):
+        click.echo(f"wrote {path}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from click.testing import CliRunner
 
 import replay
@@ -95,3 +96,14 @@ def test_bench_footprint_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8
     assert by_q[(90, "420")]["psnr_db"] > by_q[(50, "420")]["psnr_db"]
     assert by_q[(90, "420")]["bytes_per_frame"] > by_q[(50, "420")]["bytes_per_frame"]
     assert 0.9 < by_q[(90, "444")]["ssim"] <= 1.0
+
+
+def test_bench_plot_draws_what_was_measured(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    results = Path(__file__).parents[2] / "docs" / "results"
+    result = CliRunner().invoke(main, ["bench", "plot", str(results), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert {"ingest-latency.png", "quality-size.png"} <= set(written)
+    for name in written:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
