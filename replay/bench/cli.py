@@ -172,3 +172,44 @@ def plot(results: str, out: str) -> None:
 
     for path in plot_all(Path(results), Path(out)):
         click.echo(f"wrote {path}")
+
+
+@bench.command()
+@click.option(
+    "--frames-from",
+    "frames_from",
+    default="./replay-data",
+    show_default=True,
+    help=FRAMES_FROM_HELP,
+)
+@click.option(
+    "--sizes",
+    default="1000,10000,100000",
+    show_default=True,
+    help="Store sizes in frames (grown by copying a recorded race).",
+)
+@click.option(
+    "--processes",
+    default="1,2,4,8",
+    show_default=True,
+    help="Concurrent writer / reader processes.",
+)
+@click.option(
+    "--work", type=click.Path(file_okay=False), help="Scratch folder (default: a temp dir)."
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+def scaling(
+    frames_from: str, sizes: str, processes: str, work: str | None, out: str | None
+) -> None:
+    """Sampling vs store size, and ingest/sampling vs concurrent writers/readers."""
+    from replay.bench.scaling import run_scaling_bench
+
+    frames = load_frames(frames_from, 60)
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        results = run_scaling_bench(
+            Path(scratch),
+            frames,
+            sizes=[int(s) for s in sizes.split(",")],
+            processes=[int(p) for p in processes.split(",")],
+        )
+    write_results("scaling", results, out)

@@ -138,6 +138,40 @@ def plot_sampling(doc: dict[str, Any], out: Path) -> Path:
     return path
 
 
+def plot_scaling(doc: dict[str, Any], out: Path) -> Path:
+    """Sampling frames/s against store size; ingest and sampling against processes."""
+    import matplotlib.pyplot as plt
+
+    r = doc["results"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    sizes = r["store_size"]
+    left.plot([s["frames"] for s in sizes], [s["frames_per_s"] for s in sizes], marker="o")
+    left.set_xscale("log")
+    left.set_xlabel("frames in the store")
+    left.set_ylabel("sampling frames/s (one process)")
+    left.set_ylim(bottom=0)
+    left.set_title("Sampling vs store size")
+    for name, label in (("writers", "ingest (writers)"), ("readers", "sampling (readers)")):
+        rows = r[name]
+        right.plot(
+            [x["processes"] for x in rows],
+            [x["frames_per_s"] for x in rows],
+            marker="o",
+            label=label,
+        )
+    right.set_xlabel("concurrent processes")
+    right.set_ylabel("aggregate frames/s")
+    right.set_ylim(bottom=0)
+    right.set_title("Concurrency")
+    right.legend()
+    fig.text(0.01, 0.01, _caption(doc), fontsize=7, color="grey")
+    fig.tight_layout()
+    path = out / "scaling.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_all(results: Path, out: Path) -> list[Path]:
     """Every plot whose results exist in `results`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)

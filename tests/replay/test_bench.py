@@ -107,3 +107,23 @@ def test_bench_plot_draws_what_was_measured(tmp_path: Path) -> None:
     assert {"ingest-latency.png", "quality-size.png"} <= set(written)
     for name in written:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_scaling_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> None:
+    from replay.bench.scaling import run_scaling_bench
+
+    small = [f[::10, ::10].copy() for f in real_frames[:4]]  # 90x160: the code path, not speed
+    results = run_scaling_bench(
+        tmp_path,
+        small,
+        sizes=(20, 60),
+        processes=(1, 2),
+        frames_per_writer=10,
+        batches=2,
+        batch_size=4,
+    )
+    assert [w["processes"] for w in results["writers"]] == [1, 2]
+    assert [w["frames"] for w in results["writers"]] == [10, 20]
+    assert [s["frames"] for s in results["store_size"]] == [20, 60]
+    assert all(s["frames_per_s"] > 0 and s["index_bytes"] > 0 for s in results["store_size"])
+    assert [r["processes"] for r in results["readers"]] == [1, 2]
