@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from click.decorators import FC
 
 from replay.bench.environment import environment
 from replay.bench.footprint import run_footprint_bench
@@ -57,6 +59,21 @@ def write_results(name: str, results: dict[str, Any], out: str | None) -> None:
     click.echo(text)
 
 
+def frames_from_option(help: str = FRAMES_FROM_HELP) -> Callable[[FC], FC]:
+    """``--frames-from STORE``: where a benchmark takes its real frames."""
+    return click.option(
+        "--frames-from", "frames_from", default="./replay-data", show_default=True, help=help
+    )
+
+
+work_option = click.option(
+    "--work", type=click.Path(file_okay=False), help="Scratch folder (default: a temp dir)."
+)
+out_option = click.option(
+    "--out", type=click.Path(dir_okay=False), help="Write the JSON results here too."
+)
+
+
 @click.group(cls=PluginGroup, entry_point_group="replay.bench")
 def bench() -> None:
     """Benchmarks against the alternatives, on real frames, with ratios from one run.
@@ -67,20 +84,12 @@ def bench() -> None:
 
 
 @bench.command()
-@click.option(
-    "--frames-from",
-    "frames_from",
-    default="./replay-data",
-    show_default=True,
-    help=FRAMES_FROM_HELP,
-)
+@frames_from_option()
 @click.option("--frames", "n", default=300, show_default=True, help="Frames to write per approach.")
 @click.option("--distinct", default=60, show_default=True, help="Distinct real frames to cycle.")
 @click.option("--fps", default=30.0, show_default=True, help="Driver pace for the latency figures.")
-@click.option(
-    "--work", type=click.Path(file_okay=False), help="Scratch folder (default: a temp dir)."
-)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+@work_option
+@out_option
 def ingest(
     frames_from: str, n: int, distinct: int, fps: float, work: str | None, out: str | None
 ) -> None:
@@ -99,13 +108,7 @@ def ingest(
 
 
 @bench.command()
-@click.option(
-    "--frames-from",
-    "frames_from",
-    default="./replay-data",
-    show_default=True,
-    help=FRAMES_FROM_HELP + " Lossless races (record --lossless) give true PSNR/SSIM.",
-)
+@frames_from_option(FRAMES_FROM_HELP + " Lossless races (record --lossless) give true PSNR/SSIM.")
 @click.option("--frames", "n", default=10, show_default=True, help="Frames per game.")
 @click.option(
     "--quality",
@@ -116,7 +119,7 @@ def ingest(
     show_default=True,
     help="Qualities to try.",
 )
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+@out_option
 def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | None) -> None:
     """Bytes/frame, compression vs raw, PSNR and SSIM per JPEG quality, per game."""
     store = _frames_store(frames_from)
@@ -137,20 +140,12 @@ def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | N
 
 
 @bench.command()
-@click.option(
-    "--frames-from",
-    "frames_from",
-    default="./replay-data",
-    show_default=True,
-    help=FRAMES_FROM_HELP,
-)
+@frames_from_option()
 @click.option("--distinct", default=64, show_default=True, help="Distinct real frames to cycle.")
 @click.option("--frames", "n", default=256, show_default=True, help="Frames in each storage.")
 @click.option("--batches", default=10, show_default=True, help="Timed batches (warm).")
-@click.option(
-    "--work", type=click.Path(file_okay=False), help="Scratch folder (default: a temp dir)."
-)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+@work_option
+@out_option
 def sample(
     frames_from: str, distinct: int, n: int, batches: int, work: str | None, out: str | None
 ) -> None:
@@ -175,13 +170,7 @@ def plot(results: str, out: str) -> None:
 
 
 @bench.command()
-@click.option(
-    "--frames-from",
-    "frames_from",
-    default="./replay-data",
-    show_default=True,
-    help=FRAMES_FROM_HELP,
-)
+@frames_from_option()
 @click.option(
     "--sizes",
     default="1000,10000,100000",
@@ -194,10 +183,8 @@ def plot(results: str, out: str) -> None:
     show_default=True,
     help="Concurrent writer / reader processes.",
 )
-@click.option(
-    "--work", type=click.Path(file_okay=False), help="Scratch folder (default: a temp dir)."
-)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+@work_option
+@out_option
 def scaling(
     frames_from: str, sizes: str, processes: str, work: str | None, out: str | None
 ) -> None:

@@ -37,6 +37,17 @@ def _caption(doc: dict[str, Any]) -> str:
     return f"{cores} cores, {cpu} - {doc.get('date')} - commit {doc.get('commit')}"
 
 
+def _save(fig: Any, doc: dict[str, Any], path: Path) -> Path:
+    """Caption the figure with where and when it was measured, write it, free it."""
+    import matplotlib.pyplot as plt
+
+    fig.text(0.01, 0.01, _caption(doc), fontsize=7, color="grey")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_ingest(doc: dict[str, Any], out: Path) -> Path:
     """Append latency p50/p99 per approach (log scale)."""
     import matplotlib.pyplot as plt
@@ -55,12 +66,7 @@ def plot_ingest(doc: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel("driver-visible time per frame (ms)")
     ax.set_title("Ingest: what the driver pays per 1600x900 frame")
     ax.legend()
-    fig.text(0.01, 0.01, _caption(doc), fontsize=7, color="grey")
-    fig.tight_layout()
-    path = out / "ingest-latency.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, doc, out / "ingest-latency.png")
 
 
 def plot_footprint(doc: dict[str, Any], out: Path) -> Path:
@@ -91,12 +97,7 @@ def plot_footprint(doc: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel("PSNR (dB)")
     ax.set_title("Quality vs size, JPEG")
     ax.legend(fontsize=8)
-    fig.text(0.01, 0.01, _caption(doc), fontsize=7, color="grey")
-    fig.tight_layout()
-    path = out / "quality-size.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, doc, out / "quality-size.png")
 
 
 def plot_sampling(doc: dict[str, Any], out: Path) -> Path:
@@ -130,12 +131,7 @@ def plot_sampling(doc: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel("frames/s into a batch of 64")
     ax.set_title("Sampling 1600x900 frames")
     ax.legend(fontsize=8)
-    fig.text(0.01, 0.01, _caption(doc), fontsize=7, color="grey")
-    fig.tight_layout()
-    path = out / "sampling.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, doc, out / "sampling.png")
 
 
 def plot_scaling(doc: dict[str, Any], out: Path) -> Path:
@@ -164,12 +160,7 @@ def plot_scaling(doc: dict[str, Any], out: Path) -> Path:
     right.set_ylim(bottom=0)
     right.set_title("Concurrency")
     right.legend()
-    fig.text(0.01, 0.01, _caption(doc), fontsize=7, color="grey")
-    fig.tight_layout()
-    path = out / "scaling.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, doc, out / "scaling.png")
 
 
 def plot_all(results: Path, out: Path) -> list[Path]:
