@@ -171,6 +171,7 @@ def plot_all(results: Path, out: Path) -> list[Path]:
         ("ingest", plot_ingest),
         ("footprint", plot_footprint),
         ("sample", plot_sampling),
+        ("scaling", plot_scaling),
     ):
         doc = _load(results, name)
         if doc is not None:
