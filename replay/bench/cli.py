@@ -69,6 +69,13 @@ def frames_from_option(help: str = FRAMES_FROM_HELP) -> Callable[[FC], FC]:
 work_option = click.option(
     "--work", type=click.Path(file_okay=False), help="Scratch folder (default: a temp dir)."
 )
+device_option = click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="cuda: frames on the GPU, nvJPEG encode/decode (a GPU machine).",
+)
 out_option = click.option(
     "--out", type=click.Path(dir_okay=False), help="Write the JSON results here too."
 )
@@ -88,10 +95,17 @@ def bench() -> None:
 @click.option("--frames", "n", default=300, show_default=True, help="Frames to write per approach.")
 @click.option("--distinct", default=60, show_default=True, help="Distinct real frames to cycle.")
 @click.option("--fps", default=30.0, show_default=True, help="Driver pace for the latency figures.")
+@device_option
 @work_option
 @out_option
 def ingest(
-    frames_from: str, n: int, distinct: int, fps: float, work: str | None, out: str | None
+    frames_from: str,
+    n: int,
+    distinct: int,
+    fps: float,
+    device: str,
+    work: str | None,
+    out: str | None,
 ) -> None:
     """Driver-visible append latency and sustained frames/s: replay vs one file per frame."""
     if n < 1 or distinct < 1:
@@ -101,7 +115,7 @@ def ingest(
         f"ingest: {n} frames of {frames[0].shape} per approach, paced at {fps} fps", err=True
     )
     with tempfile.TemporaryDirectory(dir=work) as scratch:
-        results = run_ingest_bench(frames, n, Path(scratch), fps=fps)
+        results = run_ingest_bench(frames, n, Path(scratch), fps=fps, device=device)
     results["distinct_frames"] = len(frames)
     results["frames_from"] = frames_from
     write_results("ingest", results, out)
@@ -144,17 +158,24 @@ def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | N
 @click.option("--distinct", default=64, show_default=True, help="Distinct real frames to cycle.")
 @click.option("--frames", "n", default=256, show_default=True, help="Frames in each storage.")
 @click.option("--batches", default=10, show_default=True, help="Timed batches (warm).")
+@device_option
 @work_option
 @out_option
 def sample(
-    frames_from: str, distinct: int, n: int, batches: int, work: str | None, out: str | None
+    frames_from: str,
+    distinct: int,
+    n: int,
+    batches: int,
+    device: str,
+    work: str | None,
+    out: str | None,
 ) -> None:
     """Sampling frames/s (batch 64, sequences 16x4), warm and cold, vs files, TorchRL, memmap."""
     from replay.bench.sampling import run_sampling_bench
 
     frames = load_frames(frames_from, distinct)
     with tempfile.TemporaryDirectory(dir=work) as scratch:
-        results = run_sampling_bench(Path(scratch), frames, n=n, batches=batches)
+        results = run_sampling_bench(Path(scratch), frames, n=n, batches=batches, device=device)
     write_results("sample", results, out)
 
 

@@ -55,13 +55,15 @@ def run_sampling_bench(
     seq: tuple[int, int] = (16, 4),
     cold_batches: int = 2,
     approaches: Sequence[str] = ("replay", "jpeg_file", "png_file", "torchrl", "raw_memmap"),
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Build every approach's storage of `frames` (cycled to `n`) under `store_path`
     (a scratch folder, created), then measure sampling; returns the figures.
 
     `batch_size` frames per batch for single frames; `seq` = (items, length) for
     sequence windows (16 x 4 = 64 frames). Needs 4.3 MB x `n` of disk for the raw
-    baseline (1.1 GB at the default n=256).
+    baseline (1.1 GB at the default n=256). `device="cuda"` decodes replay's batches
+    into device memory (nvJPEG) and waits for them; the baselines stay on the host.
     """
     work = Path(store_path)
     work.mkdir(parents=True, exist_ok=True)
@@ -104,6 +106,7 @@ def run_sampling_bench(
                     "quarter": (h // 4, w // 4) if quarter else None,
                     "batches": batches if cache == "warm" else cold_batches,
                     "cold": cache == "cold",
+                    "device": device,
                 }
                 figures[f"{label}_{cache}"] = _in_fresh_process(job)
         results["approaches"][approach] = figures
@@ -284,7 +287,16 @@ def _replay_sampler(job: dict[str, Any]) -> Callable[[], Any]:
     store = open_store(job["path"], mode="r")
     sampler = store.sampler(batch_size=job["batch_size"], seq_len=job["seq_len"], seed=0)
     transform = Transform(size=tuple(job["quarter"])) if job["quarter"] else None
-    return lambda: sampler.sample(transform=transform)
+    if job.get("device", "cpu") == "cpu":
+        return lambda: sampler.sample(transform=transform)
+    import cupy
+
+    def on_device() -> Any:
+        batch = sampler.sample(transform=transform, device="cuda", out="cupy")
+        cupy.cuda.get_current_stream().synchronize()  # the frames are really there
+        return batch
+
+    return on_device
 
 
 def _windows(job: dict[str, Any], rng: np.random.Generator) -> npt.NDArray[np.int64]:
