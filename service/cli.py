@@ -6,6 +6,7 @@ Options fall back on the ``REPLAY_*`` environment variables (`service.settings`)
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
@@ -14,6 +15,7 @@ import pydantic
 
 from replay.errors import StoreError
 from replay.store import open_store
+from service.redact import RedactSecrets
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -118,6 +120,8 @@ def serve(
         limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=5,
     )
+    # after uvicorn.Config, which (re)configures logging
+    logging.getLogger("uvicorn.access").addFilter(RedactSecrets())
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

@@ -1,0 +1,139 @@
+"""Faults around the service: a restart while learners sample, clients that hang up
+mid-response, and secrets that must never reach the logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from replay.client import Client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(
+    store: Path, port: int, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """``replay serve`` on a fixed port, its output captured; returns once healthy."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", str(store), "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("server did not start")
+
+
+def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    process.send_signal(sig)
+    out, _ = process.communicate(timeout=30)
+    return out
+
+
+def test_service_restart_during_sampling_is_invisible_to_the_client(served_store: Path) -> None:
+    port = free_port()
+    server = serve(served_store, port, "--log-level", "warning")
+    batches: list[float] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def learner() -> None:
+        with Client(f"http://127.0.0.1:{port}", retries=8, backoff=0.1) as client:
+            while not done.is_set():
+                try:
+                    batch = client.sample(batch_size=4)
+                    assert batch.frames.shape == (4, 1, 900, 1600, 3)
+                    batches.append(time.monotonic())
+                except BaseException as e:  # collected, asserted below
+                    errors.append(e)
+                    return
+
+    thread = threading.Thread(target=learner)
+    thread.start()
+    try:
+        while len(batches) < 3:
+            time.sleep(0.05)
+        stop(server, signal.SIGKILL)  # crash, mid-sampling
+        killed_at = time.monotonic()
+        time.sleep(0.3)
+        server = serve(served_store, port, "--log-level", "warning")
+        deadline = time.monotonic() + 30
+        while not [t for t in batches if t > killed_at] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        done.set()
+        thread.join(timeout=60)
+        stop(server)
+    assert errors == []
+    assert [t for t in batches if t > killed_at], "no batch after the restart"
+
+
+def test_clients_hanging_up_mid_response_leave_the_service_healthy(served_store: Path) -> None:
+    port = free_port()
+    server = serve(served_store, port, "--log-level", "warning")
+    try:
+        body = b'{"kind": "uniform", "batch_size": 32}'
+        request = (
+            f"POST /v1/sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        for _ in range(20):  # more than the batches the service holds at once
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(request)
+                assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+            # closed after the first KB of a ~1.7 MB batch
+        with Client(f"http://127.0.0.1:{port}") as client:
+            batch = client.sample(batch_size=16)
+            assert batch.frames.shape[0] == 16
+            assert client.health()["status"] == "ok"
+    finally:
+        output = stop(server)
+    assert "Traceback" not in output
+
+
+def test_the_token_never_reaches_the_logs(served_store: Path) -> None:
+    token = "s3cr3t-token-4c1e9b"
+    port = free_port()
+    server = serve(
+        served_store, port, "--access-log", "--log-level", "debug", env={"REPLAY_TOKEN": token}
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert (
+            httpx.get(f"{url}/v1/races", headers={"Authorization": f"Bearer {token}"}).status_code
+            == 200
+        )
+        assert (
+            httpx.get(f"{url}/v1/races", headers={"Authorization": "Bearer wrong"}).status_code
+            == 401
+        )
+        assert (
+            httpx.get(f"{url}/v1/races?token={token}").status_code == 401
+        )  # not a query parameter
+        with Client(url, token=token) as client:
+            client.sample(batch_size=2)
+    finally:
+        output = stop(server)
+    assert "GET /v1/races" in output  # the access log did run
+    assert token not in output
