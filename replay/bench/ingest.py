@@ -21,6 +21,7 @@ last frame is durable (the writer closed, the files written and fsynced).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,6 +59,33 @@ def _paced(
     return out
 
 
+class PeakRss:
+    """The growth of this process's resident memory over a block, sampled every 10 ms
+    (what a writer costs beside the driver: its ring, encoder and buffers)."""
+
+    def __enter__(self) -> PeakRss:
+        import psutil
+
+        self._process = psutil.Process()
+        self._base = self._peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.01):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mb(self) -> float:
+        return (self._peak - self._base) / 1e6
+
+
 def _bench_replay(
     frames: Sequence[Frame], n: int, fps: float, work: Path, device: str
 ) -> dict[str, Any]:
@@ -70,9 +98,13 @@ def _bench_replay(
     results: dict[str, Any] = {}
     for label, pace in (("paced", fps), ("sustained", 0.0)):
         started = time.perf_counter()
-        with store.new_race(env="bench", height=h, width=w, device=device) as writer:
+        with (
+            PeakRss() as rss,
+            store.new_race(env="bench", height=h, width=w, device=device) as writer,
+        ):
             lat = _paced(frames, n, pace, lambda _i, f: writer.append(f))
         elapsed = time.perf_counter() - started
+        results[f"{label}_writer_rss_mb"] = rss.growth_mb
         stats = writer.stats()
         if label == "paced":
             results["append"] = latency_summary(lat)

@@ -41,6 +41,7 @@ def test_bench_ingest_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) 
     assert doc["machine"]["cores"] >= 1
     assert doc["date"]
     figures = doc["results"]
+    assert figures["replay"]["paced_writer_rss_mb"] > 0  # at least its ring
     baselines = ["png_file", "jpeg_file", "raw_memmap", "torchrl", "zarr_naive"]
     measured = [b for b in baselines if isinstance(figures[b], dict)]
     assert {"png_file", "jpeg_file", "raw_memmap", "zarr_naive"} <= set(measured)
