@@ -63,6 +63,15 @@ class CorruptDataError(ReplayError):
         self.shard = shard
         self.step = step
 
+    @classmethod
+    def at(
+        cls, race_id: str, shard: int, problem: str, step: int | None = None
+    ) -> CorruptDataError:
+        """The error for `problem` in a shard of a race: ``race R, shard K: problem``."""
+        return cls(
+            f"race {race_id}, shard {shard}: {problem}", race_id=race_id, shard=shard, step=step
+        )
+
 
 class SamplingError(ReplayError, ValueError):
     """A sample request that the store cannot satisfy (empty, too short, too large)."""

@@ -177,11 +177,7 @@ class Race:
         try:
             return shards.read_index(self._storage, key, n)
         except (OSError, EOFError, ValueError) as e:
-            raise CorruptDataError(
-                f"race {self.race_id}, shard {shard}: cannot read its index ({e})",
-                race_id=self.race_id,
-                shard=shard,
-            ) from e
+            raise CorruptDataError.at(self.race_id, shard, f"cannot read its index ({e})") from e
 
     def frame_bytes(self, step: int) -> bytes:
         """The stored bytes of one frame (a JPEG for jpeg races), checksum verified, not decoded."""
@@ -189,22 +185,16 @@ class Race:
         shard, slot = divmod(step, self.info.shard_size)
         where = self.shard_index(shard)[slot]
         if where is None:
-            raise CorruptDataError(
-                f"race {self.race_id}, shard {shard}: committed step {step} is missing",
-                race_id=self.race_id,
-                shard=shard,
-                step=step,
+            raise CorruptDataError.at(
+                self.race_id, shard, f"committed step {step} is missing", step=step
             )
         key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, 4)
-        (chunk,) = self._storage.read_ranges(key, [where])
         try:
+            (chunk,) = self._storage.read_ranges(key, [where])
             return shards.without_checksum(chunk)
-        except ValueError as e:
-            raise CorruptDataError(
-                f"race {self.race_id}, shard {shard}: frame at step {step} is damaged ({e})",
-                race_id=self.race_id,
-                shard=shard,
-                step=step,
+        except (OSError, EOFError, ValueError) as e:
+            raise CorruptDataError.at(
+                self.race_id, shard, f"frame at step {step} is damaged ({e})", step=step
             ) from e
 
     def frame(self, step: int) -> npt.NDArray[np.uint8]:
@@ -213,11 +203,8 @@ class Race:
         shard = step // self.info.shard_size
         image = decode_frame(blob, self.info)
         if image is None:
-            raise CorruptDataError(
-                f"race {self.race_id}, shard {shard}: frame at step {step} does not decode",
-                race_id=self.race_id,
-                shard=shard,
-                step=step,
+            raise CorruptDataError.at(
+                self.race_id, shard, f"frame at step {step} does not decode", step=step
             )
         return image
 

@@ -160,11 +160,8 @@ class Reader:
                 by_slot[slot] = shards.without_checksum(views[i][at : at + nbytes].tobytes())
             except ValueError as e:
                 step = shard * entry.info.shard_size + slot
-                raise CorruptDataError(
-                    f"race {entry.race_id}, shard {shard}: frame at step {step} is damaged ({e})",
-                    race_id=entry.race_id,
-                    shard=shard,
-                    step=step,
+                raise CorruptDataError.at(
+                    entry.race_id, shard, f"frame at step {step} is damaged ({e})", step=step
                 ) from e
         for flat, slot in members:
             out[flat] = by_slot[slot]
