@@ -221,3 +221,19 @@ def scaling(
             processes=[int(p) for p in processes.split(",")],
         )
     write_results("scaling", results, out)
+
+
+@bench.command()
+@frames_from_option()
+@click.option("--repeats", default=10, show_default=True, help="Timed repetitions per figure.")
+@out_option
+def gpu(frames_from: str, repeats: int, out: str | None) -> None:
+    """GPU codec figures: encode by batch size, HW/CUDA/CPU decode, fused transform."""
+    from replay.bench.gpu import run_gpu_bench
+    from replay.jpeg import cuda_available
+
+    if not cuda_available():
+        raise click.ClickException(
+            "replay bench gpu needs CuPy and a CUDA device (see scripts/gpu-run)"
+        )
+    write_results("gpu", run_gpu_bench(load_frames(frames_from, 16), repeats=repeats), out)

@@ -128,3 +128,28 @@ def test_bench_scaling_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8])
     assert [s["frames"] for s in results["store_size"]] == [20, 60]
     assert all(s["frames_per_s"] > 0 and s["index_bytes"] > 0 for s in results["store_size"])
     assert [r["processes"] for r in results["readers"]] == [1, 2]
+
+
+def test_bench_gpu_says_it_needs_cuda(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> None:
+    from replay.jpeg import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has CUDA: the gpu-marked test below runs instead")
+    result = CliRunner().invoke(main, ["bench", "gpu", "--frames-from", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "needs CuPy and a CUDA device" in result.output
+
+
+@pytest.mark.gpu
+def test_bench_gpu_figures(real_frames: npt.NDArray[np.uint8]) -> None:
+    from replay.bench.gpu import run_gpu_bench
+    from replay.jpeg import cuda_available
+
+    if not cuda_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    results = run_gpu_bench(list(real_frames[:4]), repeats=1)
+    assert [r["batch"] for r in results["encode_by_batch"]] == [1, 2, 4, 8, 16, 32, 64]
+    measured = [r for r in results["decode_batch_64"] if "frames_per_s" in r]
+    assert measured, results["decode_batch_64"]
+    assert all(r["failed"] == 0 and r["all_zero"] == 0 for r in measured)
+    assert results["transform_uint8_to_float32_nchw"]["us_per_frame"] > 0
