@@ -45,7 +45,7 @@ from replay.race import Race, RaceInfo, read_json, read_race_info
 from replay.recovery import RecoveryReport, recover
 from replay.samplers import Kind, Sampler
 from replay.storage import ByteStorage, LocalStorage
-from replay.writer import QueuePolicy, StepSpec, Writer
+from replay.writer import QueuePolicy, StepSpec, Writer, check_settings
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store as ZarrStore
@@ -259,6 +259,7 @@ class Store:
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
         _check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
+        check_settings(flush_interval, queue_size, on_full, device)
         specs = _step_specs(action_shape, extras or {})
         race_id = str(ULID())
         codec_attrs: dict[str, Any] = (

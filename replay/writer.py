@@ -86,6 +86,19 @@ class _Pending:
     steps: dict[str, npt.NDArray[Any]]
 
 
+def check_settings(
+    flush_interval: float, queue_size: int, on_full: str, device: str
+) -> jpeg.Device:
+    """Refuse bad writer settings (before a race is created); returns the device to use."""
+    if flush_interval <= 0:
+        raise ValueError(f"flush_interval must be positive, got {flush_interval}")
+    if queue_size < 1:
+        raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+    if on_full not in ("block", "drop"):
+        raise ValueError(f"on_full must be 'block' or 'drop', not {on_full!r}")
+    return jpeg.resolve_device(device)
+
+
 def _is_cuda_array(obj: object) -> bool:
     return hasattr(obj, "__cuda_array_interface__") or (
         hasattr(obj, "__dlpack_device__") and obj.__dlpack_device__()[0] in (2, 13)
@@ -107,12 +120,7 @@ class Writer:
         device: str,
         on_shard: Callable[[], object] | None = None,
     ) -> None:
-        if flush_interval <= 0:
-            raise ValueError(f"flush_interval must be positive, got {flush_interval}")
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
-        if on_full not in ("block", "drop"):
-            raise ValueError(f"on_full must be 'block' or 'drop', not {on_full!r}")
+        self.device: jpeg.Device = check_settings(flush_interval, queue_size, on_full, device)
         self.race_id = info.race_id
         self._info = info
         self._storage = storage
@@ -122,7 +130,6 @@ class Writer:
         self._on_full = on_full
         self._on_shard = on_shard  # store maintenance (capacity), run after full shards
         self._last_maintenance = 0.0
-        self.device: jpeg.Device = jpeg.resolve_device(device)
         self._ring = self._allocate_ring(queue_size)
         self._slots = queue_size
         self._free: queue.Queue[int] = queue.Queue()

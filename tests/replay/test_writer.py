@@ -16,6 +16,7 @@ import numpy.typing as npt
 import pytest
 
 import replay
+from replay import jpeg
 
 CHILD = Path(__file__).with_name("writer_child.py")
 SMALL = (48, 64, 3)
@@ -131,8 +132,12 @@ def test_invalid_writer_settings(tmp_path: Path) -> None:
     store = replay.open_store(tmp_path)
     with pytest.raises(ValueError, match="on_full"):
         small_race(store, on_full="wait")
-    with pytest.raises(RuntimeError, match="no CUDA device"):
-        small_race(store, device="cuda")
+    if not jpeg.cuda_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            small_race(store, device="cuda")
+    with pytest.raises(ValueError, match="flush_interval"):
+        small_race(store, flush_interval=0)
+    assert store.race_ids() == []  # refused before anything was created
 
 
 def spawn_writer(store: Path, frames: Path, *args: str) -> subprocess.Popen[str]:
