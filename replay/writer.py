@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from numcodecs import Zstd
 
 from replay import format as fmt
 from replay import jpeg, shards
@@ -374,8 +375,6 @@ class Writer:
                 images, quality=codec["quality"], subsampling=codec["subsampling"], lanes=lanes
             )
         else:
-            from numcodecs import Zstd
-
             zstd = Zstd(level=codec.get("level", 3))
             blobs = [bytes(zstd.encode(np.ascontiguousarray(im))) for im in images]
         self._encode_s += time.perf_counter() - started
@@ -411,8 +410,6 @@ class Writer:
         blob = shards.build_shard(self._chunks, s)
         self._storage.write(fmt.shard_key(race, fmt.FRAMES, k, 4), blob)
         written = len(blob)
-        from numcodecs import Zstd
-
         zstd = Zstd(level=3)
         for name, buf in self._step_buf.items():
             chunk = bytes(
