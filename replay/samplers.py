@@ -1,9 +1,9 @@
 """Samplers: which (race, step) windows a batch holds, then the batch itself.
 
 A `Sampler` composes three parts, each with one job (TorchRL's split):
-an `Index` (what is there), a selector that only chooses items (`Uniform`,
-`Recent`, `Prioritized`), and a `Reader` that only fetches bytes; decoding is
-`replay.batch.decode_batch`.
+an `Index` (what is there), a selector that only chooses items (`replay.selectors`:
+`Uniform`, `Recent`, `Prioritized`), and a `Reader` that only fetches bytes;
+decoding is `replay.batch.decode_batch`.
 
 An item is a window of `seq_len` steps of one race, `stride` apart, starting at
 any step from which the whole window is committed: windows never cross a race
@@ -22,7 +22,6 @@ nodes); `Uniform` and `Recent` add nothing per item.
 
 from __future__ import annotations
 
-import bisect
 import io
 import logging
 import queue
@@ -30,7 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,7 +42,7 @@ from replay.batch import Batch, EncodedBatch, Out, SampleKeys
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
 from replay.index import Filters, Index, RaceEntry
 from replay.reader import Reader
-from replay.sumtree import SumTree
+from replay.selectors import Draw, ItemSpace, Prioritized, Recent, Uniform
 
 if TYPE_CHECKING:
     from replay.storage import ByteStorage
@@ -54,280 +53,6 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 #: Attempts to draw a batch that avoids known-corrupt frames before giving up.
 MAX_REDRAWS = 100
-
-
-@dataclass
-class ItemSpace:
-    """The items a sampler can draw at one moment: per race, how many windows fit."""
-
-    entries: list[RaceEntry]
-    counts: npt.NDArray[np.int64]
-    span: int
-    ends: npt.NDArray[np.int64] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ends = np.cumsum(self.counts)
-
-    @property
-    def total(self) -> int:
-        """Items in the space."""
-        return int(self.ends[-1]) if len(self.ends) else 0
-
-    def locate(self, items: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], Any]:
-        """(race position, start step) of global item numbers."""
-        race = np.searchsorted(self.ends, items, side="right")
-        before = np.where(race > 0, self.ends[np.maximum(race - 1, 0)], 0)
-        return race, items - before
-
-
-@dataclass(frozen=True)
-class Draw:
-    """Chosen items: race positions in the space, start steps, probabilities, weights."""
-
-    races: npt.NDArray[np.int64]
-    starts: npt.NDArray[np.int64]
-    probabilities: npt.NDArray[np.float64]
-    weights: npt.NDArray[np.float32]
-
-
-class Uniform:
-    """Every committed window equally likely (with replacement)."""
-
-    def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
-        """`n` items, each with probability 1 / items."""
-        items = rng.integers(0, space.total, size=n)
-        races, starts = space.locate(items)
-        p = np.full(n, 1.0 / space.total)
-        return Draw(races, starts, p, np.ones(n, dtype=np.float32))
-
-
-class Recent:
-    """A `fraction` of each batch from the newest `seconds` of experience, the rest uniform.
-
-    "Newest" is measured on the steps' ``t_ns`` (wall-clock time at append, unless the
-    recorder set it), back from the newest committed step of the sampled races, so
-    an old store still has a newest minute. Weights are ones; `probabilities` are
-    the true per-item draw probabilities.
-    """
-
-    def __init__(self, reader: Reader, *, seconds: float, fraction: float) -> None:
-        if seconds <= 0:
-            raise ValueError(f"recent_seconds must be positive, got {seconds}")
-        if not 0 <= fraction <= 1:
-            raise ValueError(f"recent_fraction must be in [0, 1], got {fraction}")
-        self.reader = reader
-        self.window_ns = int(seconds * 1e9)
-        self.fraction = fraction
-        self._last_t: dict[str, tuple[int, int]] = {}  # race -> (length, t_ns of last step)
-        self._space: ItemSpace | None = None
-        self._recent = ItemSpace([], np.zeros(0, np.int64), 1)
-        self._lo = np.zeros(0, np.int64)
-
-    def recent_space(self, space: ItemSpace) -> tuple[ItemSpace, npt.NDArray[np.int64]]:
-        """The recent items as their own space, and each race's first recent start."""
-        if space is self._space:
-            return self._recent, self._lo
-        last = np.array([self._last_step_time(e) for e in space.entries], dtype=np.int64)
-        cutoff = int(last.max()) - self.window_ns if len(last) else 0
-        lo = np.array(
-            [
-                self._first_at(e, cutoff) if t >= cutoff else e.length
-                for e, t in zip(space.entries, last, strict=True)
-            ],
-            dtype=np.int64,
-        )
-        counts = np.maximum(space.counts - lo, 0)
-        self._space, self._lo = space, lo
-        self._recent = ItemSpace(space.entries, counts, space.span)
-        return self._recent, lo
-
-    def _last_step_time(self, e: RaceEntry) -> int:
-        cached = self._last_t.get(e.race_id)
-        if cached is not None and cached[0] == e.length:
-            return cached[1]
-        t = int(self.reader.step_values(e, "t_ns", np.array([e.length - 1]))[0])
-        self._last_t[e.race_id] = (e.length, t)
-        return t
-
-    def _first_at(self, e: RaceEntry, cutoff: int) -> int:
-        """First step of a race with t_ns >= cutoff (t_ns grows along a race)."""
-
-        class _Times(Sequence[int]):
-            def __len__(self) -> int:
-                return e.length
-
-            def __getitem__(self, i: Any) -> Any:
-                return int(reader.step_values(e, "t_ns", np.array([i]))[0])
-
-        reader = self.reader
-        return bisect.bisect_left(_Times(), cutoff)
-
-    def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
-        """`n` items: the first round(fraction * n) recent, the rest uniform."""
-        recent, lo = self.recent_space(space)
-        k = round(self.fraction * n) if recent.total else 0
-        r_items = rng.integers(0, recent.total, size=k) if k else np.zeros(0, np.int64)
-        r_races, r_off = recent.locate(r_items)
-        r_starts = lo[r_races] + r_off
-        u_races, u_starts = space.locate(rng.integers(0, space.total, size=n - k))
-        races = np.concatenate([r_races, u_races])
-        starts = np.concatenate([r_starts, u_starts])
-        is_recent = starts >= lo[races]
-        f = self.fraction if recent.total else 0.0
-        p = (1 - f) / space.total + np.where(is_recent, f / max(recent.total, 1), 0.0)
-        return Draw(races, starts, p, np.ones(n, dtype=np.float32))
-
-
-class Prioritized:
-    """Proportional prioritized replay (Schaul et al. 2016) over a sum tree.
-
-    P(i) = p_i^alpha / sum_j p_j^alpha; importance weights (N P(i))^-beta are
-    divided by the batch's largest. New items enter at the largest priority seen
-    so far (1.0 at first). Priorities are kept per (race, start step), so they
-    survive restarts through `state` / `load_state`.
-    """
-
-    def __init__(self, *, alpha: float, beta: float) -> None:
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
-        if not 0 <= beta <= 1:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
-        self.alpha, self.beta = alpha, beta
-        self.tree = SumTree()
-        self.max_priority = 1.0
-        # per race: list of (first start, first leaf, count), starts contiguous from 0
-        self._segments: dict[str, list[tuple[int, int, int]]] = {}
-        self._allocated: dict[str, int] = {}
-        self._leaf_race: list[str] = []  # per segment, parallel to the two arrays below
-        self._leaf_lo: list[int] = []
-        self._leaf_start: list[int] = []
-        self._restored: dict[str, npt.NDArray[np.float64]] = {}
-        self._space: ItemSpace | None = None
-        self._pos: dict[str, int] = {}
-
-    def sync(self, space: ItemSpace) -> None:
-        """Give new items leaves, and zero the leaves of races no longer present."""
-        if space is self._space:
-            return
-        present = {e.race_id for e in space.entries}
-        for race_id in [r for r in self._allocated if r not in present]:
-            for _, leaf, count in self._segments.pop(race_id):
-                self.tree.set(np.arange(leaf, leaf + count), np.zeros(count))
-            del self._allocated[race_id]
-        for e, count in zip(space.entries, space.counts.tolist(), strict=True):
-            have = self._allocated.get(e.race_id, 0)
-            if count <= have:
-                continue
-            raw = np.full(count - have, self.max_priority)
-            restored = self._restored.get(e.race_id)
-            if restored is not None:
-                m = max(0, min(count, len(restored)) - have)
-                raw[:m] = restored[have : have + m]
-            leaf = self.tree.append(raw**self.alpha)
-            segs = self._segments.setdefault(e.race_id, [])
-            if (
-                segs
-                and segs[-1][1] + segs[-1][2] == leaf
-                and self._leaf_race
-                and self._leaf_race[-1] == e.race_id
-            ):
-                start, lo, c = segs[-1]
-                segs[-1] = (start, lo, c + count - have)
-            else:
-                segs.append((have, leaf, count - have))
-                self._leaf_race.append(e.race_id)
-                self._leaf_lo.append(leaf)
-                self._leaf_start.append(have)
-            self._allocated[e.race_id] = count
-        self._space = space
-        self._pos = {e.race_id: i for i, e in enumerate(space.entries)}
-
-    def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
-        """`n` items drawn in proportion to priority ** alpha, with importance weights."""
-        self.sync(space)
-        total = self.tree.total
-        if not total > 0:
-            raise SamplingError("every item has priority 0; update some priorities above 0")
-        leaves = self.tree.find(rng.random(n) * total)
-        values = self.tree.get(leaves)
-        seg = np.searchsorted(np.asarray(self._leaf_lo), leaves, side="right") - 1
-        races = np.array([self._pos[self._leaf_race[s]] for s in seg.tolist()], dtype=np.int64)
-        starts = np.asarray(self._leaf_start)[seg] + leaves - np.asarray(self._leaf_lo)[seg]
-        p = values / total
-        w = (space.total * p) ** -self.beta
-        w = (w / w.max()).astype(np.float32)
-        return Draw(races, starts.astype(np.int64), p, w)
-
-    def leaves(self, keys: Sequence[tuple[str, int]]) -> tuple[list[int], list[int]]:
-        """Leaf of each key that has one, and the positions of those keys."""
-        out, where = [], []
-        for i, (race_id, start) in enumerate(keys):
-            segs = self._segments.get(race_id)
-            if not segs or not 0 <= start < self._allocated[race_id]:
-                continue
-            j = bisect.bisect_right([s for s, _, _ in segs], start) - 1
-            first, leaf, _ = segs[j]
-            out.append(leaf + start - first)
-            where.append(i)
-        return out, where
-
-    def update(self, keys: Sequence[tuple[str, int]], priorities: Any) -> int:
-        """Set the priorities of `keys`; returns how many keys were known."""
-        p = np.asarray(priorities, dtype=np.float64).reshape(-1)
-        if len(p) != len(keys):
-            raise ValueError(f"{len(keys)} keys but {len(p)} priorities")
-        if not np.all(np.isfinite(p)) or np.any(p < 0):
-            raise ValueError(f"priorities must be finite and >= 0, got {p[~(p >= 0)][:4]}...")
-        leaves, where = self.leaves(keys)
-        if leaves:
-            self.tree.set(np.asarray(leaves), p[where] ** self.alpha)
-            self.max_priority = max(self.max_priority, float(p[where].max()))
-        return len(leaves)
-
-    def zero(self, keys: Sequence[tuple[str, int]]) -> None:
-        """Never draw these items again (corrupt frames)."""
-        leaves, _ = self.leaves(keys)
-        if leaves:
-            self.tree.set(np.asarray(leaves), np.zeros(len(leaves)))
-
-    def state(self) -> dict[str, Any]:
-        """Raw priorities per race (start 0..n-1), as arrays for np.savez."""
-        races = sorted(self._allocated)
-        counts = np.array([self._allocated[r] for r in races], dtype=np.int64)
-        values = np.zeros(int(counts.sum()), dtype=np.float64)
-        at = 0
-        for r, n in zip(races, counts.tolist(), strict=True):
-            for first, leaf, c in self._segments[r]:
-                v = self.tree.get(np.arange(leaf, leaf + c))
-                values[at + first : at + first + c] = v ** (1 / self.alpha) if self.alpha else 1.0
-            at += n
-        for r, v in self._restored.items():  # races not seen this run keep their priorities
-            if r not in self._allocated:
-                races.append(r)
-                counts = np.append(counts, len(v))
-                values = np.concatenate([values, v])
-        return {
-            "race_ids": np.array(races, dtype="U26"),
-            "counts": counts,
-            "priorities": values,
-            "max_priority": np.float64(self.max_priority),
-        }
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        """Restore priorities saved by `state` (applied as races are synced)."""
-        races = [str(r) for r in np.asarray(state["race_ids"]).tolist()]
-        counts = np.asarray(state["counts"], dtype=np.int64)
-        values = np.asarray(state["priorities"], dtype=np.float64)
-        if len(races) != len(counts) or int(counts.sum()) != len(values):
-            raise ValueError("priority state is inconsistent (race_ids, counts, priorities)")
-        ends = np.cumsum(counts)
-        bounds = zip(races, counts.tolist(), ends.tolist(), strict=True)
-        self._restored = {r: values[e - c : e] for r, c, e in bounds}
-        self.max_priority = float(state["max_priority"])
-        self.tree = SumTree()
-        self._segments, self._allocated = {}, {}
-        self._leaf_race, self._leaf_lo, self._leaf_start = [], [], []
-        self._space = None
 
 
 @dataclass(frozen=True)
