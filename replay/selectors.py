@@ -12,7 +12,6 @@ per item (a float64 sum tree, leaves and nodes).
 from __future__ import annotations
 
 import bisect
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,13 +21,10 @@ import numpy.typing as npt
 
 from replay.errors import SamplingError
 from replay.index import RaceEntry
-from replay.reader import Reader
 from replay.sumtree import SumTree
 
 if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger(__name__)
+    from replay.reader import Reader
 
 
 @dataclass
