@@ -36,9 +36,26 @@ def invoke(*args: str) -> tuple[int, str]:
 def test_every_command_has_help() -> None:
     code, out = invoke("--help")
     assert code == 0
-    for command in ("inspect", "record", "bench", "serve"):
+    for command in ("inspect", "record", "bench", "serve", "soak", "verify", "recover", "prune"):
         assert command in out
-    for command in ("inspect", "bench", "bench ingest"):
+    for command in (
+        "inspect",
+        "verify",
+        "recover",
+        "prune",
+        "record",
+        "serve",
+        "soak",
+        "bench",
+        "bench ingest",
+        "bench sample",
+        "bench footprint",
+        "bench scaling",
+        "bench serve",
+        "bench s3",
+        "bench gpu",
+        "bench plot",
+    ):
         code, out = invoke(*command.split(), "--help")
         assert code == 0
         assert "Usage:" in out
