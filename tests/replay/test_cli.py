@@ -59,6 +59,7 @@ def test_every_command_has_help() -> None:
         code, out = invoke(*command.split(), "--help")
         assert code == 0
         assert "Usage:" in out
+        assert "needs: pip install" not in out  # the plugin loaded, extras installed
 
 
 def test_inspect_store_table_and_json(store_path: Path) -> None:
