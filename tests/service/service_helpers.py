@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import httpx
 import numpy as np
 import numpy.typing as npt
-import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -54,23 +52,6 @@ def write_race(
                 terminated=step == len(frames) - 1,
             )
     return w.race_id
-
-
-def frames(carracing_frames: list[Any]) -> list[npt.NDArray[np.uint8]]:
-    """The session's real CarRacing frames, (900, 1600, 3) uint8 each."""
-    return [step.frame for step in carracing_frames]
-
-
-def served_store(
-    tmp_path_factory: pytest.TempPathFactory, frames: list[npt.NDArray[np.uint8]]
-) -> Path:
-    """A store of three complete races of real frames."""
-    path = tmp_path_factory.mktemp("service") / "store"
-    store = replay.open_store(path)
-    for env, map_, policy, n, backwards in RACES:
-        chosen = frames[:n][::-1] if backwards else frames[:n]
-        write_race(store, chosen, env=env, map=map_, policy=policy)
-    return path
 
 
 @dataclass
@@ -131,24 +112,6 @@ def stop_process(process: subprocess.Popen[str]) -> None:
         process.wait()
     if process.stdout is not None:
         process.stdout.close()
-
-
-def server(served_store: Path) -> Iterator[ServerProcess]:
-    """``replay serve`` on the served store, no token."""
-    proc = start_server_process(served_store)
-    yield proc
-    stop_process(proc.process)
-
-
-def url(server: ServerProcess) -> str:
-    """Base URL of the session's server (no trailing slash)."""
-    return server.url
-
-
-def http(url: str) -> Iterator[httpx.Client]:
-    """A plain HTTP client of the session's server."""
-    with httpx.Client(base_url=url, timeout=30) as client:
-        yield client
 
 
 class ThreadServer:

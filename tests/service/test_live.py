@@ -39,7 +39,7 @@ def test_races_being_written_appear_and_grow(
         child = subprocess.Popen(
             [
                 sys.executable,
-                str(Path(__file__).with_name("live_writer.py")),
+                str(Path(__file__).parents[1] / "replay" / "writer_child.py"),
                 str(store_path),
                 str(frames_file),
                 "--count",
@@ -48,6 +48,10 @@ def test_races_being_written_appear_and_grow(
                 "40",
                 "--shard-size",
                 "8",
+                "--flush-interval",
+                "0.1",
+                "--env",
+                "Live-v0",
             ],
             stdout=subprocess.PIPE,
             text=True,

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+from service_helpers import wait_healthy
 
 from replay.client import Client
 
@@ -34,15 +35,12 @@ def serve(
         text=True,
         env={**os.environ, **(env or {})},
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("server did not start")
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}")
+    except RuntimeError:
+        process.kill()
+        raise
+    return process
 
 
 def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
