@@ -294,7 +294,7 @@ def _decode_host(
         return True
 
     if codec != "jpeg" or scale > 1:
-        decode_one = _pil_decoder(scale) if codec == "jpeg" else _zstd_decoder(h, w)
+        decode_one = _pil_decoder(scale) if codec == "jpeg" else zstd_frame_decoder(h, w)
         ok = list(pool.map(lambda i: store(i, decode_one(blobs[i]), scale), range(len(blobs))))
         return [i for i, good in enumerate(ok) if not good]
     failed = []
@@ -384,7 +384,8 @@ def _pil_decoder(scale: int) -> Callable[[bytes], npt.NDArray[np.uint8] | None]:
     return decode
 
 
-def _zstd_decoder(h: int, w: int) -> Callable[[bytes], npt.NDArray[np.uint8] | None]:
+def zstd_frame_decoder(h: int, w: int) -> Callable[[bytes], npt.NDArray[np.uint8] | None]:
+    """A decoder of a lossless (zstd) race's stored (h, w, 3) frames; None for a bad one."""
     from numcodecs import Zstd
 
     def decode(blob: bytes) -> npt.NDArray[np.uint8] | None:
@@ -451,7 +452,7 @@ def _decode_cuda(
         if codec == "jpeg":
             images = jpeg.decoder("cuda").decode(chunk)
         else:
-            zstd = _zstd_decoder(h, w)
+            zstd = zstd_frame_decoder(h, w)
             images = [None if (a := zstd(b)) is None else cupy.asarray(a) for b in chunk]
         good = [im is not None and tuple(im.shape) == (h, w, 3) for im in images]
         stacked = cupy.stack(

@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from replay import format as fmt
 from replay import jpeg, shards
+from replay.batch import zstd_frame_decoder
 from replay.errors import CorruptDataError, RaceNotFoundError, StepDataError
 
 if TYPE_CHECKING:
@@ -224,12 +225,7 @@ def decode_frame(blob: bytes, info: RaceInfo) -> npt.NDArray[np.uint8] | None:
     if info.codec["name"] == "jpeg":
         image = jpeg.decoder("cpu").decode_one(blob)
     else:
-        from numcodecs import Zstd
-
-        try:
-            image = np.frombuffer(Zstd().decode(blob), dtype=np.uint8).reshape(shape)
-        except (RuntimeError, ValueError):
-            image = None
+        image = zstd_frame_decoder(info.height, info.width)(blob)
     if image is None or image.shape != shape:
         return None
     return image
