@@ -349,8 +349,8 @@ class Writer:
                 self._encode(batch)
             now = time.monotonic()
             if closing or now >= next_flush:
-                if self._chunks:
-                    self._commit()
+                if len(self._chunks) > self._written - self._shard * self._info.shard_size:
+                    self._commit()  # only when frames came since the last commit
                     last_lease = now
                 elif now - last_lease >= 5 * self._flush_interval:
                     self._write_attrs()

@@ -225,3 +225,27 @@ def test_read_only_directory_gives_a_clear_error(tmp_path: Path) -> None:
             replay.open_store(tmp_path / "store" / "inner")
     assert store.races() == []
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["zarr.json"]
+
+
+def test_an_idle_writer_does_not_rewrite_its_open_shard(tmp_path: Path) -> None:
+    store = replay.open_store(tmp_path)
+    with small_race(store, shard_size=100, flush_interval=0.05) as writer:
+        for i in range(3):
+            writer.append(small_frame(i))
+        deadline = time.monotonic() + 5
+        while store.race(writer.race_id).length < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        shard = tmp_path / "races" / writer.race_id / "frames" / "c" / "0" / "0" / "0" / "0"
+
+        def version() -> tuple[int, int]:  # each commit renames a new file into place
+            st = shard.stat()
+            return st.st_ino, st.st_mtime_ns
+
+        before = version()
+        time.sleep(0.4)  # eight flush intervals with nothing new
+        assert version() == before
+        writer.append(small_frame(3))
+        deadline = time.monotonic() + 5
+        while store.race(writer.race_id).length < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert version() != before
