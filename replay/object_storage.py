@@ -117,17 +117,12 @@ class ObjectStorage:
         )
         if str(endpoint).startswith("http://"):
             options.setdefault("allow_http", True)
-        self._settings, self._options = settings, options
-        self._credentials = _profile_credentials(settings)
-        self.s3 = self._s3_store(self.prefix)
-
-    def _s3_store(self, prefix: str) -> S3Store:
-        return S3Store(
+        self.s3 = S3Store(
             self.bucket,
-            prefix=prefix or None,
-            config=self._settings,  # type: ignore[arg-type]
-            client_options=self._options,  # type: ignore[arg-type]
-            credential_provider=self._credentials,
+            prefix=self.prefix or None,
+            config=settings,  # type: ignore[arg-type]
+            client_options=options,  # type: ignore[arg-type]
+            credential_provider=_profile_credentials(settings),
         )
 
     def __repr__(self) -> str:
@@ -141,15 +136,11 @@ class ObjectStorage:
         """The store's URL (what `LocalStorage.root` is for a directory)."""
         return self.url
 
-    def zarr_store(self, key: str = "", *, read_only: bool = True) -> ObjectStore[S3Store]:
-        """The objects under `key` as a zarr-python store (``zarr.storage.ObjectStore``).
-
-        Rooted at `key` (a race, say), so zarr writes no group documents above it.
-        """
+    def zarr_store(self) -> ObjectStore[S3Store]:
+        """The store as a read-only zarr-python store (``zarr.storage.ObjectStore``)."""
         from zarr.storage import ObjectStore
 
-        prefix = "/".join(p for p in (self.prefix, key.strip("/")) if p)
-        return ObjectStore(self._s3_store(prefix), read_only=read_only)
+        return ObjectStore(self.s3, read_only=True)
 
     # -- reads -------------------------------------------------------------------------
 

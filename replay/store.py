@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from ulid import ULID
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, MemoryStore
 
 from replay import format as fmt
 from replay.capacity import (
@@ -86,9 +86,9 @@ def open_store(path: str | os.PathLike[str], mode: Mode = "a") -> Store:
     else:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            zarr.open_group(str(root), mode="w", attributes={fmt.FORMAT_ATTR: fmt.FORMAT_VERSION})
-        except PermissionError as e:
-            raise ReadOnlyStoreError(f"cannot create a store at {root}: {e.strerror}") from e
+            write_group(storage, "", {fmt.FORMAT_ATTR: fmt.FORMAT_VERSION})
+        except (PermissionError, ReadOnlyStoreError) as e:
+            raise ReadOnlyStoreError(f"cannot create a store at {root}: {e}") from e
     return Store(storage, read_only=mode == "r")
 
 
@@ -108,16 +108,32 @@ def _open_object_store(url: str, mode: Mode) -> Store:
         elif storage.list_dir(""):
             raise StoreError(f"{url} holds objects but is not a replay store")
         else:
-            zarr.open_group(
-                store=storage.zarr_store(read_only=False),
-                mode="w-",
-                attributes={fmt.FORMAT_ATTR: fmt.FORMAT_VERSION},
-            )
+            write_group(storage, "", {fmt.FORMAT_ATTR: fmt.FORMAT_VERSION})
     except ValueError as e:  # a malformed URL
         raise StoreError(str(e)) from e
     except OSError as e:  # unreachable, refused credentials, no such bucket
         raise StoreError(f"cannot open the store: {e.strerror or e}") from e
     return Store(storage, read_only=mode == "r")
+
+
+def write_group(
+    storage: ByteStorage,
+    prefix: str,
+    attributes: dict[str, Any],
+    build: Callable[[zarr.Group], None] = lambda group: None,
+) -> None:
+    """Create a Zarr group (and the arrays `build` adds to it) at `prefix`, durably.
+
+    zarr-python writes the metadata documents (it is our compatibility oracle), but
+    into memory: each document then goes through `storage.write` (fsynced and renamed
+    into place locally, one PUT on S3), the group's own document last, so the group
+    is listed only once its arrays are on disk.
+    """
+    documents: dict[str, Any] = {}
+    build(zarr.open_group(store=MemoryStore(documents), mode="w", attributes=attributes))
+    group_doc = fmt.METADATA
+    for key in sorted(documents, key=lambda k: k == group_doc):
+        storage.write(f"{prefix}/{key}" if prefix else key, documents[key].to_bytes())
 
 
 def _check_root(storage: ByteStorage, root: Path | str) -> None:
@@ -154,14 +170,13 @@ class Store:
     def zarr(self) -> zarr.Group:
         """The store as a read-only zarr Group (for plain zarr-python access)."""
         if self._zarr is None:
-            self._zarr = zarr.open_group(store=self._zarr_store(), mode="r")
+            zarr_store: ZarrStore = (
+                LocalStore(self.storage.root, read_only=True)
+                if isinstance(self.storage, LocalStorage)
+                else self.storage.zarr_store()
+            )
+            self._zarr = zarr.open_group(store=zarr_store, mode="r")
         return self._zarr
-
-    def _zarr_store(self, key: str = "", *, read_only: bool = True) -> ZarrStore:
-        """The objects under `key` as a zarr-python store, rooted there."""
-        if isinstance(self.storage, LocalStorage):
-            return LocalStore(self.storage.root / key, read_only=read_only)
-        return self.storage.zarr_store(key, read_only=read_only)
 
     def race_ids(self) -> list[str]:
         """Ids of all races, oldest first (ids sort by creation time)."""
@@ -321,11 +336,6 @@ class Store:
         return recover(self, dry_run=dry_run)
 
     def _create_race(self, race_id: str, attrs: dict[str, Any], specs: list[StepSpec]) -> None:
-        # zarr writes the metadata documents (it is our compatibility oracle); the
-        # group's attrs go last so the race only becomes listed once complete.
-        group = zarr.open_group(
-            store=self._zarr_store(fmt.race_key(race_id), read_only=False), mode="w"
-        )
         h, w, s = attrs["height"], attrs["width"], attrs["shard_size"]
         codec = attrs["codec"]
         serializer: Any
@@ -337,31 +347,31 @@ class Store:
         else:
             serializer, filters = BytesCodec(), None
             compressors = [ZstdCodec(level=3), Crc32cCodec()]
-        group.create_array(
-            fmt.FRAMES,
-            shape=(0, h, w, 3),
-            chunks=(1, h, w, 3),
-            shards=(s, h, w, 3),
-            dtype="uint8",
-            filters=filters,
-            serializer=serializer,
-            compressors=compressors,
-            fill_value=0,
-            dimension_names=["step", "y", "x", "channel"],
-        )
-        for spec in specs:
+
+        def build(group: zarr.Group) -> None:
             group.create_array(
-                spec.name,
-                shape=(0, *spec.shape),
-                chunks=(s, *spec.shape),
-                dtype=spec.dtype,
-                compressors=[ZstdCodec(level=3)],
+                fmt.FRAMES,
+                shape=(0, h, w, 3),
+                chunks=(1, h, w, 3),
+                shards=(s, h, w, 3),
+                dtype="uint8",
+                filters=filters,
+                serializer=serializer,
+                compressors=compressors,
                 fill_value=0,
+                dimension_names=["step", "y", "x", "channel"],
             )
-        key = f"{fmt.race_key(race_id)}/{fmt.METADATA}"
-        doc = read_json(self.storage, key)
-        doc["attributes"] = attrs
-        self.storage.write(key, json.dumps(doc).encode())
+            for spec in specs:
+                group.create_array(
+                    spec.name,
+                    shape=(0, *spec.shape),
+                    chunks=(s, *spec.shape),
+                    dtype=spec.dtype,
+                    compressors=[ZstdCodec(level=3)],
+                    fill_value=0,
+                )
+
+        write_group(self.storage, fmt.race_key(race_id), attrs, build)
 
 
 def _check_race_args(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,38 @@ def test_open_store_creates_an_empty_store(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "new" / "zarr.json").read_text())
     assert doc["attributes"] == {"replay_format": 1}
     assert replay.open_store(tmp_path / "new", mode="r").races() == []
+
+
+def test_metadata_documents_are_durable_before_a_race_is_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every zarr.json of a new store and race is fsynced, then renamed into place, and
+    the race's group document (which lists the race) lands after its arrays'."""
+    fsynced: set[str] = set()
+    renamed: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        fsynced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        renamed.append((str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store = replay.open_store(tmp_path / "s")
+    writer = store.new_race(env="CarRacing-v3", extras={"speed": ("float32", ())})
+    writer.close()
+    race = tmp_path / "s" / "races" / writer.race_id
+    docs = {str(p) for p in (tmp_path / "s").rglob("zarr.json")}
+    # the root, the race group, frames, t_ns, action, reward, terminated, truncated, speed
+    assert len(docs) == 9
+    assert docs <= {dst for src, dst in renamed if src in fsynced}
+    order = [dst for _, dst in renamed]
+    arrays = [order.index(str(p)) for p in race.glob("*/zarr.json")]
+    assert order.index(str(race / "zarr.json")) > max(arrays)
 
 
 def test_round_trip_real_frames_plain_zarr(
