@@ -12,7 +12,6 @@ import pytest
 from sampling_helpers import CHI2_999, chi_square, make_store, small_frames, write_race
 
 import replay
-from replay.sumtree import SumTree
 
 
 @pytest.fixture(scope="module")
@@ -179,23 +178,6 @@ def test_update_priorities_needs_a_prioritized_sampler(
     store, ids = three_races
     with pytest.raises(replay.SamplingError, match="prioritized"):
         store.sampler().update_priorities([(ids[0], 0)], [1.0])
-
-
-def test_sum_tree_grows_and_finds() -> None:
-    tree = SumTree(capacity=2)
-    first = tree.append(np.array([1.0, 0.0, 3.0]))
-    assert (first, len(tree), tree.total) == (0, 3, 4.0)
-    tree.append(np.full(100, 0.5))
-    assert tree.total == pytest.approx(54.0)
-    np.testing.assert_array_equal(tree.find(np.array([0.0, 0.99, 1.0, 3.99])), [0, 0, 2, 2])
-    tree.set(np.array([0, 0]), np.array([2.0, 5.0]))  # last write wins
-    assert tree.get(np.array([0]))[0] == 5.0
-    assert tree.total == pytest.approx(58.0)
-    # a zero-weight leaf is never returned, even at the very end of the range
-    tree.set(np.arange(3, 103), np.zeros(100))
-    assert tree.find(np.array([tree.total, tree.total * (1 - 1e-16)])).tolist() == [2, 2]
-    with pytest.raises(ValueError, match="finite"):
-        tree.set(np.array([1]), np.array([-1.0]))
 
 
 # -- recency and filters -----------------------------------------------------------------
