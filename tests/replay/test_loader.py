@@ -1,4 +1,4 @@
-"""PyTorch integration: torch batches without copies, the DataLoader dataset, resize parity."""
+"""PyTorch integration: torch batches without copies, the DataLoader dataset."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 from sampling_helpers import make_store
 
 import replay
-from replay import transform as tf
 from replay.transform import Transform
 
 torch = pytest.importorskip("torch")
@@ -50,21 +49,6 @@ def test_torch_transform_layouts(store_path: Path) -> None:
     bf16 = sampler.sample(out="torch", transform=Transform(grey=True, dtype="bfloat16"))
     assert bf16.frames.shape == (3, 1, 90, 160, 1)
     assert bf16.frames.dtype == torch.bfloat16
-
-
-def test_bilinear_resize_matches_torch_interpolate() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (2, 30, 50, 3), dtype=np.uint8)
-    for out_h, out_w in ((17, 23), (45, 70), (30, 33)):
-        ours = tf.resize(x, out_h, out_w)
-        ref = torch.nn.functional.interpolate(
-            torch.from_numpy(x).permute(0, 3, 1, 2).float(),
-            size=(out_h, out_w),
-            mode="bilinear",
-            align_corners=False,
-            antialias=False,
-        ).permute(0, 2, 3, 1)
-        np.testing.assert_allclose(ours, ref.numpy(), atol=1e-3)
 
 
 def test_dataset_in_process_and_in_spawned_workers(store_path: Path) -> None:

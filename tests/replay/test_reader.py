@@ -22,7 +22,7 @@ import replay
 from replay import format as fmt
 from replay import jpeg, shards
 from replay import transform as tf
-from replay.batch import decode_batch, make_batch
+from replay.batch import decode_batch
 from replay.reader import coalesce
 from replay.transform import Transform
 
@@ -346,32 +346,6 @@ def test_crop_grey_float_nchw_match_a_numpy_reference(real_store: tuple[Path, li
     assert out.dtype == np.float16
     ref4 = area(crop.reshape(6, 400, 800, 3), 4).reshape(3, 2, 100, 200, 3) / 255
     assert np.abs(out.astype(np.float64) - ref4).mean() < 2 / 255
-
-
-def test_transform_rejects_bad_settings() -> None:
-    with pytest.raises(ValueError, match="crop"):
-        Transform(crop=(0, 0, 0, 10))
-    with pytest.raises(ValueError, match="size"):
-        Transform(size=(0, 3))
-    with pytest.raises(ValueError, match="float dtype"):
-        Transform(mean=0.5)
-    with pytest.raises(ValueError, match="std"):
-        Transform(dtype="float32", std=0.0)
-    with pytest.raises(ValueError, match="does not fit"):
-        Transform(crop=(800, 0, 200, 10)).output_hw(900, 1600)
-    frames, bf16 = np.zeros((1, 1, 3, 2, 2), np.float32), Transform(dtype="bfloat16")
-    with pytest.raises(ValueError, match="bfloat16"):
-        make_batch(keys_for("A" * 26, 0), frames, {}, out="numpy", transform=bf16)
-
-
-def test_resize_bilinear_for_fractional_factors() -> None:
-    x = np.arange(2 * 5 * 7 * 3, dtype=np.uint8).reshape(2, 5, 7, 3)
-    y = tf.resize(x, 5, 7)  # same size: bilinear taps land on the pixels
-    np.testing.assert_allclose(y, x)
-    up = tf.resize(x, 10, 14)
-    assert up.shape == (2, 10, 14, 3)
-    assert up.min() >= x.min()
-    assert up.max() <= x.max()
 
 
 # -- GPU (a lent machine) ----------------------------------------------------------------
