@@ -15,6 +15,11 @@ One HTTP connection pool (keep-alive) serves all calls; calls are retried with
 exponential backoff when the connection fails or the service answers 503;
 `batches` prefetches the next batches in a thread while you train.
 
+``skip_corrupt=True`` works as the embedded sampler's: the service redraws items
+that touch a damaged shard or frame (and avoids them from then on), and a batch
+with a frame that does not decode here is drawn again; each skip is logged and
+counted in `Client.corrupt_skipped` (the embedded `stats().corrupt_skipped`).
+
 Errors (all `ReplayError`)::
 
     ServiceError            any other error answer, or the service is unreachable
@@ -26,6 +31,7 @@ Errors (all `ReplayError`)::
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -40,7 +46,10 @@ from replay import protocol
 from replay.batch import Batch, EncodedBatch, Out, decode_batch, make_batch
 from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError, SamplingError
 from replay.race import RaceInfo
+from replay.samplers import MAX_REDRAWS
 from replay.transform import Transform
+
+log = logging.getLogger(__name__)
 
 #: Errors worth another try: the connection failed or broke (the request may not
 #: have reached the service).
@@ -52,6 +61,11 @@ RETRYABLE = (
     httpx.WriteError,
     httpx.PoolTimeout,
 )
+#: Response headers of ``POST /v1/sample`` with ``skip_corrupt``: how many damaged
+#: shards and frames the service skipped for the batch, and which
+#: (``race:shard`` for a whole shard, ``race:shard:step`` for one frame).
+CORRUPT_SKIPPED_HEADER = "Replay-Corrupt-Skipped"
+CORRUPT_WHERE_HEADER = "Replay-Corrupt-Where"
 
 
 class ServiceError(ReplayError):
@@ -71,6 +85,10 @@ class Client:
     `transport` replaces httpx's (tests, custom TLS, proxies); `device` (``"auto"``:
     the GPU when there is one, else the CPU), `out` and `transform` are the
     defaults of `sample` and `batches`.
+
+    `corrupt_skipped` counts the damaged shards and frames skipped for this
+    client's ``skip_corrupt`` batches (by the service, and frames that did not
+    decode here).
     """
 
     def __init__(
@@ -96,6 +114,8 @@ class Client:
         self.url = url.rstrip("/")
         self.retries, self.backoff = retries, backoff
         self.device, self.out, self.transform = device, out, transform
+        self.corrupt_skipped = 0
+        self._skipped_lock = threading.Lock()
         self._http = httpx.Client(
             base_url=self.url,
             headers=headers,
@@ -183,8 +203,13 @@ class Client:
         stride: int = 1,
         seed: int | None = None,
         filters: Mapping[str, Any] | None = None,
+        skip_corrupt: bool = False,
     ) -> EncodedBatch:
-        """One batch as the service sends it: stored JPEG bytes and step arrays."""
+        """One batch as the service sends it: stored JPEG bytes and step arrays.
+
+        With `skip_corrupt` the service redraws items on damaged shards or frames
+        (counted in `corrupt_skipped`) instead of raising `CorruptDataError`.
+        """
         body = {
             "kind": kind,
             "batch_size": batch_size,
@@ -192,10 +217,12 @@ class Client:
             "stride": stride,
             "seed": seed,
             "filters": None if filters is None else dict(filters),
+            "skip_corrupt": skip_corrupt,
         }
         response = self.request(
             "POST", "/v1/sample", json=body, headers={"Accept": protocol.MEDIA_TYPE}
         )
+        self._count_skipped(response)
         message = protocol.unpack(response.content)
         if not isinstance(message, EncodedBatch):
             raise protocol.ProtocolError("asked for stored frames, got decoded ones")
@@ -210,25 +237,41 @@ class Client:
         stride: int = 1,
         seed: int | None = None,
         filters: Mapping[str, Any] | None = None,
+        skip_corrupt: bool = False,
         device: str | None = None,
         out: Out | None = None,
         transform: Transform | None = None,
     ) -> Batch:
-        """One batch, decoded here on `device` (as `Sampler.sample` decodes it)."""
-        encoded = self.sample_encoded(
-            kind=kind,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            stride=stride,
-            seed=seed,
-            filters=filters,
-        )
-        return decode_batch(
-            encoded,
-            device=device or self.device,
-            out=out or self.out,
-            transform=transform if transform is not None else self.transform,
-        )
+        """One batch, decoded here on `device` (as `Sampler.sample` decodes it).
+
+        A frame that does not decode raises `CorruptDataError` naming race, shard
+        and step; with `skip_corrupt` the service skips damaged data and a batch
+        with such a frame is drawn again (and counted), as the embedded sampler does.
+        """
+        for _ in range(MAX_REDRAWS):
+            encoded = self.sample_encoded(
+                kind=kind,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                stride=stride,
+                seed=seed,
+                filters=filters,
+                skip_corrupt=skip_corrupt,
+            )
+            try:
+                return decode_batch(
+                    encoded,
+                    device=device or self.device,
+                    out=out or self.out,
+                    transform=transform if transform is not None else self.transform,
+                )
+            except CorruptDataError as e:
+                if not skip_corrupt:
+                    raise
+                log.warning("skipping corrupt data: %s", e)
+                with self._skipped_lock:
+                    self.corrupt_skipped += 1
+        raise SamplingError(f"no batch clear of corrupt data after {MAX_REDRAWS} tries")
 
     def sample_decoded(
         self,
@@ -243,6 +286,7 @@ class Client:
         size: tuple[int, int] | None = None,
         grey: bool = False,
         out: Out = "numpy",
+        skip_corrupt: bool = False,
     ) -> Batch:
         """One batch the service decodes (for clients without a JPEG decoder); uint8 pixels."""
         body = {
@@ -253,8 +297,10 @@ class Client:
             "seed": seed,
             "filters": None if filters is None else dict(filters),
             "decoded": {"crop": crop, "size": size, "grey": grey},
+            "skip_corrupt": skip_corrupt,
         }
         response = self.request("POST", "/v1/sample", json=body)
+        self._count_skipped(response)
         message = protocol.unpack(response.content)
         if not isinstance(message, protocol.RawBatch):
             raise protocol.ProtocolError("asked for decoded frames, got stored ones")
@@ -312,6 +358,22 @@ class Client:
         finally:
             stop.set()
             thread.join()
+
+    def _count_skipped(self, response: httpx.Response) -> None:
+        """Log and count what the service skipped for a ``skip_corrupt`` batch."""
+        raw = response.headers.get(CORRUPT_SKIPPED_HEADER, "0")
+        try:
+            n = int(raw)
+        except ValueError:
+            raise protocol.ProtocolError(
+                f"{CORRUPT_SKIPPED_HEADER}: {raw!r} is not a count"
+            ) from None
+        if n <= 0:
+            return
+        where = response.headers.get(CORRUPT_WHERE_HEADER, "")
+        log.warning("the service skipped %d damaged shards or frames: %s", n, where)
+        with self._skipped_lock:
+            self.corrupt_skipped += n
 
     def update_priorities(self, keys: Sequence[tuple[str, int]], priorities: Any) -> int:
         """Set the priorities of sampled items (`Batch.keys`); returns how many were sent."""

@@ -9,6 +9,7 @@ never by raw path, so a scan of random URLs cannot blow up the label space.
     replay_frames_served_total{route}
     replay_batch_bytes                                      histogram, /v1/sample bodies
     replay_errors_total{error}                              4xx/5xx answers by error name
+    replay_corrupt_skipped_total                            damaged data skipped (skip_corrupt)
     replay_store_races / replay_store_frames                gauges, read at scrape time
 """
 
@@ -49,6 +50,11 @@ class Metrics:
         )
         self.errors = Counter(
             "replay_errors", "Requests answered with an error, by error name", ["error"], registry=r
+        )
+        self.corrupt_skipped = Counter(
+            "replay_corrupt_skipped",
+            "Damaged shards and frames skipped by /v1/sample requests with skip_corrupt",
+            registry=r,
         )
         self.races = Gauge("replay_store_races", "Races in the store", registry=r)
         self.frames = Gauge("replay_store_frames", "Committed frames in the store", registry=r)

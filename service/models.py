@@ -124,7 +124,14 @@ class SamplerState(BaseModel):
     stride: int = Field(examples=[1])
     seed: int | None = Field(examples=[0])
     filters: dict[str, Any] | None = Field(examples=[None])
+    skip_corrupt: bool = Field(False, description="Redraws past corrupt data.")
     batches: int = Field(description="Batches served.", examples=[10])
+    corrupt_skipped: int = Field(
+        0,
+        description="Damaged shards and frames this sampler found and now avoids "
+        "(the embedded sampler's `stats().corrupt_skipped`).",
+        examples=[0],
+    )
 
 
 class Stats(BaseModel):
@@ -215,6 +222,7 @@ class SampleRequest(BaseModel):
                 {"kind": "prioritized", "batch_size": 32, "seq_len": 4, "stride": 1},
                 {"kind": "recent", "batch_size": 8, "filters": {"env": "CarRacing-v3"}},
                 {"batch_size": 4, "decoded": {"size": [225, 400]}},
+                {"batch_size": 64, "skip_corrupt": True},
             ]
         },
     )
@@ -233,6 +241,12 @@ class SampleRequest(BaseModel):
     filters: RaceFilter | None = None
     decoded: DecodedView | None = Field(
         None, description="Send decoded pixels instead of the stored JPEGs."
+    )
+    skip_corrupt: bool = Field(
+        False,
+        description="Redraw items that touch a damaged shard or frame instead of answering "
+        "409, as the embedded `skip_corrupt=True` sampler does; what was skipped is named in "
+        "the `Replay-Corrupt-Skipped` and `Replay-Corrupt-Where` headers.",
     )
 
 

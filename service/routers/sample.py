@@ -4,22 +4,33 @@ A sampler is kept per (kind, batch_size, seq_len, stride, seed, filters), so a
 seeded stream continues from one request to the next (the same seed and
 parameters give the embedded ``store.sampler(...)``'s batches in order) and
 priorities set by a learner stay with the sampler that uses them.
+
+A request with ``skip_corrupt`` gets a sampler of its own (``skip_corrupt`` is one
+of the parameters), which redraws past damaged shards and frames exactly as the
+embedded ``store.sampler(..., skip_corrupt=True)`` does, and remembers them; the
+answer's ``Replay-Corrupt-Skipped`` / ``Replay-Corrupt-Where`` headers say what
+this batch skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Response
 from starlette.types import Receive, Scope, Send
 
 from replay import protocol
 from replay.batch import EncodedBatch, corrupt_frame_error, decode_frames
-from replay.errors import ReplayError
-from replay.samplers import Sampler
+from replay.client import CORRUPT_SKIPPED_HEADER as SKIPPED_HEADER
+from replay.client import CORRUPT_WHERE_HEADER as WHERE_HEADER
+from replay.errors import CorruptDataError, ReplayError, SamplingError
+from replay.samplers import MAX_REDRAWS, Sampler
 from replay.store import Store
 from replay.transform import Transform
 from service.deps import Authorized, SettingsDep, StateDep, StoreDep
@@ -31,13 +42,22 @@ router = APIRouter(prefix="/v1", tags=["sample"], dependencies=[Authorized])
 
 #: How long a /v1/sample request waits for a free batch slot before a 503.
 BUSY_TIMEOUT_S = 30.0
+#: Places named in `WHERE_HEADER` at most (the count is always exact).
+MAX_WHERE = 20
 
 
 class SlotResponse(Response):
     """A response that gives its batch slot back once sent (or once sending failed)."""
 
-    def __init__(self, content: bytes, *, release: Callable[[], None], media_type: str) -> None:
-        super().__init__(content, media_type=media_type)
+    def __init__(
+        self,
+        content: bytes,
+        *,
+        release: Callable[[], None],
+        media_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
         self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,6 +95,7 @@ def sampler_params(req: SampleRequest) -> dict[str, Any]:
         "stride": req.stride,
         "seed": req.seed,
         "filters": filters or None,
+        "skip_corrupt": req.skip_corrupt,
     }
 
 
@@ -117,6 +138,84 @@ def _view(req: SampleRequest, encoded: EncodedBatch, settings: Settings) -> Tran
     return t
 
 
+class Skipped(NamedTuple):
+    """A damaged place a ``skip_corrupt`` draw skipped: a whole shard (`step` None) or a frame."""
+
+    race_id: str
+    shard: int
+    step: int | None
+
+    def __str__(self) -> str:
+        return f"{self.race_id}:{self.shard}" + ("" if self.step is None else f":{self.step}")
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One batch ready to pack, and the damaged places skipped to get it."""
+
+    encoded: EncodedBatch
+    pixels: npt.NDArray[np.uint8] | None
+    skipped: list[Skipped]
+
+
+def draw(entry: Cached[Sampler], req: SampleRequest, settings: Settings) -> Drawn:
+    """A batch from the cached sampler: keys, their stored bytes, and pixels for `decoded`.
+
+    This is `Sampler.sample`'s loop, stopped before the decode the client does
+    itself: a race evicted since the last refresh is redrawn; damaged data raises
+    `CorruptDataError` (409), or with ``skip_corrupt`` is handed to the sampler's
+    own bookkeeping (never drawn again, priority zero, `stats().corrupt_skipped`)
+    and the batch redrawn. Stored frames are CRC32C-checked by the reader; frames
+    the service decodes (`decoded`) are checked by decoding.
+    """
+    sampler = entry.value
+    skipped: list[Skipped] = []
+    for _ in range(MAX_REDRAWS):
+        with entry.lock:  # one draw at a time per sampler: a seeded stream stays in order
+            keys = sampler.sample_keys()
+        try:
+            encoded = sampler.fetch(keys)
+        except CorruptDataError as e:
+            # The sampler's own methods, so the service keeps no second list of bad data.
+            if sampler._evicted(e.race_id):
+                continue
+            if not req.skip_corrupt:
+                raise
+            # a shard whose table could not be read is lost whole; else one frame is
+            race = sampler.index.entry(e.race_id) if e.race_id in sampler.index else None
+            whole = race is None or e.shard not in race.tables or e.step is None
+            sampler._mark_bad(e, shard=whole)
+            skipped.append(Skipped(e.race_id, e.shard, None if whole else e.step))
+            continue
+        pixels = None
+        if req.decoded is not None:
+            pixels, failed = decode_frames(encoded, transform=_view(req, encoded, settings))
+            if failed:
+                errors = [corrupt_frame_error(encoded, i) for i in failed]
+                if not req.skip_corrupt:
+                    raise errors[0]
+                # a frame drawn twice in one batch is one damaged place
+                for error in {(e.race_id, e.step): e for e in errors}.values():
+                    sampler._mark_bad(error, shard=False)
+                    skipped.append(Skipped(error.race_id, error.shard, error.step))
+                continue
+        with entry.lock:
+            entry.uses += 1
+        return Drawn(encoded, pixels, skipped)
+    raise SamplingError(f"no batch clear of corrupt data after {MAX_REDRAWS} tries")
+
+
+def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
+    """``Replay-Corrupt-Skipped: n`` and ``Replay-Corrupt-Where: race:shard[:step], ...``.
+
+    A place without a step is a whole shard (its index unreadable); with one, one frame.
+    """
+    headers = {SKIPPED_HEADER: str(len(skipped))}
+    if skipped:
+        headers[WHERE_HEADER] = ", ".join(str(place) for place in skipped[:MAX_WHERE])
+    return headers
+
+
 @router.post(
     "/sample",
     summary="Draw a batch: stored JPEGs and step arrays in one binary body",
@@ -125,6 +224,17 @@ def _view(req: SampleRequest, encoded: EncodedBatch, settings: Settings) -> Tran
         200: {
             "content": {protocol.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
             "description": "One batch in the format of docs/protocol.md.",
+            "headers": {
+                SKIPPED_HEADER: {
+                    "description": "With skip_corrupt: damaged shards and frames skipped.",
+                    "schema": {"type": "integer"},
+                },
+                WHERE_HEADER: {
+                    "description": "With skip_corrupt: which (race:shard, or race:shard:step "
+                    f"for one frame; the first {MAX_WHERE}).",
+                    "schema": {"type": "string"},
+                },
+            },
         },
         409: {"model": Error, "description": "A shard holding a sampled frame is damaged."},
         422: {"model": Error, "description": "Over a limit, or nothing (enough) to sample."},
@@ -138,24 +248,21 @@ def sample(req: SampleRequest, store: StoreDep, settings: SettingsDep, state: St
         raise HTTPException(503, "busy: too many batches in flight; retry", {"Retry-After": "1"})
     try:  # the slot is held until the body is sent (or the request fails)
         with borrow_sampler(store, state, sampler_params(req)) as entry:
-            with entry.lock:  # one draw at a time per sampler: a seeded stream stays in order
-                keys = entry.value.sample_keys()
-                entry.uses += 1
-            encoded = entry.value.fetch(keys)
-        pixels = None
-        if req.decoded is not None:
-            t = _view(req, encoded, settings)
-            pixels, failed = decode_frames(encoded, transform=t)
-            if failed:
-                raise corrupt_frame_error(encoded, failed[0])
-        body = b"".join(protocol.pack(encoded, pixels))
+            drawn = draw(entry, req, settings)
+        body = b"".join(protocol.pack(drawn.encoded, drawn.pixels))
     except BaseException:
         state.batch_slots.release()
         raise
     m = state.metrics
     m.count_frames("sample", req.batch_size * req.seq_len)
     m.batch_bytes.observe(len(body))
-    return SlotResponse(body, release=state.batch_slots.release, media_type=protocol.MEDIA_TYPE)
+    m.corrupt_skipped.inc(len(drawn.skipped))
+    return SlotResponse(
+        body,
+        release=state.batch_slots.release,
+        media_type=protocol.MEDIA_TYPE,
+        headers=skipped_headers(drawn.skipped) if req.skip_corrupt else None,
+    )
 
 
 @router.put(

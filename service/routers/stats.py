@@ -33,7 +33,12 @@ def stats(store: StoreDep, state: StateDep) -> Stats:
         raw_nbytes=raw,
         compression=round(raw / nbytes, 2) if nbytes else 0.0,
         samplers=[
-            SamplerState(**entry.params, batches=entry.uses) for entry in state.samplers.entries()
+            SamplerState(
+                **entry.params,
+                batches=entry.uses,
+                corrupt_skipped=entry.value.stats().corrupt_skipped,
+            )
+            for entry in state.samplers.entries()
         ],
         requests=m.total_requests,
         errors=m.total_errors,

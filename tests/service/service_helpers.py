@@ -1,5 +1,6 @@
 """Helpers of the service tests: the served store's layout, servers in a child
-process or a thread, and a raw HTTP GET that sends paths byte for byte."""
+process or a thread, a raw HTTP GET that sends paths byte for byte, and damage
+done to a store on disk (the way a flipped bit or a bad write would)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import uvicorn
 from fastapi import FastAPI
 
 import replay
+from replay import format as fmt
+from replay import shards
 from service.app import create_app
 from service.cli import bind
 from service.settings import Settings
@@ -156,3 +159,46 @@ def raw_get(url: str, target: str, headers: dict[str, str] | None = None) -> tup
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, body
+
+
+# -- damage on disk ------------------------------------------------------------------------
+
+
+def _frames_shard(store: Path, race_id: str, shard: int) -> Path:
+    return store / fmt.shard_key(race_id, fmt.FRAMES, shard, 4)
+
+
+def damage_shard_index(store: Path, race_id: str, shard: int) -> None:
+    """Flip a byte of a frames shard's index: the whole shard becomes unreadable."""
+    path = _frames_shard(store, race_id, shard)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def damage_frame(store: Path, race_id: str, step: int, shard_size: int = SHARD) -> None:
+    """Flip a byte inside one frame's stored bytes: that frame fails its CRC32C."""
+    shard, slot = divmod(step, shard_size)
+    path = _frames_shard(store, race_id, shard)
+    data = bytearray(path.read_bytes())
+    offset, nbytes = shards.parse_index(
+        bytes(data[-shards.index_nbytes(shard_size) :]), shard_size
+    )[slot]
+    data[int(offset) + int(nbytes) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def replace_frame(
+    store: Path, race_id: str, step: int, blob: bytes, shard_size: int = SHARD
+) -> None:
+    """Store `blob` as one frame, with a valid CRC32C: it reads fine and fails to decode.
+
+    The shard must hold its frames from slot 0 on (a written race's shards do).
+    """
+    shard, slot = divmod(step, shard_size)
+    path = _frames_shard(store, race_id, shard)
+    data = path.read_bytes()
+    index = shards.parse_index(data[-shards.index_nbytes(shard_size) :], shard_size)
+    chunks = [data[int(o) : int(o) + int(n)] for o, n in index if o != shards.EMPTY]
+    chunks[slot] = shards.with_checksum(blob)
+    path.write_bytes(shards.build_shard(chunks, shard_size))

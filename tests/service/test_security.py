@@ -9,7 +9,7 @@ import httpx
 import pydantic
 import pytest
 from click.testing import CliRunner
-from service_helpers import SHARD, ThreadServer, raw_get, write_race
+from service_helpers import SHARD, ThreadServer, damage_shard_index, raw_get, write_race
 
 import replay
 from replay import format as fmt
@@ -150,10 +150,7 @@ def test_path_traversal_gets_4xx(url: str, served_store: Path) -> None:
 def test_damaged_shard_is_409_naming_race_and_shard(tmp_path: Path, frames: list[object]) -> None:
     store = replay.open_store(tmp_path / "store")
     race_id = write_race(store, frames[: SHARD * 2])
-    shard = tmp_path / "store" / fmt.shard_key(race_id, fmt.FRAMES, 1, 4)
-    data = bytearray(shard.read_bytes())
-    data[-10] ^= 0xFF  # break the index checksum of shard 1
-    shard.write_bytes(bytes(data))
+    damage_shard_index(tmp_path / "store", race_id, 1)
     with (
         ThreadServer(Settings(store=tmp_path / "store")) as server,
         httpx.Client(base_url=server.url) as http,
