@@ -168,7 +168,7 @@ class Client:
     # -- races -----------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """``GET /v1/health``."""
+        """``GET /v1/health``: readiness (the store opens and lists); 503s raise `ServiceError`."""
         body: dict[str, Any] = self.request("GET", "/v1/health").json()
         return body
 

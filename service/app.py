@@ -27,7 +27,8 @@ Randomized mini-batches and race browsing over one replay store.
 `POST /v1/sample` answers in the binary batch format `application/vnd.replay.batch.v1`
 (docs/protocol.md); everything else is JSON, except frames (`image/jpeg`, the stored
 bytes) and `/metrics` (Prometheus text). When the service has a token, every route
-but `/v1/health` needs `Authorization: Bearer <token>`.
+but the probes `/v1/live` (liveness) and `/v1/health` (readiness) needs
+`Authorization: Bearer <token>`.
 """
 
 
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_tags=[
-            {"name": "health", "description": "Liveness (no token needed)."},
+            {"name": "health", "description": "Liveness and readiness probes (no token)."},
             {"name": "stats", "description": "Store totals and counters."},
             {"name": "races", "description": "Recorded races and their step data."},
             {"name": "frames", "description": "Stored frames, as stored."},

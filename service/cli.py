@@ -43,8 +43,8 @@ def url_of(sock: socket.socket) -> str:
 @click.option(
     "--token",
     default=None,
-    help="Bearer token every route but health requires [REPLAY_TOKEN]. Needed to bind a "
-    "non-loopback address.",
+    help="Bearer token every route but the probes (/v1/live, /v1/health) requires "
+    "[REPLAY_TOKEN]. Needed to bind a non-loopback address.",
 )
 @click.option(
     "--allow-public",

@@ -15,8 +15,15 @@ Status = Literal["recording", "complete", "aborted"]
 RaceIdStr = Annotated[str, Field(pattern=fmt.RACE_ID_PATTERN.pattern)]
 
 
+class Live(BaseModel):
+    """Liveness: the process answers (no storage is read)."""
+
+    status: Literal["ok"] = "ok"
+    version: str = Field(examples=["0.1.0"])
+
+
 class Health(BaseModel):
-    """Liveness: the service runs and its store opens."""
+    """Readiness: the service runs, its store opens and its races list."""
 
     status: Literal["ok"] = "ok"
     version: str = Field(examples=["0.1.0"])

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: any free port).")
     token: SecretStr | None = Field(
-        None, description="Bearer token every route but health and the viewer shell requires."
+        None, description="Bearer token every route but the probes and the viewer shell requires."
     )
     allow_public: bool = Field(
         False, description="Allow binding a non-loopback address without a token."

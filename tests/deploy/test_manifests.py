@@ -2,7 +2,8 @@
 
 Kubernetes manifests are validated (strictly: unknown fields fail) against the
 Kubernetes OpenAPI schemas that ``kubernetes-validate`` ships, offline; then the
-things a schema cannot see: probes on /v1/health, resources, a non-root
+things a schema cannot see: liveness probes on /v1/live and readiness on
+/v1/health (routes of the app, open without a token), resources, a non-root
 security context, references between objects. The compose file and the
 Dockerfile are parsed and checked against the project (the image runs the same
 scripts CI runs, the commands it names exist).
@@ -73,14 +74,28 @@ def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
     assert {c["image"] for c in containers} == {i["name"] for i in kustomization["images"]}
 
 
+def service_container() -> dict[str, Any]:
+    (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+#: The path each probe must poll: liveness reads no storage (a restart cures a hung
+#: process, never a slow or missing store); readiness opens the store.
+PROBE_PATHS = {
+    "startupProbe": "/v1/live",
+    "livenessProbe": "/v1/live",
+    "readinessProbe": "/v1/health",
+}
+
+
 def test_service_replicas_have_health_probes_and_resources() -> None:
     deployment = one("Deployment")
     assert deployment["spec"]["replicas"] >= 2
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container = service_container()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    for probe, path in PROBE_PATHS.items():
         get = container[probe]["httpGet"]
-        assert get["path"] == "/v1/health", probe
+        assert get["path"] == path, probe
         assert get["port"] in ports, probe
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["REPLAY_HOST"] == "0.0.0.0"
@@ -264,7 +279,7 @@ def test_dockerfile_runtime_is_non_root_with_a_healthcheck() -> None:
     assert users
     assert users[-1].split(":")[0] not in ("0", "root")
     (healthcheck,) = [rest for i, rest in runtime if i == "HEALTHCHECK"]
-    assert "/v1/health" in healthcheck
+    assert probe_path(healthcheck) == "/v1/live"  # Swarm and autoheal restart on it
     env = " ".join(rest for i, rest in runtime if i == "ENV")
     assert "REPLAY_HOST=0.0.0.0" in env
     (cmd,) = [rest for i, rest in runtime if i == "CMD"]
@@ -278,3 +293,41 @@ def test_dockerfile_base_matches_the_supported_python() -> None:
     requires = re.search(r'requires-python = ">=(\d+\.\d+)"', (ROOT / "pyproject.toml").read_text())
     assert requires is not None
     assert tuple(map(int, version[1].split("."))) >= tuple(map(int, requires[1].split(".")))
+
+
+# -- probes against the app ----------------------------------------------------------------
+
+
+def probe_path(command: str) -> str:
+    """The one ``/v1/...`` path a health-check command polls."""
+    (path,) = re.findall(r"/v1/[\w/]+", command)
+    return path
+
+
+def probes() -> dict[str, str]:
+    """Every health probe in deploy/: where it is -> the path it polls."""
+    container = service_container()
+    out = {f"deployment.yaml {p}": container[p]["httpGet"]["path"] for p in PROBE_PATHS}
+    (healthcheck,) = [rest for i, rest in stages()["runtime"] if i == "HEALTHCHECK"]
+    out["Dockerfile HEALTHCHECK"] = probe_path(healthcheck)
+    service = compose()["services"]["service"]
+    out["compose.yaml service healthcheck"] = probe_path(" ".join(service["healthcheck"]["test"]))
+    return out
+
+
+def test_compose_service_waits_for_readiness() -> None:
+    # compose restarts only containers that exit, so its health status means "ready"
+    assert probes()["compose.yaml service healthcheck"] == "/v1/health"
+
+
+def test_every_probe_polls_an_open_get_route_of_the_app(tmp_path: Path) -> None:
+    from service.app import create_app
+    from service.settings import Settings
+
+    paths = create_app(Settings(store=str(tmp_path / "store"))).openapi()["paths"]
+    assert "security" in paths["/v1/stats"]["get"]  # what a route behind the token shows
+    found = probes()
+    assert set(found.values()) == {"/v1/live", "/v1/health"}
+    for where, path in found.items():
+        assert "get" in paths.get(path, {}), f"{where}: {path} is not a GET route of the app"
+        assert "security" not in paths[path]["get"], f"{where}: {path} needs a token"

@@ -26,6 +26,12 @@ def test_health(http: httpx.Client) -> None:
     assert r.json() == {"status": "ok", "version": replay_version(), "races": len(RACES)}
 
 
+def test_live(http: httpx.Client) -> None:
+    r = http.get("/v1/live")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "version": replay_version()}
+
+
 def replay_version() -> str:
     from service import __version__
 
@@ -271,6 +277,7 @@ def test_openapi_lists_every_route_with_examples(http: httpx.Client) -> None:
     schema = http.get("/openapi.json").json()
     paths = schema["paths"]
     for path in (
+        "/v1/live",
         "/v1/health",
         "/v1/stats",
         "/v1/races",
@@ -286,6 +293,6 @@ def test_openapi_lists_every_route_with_examples(http: httpx.Client) -> None:
     frame = paths["/v1/races/{race_id}/frames/{step}"]["get"]
     assert "image/jpeg" in frame["responses"]["200"]["content"]
     components = schema["components"]["schemas"]
-    for model in ("SampleRequest", "PrioritiesRequest", "RaceSummary", "Stats", "Health"):
+    for model in ("SampleRequest", "PrioritiesRequest", "RaceSummary", "Stats", "Health", "Live"):
         text = str(components[model])
         assert "example" in text, model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -26,7 +27,9 @@ def guarded(served_store: Path) -> object:
         yield server
 
 
-def test_token_required_everywhere_but_health(guarded: ThreadServer, served_store: Path) -> None:
+def test_token_required_everywhere_but_the_probes(
+    guarded: ThreadServer, served_store: Path
+) -> None:
     race_id = replay.open_store(served_store, mode="r").race_ids()[0]
     protected = [
         ("GET", "/v1/stats"),
@@ -57,8 +60,8 @@ def test_token_required_everywhere_but_health(guarded: ThreadServer, served_stor
                 path,
                 right.text,
             )  # 422: no prioritized sampler
-        # open: health (probes) and the viewer shell, which holds no data
-        for path in ("/v1/health", "/", "/static/viewer.js"):
+        # open: the probes and the viewer shell, which holds no data
+        for path in ("/v1/live", "/v1/health", "/", "/static/viewer.js"):
             assert http.get(path).status_code == 200, path
         frame = http.get(
             f"/v1/races/{race_id}/frames/0", headers={"Authorization": f"Bearer {TOKEN}"}
@@ -187,3 +190,26 @@ def test_missing_store_is_503(tmp_path: Path) -> None:
         assert r.status_code == 503
         assert r.json()["error"] == "StoreError"
         assert "not a replay store" in r.json()["detail"]
+
+
+def test_live_answers_while_the_store_is_gone_and_health_does_not(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    replay.open_store(store)
+    with (
+        ThreadServer(Settings(store=store, token=TOKEN)) as server,
+        httpx.Client(base_url=server.url, timeout=5) as http,
+    ):
+        assert http.get("/v1/health").status_code == 200  # the store is open from here on
+        shutil.rmtree(store)
+        for _ in range(3):
+            started = time.perf_counter()
+            live = http.get("/v1/live")  # no token, no storage
+            assert time.perf_counter() - started < 0.5
+            assert live.status_code == 200
+            assert live.json()["status"] == "ok"
+        ready = http.get("/v1/health")
+        assert ready.status_code == 503
+        assert ready.json()["error"] == "StoreError"
+        assert f"{store} is no longer a replay store" in ready.json()["detail"]
+        replay.open_store(store)  # back: ready again, without a restart
+        assert http.get("/v1/health").status_code == 200
