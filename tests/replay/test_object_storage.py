@@ -2,8 +2,8 @@
 
 Races are written with the `Writer` into ``s3://``, read back by plain zarr-python
 (``zarr.storage.ObjectStore`` over its own obstore client), by the race reader and
-by a sampler, served by the service, and survive a SIGKILLed writer. The
-`ByteStorage` contract runs against both `LocalStorage` and `ObjectStorage`.
+by a sampler, served by the service, and survive a SIGKILLed writer. `ObjectStorage`
+runs the shared `ByteStorage` contract (storage_contract.py), as `LocalStorage` does.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from s3_server import s3_env_fixture, s3_server_fixture, s3_url_fixture  # noqa: F401
+from storage_contract import ByteStorageContract
 
 import replay
 from replay.bench.seaweedfs import SeaweedFS
 from replay.errors import ReadOnlyStoreError, StoreError
-from replay.storage import TEMP_PREFIX, ByteStorage, LocalStorage
+from replay.storage import TEMP_PREFIX, ByteStorage
 
 pytestmark = pytest.mark.s3
 CHILD = Path(__file__).with_name("writer_child.py")
@@ -62,47 +63,15 @@ def plain_zarr_group(s3_server: SeaweedFS, url: str) -> Any:
     return zarr.open_group(store=zarr.storage.ObjectStore(client, read_only=True), mode="r")
 
 
-# -- the ByteStorage contract, on disk and on S3 ----------------------------------------------
+# -- the ByteStorage contract, on S3 (tests/replay/test_storage.py runs it on disk) ----------
 
 
-@pytest.fixture(params=["local", "s3"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> ByteStorage:
-    if request.param == "local":
-        return LocalStorage(tmp_path / "bytes")
-    from replay.object_storage import ObjectStorage
+class TestObjectStorage(ByteStorageContract):
+    @pytest.fixture
+    def storage(self, s3_url: str) -> ByteStorage:
+        from replay.object_storage import ObjectStorage
 
-    return ObjectStorage(request.getfixturevalue("s3_url"))
-
-
-def test_byte_storage_contract(storage: Any) -> None:
-    blob = bytes(range(256)) * 40
-    assert not storage.exists("a/b/c")
-    with pytest.raises(FileNotFoundError):
-        storage.read("a/b/c")
-    with pytest.raises(FileNotFoundError):
-        storage.size("a/b/c")
-    storage.write("a/b/c", blob)
-    storage.write("a/b/c", blob)  # replacing is fine
-    storage.write("a/d", b"xy")
-    assert storage.exists("a/b/c")
-    assert storage.read("a/b/c") == blob
-    assert storage.size("a/b/c") == len(blob)
-    ranges = [(0, 10), (5000, 300), (10, 1), (len(blob) - 4, 4)]
-    assert storage.read_ranges("a/b/c", ranges) == [blob[o : o + n] for o, n in ranges]
-    assert storage.read_ranges("a/b/c", [(-20, 20), (-20, 5)]) == [blob[-20:], blob[-20:-15]]
-    with pytest.raises((EOFError, OSError)):
-        storage.read_ranges("a/b/c", [(len(blob) - 4, 8)])
-    assert storage.list_dir("a") == ["b", "d"]
-    assert storage.list_dir("") == ["a"]
-    assert storage.list_dir("nothing") == []
-    assert sorted(storage.walk_sizes("a")) == [("a/b/c", len(blob)), ("a/d", 2)]
-    storage.delete("a/d")
-    storage.delete("a/d")  # absent: no error
-    assert storage.list_dir("a") == ["b"]
-    storage.delete_tree("a")
-    assert list(storage.walk_sizes("")) == []
-    assert not storage.exists("a/b/c")
-    # (SeaweedFS may still list the emptied "a" as a prefix until its directory cleanup)
+        return ObjectStorage(s3_url)
 
 
 def test_read_only_object_storage_refuses_writes(s3_url: str) -> None:
