@@ -2,7 +2,8 @@
 
 `served_store` is a store written by the `Writer` from the session's real
 CarRacing frames (three races). `server` runs ``replay serve`` on it in its own
-process on 127.0.0.1 and a free port (uvicorn, exactly as users run it).
+process on 127.0.0.1 and a free port (uvicorn, exactly as users run it), with
+`service.process.ServerProcess`, the class the benchmarks and soaks use.
 `service_helpers.ThreadServer` runs an app in a thread of the test process, for
 tests that need their own settings (a token) or their own store.
 """
@@ -17,9 +18,10 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
-from service_helpers import RACES, ServerProcess, start_server_process, stop_process, write_race
+from service_helpers import RACES, write_race
 
 import replay
+from service.process import ServerProcess
 
 
 @pytest.fixture(scope="session")
@@ -44,9 +46,8 @@ def served_store(
 @pytest.fixture(scope="session")
 def server(served_store: Path) -> Iterator[ServerProcess]:
     """``replay serve`` on the served store, without a token; decoded batches up to 64 MB."""
-    proc = start_server_process(served_store, env={"REPLAY_MAX_DECODED_BYTES": str(64 << 20)})
-    yield proc
-    stop_process(proc.process)
+    with ServerProcess(served_store, env={"REPLAY_MAX_DECODED_BYTES": str(64 << 20)}) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="session")

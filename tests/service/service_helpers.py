@@ -1,20 +1,16 @@
-"""Helpers of the service tests: the served store's layout, servers in a child
-process or a thread, a raw HTTP GET that sends paths byte for byte, and damage
-done to a store on disk (the way a flipped bit or a bad write would)."""
+"""Helpers of the service tests: the served store's layout, a server in a thread
+(`service.process.ServerProcess` runs one in a child process), a raw HTTP GET that
+sends paths byte for byte, and damage done to a store on disk (the way a flipped
+bit or a bad write would)."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 import uvicorn
@@ -55,66 +51,6 @@ def write_race(
                 terminated=step == len(frames) - 1,
             )
     return w.race_id
-
-
-@dataclass
-class ServerProcess:
-    """``replay serve`` running in a child process."""
-
-    url: str
-    process: subprocess.Popen[str]
-
-    def rss(self) -> int:
-        """Resident memory of the server process, in bytes."""
-        import psutil
-
-        return int(psutil.Process(self.process.pid).memory_info().rss)
-
-
-def start_server_process(
-    store: Path, *args: str, env: dict[str, str] | None = None
-) -> ServerProcess:
-    """Start ``python -m service.cli STORE --port 0 ...`` and wait until it answers."""
-    command = [sys.executable, "-m", "service.cli", str(store), "--port", "0"]
-    process = subprocess.Popen(
-        [*command, "--log-level", "warning", *args],
-        stdout=subprocess.PIPE,
-        stderr=None,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if "serving" not in line:
-        process.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
-    url = line.split(" at ")[1].split()[0].rstrip("/")
-    wait_healthy(url)
-    return ServerProcess(url, process)
-
-
-def wait_healthy(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not become healthy")
-        time.sleep(0.05)
-
-
-def stop_process(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 class ThreadServer:

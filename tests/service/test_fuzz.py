@@ -15,9 +15,9 @@ import hypothesis.errors
 import pytest
 import schemathesis
 from schemathesis import GenerationMode
-from service_helpers import ServerProcess
 
 import replay
+from service.process import ServerProcess
 
 EXAMPLES = 20
 

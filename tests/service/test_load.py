@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import ServerProcess
 
 import replay
 from replay.client import Client
+from service.process import ServerProcess
 
 SECONDS = 4.0
 #: Resident memory the service may reach under this load (code ~110 MB + batches in flight).

@@ -3,19 +3,18 @@ mid-response, and secrets that must never reach the logs."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
-from service_helpers import wait_healthy
 
 from replay.client import Client
+from service.process import ServerProcess
 
 
 def free_port() -> int:
@@ -24,34 +23,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(
-    store: Path, port: int, *args: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    """``replay serve`` on a fixed port, its output captured; returns once healthy."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", str(store), "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}")
-    except RuntimeError:
-        process.kill()
-        raise
-    return process
-
-
-def stop(process: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
-    process.send_signal(sig)
-    out, _ = process.communicate(timeout=30)
-    return out
+def serve(store: Path, port: int, *args: str, **options: Any) -> ServerProcess:
+    """``replay serve`` on a fixed port (to restart on it), its log collected in `output()`."""
+    return ServerProcess(store, *args, port=port, stderr=subprocess.STDOUT, **options)
 
 
 def test_service_restart_during_sampling_is_invisible_to_the_client(served_store: Path) -> None:
     port = free_port()
-    server = serve(served_store, port, "--log-level", "warning")
+    server = serve(served_store, port)
     batches: list[float] = []
     errors: list[BaseException] = []
     done = threading.Event()
@@ -72,24 +51,24 @@ def test_service_restart_during_sampling_is_invisible_to_the_client(served_store
     try:
         while len(batches) < 3:
             time.sleep(0.05)
-        stop(server, signal.SIGKILL)  # crash, mid-sampling
+        server.close(signal.SIGKILL)  # crash, mid-sampling
         killed_at = time.monotonic()
         time.sleep(0.3)
-        server = serve(served_store, port, "--log-level", "warning")
+        server = serve(served_store, port)
         deadline = time.monotonic() + 30
         while not [t for t in batches if t > killed_at] and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         done.set()
         thread.join(timeout=60)
-        stop(server)
+        server.close()
     assert errors == []
     assert [t for t in batches if t > killed_at], "no batch after the restart"
 
 
 def test_clients_hanging_up_mid_response_leave_the_service_healthy(served_store: Path) -> None:
     port = free_port()
-    server = serve(served_store, port, "--log-level", "warning")
+    server = serve(served_store, port)
     try:
         body = b'{"kind": "uniform", "batch_size": 32}'
         request = (
@@ -106,15 +85,15 @@ def test_clients_hanging_up_mid_response_leave_the_service_healthy(served_store:
             assert batch.frames.shape[0] == 16
             assert client.health()["status"] == "ok"
     finally:
-        output = stop(server)
-    assert "Traceback" not in output
+        server.close()
+    assert "Traceback" not in server.output()
 
 
 def test_the_token_never_reaches_the_logs(served_store: Path) -> None:
     token = "s3cr3t-token-4c1e9b"
     port = free_port()
     server = serve(
-        served_store, port, "--access-log", "--log-level", "debug", env={"REPLAY_TOKEN": token}
+        served_store, port, "--access-log", log_level="debug", env={"REPLAY_TOKEN": token}
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -132,6 +111,7 @@ def test_the_token_never_reaches_the_logs(served_store: Path) -> None:
         with Client(url, token=token) as client:
             client.sample(batch_size=2)
     finally:
-        output = stop(server)
+        server.close()
+    output = server.output()
     assert "GET /v1/races" in output  # the access log did run
     assert token not in output

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_helpers import ServerProcess, ThreadServer
+from service_helpers import ThreadServer
 
 import replay
+from service.process import ServerProcess
 from service.settings import Settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
