@@ -28,10 +28,10 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,30 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 #: Attempts to draw a batch that avoids known-corrupt frames before giving up.
 MAX_REDRAWS = 100
+R = TypeVar("R")
+
+
+class Skipped(NamedTuple):
+    """A damaged place a ``skip_corrupt`` sampler skipped: a whole shard (`step` None), or
+    one frame. ``str()`` gives ``race:shard`` or ``race:shard:step``."""
+
+    race_id: str
+    shard: int
+    step: int | None
+
+    def __str__(self) -> str:
+        return f"{self.race_id}:{self.shard}" + ("" if self.step is None else f":{self.step}")
+
+
+@dataclass(frozen=True)
+class Drawn(Generic[R]):
+    """One batch clear of damaged data (`Sampler.draw`): its keys, its stored bytes,
+    what the decode function made of them, and the damaged places skipped to get it."""
+
+    keys: SampleKeys
+    encoded: EncodedBatch
+    decoded: R
+    skipped: list[Skipped]
 
 
 @dataclass(frozen=True)
@@ -245,6 +269,24 @@ class Sampler:
         device = device or self.device
         out = out or self.out
         transform = transform if transform is not None else self.transform
+        drawn = self.draw(
+            lambda encoded: batch_mod.decode_frames(encoded, device=device, transform=transform)
+        )
+        return batch_mod.make_batch(
+            drawn.keys, drawn.decoded, drawn.encoded.steps, out=out, transform=transform
+        )
+
+    def draw(self, decode: Callable[[EncodedBatch], tuple[R, list[int]]]) -> Drawn[R]:
+        """Draw keys, fetch their stored bytes and `decode` them, past damaged data.
+
+        `decode` returns its result and the flat indices of the frames that did not
+        decode. `sample` is `draw` with the batch decoder; the service draws with
+        none (its client decodes) or its own view. A race evicted since the last
+        refresh is redrawn. A damaged shard or frame raises `CorruptDataError`, or
+        with ``skip_corrupt`` is remembered (never drawn again, priority zero,
+        `stats().corrupt_skipped`), named in `Drawn.skipped`, and the batch redrawn.
+        """
+        skipped: list[Skipped] = []
         for _ in range(MAX_REDRAWS):
             keys = self.sample_keys()
             try:
@@ -256,20 +298,24 @@ class Sampler:
                     raise
                 # a shard whose table could not be read is lost whole; else one frame is
                 entry = self.index.entry(e.race_id) if e.race_id in self.index else None
-                self._mark_bad(e, shard=entry is None or e.shard not in entry.tables)
+                whole = entry is None or e.shard not in entry.tables or e.step is None
+                skipped.append(self._mark_bad(e, whole=whole))
                 continue
-            frames, failed = batch_mod.decode_frames(encoded, device=device, transform=transform)
+            decoded, failed = decode(encoded)
             if failed:
-                errors = [batch_mod.corrupt_frame_error(encoded, i) for i in failed]
+                # a frame drawn twice in one batch is one damaged place
+                errors: dict[tuple[str, int | None], CorruptDataError] = {}
+                for i in failed:
+                    error = batch_mod.corrupt_frame_error(encoded, i)
+                    errors.setdefault((error.race_id, error.step), error)
                 if not self.skip_corrupt:
-                    raise errors[0]
-                for error in errors:
-                    self._mark_bad(error, shard=False)
+                    raise next(iter(errors.values()))
+                skipped += [self._mark_bad(error, whole=False) for error in errors.values()]
                 continue
             with self._lock:
                 self._batches += 1
                 self._items += keys.batch_size
-            return batch_mod.make_batch(keys, frames, encoded.steps, out=out, transform=transform)
+            return Drawn(keys, encoded, decoded, skipped)
         raise SamplingError(f"no batch clear of corrupt data after {MAX_REDRAWS} tries")
 
     def _evicted(self, race_id: str) -> bool:
@@ -281,28 +327,32 @@ class Sampler:
             self.refresh()
         return True
 
-    def _mark_bad(self, e: CorruptDataError, *, shard: bool) -> None:
+    def _mark_bad(self, e: CorruptDataError, *, whole: bool) -> Skipped:
+        """Never draw this shard (`whole`) or frame again; zero its items' priorities."""
+        step = None if whole else e.step  # None: the whole shard
         with self._lock:
             self._skipped += 1
-            if shard or e.step is None:
+            if step is None:
                 self._bad_shards.add((e.race_id, e.shard))
             else:
-                self._bad_frames.add((e.race_id, e.step))
+                self._bad_frames.add((e.race_id, step))
             if isinstance(self.selector, Prioritized):
                 entry = self.index.entry(e.race_id)
+                size = entry.info.shard_size
                 steps = (
-                    range(e.shard * entry.info.shard_size, (e.shard + 1) * entry.info.shard_size)
-                    if shard or e.step is None
-                    else range(e.step, e.step + 1)
+                    range(e.shard * size, (e.shard + 1) * size)
+                    if step is None
+                    else range(step, step + 1)
                 )
                 keys = {
                     (e.race_id, start)
-                    for step in steps
-                    for start in range(step - self.span + 1, step + 1)
-                    if start >= 0 and (step - start) % self.stride == 0
+                    for bad in steps
+                    for start in range(bad - self.span + 1, bad + 1)
+                    if start >= 0 and (bad - start) % self.stride == 0
                 }
                 self.selector.zero(sorted(keys))
         log.warning("skipping corrupt data: %s", e)
+        return Skipped(e.race_id, e.shard, step)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.batches()

@@ -17,8 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,11 +25,11 @@ from fastapi import APIRouter, HTTPException, Response
 from starlette.types import Receive, Scope, Send
 
 from replay import protocol
-from replay.batch import EncodedBatch, corrupt_frame_error, decode_frames
+from replay.batch import EncodedBatch, decode_frames
 from replay.client import CORRUPT_SKIPPED_HEADER as SKIPPED_HEADER
 from replay.client import CORRUPT_WHERE_HEADER as WHERE_HEADER
-from replay.errors import CorruptDataError, ReplayError, SamplingError
-from replay.samplers import MAX_REDRAWS, Sampler
+from replay.errors import ReplayError
+from replay.samplers import Drawn, Sampler, Skipped
 from replay.store import Store
 from replay.transform import Transform
 from service.deps import Authorized, SettingsDep, StateDep, StoreDep
@@ -44,6 +43,8 @@ router = APIRouter(prefix="/v1", tags=["sample"], dependencies=[Authorized])
 BUSY_TIMEOUT_S = 30.0
 #: Places named in `WHERE_HEADER` at most (the count is always exact).
 MAX_WHERE = 20
+#: What a ``decoded`` view adds to a batch: (B*L, H, W, C) uint8 pixels, or None.
+Pixels = npt.NDArray[np.uint8] | None
 
 
 class SlotResponse(Response):
@@ -138,71 +139,20 @@ def _view(req: SampleRequest, encoded: EncodedBatch, settings: Settings) -> Tran
     return t
 
 
-class Skipped(NamedTuple):
-    """A damaged place a ``skip_corrupt`` draw skipped: a whole shard (`step` None) or a frame."""
+def draw(entry: Cached[Sampler], req: SampleRequest, settings: Settings) -> Drawn[Pixels]:
+    """A batch from the cached sampler (`Sampler.draw`): keys, stored bytes, and pixels
+    for a ``decoded`` view. The client decodes stored frames itself, so without a view
+    nothing is decoded here; the reader has CRC32C-checked every stored frame."""
 
-    race_id: str
-    shard: int
-    step: int | None
+    def decode(encoded: EncodedBatch) -> tuple[Pixels, list[int]]:
+        if req.decoded is None:
+            return None, []
+        return decode_frames(encoded, transform=_view(req, encoded, settings))
 
-    def __str__(self) -> str:
-        return f"{self.race_id}:{self.shard}" + ("" if self.step is None else f":{self.step}")
-
-
-@dataclass(frozen=True)
-class Drawn:
-    """One batch ready to pack, and the damaged places skipped to get it."""
-
-    encoded: EncodedBatch
-    pixels: npt.NDArray[np.uint8] | None
-    skipped: list[Skipped]
-
-
-def draw(entry: Cached[Sampler], req: SampleRequest, settings: Settings) -> Drawn:
-    """A batch from the cached sampler: keys, their stored bytes, and pixels for `decoded`.
-
-    This is `Sampler.sample`'s loop, stopped before the decode the client does
-    itself: a race evicted since the last refresh is redrawn; damaged data raises
-    `CorruptDataError` (409), or with ``skip_corrupt`` is handed to the sampler's
-    own bookkeeping (never drawn again, priority zero, `stats().corrupt_skipped`)
-    and the batch redrawn. Stored frames are CRC32C-checked by the reader; frames
-    the service decodes (`decoded`) are checked by decoding.
-    """
-    sampler = entry.value
-    skipped: list[Skipped] = []
-    for _ in range(MAX_REDRAWS):
-        with entry.lock:  # one draw at a time per sampler: a seeded stream stays in order
-            keys = sampler.sample_keys()
-        try:
-            encoded = sampler.fetch(keys)
-        except CorruptDataError as e:
-            # The sampler's own methods, so the service keeps no second list of bad data.
-            if sampler._evicted(e.race_id):
-                continue
-            if not req.skip_corrupt:
-                raise
-            # a shard whose table could not be read is lost whole; else one frame is
-            race = sampler.index.entry(e.race_id) if e.race_id in sampler.index else None
-            whole = race is None or e.shard not in race.tables or e.step is None
-            sampler._mark_bad(e, shard=whole)
-            skipped.append(Skipped(e.race_id, e.shard, None if whole else e.step))
-            continue
-        pixels = None
-        if req.decoded is not None:
-            pixels, failed = decode_frames(encoded, transform=_view(req, encoded, settings))
-            if failed:
-                errors = [corrupt_frame_error(encoded, i) for i in failed]
-                if not req.skip_corrupt:
-                    raise errors[0]
-                # a frame drawn twice in one batch is one damaged place
-                for error in {(e.race_id, e.step): e for e in errors}.values():
-                    sampler._mark_bad(error, shard=False)
-                    skipped.append(Skipped(error.race_id, error.shard, error.step))
-                continue
-        with entry.lock:
-            entry.uses += 1
-        return Drawn(encoded, pixels, skipped)
-    raise SamplingError(f"no batch clear of corrupt data after {MAX_REDRAWS} tries")
+    drawn = entry.value.draw(decode)
+    with entry.lock:
+        entry.uses += 1
+    return drawn
 
 
 def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
@@ -249,7 +199,7 @@ def sample(req: SampleRequest, store: StoreDep, settings: SettingsDep, state: St
     try:  # the slot is held until the body is sent (or the request fails)
         with borrow_sampler(store, state, sampler_params(req)) as entry:
             drawn = draw(entry, req, settings)
-        body = b"".join(protocol.pack(drawn.encoded, drawn.pixels))
+        body = b"".join(protocol.pack(drawn.encoded, drawn.decoded))
     except BaseException:
         state.batch_slots.release()
         raise
