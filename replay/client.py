@@ -61,11 +61,6 @@ RETRYABLE = (
     httpx.WriteError,
     httpx.PoolTimeout,
 )
-#: Response headers of ``POST /v1/sample`` with ``skip_corrupt``: how many damaged
-#: shards and frames the service skipped for the batch, and which
-#: (``race:shard`` for a whole shard, ``race:shard:step`` for one frame).
-CORRUPT_SKIPPED_HEADER = "Replay-Corrupt-Skipped"
-CORRUPT_WHERE_HEADER = "Replay-Corrupt-Where"
 
 
 class ServiceError(ReplayError):
@@ -361,16 +356,16 @@ class Client:
 
     def _count_skipped(self, response: httpx.Response) -> None:
         """Log and count what the service skipped for a ``skip_corrupt`` batch."""
-        raw = response.headers.get(CORRUPT_SKIPPED_HEADER, "0")
+        raw = response.headers.get(protocol.CORRUPT_SKIPPED_HEADER, "0")
         try:
             n = int(raw)
         except ValueError:
             raise protocol.ProtocolError(
-                f"{CORRUPT_SKIPPED_HEADER}: {raw!r} is not a count"
+                f"{protocol.CORRUPT_SKIPPED_HEADER}: {raw!r} is not a count"
             ) from None
         if n <= 0:
             return
-        where = response.headers.get(CORRUPT_WHERE_HEADER, "")
+        where = response.headers.get(protocol.CORRUPT_WHERE_HEADER, "")
         log.warning("the service skipped %d damaged shards or frames: %s", n, where)
         with self._skipped_lock:
             self.corrupt_skipped += n

@@ -37,6 +37,11 @@ from replay.batch import EncodedBatch, SampleKeys
 from replay.errors import ReplayError
 
 MEDIA_TYPE: Final = "application/vnd.replay.batch.v1"
+#: Response headers of ``POST /v1/sample`` with ``skip_corrupt``: how many damaged
+#: shards and frames the service skipped for the batch, and which
+#: (``race:shard`` for a whole shard, ``race:shard:step`` for one frame).
+CORRUPT_SKIPPED_HEADER: Final = "Replay-Corrupt-Skipped"
+CORRUPT_WHERE_HEADER: Final = "Replay-Corrupt-Where"
 MAGIC: Final = b"RPLB"
 VERSION: Final = 1
 PREFIX: Final = struct.Struct("<4sI")

@@ -26,8 +26,6 @@ from starlette.types import Receive, Scope, Send
 
 from replay import protocol
 from replay.batch import EncodedBatch, decode_frames
-from replay.client import CORRUPT_SKIPPED_HEADER as SKIPPED_HEADER
-from replay.client import CORRUPT_WHERE_HEADER as WHERE_HEADER
 from replay.errors import ReplayError
 from replay.samplers import Drawn, Sampler, Skipped
 from replay.store import Store
@@ -41,7 +39,7 @@ router = APIRouter(prefix="/v1", tags=["sample"], dependencies=[Authorized])
 
 #: How long a /v1/sample request waits for a free batch slot before a 503.
 BUSY_TIMEOUT_S = 30.0
-#: Places named in `WHERE_HEADER` at most (the count is always exact).
+#: Places named in `protocol.CORRUPT_WHERE_HEADER` at most (the count is always exact).
 MAX_WHERE = 20
 #: What a ``decoded`` view adds to a batch: (B*L, H, W, C) uint8 pixels, or None.
 Pixels = npt.NDArray[np.uint8] | None
@@ -160,9 +158,10 @@ def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
 
     A place without a step is a whole shard (its index unreadable); with one, one frame.
     """
-    headers = {SKIPPED_HEADER: str(len(skipped))}
+    headers = {protocol.CORRUPT_SKIPPED_HEADER: str(len(skipped))}
     if skipped:
-        headers[WHERE_HEADER] = ", ".join(str(place) for place in skipped[:MAX_WHERE])
+        where = ", ".join(str(place) for place in skipped[:MAX_WHERE])
+        headers[protocol.CORRUPT_WHERE_HEADER] = where
     return headers
 
 
@@ -175,11 +174,11 @@ def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
             "content": {protocol.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
             "description": "One batch in the format of docs/protocol.md.",
             "headers": {
-                SKIPPED_HEADER: {
+                protocol.CORRUPT_SKIPPED_HEADER: {
                     "description": "With skip_corrupt: damaged shards and frames skipped.",
                     "schema": {"type": "integer"},
                 },
-                WHERE_HEADER: {
+                protocol.CORRUPT_WHERE_HEADER: {
                     "description": "With skip_corrupt: which (race:shard, or race:shard:step "
                     f"for one frame; the first {MAX_WHERE}).",
                     "schema": {"type": "string"},

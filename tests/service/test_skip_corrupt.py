@@ -22,7 +22,8 @@ from service_helpers import (
 import replay
 from replay import protocol
 from replay.batch import EncodedBatch, decode_batch
-from replay.client import CORRUPT_SKIPPED_HEADER, CORRUPT_WHERE_HEADER, Client
+from replay.client import Client
+from replay.protocol import CORRUPT_SKIPPED_HEADER, CORRUPT_WHERE_HEADER
 from service.settings import Settings
 
 SHARD_SIZE = 8
