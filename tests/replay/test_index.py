@@ -1,7 +1,8 @@
-"""The index: refresh, cached shard tables, committed lengths, memory per frame."""
+"""The index: refresh, cached shard tables, committed lengths, memory per frame, filters."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import time
@@ -166,3 +167,53 @@ def test_filters_of_final_races_are_decided_once(tmp_path: Path) -> None:
     index.refresh()
     assert [e.race_id for e in index.entries] == [b]
     assert storage.reads[meta_key(a)] == 1
+
+
+# -- filters -----------------------------------------------------------------------------
+
+
+def test_filters_match_env_map_policy_and_ids(tmp_path: Path) -> None:
+    store, (race_id,) = make_store(tmp_path / "s", [2], env="CarRacing-v3", map="m1", policy="p")
+    info = store.race(race_id).info
+    assert replay.Filters().matches(info)
+    assert replay.Filters(env="CarRacing-v3", map=["m0", "m1"], policy=("p",)).matches(info)
+    assert replay.Filters(race_ids=[race_id]).matches(info)
+    for no in (
+        replay.Filters(env="ViZDoom"),
+        replay.Filters(env=["CarRacing"]),  # whole names only
+        replay.Filters(map="m2"),
+        replay.Filters(policy=[]),
+        replay.Filters(race_ids=["0" * 26]),
+        replay.Filters(env="CarRacing-v3", map="m2"),  # every filter must pass
+    ):
+        assert not no.matches(info), no
+
+
+def test_filters_by_start_time(tmp_path: Path) -> None:
+    store, (race_id,) = make_store(tmp_path / "s", [2])
+    info = store.race(race_id).info
+    started = dt.datetime.fromisoformat(info.started_at)
+    second = dt.timedelta(seconds=1)
+    assert replay.Filters(since=started, until=started + second).matches(info)  # since <=
+    assert not replay.Filters(until=started).matches(info)  # < until
+    assert not replay.Filters(since=started + second).matches(info)
+    assert replay.Filters(since=info.started_at).matches(info)  # ISO strings work too
+    in_paris = started.astimezone(dt.timezone(dt.timedelta(hours=2)))
+    assert replay.Filters(since=in_paris.isoformat()).matches(info)
+    assert not replay.Filters(until=in_paris).matches(info)
+    naive = started.replace(tzinfo=None)  # a time without a zone is UTC
+    assert replay.Filters(since=naive, until=naive + second).matches(info)
+    assert not replay.Filters(since=naive + second).matches(info)
+
+
+def test_filters_from_dicts_and_bad_input() -> None:
+    assert replay.Filters.of(None) == replay.Filters()
+    f = replay.Filters(env="e")
+    assert replay.Filters.of(f) is f
+    assert replay.Filters.of({"env": "e", "map": ["a"]}) == replay.Filters(env="e", map=["a"])
+    with pytest.raises(ValueError, match=r"unknown filter\(s\) \['speed', 'track'\]; known: \["):
+        replay.Filters.of({"track": "x", "speed": 1, "env": "e"})
+    with pytest.raises(ValueError, match="since must be an ISO 8601 time, got 'yesterday'"):
+        replay.Filters(since="yesterday")
+    with pytest.raises(ValueError, match="until must be an ISO 8601 time, got 1700000000"):
+        replay.Filters(until=1700000000)  # type: ignore[arg-type]
