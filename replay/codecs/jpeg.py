@@ -45,7 +45,7 @@ class JpegCodec(ArrayBytesCodec):
         encoded_color_space: str = "ycbcr",
         subsampling: object = "420",
     ) -> None:
-        if not isinstance(quality, int) or not 1 <= quality <= 100:
+        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
             raise ValueError(f"jpeg: quality must be an integer in 1..100, got {quality!r}")
         if encoded_color_space != "ycbcr":
             raise ValueError(

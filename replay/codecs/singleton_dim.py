@@ -8,16 +8,18 @@ applied in order when encoding and undone in reverse when decoding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from zarr.abc.codec import ArrayArrayCodec
 from zarr.core.array_spec import ArraySpec
+from zarr.core.chunk_grids import ChunkGrid, RegularChunkGrid
 from zarr.core.common import JSON, parse_named_configuration
 
 if TYPE_CHECKING:
     from typing import Self
 
     from zarr.core.buffer import NDBuffer
+    from zarr.core.dtype import ZDType
 
 NAME = "singleton_dim"
 
@@ -38,9 +40,11 @@ def _parse_operations(data: object) -> tuple[tuple[str, int], ...]:
     return tuple(ops)
 
 
-def _apply(shape: tuple[int, ...], kind: str, axis: int) -> tuple[int, ...]:
+def _apply(
+    shape: tuple[int, ...], kind: str, axis: int, *, lengths: bool = True
+) -> tuple[int, ...]:
     if kind == "remove":
-        if axis >= len(shape) or shape[axis] != 1:
+        if axis >= len(shape) or (lengths and shape[axis] != 1):
             raise ValueError(f"singleton_dim: axis {axis} of chunk shape {shape} is not length 1")
         return shape[:axis] + shape[axis + 1 :]
     if axis > len(shape):
@@ -69,9 +73,9 @@ class SingletonDimCodec(ArrayArrayCodec):
         ops: list[JSON] = [{kind: axis} for kind, axis in self.operations]
         return {"name": NAME, "configuration": {"operations": ops}}
 
-    def _shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def _shape(self, shape: tuple[int, ...], *, lengths: bool = True) -> tuple[int, ...]:
         for kind, axis in self.operations:
-            shape = _apply(shape, kind, axis)
+            shape = _apply(shape, kind, axis, lengths=lengths)
         return shape
 
     def resolve_metadata(self, chunk_spec: ArraySpec) -> ArraySpec:
@@ -84,8 +88,18 @@ class SingletonDimCodec(ArrayArrayCodec):
         )
 
     def evolve_from_array_spec(self, array_spec: ArraySpec) -> Self:
-        self._shape(array_spec.shape)  # raises on a mismatch
+        # zarr passes the array's spec here (the chunk's only inside sharding_indexed),
+        # so only the number of axes can be checked; `validate` checks the lengths.
+        self._shape(array_spec.shape, lengths=False)
         return self
+
+    def validate(
+        self, *, shape: tuple[int, ...], dtype: ZDType[Any, Any], chunk_grid: ChunkGrid
+    ) -> None:
+        # As an array's own filter the chunks are the grid's; inside sharding_indexed
+        # zarr does not call this, and a length mismatch is an error on the first write.
+        if isinstance(chunk_grid, RegularChunkGrid):
+            self._shape(chunk_grid.chunk_shape)  # raises on a mismatch
 
     def _decode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer:
         return chunk_array.reshape(chunk_spec.shape)
