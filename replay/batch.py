@@ -217,6 +217,8 @@ def decode_frames(
     else:
         flat = _host_buffers.get((len(blobs), *shape), np.dtype(dtype))
         failed = _decode_host(blobs, encoded, t, flat)
+    if failed:  # zeros, not a recycled buffer's earlier batch or a transform of black
+        flat[failed] = 0
     return flat.reshape(keys.batch_size, keys.seq_len, *shape), failed
 
 

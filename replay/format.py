@@ -52,7 +52,7 @@ DEFAULT_QUALITY: Final = 90
 
 def is_race_id(value: str) -> bool:
     """True for a well-formed race id (never a path: no '/', '.', or lowercase)."""
-    return bool(RACE_ID_PATTERN.match(value))
+    return RACE_ID_PATTERN.fullmatch(value) is not None
 
 
 def race_key(race_id: str) -> str:

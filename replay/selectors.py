@@ -248,7 +248,8 @@ class Prioritized:
         if len(p) != len(keys):
             raise ValueError(f"{len(keys)} keys but {len(p)} priorities")
         if not np.all(np.isfinite(p)) or np.any(p < 0):
-            raise ValueError(f"priorities must be finite and >= 0, got {p[~(p >= 0)][:4]}...")
+            bad = p[~(np.isfinite(p) & (p >= 0))]
+            raise ValueError(f"priorities must be finite and >= 0, got {bad[:4].tolist()}")
         leaves, where = self.leaves(keys)
         if leaves:
             self.tree.set(np.asarray(leaves), p[where] ** self.alpha)

@@ -83,6 +83,8 @@ class LocalStorage:
             out = []
             for offset, nbytes in ranges:
                 start = size + offset if offset < 0 else offset
+                if start < 0:  # a tail longer than the file (cut short inside its index)
+                    raise EOFError(f"{key}: wanted the last {-offset} bytes, got {size}")
                 data = os.pread(fd, nbytes, start)
                 if len(data) != nbytes:
                     raise EOFError(f"{key}: wanted {nbytes} bytes at {start}, got {len(data)}")

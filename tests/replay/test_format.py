@@ -53,12 +53,6 @@ def test_race_ids_are_ulids_and_never_paths(store: tuple[Path, replay.Race]) -> 
         assert not fmt.is_race_id(bad), bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="RACE_ID_PATTERN ends in '$' and is used with re.match, and '$' also matches "
-    "before a trailing newline: is_race_id accepts a well-formed id followed by '\\n'",
-)
 def test_a_trailing_newline_is_not_a_race_id(store: tuple[Path, replay.Race]) -> None:
     _, race = store
     assert not fmt.is_race_id(race.race_id + "\n")

@@ -104,13 +104,6 @@ def test_ranges_and_listing_edge_cases(tmp_path: Path) -> None:
     assert repr(storage) == f"LocalStorage({str(tmp_path)!r})"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="LocalStorage.read_ranges passes a negative start to os.pread when a tail read is "
-    "longer than the file (a shard truncated inside its index): OSError EINVAL 'Invalid "
-    "argument' instead of EOFError naming the key and sizes, as ObjectStorage raises",
-)
 def test_a_tail_longer_than_the_file_is_a_clear_eof_error(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     storage.write("races/R/frames/c/0/0/0/0", b"short")
