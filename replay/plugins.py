@@ -4,7 +4,8 @@ Commands that need optional packages live in `capture` and `service`, which
 `replay` never imports: they register under an entry point group (``replay.commands``
 for top-level commands, ``replay.bench`` for benchmarks) and `PluginGroup` loads them
 when asked. A plugin whose extra is missing still shows in ``--help`` and, when run,
-says which extra to install.
+says which extra to install; a broken plugin (not a click command) says so when run
+and never takes ``--help`` down with it.
 """
 
 from __future__ import annotations
@@ -37,18 +38,24 @@ class PluginGroup(click.Group):
         try:
             loaded = ep.load()
         except ImportError as e:
-            return _missing_extra_command(cmd_name, ep.value.split(".")[0], e)
+            extra = ep.value.split(".")[0]
+            return _unusable_command(
+                cmd_name,
+                f"(needs: pip install 'replay[{extra}]')",
+                f"'{cmd_name}' needs optional packages that are not installed ({e}). "
+                f"Install them with: pip install 'replay[{extra}]'",
+            )
         if not isinstance(loaded, click.Command):
-            raise click.ClickException(f"plugin {ep.value} is not a click command")
+            message = f"plugin {ep.value} is not a click command"
+            return _unusable_command(cmd_name, f"(broken: {message})", message)
         return loaded
 
 
-def _missing_extra_command(name: str, extra: str, error: ImportError) -> click.Command:
-    @click.command(name=name, help=f"(needs: pip install 'replay[{extra}]')")
-    def missing() -> None:
-        raise click.ClickException(
-            f"'{name}' needs optional packages that are not installed ({error}). "
-            f"Install them with: pip install 'replay[{extra}]'"
-        )
+def _unusable_command(name: str, help: str, error: str) -> click.Command:
+    """A stand-in listed under `help` that fails with `error` when run."""
 
-    return missing
+    @click.command(name=name, help=help)
+    def unusable() -> None:
+        raise click.ClickException(error)
+
+    return unusable

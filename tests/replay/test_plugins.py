@@ -99,6 +99,10 @@ def test_a_plugin_that_is_not_a_command_is_refused() -> None:
     result = CliRunner().invoke(make_cli(BAD_GROUP), ["odd"])
     assert result.exit_code == 1
     assert "plugin replay_plugin_fixture:NOT_A_COMMAND is not a click command" in result.output
+    listing = CliRunner().invoke(make_cli(BAD_GROUP), ["--help"])  # --help still works
+    assert listing.exit_code == 0
+    assert "odd" in listing.output
+    assert "broken" in listing.output
 
 
 def test_without_plugins_the_group_is_plain_click() -> None:
