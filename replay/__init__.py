@@ -10,8 +10,9 @@ randomized mini-batches back. The public surface is this module's ``__all__``.
         writer.append(frame, action=action, reward=reward)
 """
 
-from replay.batch import Batch, EncodedBatch, SampleKeys, decode_batch
+from replay.batch import Batch, EncodedBatch, SampleKeys
 from replay.client import Client, ServiceError
+from replay.decode import decode_batch
 from replay.errors import (
     CorruptDataError,
     FrameError,

@@ -3,7 +3,7 @@
 `Client.sample` returns the same `Batch` an embedded ``store.sampler(...)``
 gives for the same parameters and seed: the service sends the stored JPEG
 bytes (`replay.protocol`), and the client decodes them itself, on its GPU when
-asked (``device="cuda"``), with `replay.batch.decode_batch`, the embedded
+asked (``device="cuda"``), with `replay.decode.decode_batch`, the embedded
 reader's own decoder. ::
 
     with Client("http://127.0.0.1:8000", token=os.environ.get("REPLAY_TOKEN")) as client:
@@ -43,7 +43,8 @@ import httpx
 import numpy as np
 
 from replay import protocol
-from replay.batch import Batch, EncodedBatch, Out, decode_batch, make_batch
+from replay.batch import Batch, EncodedBatch, Out, make_batch
+from replay.decode import decode_batch
 from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError, SamplingError
 from replay.race import RaceInfo
 from replay.samplers import MAX_REDRAWS

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from replay import format as fmt
 from replay import jpeg, shards
-from replay.batch import zstd_frame_decoder
+from replay.decode import zstd_frame_decoder
 from replay.errors import CorruptDataError, RaceNotFoundError, StepDataError
 
 if TYPE_CHECKING:

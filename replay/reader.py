@@ -5,7 +5,7 @@ in the `Index`, coalesces ranges that touch (a sequence window is one read),
 and reads every shard's ranges in parallel through `ByteStorage.read_ranges`
 (``os.pread`` on disk; an object store implements the same call with ranged
 GETs). The step arrays come from their per-shard zstd chunks, decoded once and
-kept in a small LRU cache. Nothing is decoded here: `replay.batch.decode_batch`
+kept in a small LRU cache. Nothing is decoded here: `replay.decode.decode_batch`
 does that, on the CPU or GPU.
 
     reader = Reader(store.storage, index)

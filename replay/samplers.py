@@ -3,7 +3,7 @@
 A `Sampler` composes three parts, each with one job (TorchRL's split):
 an `Index` (what is there), a selector that only chooses items (`replay.selectors`:
 `Uniform`, `Recent`, `Prioritized`), and a `Reader` that only fetches bytes;
-decoding is `replay.batch.decode_batch`.
+decoding is `replay.decode.decode_batch`.
 
 An item is a window of `seq_len` steps of one race, `stride` apart, starting at
 any step from which the whole window is committed: windows never cross a race
@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from replay import batch as batch_mod
 from replay import format as fmt
-from replay.batch import Batch, EncodedBatch, Out, SampleKeys
+from replay.batch import Batch, EncodedBatch, Out, SampleKeys, corrupt_frame_error, make_batch
+from replay.decode import decode_frames
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
 from replay.index import Filters, Index, RaceEntry
 from replay.reader import Reader
@@ -270,9 +270,9 @@ class Sampler:
         out = out or self.out
         transform = transform if transform is not None else self.transform
         drawn = self.draw(
-            lambda encoded: batch_mod.decode_frames(encoded, device=device, transform=transform)
+            lambda encoded: decode_frames(encoded, device=device, transform=transform)
         )
-        return batch_mod.make_batch(
+        return make_batch(
             drawn.keys, drawn.decoded, drawn.encoded.steps, out=out, transform=transform
         )
 
@@ -306,7 +306,7 @@ class Sampler:
                 # a frame drawn twice in one batch is one damaged place
                 errors: dict[tuple[str, int | None], CorruptDataError] = {}
                 for i in failed:
-                    error = batch_mod.corrupt_frame_error(encoded, i)
+                    error = corrupt_frame_error(encoded, i)
                     errors.setdefault((error.race_id, error.step), error)
                 if not self.skip_corrupt:
                     raise next(iter(errors.values()))

@@ -25,7 +25,8 @@ from fastapi import APIRouter, HTTPException, Response
 from starlette.types import Receive, Scope, Send
 
 from replay import protocol
-from replay.batch import EncodedBatch, decode_frames
+from replay.batch import EncodedBatch
+from replay.decode import decode_frames
 from replay.errors import ReplayError
 from replay.samplers import Drawn, Sampler, Skipped
 from replay.store import Store

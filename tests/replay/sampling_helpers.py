@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 import replay
+from replay.batch import SampleKeys
 
 H, W = 90, 160
 
@@ -73,3 +74,14 @@ def chi_square(counts: npt.NDArray[np.int64], expected: npt.NDArray[np.float64])
 
 #: 99.9% quantiles of the chi-square distribution by degrees of freedom (scipy.stats.chi2.ppf).
 CHI2_999 = {6: 22.46, 9: 27.88, 13: 34.53, 19: 43.82, 21: 46.80, 39: 72.05}
+
+
+def keys_of(race_id: str, starts: list[int], seq_len: int = 1) -> SampleKeys:
+    """Keys of windows of `seq_len` steps at `starts` of one race (weights 0.5..1)."""
+    steps = np.array([[s + i for i in range(seq_len)] for s in starts], dtype=np.int64)
+    return SampleKeys(
+        race_ids=[race_id] * len(starts),
+        steps=steps,
+        weights=np.linspace(0.5, 1, len(starts)).astype(np.float32),
+        probabilities=np.full(len(starts), 1 / 12),
+    )

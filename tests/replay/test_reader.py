@@ -22,7 +22,7 @@ import replay
 from replay import format as fmt
 from replay import jpeg, shards
 from replay import transform as tf
-from replay.batch import decode_batch
+from replay.decode import decode_batch
 from replay.reader import coalesce
 from replay.transform import Transform
 

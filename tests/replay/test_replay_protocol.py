@@ -16,7 +16,8 @@ from sampling_helpers import write_race
 
 import replay
 from replay import protocol
-from replay.batch import EncodedBatch, SampleKeys, decode_batch
+from replay.batch import EncodedBatch, SampleKeys
+from replay.decode import decode_batch
 from replay.protocol import ProtocolError, RawBatch
 from replay.transform import Transform
 

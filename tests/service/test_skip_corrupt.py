@@ -21,8 +21,9 @@ from service_helpers import (
 
 import replay
 from replay import protocol
-from replay.batch import EncodedBatch, decode_batch
+from replay.batch import EncodedBatch
 from replay.client import Client
+from replay.decode import decode_batch
 from replay.protocol import CORRUPT_SKIPPED_HEADER, CORRUPT_WHERE_HEADER
 from service.settings import Settings
 
