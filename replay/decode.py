@@ -2,9 +2,9 @@
 
 Embedded samplers and the remote client both decode here, so both give equal
 pixels. Frames come out (B, L, H, W, 3) uint8, or the transform's layout and
-dtype, on the CPU (nvImageCodec's libjpeg-turbo backend, or PIL's DCT-scaled
-decode when the transform shrinks frames 2-8x) or the GPU (nvJPEG into device
-memory, the transform applied there).
+dtype, on the CPU (libjpeg-turbo on every core, straight into the batch buffer,
+at 1/2-1/8 scale in the DCT domain when the transform shrinks frames that much)
+or the GPU (nvJPEG into device memory, the transform applied there).
 
     batch = decode_batch(encoded, device="cuda", out="torch", transform=t)
 """
@@ -12,7 +12,6 @@ memory, the transform applied there).
 from __future__ import annotations
 
 import functools
-import io
 import os
 import sys
 import threading
@@ -28,7 +27,7 @@ from replay import transform as tf
 from replay.batch import Batch, EncodedBatch, Out, corrupt_frame_error, make_batch
 from replay.transform import Transform
 
-#: Frames decoded per nvImageCodec call: bounds the decoder's own buffers.
+#: Frames decoded per nvJPEG call: bounds the decoder's own device buffers.
 DECODE_CHUNK = 16
 
 
@@ -82,111 +81,36 @@ def decode_frames(
 def _decode_host(
     blobs: Sequence[bytes], encoded: EncodedBatch, t: Transform, out: npt.NDArray[Any]
 ) -> list[int]:
-    h, w = encoded.height, encoded.width
-    codec = encoded.codec.get("name", "jpeg")
-    scale = t.dct_scale(h, w) if codec == "jpeg" else 1
-    pool = _pool()
-    identity = t.is_identity
+    """Decode into `out` on every core (libjpeg-turbo releases the GIL); the failed indexes.
 
-    def store(i: int, image: npt.NDArray[np.uint8] | None, at_scale: int) -> bool:
-        expect = (-(-h // at_scale), -(-w // at_scale), 3)
+    Without a transform a JPEG frame is decoded straight into its slot of `out`;
+    with one, at the DCT scale the transform allows, then transformed into it.
+    """
+    h, w = encoded.height, encoded.width
+    jpeg_codec = encoded.codec.get("name", "jpeg") == "jpeg"
+    scale = t.dct_scale(h, w) if jpeg_codec else 1
+    expect = (-(-h // scale), -(-w // scale), 3)
+    zstd = None if jpeg_codec else zstd_frame_decoder(h, w)
+    in_place = jpeg_codec and t.is_identity
+
+    def decode(i: int) -> bool:
+        if zstd is not None:
+            image = zstd(blobs[i])
+        else:
+            image = jpeg.decode_host(blobs[i], scale=scale, out=out[i] if in_place else None)
         if image is None or image.shape != expect:
             return False
-        if identity:
-            out[i] = image
-        else:
-            out[i] = tf.apply(image[None], t, np, scale=at_scale)[0]
+        if not in_place:
+            out[i] = image if t.is_identity else tf.apply(image[None], t, np, scale=scale)[0]
         return True
 
-    if codec != "jpeg" or scale > 1:
-        decode_one = _pil_decoder(scale) if codec == "jpeg" else zstd_frame_decoder(h, w)
-        ok = list(pool.map(lambda i: store(i, decode_one(blobs[i]), scale), range(len(blobs))))
-        return [i for i, good in enumerate(ok) if not good]
-    failed = []
-    decoder = host_decoder()
-    for start in range(0, len(blobs), DECODE_CHUNK):
-        chunk = list(range(start, min(start + DECODE_CHUNK, len(blobs))))
-        with decoder.decode([blobs[i] for i in chunk]) as images:
-            if identity:  # a plain copy: memory bound, threads would not help
-                ok = [store(i, im, 1) for i, im in zip(chunk, images, strict=True)]
-            else:
-                ok = list(pool.map(lambda p: store(p[0], p[1], 1), zip(chunk, images, strict=True)))
-        failed += [i for i, good in zip(chunk, ok, strict=True) if not good]
-    return failed
-
-
-class HostDecoder:
-    """nvImageCodec's CPU decoder, reusing its output images between calls.
-
-    Reusing the decoded images' buffers (instead of allocating 4 MB per frame per
-    call) roughly doubles throughput on a 2-core machine. One per process
-    (`host_decoder`); calls are serialised.
-    """
-
-    def __init__(self) -> None:
-        nvi = jpeg.nvimgcodec()
-        self._decoder = nvi.Decoder(
-            device_id=nvi.NVIMGCODEC_DEVICE_CPU_ONLY,
-            backends=[nvi.Backend(nvi.BackendKind.CPU_ONLY)],
-        )
-        self._lock = threading.Lock()
-        self._images: list[Any] = []
-
-    def decode(self, blobs: Sequence[bytes]) -> _Decoded:
-        """Decode; use the result as a context manager and copy out inside it."""
-        self._lock.acquire()
-        try:
-            n = len(blobs)
-            reuse = self._images[:n] if len(self._images) >= n else None
-            images = self._decoder.decode(list(blobs), images=reuse) if reuse else None
-            if images is None:
-                images = self._decoder.decode(list(blobs))
-            if len(images) > len(self._images) and all(im is not None for im in images):
-                self._images = list(images)
-            arrays = [None if im is None else np.asarray(im.cpu()) for im in images]
-        except BaseException:
-            self._lock.release()
-            raise
-        return _Decoded(arrays, self._lock)
-
-
-class _Decoded:
-    def __init__(self, arrays: list[npt.NDArray[np.uint8] | None], lock: threading.Lock) -> None:
-        self.arrays = arrays
-        self._lock = lock
-
-    def __enter__(self) -> list[npt.NDArray[np.uint8] | None]:
-        return self.arrays
-
-    def __exit__(self, *exc: object) -> None:
-        self.arrays = []
-        self._lock.release()
-
-
-@functools.cache
-def host_decoder() -> HostDecoder:
-    """The process-wide `HostDecoder`."""
-    return HostDecoder()
+    ok = list(_pool().map(decode, range(len(blobs))))
+    return [i for i, good in enumerate(ok) if not good]
 
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="replay-decode")
-
-
-def _pil_decoder(scale: int) -> Callable[[bytes], npt.NDArray[np.uint8] | None]:
-    from PIL import Image
-
-    def decode(blob: bytes) -> npt.NDArray[np.uint8] | None:
-        try:
-            with Image.open(io.BytesIO(blob)) as im:
-                if scale > 1:
-                    im.draft("RGB", (-(-im.width // scale), -(-im.height // scale)))
-                return np.asarray(im.convert("RGB"))
-        except (OSError, ValueError, SyntaxError):
-            return None
-
-    return decode
 
 
 def zstd_frame_decoder(h: int, w: int) -> Callable[[bytes], npt.NDArray[np.uint8] | None]:

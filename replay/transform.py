@@ -10,8 +10,8 @@ the reference its tests compare against.
     batch = sampler.sample(transform=t)      # frames: (B, L, 3, 225, 400) float32
 
 When the output is at most 1/2, 1/4 or 1/8 of the (cropped) frame, the CPU
-decoder decodes at that scale in the DCT domain (libjpeg-turbo through PIL's
-``draft``), which costs a fraction of a full decode; `dct_scale` picks the
+decoder decodes at that scale in the DCT domain (libjpeg-turbo through simplejpeg),
+which costs a fraction of a full decode; `dct_scale` picks the
 factor. The result differs from "full decode, then area resize" by the
 decoder's own downscaling filter (a few grey levels).
 
