@@ -190,24 +190,37 @@ def plot(results: str, out: str) -> None:
         click.echo(f"wrote {path}")
 
 
+def _counts(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    """A comma-separated list of positive integers (``--sizes 1000,10000``)."""
+    try:
+        counts = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers like 1000,10000, got {value!r}") from None
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"expected positive numbers, got {value!r}")
+    return counts
+
+
 @bench.command()
 @frames_from_option()
 @click.option(
     "--sizes",
     default="1000,10000,100000",
     show_default=True,
+    callback=_counts,
     help="Store sizes in frames (grown by copying a recorded race).",
 )
 @click.option(
     "--processes",
     default="1,2,4,8",
     show_default=True,
+    callback=_counts,
     help="Concurrent writer / reader processes.",
 )
 @work_option
 @out_option
 def scaling(
-    frames_from: str, sizes: str, processes: str, work: str | None, out: str | None
+    frames_from: str, sizes: list[int], processes: list[int], work: str | None, out: str | None
 ) -> None:
     """Sampling vs store size, and ingest/sampling vs concurrent writers/readers."""
     from replay.bench.scaling import run_scaling_bench
@@ -217,10 +230,53 @@ def scaling(
         results = run_scaling_bench(
             Path(scratch),
             frames,
-            sizes=[int(s) for s in sizes.split(",")],
-            processes=[int(p) for p in processes.split(",")],
+            sizes=sizes,
+            processes=processes,
         )
     write_results("scaling", results, out)
+
+
+@bench.command()
+@click.option(
+    "--sizes",
+    default="10000,100000,1000000,5000000",
+    show_default=True,
+    callback=_counts,
+    help="Store sizes in frames (metadata-only races: no pixels are needed to choose keys).",
+)
+@click.option(
+    "--race-len",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Steps per race.",
+)
+@click.option(
+    "--repeats",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Timed draws per figure.",
+)
+@click.option("--no-torchrl", is_flag=True, help="Skip the TorchRL samplers.")
+@work_option
+@out_option
+def keys(
+    sizes: list[int],
+    race_len: int,
+    repeats: int,
+    no_torchrl: bool,
+    work: str | None,
+    out: str | None,
+) -> None:
+    """Key-drawing latency vs store size (to millions of frames) vs TorchRL's samplers."""
+    from replay.bench.keys import run_keys_bench
+
+    with tempfile.TemporaryDirectory(dir=work) as scratch:
+        results = run_keys_bench(
+            Path(scratch), sizes=sizes, race_len=race_len, repeats=repeats, torchrl=not no_torchrl
+        )
+    write_results("keys", results, out)
 
 
 @bench.command()

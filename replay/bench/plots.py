@@ -163,6 +163,35 @@ def plot_scaling(doc: dict[str, Any], out: Path) -> Path:
     return _save(fig, doc, out / "scaling.png")
 
 
+def plot_keys(doc: dict[str, Any], out: Path) -> Path:
+    """Key-drawing latency (p50) against store size: replay vs TorchRL's samplers."""
+    import matplotlib.pyplot as plt
+
+    rows = doc["results"]["sizes"]
+    frames = [r["frames"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    series = [
+        ("replay", "sequences_us", "replay, 16 x 4 windows"),
+        ("replay", "prioritized_us", "replay, prioritized 64"),
+        ("torchrl", "slice_us", "TorchRL SliceSampler, 16 x 4"),
+        ("torchrl", "slice_cached_us", "TorchRL SliceSampler (cache_values), 16 x 4"),
+        ("torchrl", "prioritized_us", "TorchRL PrioritizedSampler, 64"),
+    ]
+    for system, key, label in series:
+        if all(key in r.get(system, {}) for r in rows):
+            style = "-" if system == "replay" else "--"
+            ax.plot(
+                frames, [r[system][key]["p50"] / 1e3 for r in rows], style, marker="o", label=label
+            )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("frames in the store")
+    ax.set_ylabel("ms to choose one batch (p50)")
+    ax.set_title("Choosing a batch's keys as the store grows")
+    ax.legend(fontsize=8)
+    return _save(fig, doc, out / "keys.png")
+
+
 def plot_all(results: Path, out: Path) -> list[Path]:
     """Every plot whose results exist in `results`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
@@ -172,6 +201,7 @@ def plot_all(results: Path, out: Path) -> list[Path]:
         ("footprint", plot_footprint),
         ("sample", plot_sampling),
         ("scaling", plot_scaling),
+        ("keys", plot_keys),
     ):
         doc = _load(results, name)
         if doc is not None:

@@ -130,6 +130,33 @@ def test_bench_scaling_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8])
     assert [r["processes"] for r in results["readers"]] == [1, 2]
 
 
+def test_bench_keys_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("torchrl")
+    out = tmp_path / "keys.json"
+    args = ["--sizes", "300,1200", "--race-len", "100", "--repeats", "3", "--out", str(out)]
+    result = CliRunner().invoke(main, ["bench", "keys", "--work", str(tmp_path), *args])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]["sizes"]
+    assert [(r["frames"], r["races"]) for r in rows] == [(300, 3), (1200, 12)]
+    for row in rows:
+        assert row["replay"]["index_bytes"] > 0
+        for key in ("uniform_us", "sequences_us", "prioritized_us", "update_us"):
+            assert row["replay"][key]["p99"] >= row["replay"][key]["p50"] > 0
+        torchrl = row["torchrl"]
+        measured = ("slice_us", "slice_cached_us")
+        if "prioritized_error" not in torchrl:  # a torchrl wheel without its C++ sum tree
+            measured += ("prioritized_us", "update_us")
+        for key in measured:
+            assert torchrl[key]["p50"] > 0
+        assert row["sequences_vs_torchrl_slice"] > 0
+    plots = CliRunner().invoke(main, ["bench", "plot", str(tmp_path), "--out", str(tmp_path)])
+    assert plots.exit_code == 0, plots.output
+    assert (tmp_path / "keys.png").read_bytes()[:4] == b"\x89PNG"
+    bad = CliRunner().invoke(main, ["bench", "keys", "--sizes", "10,x"])
+    assert bad.exit_code == 2
+    assert "expected numbers like 1000,10000" in bad.output
+
+
 def test_bench_gpu_says_it_needs_cuda(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> None:
     from replay.jpeg import cuda_available
 
