@@ -1,7 +1,6 @@
-"""`replay.protocol` without the service: a batch of real stored JPEGs packed and unpacked
-decodes to the same pixels, decoded (raw) frames travel too, cut or padded bodies are
-refused. (tests/service/test_protocol.py covers malformed headers field by field; it
-runs only where the service extra is installed, and its name is taken.)"""
+"""`replay.protocol`: a batch of real stored JPEGs packed and unpacked decodes to the
+same pixels, decoded (raw) frames travel too, odd arrays are normalised, and cut,
+padded or malformed bodies are refused field by field."""
 
 from __future__ import annotations
 
@@ -81,6 +80,8 @@ def test_decoded_frames_travel_raw(encoded: EncodedBatch) -> None:
     np.testing.assert_array_equal(back.steps["reward"], encoded.steps["reward"])
     with pytest.raises(ProtocolError, match=r"pixels must be \(B, L, \.\.\.\) uint8"):
         protocol.pack(encoded, pixels[:2])
+    with pytest.raises(ProtocolError, match="uint8"):
+        protocol.pack(encoded, pixels.astype(np.float32))
 
 
 def test_the_header_is_json_and_arrays_are_aligned(encoded: EncodedBatch) -> None:
@@ -109,3 +110,70 @@ def test_cut_or_padded_bodies_are_refused(encoded: EncodedBatch) -> None:
             protocol.unpack(body[:cut])
     with pytest.raises(ProtocolError, match="cut short"):
         protocol.unpack(bytes(body) + b"\0" * 8)
+
+
+def test_empty_frames_and_big_endian_input(encoded: EncodedBatch) -> None:
+    keys = SampleKeys(
+        race_ids=encoded.keys.race_ids[:1],
+        steps=encoded.keys.steps[:1, :1],
+        weights=encoded.keys.weights[:1],
+        probabilities=encoded.keys.probabilities[:1],
+    )
+    steps = {"reward": np.array([[1.5]], dtype=">f4")}
+    odd = EncodedBatch(keys, [[b""]], 1, 1, steps, {"name": "jpeg"})
+    back = protocol.unpack(body_of(odd))
+    assert back.frames == [[b""]]  # type: ignore[union-attr]
+    assert back.steps["reward"].dtype == np.float32
+    assert back.steps["reward"][0, 0] == 1.5
+
+
+def corrupt(body: bytes, **changes: object) -> bytes:
+    n = struct.unpack_from("<I", body, 4)[0]
+    header = json.loads(body[8 : 8 + n])
+    data = body[8 + n + (-(8 + n) % 8) :]
+    for path, value in changes.items():
+        node = header
+        *parents, leaf = path.split("__")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    head = json.dumps(header).encode()
+    return b"RPLB" + struct.pack("<I", len(head)) + head + b"\0" * (-(8 + len(head)) % 8) + data
+
+
+@pytest.mark.parametrize(
+    ("mangle", "match"),
+    [
+        (lambda b: b[:5], "at least 8 bytes"),
+        (lambda b: b"XXXX" + b[4:], "magic"),
+        (lambda b: b[:4] + struct.pack("<I", 2**31) + b[8:], "header length"),
+        (lambda b: b[:-1], "cut short"),
+        (lambda b: b + b"\0", "cut short"),
+        (lambda b: corrupt(b, version=2), "version"),
+        (lambda b: corrupt(b, data_nbytes=1), "cut short"),
+        (lambda b: corrupt(b, keys__steps__offset=10**9), "past the data section"),
+        (lambda b: corrupt(b, keys__steps__dtype="|O"), "dtype"),
+        (lambda b: corrupt(b, keys__weights__dtype="<f8"), "dtype"),
+        (lambda b: corrupt(b, keys__steps__shape=[3, 3]), "shape"),
+        (lambda b: corrupt(b, steps__reward__nbytes=3), "cannot be 3 bytes"),
+        (lambda b: corrupt(b, steps__reward__shape=[-1, 2]), "shape"),
+        (lambda b: corrupt(b, frames__nbytes=[[1, 2]]), "frame sizes"),
+        (lambda b: corrupt(b, frames__nbytes=[[10**9, 1], [1, 1], [1, 1]]), "past the data"),
+        (lambda b: corrupt(b, frames__encoding="png"), "encoding"),
+        (lambda b: corrupt(b, keys__race_ids=["x"]), "race ids"),
+        (lambda b: corrupt(b, keys=None), "malformed header"),
+    ],
+)
+def test_malformed_bodies_are_refused(encoded: EncodedBatch, mangle: object, match: str) -> None:
+    body = body_of(encoded)
+    with pytest.raises(ProtocolError, match=match):
+        protocol.unpack(mangle(body))  # type: ignore[operator]
+
+
+def test_header_must_be_a_json_object() -> None:
+    head = b"[1, 2]"
+    body = b"RPLB" + struct.pack("<I", len(head)) + head
+    with pytest.raises(ProtocolError, match="JSON object"):
+        protocol.unpack(body)
+    with pytest.raises(ProtocolError, match="UTF-8 JSON"):
+        protocol.unpack(b"RPLB" + struct.pack("<I", 2) + b"\xff\xfe")
