@@ -2,8 +2,8 @@
 
 `Writer.append` validates a frame, copies it into a preallocated ring slot and
 returns: the driver never waits on encoding or disk. A background thread takes
-frames in batches, JPEG-encodes them (nvImageCodec: on the GPU for a CUDA
-writer, its CPU backend otherwise), assembles whole shards and commits them
+frames in batches, JPEG-encodes them (nvImageCodec's nvJPEG on the GPU for a
+CUDA writer, libjpeg-turbo otherwise), assembles whole shards and commits them
 (`replay.format` describes the protocol). The open shard is re-committed every
 `flush_interval` seconds, so a crash loses at most that much.
 
@@ -55,7 +55,7 @@ QueuePolicy = Literal["block", "drop"]
 log = logging.getLogger(__name__)
 _CLOSE = object()
 MAINTENANCE_S = 10.0  # seconds between capacity checks by a writer
-ENCODE_BATCH = 16  # frames per encoder call: batches amortise nvImageCodec's per-call cost
+ENCODE_BATCH = 16  # frames per encoder call: nvJPEG batches them; on the CPU, lanes split them
 
 
 @dataclass(frozen=True)
