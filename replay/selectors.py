@@ -172,6 +172,7 @@ class Prioritized:
         self._leaf_race: list[str] = []  # per segment, parallel to the two arrays below
         self._leaf_lo: list[int] = []
         self._leaf_start: list[int] = []
+        self._lo_array = self._start_array = np.zeros(0, dtype=np.int64)  # the two, for draw
         self._restored: dict[str, npt.NDArray[np.float64]] = {}
         self._space: ItemSpace | None = None
         self._pos: dict[str, int] = {}
@@ -212,6 +213,8 @@ class Prioritized:
             self._allocated[e.race_id] = count
         self._space = space
         self._pos = {e.race_id: i for i, e in enumerate(space.entries)}
+        self._lo_array = np.asarray(self._leaf_lo, dtype=np.int64)
+        self._start_array = np.asarray(self._leaf_start, dtype=np.int64)
 
     def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
         """`n` items drawn in proportion to priority ** alpha, with importance weights."""
@@ -221,9 +224,9 @@ class Prioritized:
             raise SamplingError("every item has priority 0; update some priorities above 0")
         leaves = self.tree.find(rng.random(n) * total)
         values = self.tree.get(leaves)
-        seg = np.searchsorted(np.asarray(self._leaf_lo), leaves, side="right") - 1
+        seg = np.searchsorted(self._lo_array, leaves, side="right") - 1
         races = np.array([self._pos[self._leaf_race[s]] for s in seg.tolist()], dtype=np.int64)
-        starts = np.asarray(self._leaf_start)[seg] + leaves - np.asarray(self._leaf_lo)[seg]
+        starts = self._start_array[seg] + leaves - self._lo_array[seg]
         p = values / total
         w = (space.total * p) ** -self.beta
         w = (w / w.max()).astype(np.float32)

@@ -53,8 +53,18 @@ class SumTree:
             self._nodes = np.zeros(2 * cap, dtype=np.float64)
             self._nodes[cap : cap + len(leaves)] = leaves
             self._rebuild()
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError("sum tree weights must be finite and >= 0")
         self.size = need
-        self.set(np.arange(first, need), values)
+        # contiguous leaves: their ancestors are contiguous ranges too, so each level is
+        # one slice (no sorting), O(len(values) + log n) for the whole append
+        lo, hi = first + self._cap, need + self._cap
+        self._nodes[lo:hi] = values
+        while lo > 1 and hi > lo:
+            lo, hi = lo >> 1, ((hi - 1) >> 1) + 1
+            self._nodes[lo:hi] = (
+                self._nodes[2 * lo : 2 * hi : 2] + self._nodes[2 * lo + 1 : 2 * hi : 2]
+            )
         return first
 
     def _rebuild(self) -> None:
