@@ -39,42 +39,43 @@ class SumTree:
         """Bytes the tree holds."""
         return self._nodes.nbytes
 
+    def reserve(self, leaves: int) -> None:
+        """Make room for `leaves` leaves in all (one regrowth instead of several)."""
+        if leaves <= self._cap:
+            return
+        cap = self._cap
+        while cap < leaves:
+            cap *= 2
+        old = self._nodes[self._cap : self._cap + self.size]
+        self._cap = cap
+        self._nodes = np.zeros(2 * cap, dtype=np.float64)
+        self._nodes[cap : cap + len(old)] = old
+        self._propagate(cap, cap + len(old))
+
     def append(self, values: npt.NDArray[np.float64]) -> int:
         """Add leaves with these weights; returns the first new leaf's number."""
         values = np.asarray(values, dtype=np.float64)
-        first = self.size
-        need = first + len(values)
-        if need > self._cap:
-            cap = self._cap
-            while cap < need:
-                cap *= 2
-            leaves = self._nodes[self._cap : self._cap + self.size].copy()
-            self._cap = cap
-            self._nodes = np.zeros(2 * cap, dtype=np.float64)
-            self._nodes[cap : cap + len(leaves)] = leaves
-            self._rebuild()
         if not np.all(np.isfinite(values)) or np.any(values < 0):
             raise ValueError("sum tree weights must be finite and >= 0")
+        first = self.size
+        need = first + len(values)
+        self.reserve(need)
         self.size = need
-        # contiguous leaves: their ancestors are contiguous ranges too, so each level is
-        # one slice (no sorting), O(len(values) + log n) for the whole append
-        lo, hi = first + self._cap, need + self._cap
-        self._nodes[lo:hi] = values
+        self._nodes[first + self._cap : need + self._cap] = values
+        self._propagate(first + self._cap, need + self._cap)
+        return first
+
+    def _propagate(self, lo: int, hi: int) -> None:
+        """Recompute the ancestors of the contiguous nodes [lo, hi) of one level.
+
+        Their ancestors are contiguous ranges too, so each level is one slice (no
+        sorting): O(hi - lo + log n).
+        """
         while lo > 1 and hi > lo:
             lo, hi = lo >> 1, ((hi - 1) >> 1) + 1
             self._nodes[lo:hi] = (
                 self._nodes[2 * lo : 2 * hi : 2] + self._nodes[2 * lo + 1 : 2 * hi : 2]
             )
-        return first
-
-    def _rebuild(self) -> None:
-        level = self._cap
-        while level > 1:
-            half = level // 2
-            self._nodes[half:level] = (
-                self._nodes[level : 2 * level : 2] + self._nodes[level + 1 : 2 * level : 2]
-            )
-            level = half
 
     def set(self, leaves: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> None:
         """Set the weights of `leaves` (ValueError for negative or non-finite weights)."""
