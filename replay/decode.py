@@ -12,7 +12,6 @@ or the GPU (nvJPEG into device memory, the transform applied there).
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ import numpy.typing as npt
 from replay import jpeg
 from replay import transform as tf
 from replay.batch import Batch, EncodedBatch, Out, corrupt_frame_error, make_batch
+from replay.cpus import usable_cpus
 from replay.transform import Transform
 
 #: Frames decoded per nvJPEG call: bounds the decoder's own device buffers.
@@ -110,7 +110,7 @@ def _decode_host(
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="replay-decode")
+    return ThreadPoolExecutor(max_workers=usable_cpus(), thread_name_prefix="replay-decode")
 
 
 def zstd_frame_decoder(h: int, w: int) -> Callable[[bytes], npt.NDArray[np.uint8] | None]:

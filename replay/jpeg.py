@@ -40,6 +40,8 @@ import numpy as np
 import numpy.typing as npt
 import simplejpeg
 
+from replay.cpus import usable_cpus
+
 Device = Literal["cpu", "cuda"]
 Subsampling = Literal["444", "422", "420"]
 
@@ -155,7 +157,7 @@ class JpegEncoder:
     @property
     def max_lanes(self) -> int:
         """How many encodes can run at once (CPU: one per core)."""
-        return 1 if self.device == "cuda" else os.cpu_count() or 1
+        return 1 if self.device == "cuda" else usable_cpus()
 
     def encode(
         self, images: Sequence[Any], *, quality: int, subsampling: Subsampling, lanes: int = 1

@@ -14,7 +14,6 @@ does that, on the CPU or GPU.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import numpy.typing as npt
 from replay import format as fmt
 from replay import shards
 from replay.batch import EncodedBatch, SampleKeys
+from replay.cpus import usable_cpus
 from replay.errors import CorruptDataError, SamplingError
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ class Reader:
         self.storage = storage
         self.index = index
         self._pool = ThreadPoolExecutor(
-            max_workers=threads or min(16, 4 * (os.cpu_count() or 2)),
+            max_workers=threads or min(16, 4 * usable_cpus()),
             thread_name_prefix="replay-read",
         )
         self._steps: OrderedDict[tuple[str, str, int], tuple[int, npt.NDArray[Any]]] = OrderedDict()
