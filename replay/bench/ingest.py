@@ -21,7 +21,6 @@ last frame is durable (the writer closed, the files written and fsynced).
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from replay.bench.rss import PeakRss
 from replay.store import open_store
 
 Frame = npt.NDArray[np.uint8]
@@ -57,33 +57,6 @@ def _paced(
         if fps:
             time.sleep(max(0.0, start + (i + 1) / fps - time.perf_counter()))
     return out
-
-
-class PeakRss:
-    """The growth of this process's resident memory over a block, sampled every 10 ms
-    (what a writer costs beside the driver: its ring, encoder and buffers)."""
-
-    def __enter__(self) -> PeakRss:
-        import psutil
-
-        self._process = psutil.Process()
-        self._base = self._peak = self._process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def _watch(self) -> None:
-        while not self._stop.wait(0.01):
-            self._peak = max(self._peak, self._process.memory_info().rss)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def growth_mb(self) -> float:
-        return (self._peak - self._base) / 1e6
 
 
 def _bench_replay(

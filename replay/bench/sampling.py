@@ -30,7 +30,6 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -39,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from replay.bench.rss import PeakRss
 
 Frame = npt.NDArray[np.uint8]
 #: The approaches that read files per frame.
@@ -220,33 +221,6 @@ def _in_fresh_process(job: dict[str, Any]) -> dict[str, float]:
     return result
 
 
-class _PeakRss:
-    """Samples this process's RSS every few milliseconds (psutil) and keeps the peak."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._process.memory_info().rss)
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> _PeakRss:
-        self.start_rss = self._process.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
-
-
 def _measure(job: dict[str, Any]) -> dict[str, float]:
     path = Path(job["path"])
     draw = _sampler_for(job)
@@ -256,7 +230,7 @@ def _measure(job: dict[str, Any]) -> dict[str, float]:
     else:
         _warm(path)
     frames = job["batch_size"] * job["seq_len"]
-    with _PeakRss() as rss:
+    with PeakRss() as rss:
         started = time.perf_counter()
         for _ in range(job["batches"]):
             draw()
@@ -265,7 +239,7 @@ def _measure(job: dict[str, Any]) -> dict[str, float]:
         "frames_per_s": job["batches"] * frames / elapsed,
         "ms_per_batch": elapsed / job["batches"] * 1000,
         "peak_rss_mb": rss.peak / 2**20,
-        "rss_growth_mb": (rss.peak - rss.start_rss) / 2**20,
+        "rss_growth_mb": (rss.peak - rss.start) / 2**20,
     }
 
 
