@@ -18,11 +18,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import numpy as np
 from numpy.typing import NDArray
+
+from replay.closing import Closing
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class Step:
     truncated: bool
 
 
-class Source(abc.ABC):
+class Source(Closing, abc.ABC):
     """A game, simulator or screen that plays races and yields `Step`s.
 
     The attributes describe every race the source plays; `replay record` passes
@@ -87,17 +87,6 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the game, window or device; calling it twice is harmless."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

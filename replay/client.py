@@ -36,7 +36,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -44,6 +43,7 @@ import numpy as np
 
 from replay import protocol
 from replay.batch import Batch, EncodedBatch, Out, make_batch
+from replay.closing import Closing
 from replay.decode import decode_batch
 from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError, SamplingError
 from replay.race import RaceInfo
@@ -73,7 +73,7 @@ class ServiceError(ReplayError):
         self.error = error
 
 
-class Client:
+class Client(Closing):
     """A connection to a replay service at `url`.
 
     `token` is sent as ``Authorization: Bearer``; `retries` more tries follow a
@@ -149,17 +149,6 @@ class Client:
     def close(self) -> None:
         """Close the connections."""
         self._http.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- races -----------------------------------------------------------------------------
 

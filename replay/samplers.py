@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
@@ -38,6 +37,7 @@ import numpy.typing as npt
 
 from replay import format as fmt
 from replay.batch import Batch, EncodedBatch, Out, SampleKeys, corrupt_frame_error, make_batch
+from replay.closing import Closing
 from replay.decode import decode_frames
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
 from replay.index import Filters, Index, RaceEntry
@@ -92,7 +92,7 @@ class SamplerStats:
     index_bytes: int
 
 
-class Sampler:
+class Sampler(Closing):
     """Draws batches from a store. Create one with `Store.sampler`; see the module doc."""
 
     def __init__(
@@ -497,17 +497,6 @@ class Sampler:
                 self.checkpoint()
         finally:
             self.reader.close()
-
-    def __enter__(self) -> Sampler:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _to_numpy(values: Any) -> npt.NDArray[np.float64]:

@@ -26,11 +26,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import IO, Any
 
 import httpx
 import psutil
+
+from replay.closing import Closing
 
 #: Lines of the child's output that `ServerProcess.output` keeps (the last ones).
 OUTPUT_LINES = 10_000
@@ -50,7 +51,7 @@ def wait_healthy(url: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-class ServerProcess:
+class ServerProcess(Closing):
     """``replay serve STORE ARGS...`` in a child process, its memory sampled in a thread.
 
     `port` 0 picks a free one; `env` is added to this process's environment (less
@@ -146,14 +147,3 @@ class ServerProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
         return self.process.returncode
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
