@@ -160,11 +160,8 @@ def corrupt_frame_error(encoded: EncodedBatch, flat_index: int) -> CorruptDataEr
     race_id = encoded.keys.race_ids[item]
     step = int(encoded.keys.steps[item, pos])
     shard = step // encoded.shard_size if encoded.shard_size else -1
-    return CorruptDataError(
-        f"race {race_id}, shard {shard}: frame at step {step} is damaged or does not decode",
-        race_id=race_id,
-        shard=shard,
-        step=step,
+    return CorruptDataError.at(
+        race_id, shard, f"frame at step {step} is damaged or does not decode", step
     )
 
 

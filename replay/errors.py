@@ -55,21 +55,45 @@ class WriterFailedError(ReplayError):
 
 
 class CorruptDataError(ReplayError):
-    """A shard or frame that cannot be decoded; the message names race, shard and step."""
+    """A shard or frame that cannot be decoded; the message names race, shard and step.
 
-    def __init__(self, message: str, *, race_id: str, shard: int, step: int | None = None):
+    `whole_shard` says the damage is not one frame's (the shard's index, its file or a
+    step array cannot be read), so a ``skip_corrupt`` sampler avoids the whole shard;
+    `step` is then the step that ran into it (None where none did).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        race_id: str,
+        shard: int,
+        step: int | None = None,
+        whole_shard: bool = False,
+    ):
         super().__init__(message)
         self.race_id = race_id
         self.shard = shard
         self.step = step
+        self.whole_shard = whole_shard or step is None
 
     @classmethod
     def at(
-        cls, race_id: str, shard: int, problem: str, step: int | None = None
+        cls,
+        race_id: str,
+        shard: int,
+        problem: str,
+        step: int | None = None,
+        *,
+        whole_shard: bool = False,
     ) -> CorruptDataError:
         """The error for `problem` in a shard of a race: ``race R, shard K: problem``."""
         return cls(
-            f"race {race_id}, shard {shard}: {problem}", race_id=race_id, shard=shard, step=step
+            f"race {race_id}, shard {shard}: {problem}",
+            race_id=race_id,
+            shard=shard,
+            step=step,
+            whole_shard=whole_shard,
         )
 
 

@@ -191,12 +191,8 @@ class RaceEntry:
             where = table.range(slot)
             if where is None:
                 step = shard * s + slot
-                raise CorruptDataError(
-                    f"race {self.race_id}, shard {shard}: committed step {step} is missing "
-                    "from the shard",
-                    race_id=self.race_id,
-                    shard=shard,
-                    step=step,
+                raise CorruptDataError.at(
+                    self.race_id, shard, f"committed step {step} is missing from the shard", step
                 )
             out.append(where)
         return out
@@ -216,14 +212,12 @@ class RaceEntry:
                 race_id=self.race_id,
                 shard=shard,
                 step=step,
+                whole_shard=True,
             ) from e
         if len(ranges) < need:
-            raise CorruptDataError(
-                f"race {self.race_id}, shard {shard}: step {shard * s + need - 1} is past "
-                f"the committed length {self.length}",
-                race_id=self.race_id,
-                shard=shard,
-                step=shard * s + need - 1,
+            step = shard * s + need - 1
+            raise CorruptDataError.at(
+                self.race_id, shard, f"step {step} is past the committed length {self.length}", step
             )
         return ShardTable(ranges)
 

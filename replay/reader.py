@@ -143,12 +143,12 @@ class Reader:
             data = self.storage.read_ranges(key, spans)
         except (OSError, EOFError, ValueError) as e:
             step = shard * entry.info.shard_size + slots[0]
-            raise CorruptDataError(
-                f"race {entry.race_id}, shard {shard}: cannot read frame bytes near step {step} "
-                f"({type(e).__name__}: {e})",
-                race_id=entry.race_id,
-                shard=shard,
-                step=step,
+            raise CorruptDataError.at(
+                entry.race_id,
+                shard,
+                f"cannot read frame bytes near step {step} ({type(e).__name__}: {e})",
+                step,
+                whole_shard=True,
             ) from e
         starts = [s for s, _ in spans]
         views = [memoryview(d) for d in data]
@@ -185,12 +185,12 @@ class Reader:
             raw = Zstd().decode(self.storage.read(key))
             values = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(s, *shape)
         except (OSError, RuntimeError, ValueError) as e:
-            raise CorruptDataError(
-                f"race {entry.race_id}, shard {shard}: step array {name!r} is unreadable "
-                f"({type(e).__name__}: {e})",
-                race_id=entry.race_id,
-                shard=shard,
-                step=shard * s,
+            raise CorruptDataError.at(
+                entry.race_id,
+                shard,
+                f"step array {name!r} is unreadable ({type(e).__name__}: {e})",
+                shard * s,
+                whole_shard=True,
             ) from e
         values = values.astype(dtype)  # native byte order, and a private copy
         with self._lock:

@@ -296,10 +296,7 @@ class Sampler(Closing):
                     continue  # removed by capacity eviction since the last refresh: redraw
                 if not self.skip_corrupt:
                     raise
-                # a shard whose table could not be read is lost whole; else one frame is
-                entry = self.index.entry(e.race_id) if e.race_id in self.index else None
-                whole = entry is None or e.shard not in entry.tables or e.step is None
-                skipped.append(self._mark_bad(e, whole=whole))
+                skipped.append(self._mark_bad(e, whole=e.whole_shard))
                 continue
             decoded, failed = decode(encoded)
             if failed:

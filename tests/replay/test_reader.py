@@ -195,6 +195,18 @@ def test_skip_corrupt_redraws_and_counts(tmp_path: Path) -> None:
     assert prio.selector.tree.get(np.array(leaves))[0] == 0  # type: ignore[union-attr]
 
 
+def test_an_unreadable_step_array_loses_its_whole_shard(tmp_path: Path) -> None:
+    store, (race_id,) = make_store(tmp_path / "s", [24])
+    chunk = tmp_path / "s" / fmt.shard_key(race_id, "reward", 2, 1)
+    chunk.write_bytes(b"not zstd")
+    sampler = store.sampler(batch_size=8, seed=0, skip_corrupt=True)
+    steps: set[int] = set()
+    for _ in range(30):
+        steps |= {s for _, s in sampler.sample().keys}
+    assert steps == set(range(16))  # shard 2 (steps 16..23) is never handed out
+    assert sampler.stats().corrupt_skipped == 1  # and it was skipped once, as a whole
+
+
 # -- a writer in another process ---------------------------------------------------------
 
 
