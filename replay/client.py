@@ -39,7 +39,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
-import numpy as np
 
 from replay import protocol
 from replay.batch import Batch, EncodedBatch, Out, make_batch
@@ -47,7 +46,7 @@ from replay.closing import Closing
 from replay.decode import decode_batch
 from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError, SamplingError
 from replay.race import RaceInfo
-from replay.samplers import MAX_REDRAWS
+from replay.samplers import MAX_REDRAWS, to_numpy
 from replay.transform import Transform
 
 log = logging.getLogger(__name__)
@@ -362,7 +361,7 @@ class Client(Closing):
 
     def update_priorities(self, keys: Sequence[tuple[str, int]], priorities: Any) -> int:
         """Set the priorities of sampled items (`Batch.keys`); returns how many were sent."""
-        values = _to_list(priorities)
+        values = to_numpy(priorities).reshape(-1).tolist()
         body = {"keys": [[str(r), int(s)] for r, s in keys], "priorities": values}
         updated: int = self.request("PUT", "/v1/priorities", json=body).json()["updated"]
         return updated
@@ -375,15 +374,6 @@ def _race_path(race_id: str) -> str:
     if not fmt.is_race_id(race_id):
         raise RaceNotFoundError(f"{race_id!r} is not a race id (26 characters, ULID)")
     return race_id
-
-
-def _to_list(values: Any) -> list[float]:
-    if hasattr(values, "detach"):  # torch
-        values = values.detach().cpu().numpy()
-    elif hasattr(values, "get") and hasattr(values, "__cuda_array_interface__"):  # cupy
-        values = values.get()
-    out: list[float] = np.asarray(values, dtype=np.float64).reshape(-1).tolist()
-    return out
 
 
 def race_info(item: Mapping[str, Any]) -> RaceInfo:

@@ -10,6 +10,7 @@ and never takes ``--help`` down with it.
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import EntryPoint, entry_points
 
 import click
@@ -22,17 +23,18 @@ class PluginGroup(click.Group):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.entry_point_group = entry_point_group
 
+    @functools.cached_property  # scanning installed packages' metadata is slow: once
     def _plugins(self) -> dict[str, EntryPoint]:
         return {ep.name: ep for ep in entry_points(group=self.entry_point_group)}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._plugins()})
+        return sorted({*super().list_commands(ctx), *self._plugins})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
-        ep = self._plugins().get(cmd_name)
+        ep = self._plugins.get(cmd_name)
         if ep is None:
             return None
         try:

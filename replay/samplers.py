@@ -414,7 +414,7 @@ class Sampler(Closing):
         with self._lock:
             self._maybe_refresh()
             self.selector.sync(self._space)
-            self.selector.update(keys, _to_numpy(priorities))
+            self.selector.update(keys, to_numpy(priorities))
             self._dirty = True
             due = self.checkpoint_interval is not None and (
                 time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
@@ -496,7 +496,7 @@ class Sampler(Closing):
             self.reader.close()
 
 
-def _to_numpy(values: Any) -> npt.NDArray[np.float64]:
+def to_numpy(values: Any) -> npt.NDArray[np.float64]:
     """Priorities from NumPy, torch (any device) or CuPy."""
     if hasattr(values, "detach"):  # torch
         values = values.detach().cpu().numpy()

@@ -239,7 +239,7 @@ class Prioritized:
             segs = self._segments.get(race_id)
             if not segs or not 0 <= start < self._allocated[race_id]:
                 continue
-            j = bisect.bisect_right([s for s, _, _ in segs], start) - 1
+            j = bisect.bisect_right(segs, start, key=lambda seg: seg[0]) - 1
             first, leaf, _ = segs[j]
             out.append(leaf + start - first)
             where.append(i)

@@ -23,6 +23,7 @@ otherwise.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -84,7 +85,7 @@ class Transform:
         ):
             raise ValueError("mean/std normalisation needs a float dtype, not uint8")
 
-    @property
+    @functools.cached_property  # asked per frame while decoding; building a Transform is not free
     def is_identity(self) -> bool:
         """True when the transform leaves decoded frames as they are."""
         return self == Transform(dct_scaling=self.dct_scaling)

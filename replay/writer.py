@@ -226,7 +226,7 @@ class Writer:
             np.copyto(self._ring[slot], frame)
 
     def _check_steps(self, steps: dict[str, Any]) -> dict[str, npt.NDArray[Any]]:
-        unknown = set(steps) - set(self._specs)
+        unknown = steps.keys() - self._specs.keys()
         if unknown:
             raise StepDataError(
                 f"race {self.race_id}: unknown step data {sorted(unknown)}; "
