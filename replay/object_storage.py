@@ -69,11 +69,6 @@ _DELETE_BATCH = 1000
 _ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
 
 
-def is_object_url(path: object) -> bool:
-    """True if `path` names an object store (``s3://...``) rather than a directory."""
-    return isinstance(path, str) and urlsplit(path).scheme in SCHEMES and "://" in path
-
-
 def parse_url(url: str) -> tuple[str, str]:
     """(bucket, prefix) of ``s3://bucket/prefix``; ValueError if it is not one."""
     parts = urlsplit(url)

@@ -89,8 +89,6 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         exc.status_code, "HTTPError"
     )
     _count(request, name)
-    if exc.status_code == 304:
-        return Response(status_code=304, headers=exc.headers)
     body = Error(error=name, detail=str(exc.detail))
     return JSONResponse(body.model_dump(exclude_none=True), exc.status_code, headers=exc.headers)
 

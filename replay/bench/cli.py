@@ -137,8 +137,9 @@ def ingest(
 def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | None) -> None:
     """Bytes/frame, compression vs raw, PSNR and SSIM per JPEG quality, per game."""
     store = _frames_store(frames_from)
-    envs = sorted({info.env for info in store.races()})
-    lossless = all(info.codec["name"] == "zstd" for info in store.races())
+    races = store.races()
+    envs = sorted({info.env for info in races})
+    lossless = all(info.codec["name"] == "zstd" for info in races)
     if not lossless:
         click.echo(
             "warning: some races are JPEG; PSNR/SSIM are then measured against "
@@ -147,7 +148,7 @@ def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | N
         )
     results: dict[str, Any] = {"lossless_reference": lossless, "games": {}}
     for env in envs:
-        frames = load_frames(frames_from, n * 10, env)[::10][:n] or load_frames(frames_from, n, env)
+        frames = load_frames(frames_from, n * 10, env)[::10][:n]  # spread over the races
         click.echo(f"footprint: {env}, {len(frames)} frames", err=True)
         results["games"][env] = run_footprint_bench(frames, qualities=qualities)
     write_results("footprint", results, out)
