@@ -65,6 +65,11 @@ def shard_key(race_id: str, array: str, shard: int, ndim: int) -> str:
     return f"{RACES}/{race_id}/{array}/c/{shard}" + "/0" * (ndim - 1)
 
 
+def frames_key(race_id: str, shard: int) -> str:
+    """Store key of frames shard ``shard`` of a race (the frames array is (T, H, W, 3))."""
+    return shard_key(race_id, FRAMES, shard, 4)
+
+
 def utc_now() -> str:
     """The current time as stored in race attributes (ISO 8601, UTC, milliseconds)."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")

@@ -42,8 +42,6 @@ from replay.race import RaceInfo, read_race_info
 if TYPE_CHECKING:
     from replay.storage import ByteStorage
 
-_FRAME_NDIM = 4
-
 
 @dataclass(frozen=True)
 class Filters:
@@ -200,7 +198,7 @@ class RaceEntry:
     def _read_table(self, storage: ByteStorage, shard: int, need: int, first: int) -> ShardTable:
         s = self.info.shard_size
         committed = min(s, self.length - shard * s)
-        key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, _FRAME_NDIM)
+        key = fmt.frames_key(self.race_id, shard)
         try:
             ranges = shards.read_index(storage, key, s)[:committed]
         except (OSError, EOFError, ValueError) as e:

@@ -173,7 +173,7 @@ class Race:
 
     def shard_index(self, shard: int) -> list[tuple[int, int] | None]:
         """(offset, nbytes) of each frame in a shard; CorruptDataError if damaged."""
-        key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, 4)
+        key = fmt.frames_key(self.race_id, shard)
         n = self.info.shard_size
         try:
             return shards.read_index(self._storage, key, n)
@@ -189,7 +189,7 @@ class Race:
             raise CorruptDataError.at(
                 self.race_id, shard, f"committed step {step} is missing", step=step
             )
-        key = fmt.shard_key(self.race_id, fmt.FRAMES, shard, 4)
+        key = fmt.frames_key(self.race_id, shard)
         try:
             (chunk,) = self._storage.read_ranges(key, [where])
             return shards.without_checksum(chunk)

@@ -138,7 +138,7 @@ class Reader:
         slots = sorted({slot for _, slot in members})
         ranges = dict(zip(slots, entry.frame_ranges(self.storage, shard, slots), strict=True))
         spans = coalesce(sorted(ranges.values()))
-        key = fmt.shard_key(entry.race_id, fmt.FRAMES, shard, 4)
+        key = fmt.frames_key(entry.race_id, shard)
         try:
             data = self.storage.read_ranges(key, spans)
         except (OSError, EOFError, ValueError) as e:

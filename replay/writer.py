@@ -408,7 +408,7 @@ class Writer:
         race, k, n = self.race_id, self._shard, len(self._chunks)
         s = self._info.shard_size
         blob = shards.build_shard(self._chunks, s)
-        self._storage.write(fmt.shard_key(race, fmt.FRAMES, k, 4), blob)
+        self._storage.write(fmt.frames_key(race, k), blob)
         written = len(blob)
         zstd = Zstd(level=3)
         for name, buf in self._step_buf.items():
