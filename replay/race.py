@@ -15,6 +15,7 @@ and step arrays up to that length::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -180,11 +181,16 @@ class Race:
         except (OSError, EOFError, ValueError) as e:
             raise CorruptDataError.at(self.race_id, shard, f"cannot read its index ({e})") from e
 
-    def frame_bytes(self, step: int) -> bytes:
-        """The stored bytes of one frame (a JPEG for jpeg races), checksum verified, not decoded."""
+    def frame_bytes(
+        self, step: int, index: Sequence[tuple[int, int] | None] | None = None
+    ) -> bytes:
+        """The stored bytes of one frame (a JPEG for jpeg races), checksum verified, not decoded.
+
+        `index`: its shard's `shard_index`, when the caller reads many frames of one shard.
+        """
         self._check_step(step)
         shard, slot = divmod(step, self.info.shard_size)
-        where = self.shard_index(shard)[slot]
+        where = (self.shard_index(shard) if index is None else index)[slot]
         if where is None:
             raise CorruptDataError.at(
                 self.race_id, shard, f"committed step {step} is missing", step=step
@@ -198,9 +204,11 @@ class Race:
                 self.race_id, shard, f"frame at step {step} is damaged ({e})", step=step
             ) from e
 
-    def frame(self, step: int) -> npt.NDArray[np.uint8]:
-        """One frame, decoded to (H, W, 3) uint8 RGB."""
-        blob = self.frame_bytes(step)
+    def frame(
+        self, step: int, index: Sequence[tuple[int, int] | None] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """One frame, decoded to (H, W, 3) uint8 RGB (`index`: as for `frame_bytes`)."""
+        blob = self.frame_bytes(step, index)
         shard = step // self.info.shard_size
         image = decode_frame(blob, self.info)
         if image is None:

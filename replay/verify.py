@@ -65,13 +65,13 @@ def _check_shard(race: Race, shard: int) -> tuple[int, list[int], list[str]]:
     s = race.info.shard_size
     steps = range(shard * s, min((shard + 1) * s, race.length))
     try:
-        race.shard_index(shard)
+        index = race.shard_index(shard)
     except CorruptDataError as e:
         return len(steps), list(steps), [str(e)]
     bad, errors = [], []
     for step in steps:
         try:
-            race.frame(step)
+            race.frame(step, index)
         except (ReplayError, OSError) as e:
             bad.append(step)
             errors.append(str(e))
