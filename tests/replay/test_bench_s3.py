@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from s3_server import s3_env_fixture, s3_server_fixture, s3_url_fixture  # noqa: F401
 
 pytestmark = pytest.mark.s3
 

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from s3_server import s3_env_fixture, s3_server_fixture, s3_url_fixture  # noqa: F401
 from storage_contract import ByteStorageContract
 
 import replay
