@@ -14,14 +14,10 @@ import zarr
 from zarr.registry import get_codec_class
 
 from replay import jpeg
+from replay.bench.footprint import psnr
 from replay.codecs import JpegCodec, SingletonDimCodec
 
 H, W = 900, 1600
-
-
-def psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def frames_array(path: Path, n: int, jpeg_codec: JpegCodec, **kwargs: Any) -> Any:

@@ -12,12 +12,8 @@ import numpy.typing as npt
 import pytest
 
 from replay import jpeg
+from replay.bench.footprint import psnr
 from replay.cpus import usable_cpus
-
-
-def psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def start_of_frame(blob: bytes) -> tuple[int, int, list[list[int]]]:

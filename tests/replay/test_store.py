@@ -15,11 +15,7 @@ import pytest
 
 import replay
 from replay import format as fmt
-
-
-def psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+from replay.bench.footprint import psnr
 
 
 def write_race(store: replay.Store, frames: npt.NDArray[np.uint8], **kwargs: Any) -> str:

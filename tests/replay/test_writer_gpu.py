@@ -10,16 +10,12 @@ import pytest
 
 import replay
 from replay import jpeg
+from replay.bench.footprint import psnr
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not jpeg.cuda_available(), reason="needs CuPy and a CUDA device"),
 ]
-
-
-def psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0**2 / mse) if mse else float("inf")
 
 
 def test_cupy_frames_are_encoded_on_the_gpu(
