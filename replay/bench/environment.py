@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+
+def torchrl_available() -> bool:
+    """True when TorchRL (and tensordict) import: the baseline most comparisons include."""
+    try:
+        importlib.import_module("tensordict")
+        importlib.import_module("torchrl")
+    except Exception:  # not installed, or built for another torch
+        return False
+    return True
 
 
 def _cpu_model() -> str:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from replay.bench.environment import torchrl_available
 from replay.bench.rss import PeakRss
 from replay.store import open_store
 
@@ -203,14 +204,6 @@ def _bench_baseline(
     }
 
 
-def _torchrl_available() -> bool:
-    try:
-        import torchrl  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def run_ingest_bench(
     frames: Sequence[Frame],
     n: int,
@@ -234,7 +227,7 @@ def run_ingest_bench(
         if name in ("png_file", "jpeg_file"):
             fmt = "PNG" if name == "png_file" else "JPEG"
             results[name] = _bench_files(frames, n, fps, work, fmt)
-        elif name == "torchrl" and not _torchrl_available():
+        elif name == "torchrl" and not torchrl_available():
             results[name] = "not installed (pip install torchrl tensordict)"
         else:
             results[name] = _bench_baseline(frames, n, fps, work, name)

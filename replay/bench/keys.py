@@ -34,6 +34,7 @@ import numpy as np
 from ulid import ULID
 
 from replay import format as fmt
+from replay.bench.environment import torchrl_available
 from replay.store import open_store
 
 BATCH = 64
@@ -141,6 +142,7 @@ def run_keys_bench(
     torchrl: bool = True,
 ) -> dict[str, Any]:
     """Key-drawing figures for each store size (frames), built in `work`."""
+    torchrl = torchrl and torchrl_available()
     rows = []
     for size in sizes:
         path = work / f"keys-{size}"
@@ -157,4 +159,10 @@ def run_keys_bench(
             )
         rows.append(row)
         shutil.rmtree(path)
-    return {"batch_size": BATCH, "seq_len": SEQ_LEN, "race_len": race_len, "sizes": rows}
+    return {
+        "batch_size": BATCH,
+        "seq_len": SEQ_LEN,
+        "race_len": race_len,
+        "torchrl_measured": torchrl,  # False: asked not to, or torchrl does not import
+        "sizes": rows,
+    }

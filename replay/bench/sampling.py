@@ -27,7 +27,6 @@ evicted; ``raw_memmap`` cold stands in for it.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
 import time
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from replay.bench.environment import torchrl_available
 from replay.bench.rss import PeakRss
 
 Frame = npt.NDArray[np.uint8]
@@ -83,7 +83,7 @@ def run_sampling_bench(
         "loadavg_before": os.getloadavg()[0],
     }
     for approach in approaches:
-        if approach == "torchrl" and not _torchrl_available():
+        if approach == "torchrl" and not torchrl_available():
             results["approaches"]["torchrl"] = "not installed (pip install torchrl tensordict)"
             continue
         path = work / approach
@@ -114,15 +114,6 @@ def run_sampling_bench(
     results["ratios"] = _ratios(results["approaches"])
     results["loadavg_after"] = os.getloadavg()[0]  # other work on the machine skews figures
     return results
-
-
-def _torchrl_available() -> bool:
-    try:
-        importlib.import_module("tensordict")
-        importlib.import_module("torchrl")
-    except Exception:  # not installed, or built for another torch
-        return False
-    return True
 
 
 def _ratios(a: dict[str, Any]) -> dict[str, float]:
