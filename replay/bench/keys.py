@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ulid import ULID
 
 from replay import format as fmt
 from replay.bench.environment import torchrl_available
+from replay.bench.scaling import grow_store
 from replay.store import open_store
 
 BATCH = 64
@@ -57,15 +57,11 @@ def build_store(path: Path, frames: int, race_len: int) -> int:
     store = open_store(path)
     with store.new_race(env="keys", fps=30) as writer:
         pass
-    race_dir = path / fmt.race_key(writer.race_id)
-    doc_path = race_dir / fmt.METADATA
+    doc_path = path / fmt.race_key(writer.race_id) / fmt.METADATA
     doc = json.loads(doc_path.read_text())
     doc["attributes"]["length"] = race_len
     doc_path.write_text(json.dumps(doc))
-    races = -(-frames // race_len)
-    for _ in range(races - 1):
-        shutil.copytree(race_dir, path / fmt.race_key(str(ULID())))
-    return races
+    return grow_store(path, frames) // race_len
 
 
 def _replay_figures(path: Path, repeats: int) -> dict[str, Any]:
