@@ -217,14 +217,16 @@ class Race:
             )
         return image
 
-    def steps(self, name: str) -> npt.NDArray[Any]:
-        """All committed values of one per-step array (e.g. ``"reward"``)."""
+    def steps(self, name: str, start: int = 0, stop: int | None = None) -> npt.NDArray[Any]:
+        """Committed values of one per-step array (e.g. ``"reward"``), steps [start, stop)
+        (default: all); only the chunks holding those steps are read."""
         if name not in self.info.step_arrays:
             raise StepDataError(
                 f"race {self.race_id} has no step array {name!r}; it has {self.info.step_arrays}"
             )
         array = self._zarr_root[f"{fmt.race_key(self.race_id)}/{name}"]
-        return np.asarray(array[: self.length])  # type: ignore[index]
+        end = self.length if stop is None else min(stop, self.length)
+        return np.asarray(array[min(start, end) : end])  # type: ignore[index]
 
 
 def decode_frame(blob: bytes, info: RaceInfo) -> npt.NDArray[np.uint8] | None:

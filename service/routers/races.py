@@ -157,5 +157,5 @@ def get_steps(
             422, f"{end - begin} steps asked for; at most {settings.max_steps_window} at once"
         )
     wanted = race.info.step_arrays if names is None else list(dict.fromkeys(names))
-    arrays = {name: jsonable(race.steps(name)[begin:end]) for name in wanted}
+    arrays = {name: jsonable(race.steps(name, begin, end)) for name in wanted}
     return StepWindow(race_id=race_id, start=begin, stop=end, arrays=arrays)

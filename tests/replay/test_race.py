@@ -87,6 +87,9 @@ def test_frames_and_steps_read_back(race: replay.Race, real_frames: npt.NDArray[
     np.testing.assert_array_equal(race.frames[5], race.frame(5))  # plain zarr agrees
     assert race.steps("reward").tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert race.steps("speed").tolist() == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert race.steps("reward", 2, 5).tolist() == [2.0, 3.0, 4.0]  # a window of steps
+    assert race.steps("reward", 4, 99).tolist() == [4.0, 5.0]  # bounded by the length
+    assert race.steps("reward", 9).tolist() == []
     assert race.steps("terminated").dtype == np.bool_
     full, open_ = race.shard_index(0), race.shard_index(1)
     assert all(r is not None for r in full)
