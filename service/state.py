@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from replay import format as fmt
@@ -35,12 +35,10 @@ def _close_sampler(sampler: Sampler) -> None:
 
 @dataclass
 class Cached(Generic[T]):
-    """One cached value, its parameters, a lock for exclusive use and counters."""
+    """One cached value, its parameters, and who is using it."""
 
     value: T
     params: dict[str, Any]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    uses: int = 0
     users: int = 0
     evicted: bool = False
 

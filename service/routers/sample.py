@@ -148,10 +148,7 @@ def draw(entry: Cached[Sampler], req: SampleRequest, settings: Settings) -> Draw
             return None, []
         return decode_frames(encoded, transform=_view(req, encoded, settings))
 
-    drawn = entry.value.draw(decode)
-    with entry.lock:
-        entry.uses += 1
-    return drawn
+    return entry.value.draw(decode)
 
 
 def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
@@ -233,6 +230,5 @@ def update_priorities(req: PrioritiesRequest, state: StateDep) -> PrioritiesUpda
             422, "no prioritized sampler yet: draw a batch with kind=prioritized first"
         )
     for entry in targets:
-        with entry.lock:
-            entry.value.update_priorities(list(req.keys), list(req.priorities))
+        entry.value.update_priorities(list(req.keys), list(req.priorities))
     return PrioritiesUpdated(updated=len(req.keys))

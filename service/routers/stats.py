@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter
 
+from replay.samplers import Sampler
 from service.deps import Authorized, StateDep, StoreDep
 from service.models import SamplerState, Stats
 
@@ -32,16 +34,14 @@ def stats(store: StoreDep, state: StateDep) -> Stats:
         nbytes=nbytes,
         raw_nbytes=raw,
         compression=round(raw / nbytes, 2) if nbytes else 0.0,
-        samplers=[
-            SamplerState(
-                **entry.params,
-                batches=entry.uses,
-                corrupt_skipped=entry.value.stats().corrupt_skipped,
-            )
-            for entry in state.samplers.entries()
-        ],
+        samplers=[_sampler_state(entry.params, entry.value) for entry in state.samplers.entries()],
         requests=m.total_requests,
         errors=m.total_errors,
         frames_served=m.total_frames,
         uptime_s=round(time.monotonic() - m.started, 3),
     )
+
+
+def _sampler_state(params: dict[str, Any], sampler: Sampler) -> SamplerState:
+    counts = sampler.stats()
+    return SamplerState(**params, batches=counts.batches, corrupt_skipped=counts.corrupt_skipped)
