@@ -28,6 +28,7 @@ from rich.table import Table
 import replay
 from capture.registry import DEFAULT_SOURCE, SOURCES, make_source
 from capture.source import Source
+from replay.cli import human_bytes
 from replay.errors import ReplayError
 
 __all__ = ["RaceResult", "parse_options", "record"]
@@ -279,25 +280,16 @@ def _cells(
     seconds: float,
     reward: float,
 ) -> list[str]:
-    per_frame = _size(nbytes / frames) if frames else "-"
+    per_frame = human_bytes(nbytes / frames) if frames else "-"
     ratio = f"{raw_nbytes / nbytes:.1f}x" if nbytes and frames else "-"
     return [
         name,
         status,
         str(frames),
         str(dropped),
-        _size(nbytes),
+        human_bytes(nbytes),
         per_frame,
         ratio,
         f"{seconds:.1f}",
         f"{reward:.1f}",
     ]
-
-
-def _size(nbytes: float) -> str:
-    """Bytes in decimal units: ``5_691_972`` -> ``"5.7 MB"``."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if nbytes < 1000:
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1000
-    return f"{nbytes:.1f} TB"

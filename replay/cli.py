@@ -52,7 +52,8 @@ def _open(path: str) -> Store:
         raise click.ClickException(str(e)) from e
 
 
-def _human(nbytes: float) -> str:
+def human_bytes(nbytes: float) -> str:
+    """Bytes in decimal units: ``5_691_972`` -> ``"5.7 MB"`` (also for `replay record`)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(nbytes) < 1000 or unit == "TB":
             return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
@@ -144,13 +145,13 @@ def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
             r["status"],
             str(r["frames"]),
             f"{r['duration_s']:.1f} s",
-            _human(r["bytes"]),
-            _human(r["bytes_per_frame"]) if r["bytes_per_frame"] else "-",
+            human_bytes(r["bytes"]),
+            human_bytes(r["bytes_per_frame"]) if r["bytes_per_frame"] else "-",
             f"{r['compression']:.0f}x" if r["compression"] else "-",
         )
     console.print(table)
     ratio = f", {totals['compression']:.0f}x smaller than raw" if totals["compression"] else ""
-    console.print(f"{len(rows)} races, {frames} frames, {_human(nbytes)}{ratio}")
+    console.print(f"{len(rows)} races, {frames} frames, {human_bytes(nbytes)}{ratio}")
 
 
 def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -> None:
@@ -189,7 +190,8 @@ def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -
         "ended_at",
     ):
         table.add_row(key, str(detail[key]))
-    table.add_row("size", f"{_human(detail['bytes'])} ({detail['compression'] or 0:.0f}x vs raw)")
+    size = human_bytes(detail["bytes"])
+    table.add_row("size", f"{size} ({detail['compression'] or 0:.0f}x vs raw)")
     table.add_row("shards", f"{len(shards)} x {info.shard_size} frames")
     table.add_row("meta", json.dumps(info.meta))
     console.print(table)
@@ -304,10 +306,10 @@ def prune(
     plan = plan_eviction(store, capacity)
     verb = "would remove" if dry_run else "removed"
     for gone in plan.evictions:
-        click.echo(f"{verb} {gone.race_id}  {_human(gone.nbytes)}  ({gone.reason})")
+        click.echo(f"{verb} {gone.race_id}  {human_bytes(gone.nbytes)}  ({gone.reason})")
     if not dry_run:
         evict(store, plan)
-    click.echo(f"store: {_human(plan.bytes_before)} -> {_human(plan.bytes_after)}")
+    click.echo(f"store: {human_bytes(plan.bytes_before)} -> {human_bytes(plan.bytes_after)}")
 
 
 def _open_for_writing(path: str, read_only: bool) -> Store:
