@@ -227,7 +227,7 @@ def _record_race(
         frames=info.length,
         dropped=stats.dropped,
         nbytes=store.race_nbytes(writer.race_id),
-        raw_nbytes=info.length * info.height * info.width * 3,
+        raw_nbytes=info.raw_nbytes,
         seconds=time.perf_counter() - started,
         total_reward=total_reward,
         status=info.status,

@@ -64,7 +64,7 @@ def human_bytes(nbytes: float) -> str:
 def race_summary(store: Store, info: RaceInfo) -> dict[str, Any]:
     """One race's row of `replay inspect` (also its --json form)."""
     nbytes = store.race_nbytes(info.race_id)
-    raw = info.length * info.raw_frame_nbytes
+    raw = info.raw_nbytes
     return {
         "race_id": info.race_id,
         "env": info.env,
@@ -121,7 +121,7 @@ def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
         rows = [race_summary(store, info) for info in infos]
     frames = sum(r["frames"] for r in rows)
     nbytes = sum(r["bytes"] for r in rows)
-    raw = sum(info.length * info.raw_frame_nbytes for info in infos)
+    raw = sum(info.raw_nbytes for info in infos)
     totals = {
         "races": len(rows),
         "frames": frames,

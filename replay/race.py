@@ -89,6 +89,11 @@ class RaceInfo:
         return self.height * self.width * 3
 
     @property
+    def raw_nbytes(self) -> int:
+        """Bytes the committed frames would take uncompressed (what compression is against)."""
+        return self.length * self.raw_frame_nbytes
+
+    @property
     def n_shards(self) -> int:
         """Shards holding committed frames."""
         return -(-self.length // self.shard_size)

@@ -102,7 +102,7 @@ def get_race(race_id: RaceId, store: StoreDep, state: StateDep) -> RaceDetail:
     """A race's metadata, with its size on disk and compression ratio."""
     info = store.race(race_id).info
     nbytes = state.race_nbytes(store, info)
-    raw = info.length * info.raw_frame_nbytes
+    raw = info.raw_nbytes
     return RaceDetail(
         **RaceSummary.of(info).model_dump(),
         extras=info.extras,

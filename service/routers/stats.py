@@ -24,7 +24,7 @@ def stats(store: StoreDep, state: StateDep) -> Stats:
     for info in races:
         by_status[info.status] = by_status.get(info.status, 0) + 1
         frames += info.length
-        raw += info.length * info.raw_frame_nbytes
+        raw += info.raw_nbytes
         nbytes += state.race_nbytes(store, info)
     m = state.metrics
     return Stats(

@@ -65,6 +65,7 @@ def test_info_is_the_stored_metadata(race: replay.Race) -> None:
     assert info.n_shards == 2
     assert info.duration_s == pytest.approx(0.2)
     assert info.raw_frame_nbytes == 900 * 1600 * 3
+    assert info.raw_nbytes == info.length * 900 * 1600 * 3
     assert info.step_arrays == [*fmt.STANDARD_STEPS, "speed"]
     assert info.extras == {"speed": {"dtype": "float32", "shape": []}}
     assert RaceInfo.from_attrs(race.race_id, race.attrs) == info
