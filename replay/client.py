@@ -378,25 +378,7 @@ def _race_path(race_id: str) -> str:
 
 def race_info(item: Mapping[str, Any]) -> RaceInfo:
     """A `RaceInfo` from the JSON of a race (``/v1/races`` items, ``/v1/races/{id}``)."""
-    return RaceInfo(
-        race_id=str(item["race_id"]),
-        env=str(item["env"]),
-        map=str(item["map"]),
-        policy=str(item["policy"]),
-        status=str(item["status"]),
-        length=int(item["length"]),
-        fps=float(item["fps"]),
-        height=int(item["height"]),
-        width=int(item["width"]),
-        shard_size=int(item["shard_size"]),
-        started_at=str(item["started_at"]),
-        ended_at=item.get("ended_at"),
-        codec=dict(item["codec"]),
-        action_shape=tuple(int(n) for n in item["action_shape"]),
-        extras=dict(item.get("extras", {})),
-        meta=dict(item.get("meta", {})),
-        lease=item.get("lease"),
-    )
+    return RaceInfo.from_attrs(str(item["race_id"]), dict(item))
 
 
 def error_of(response: httpx.Response) -> ReplayError:
