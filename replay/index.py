@@ -151,16 +151,20 @@ class ShardTable:
 class RaceEntry:
     """One race in the index: its metadata, committed length and cached shard tables."""
 
-    __slots__ = ("_lock", "info", "length", "tables")
+    __slots__ = ("_lock", "info", "tables")
 
     def __init__(self, info: RaceInfo) -> None:
         self.info = info
-        self.length = info.length
         self.tables: dict[int, ShardTable] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RaceEntry({self.race_id!r}, length={self.length})"
+
+    @property
+    def length(self) -> int:
+        """Committed steps, as of the last refresh."""
+        return self.info.length
 
     @property
     def race_id(self) -> str:
@@ -298,7 +302,7 @@ class Index:
                     changed = True
                 elif info.length != entry.length or info.status != entry.info.status:
                     changed |= info.length != entry.length
-                    entry.info, entry.length = info, info.length
+                    entry.info = info
             if changed:
                 self.generation += 1
         return changed
