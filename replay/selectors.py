@@ -123,15 +123,10 @@ class Recent:
     def _first_at(self, e: RaceEntry, cutoff: int) -> int:
         """First step of a race with t_ns >= cutoff (t_ns grows along a race)."""
 
-        class _Times(Sequence[int]):
-            def __len__(self) -> int:
-                return e.length
+        def t_ns(step: int) -> int:
+            return int(self.reader.step_values(e, "t_ns", np.array([step]))[0])
 
-            def __getitem__(self, i: Any) -> Any:
-                return int(reader.step_values(e, "t_ns", np.array([i]))[0])
-
-        reader = self.reader
-        return bisect.bisect_left(_Times(), cutoff)
+        return bisect.bisect_left(range(e.length), cutoff, key=t_ns)
 
     def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
         """`n` items: the first round(fraction * n) recent, the rest uniform."""
@@ -175,7 +170,7 @@ class Prioritized:
         self._lo_array = self._start_array = np.zeros(0, dtype=np.int64)  # the two, for draw
         self._restored: dict[str, npt.NDArray[np.float64]] = {}
         self._space: ItemSpace | None = None
-        self._pos: dict[str, int] = {}
+        self._seg_race = np.zeros(0, dtype=np.int64)
 
     def sync(self, space: ItemSpace) -> None:
         """Give new items leaves, and zero the leaves of races no longer present."""
@@ -212,7 +207,9 @@ class Prioritized:
                 self._leaf_start.append(have)
             self._allocated[e.race_id] = count
         self._space = space
-        self._pos = {e.race_id: i for i, e in enumerate(space.entries)}
+        pos = {e.race_id: i for i, e in enumerate(space.entries)}
+        # each segment's race position in `space` (-1: a removed race, its leaves are 0)
+        self._seg_race = np.array([pos.get(r, -1) for r in self._leaf_race], dtype=np.int64)
         self._lo_array = np.asarray(self._leaf_lo, dtype=np.int64)
         self._start_array = np.asarray(self._leaf_start, dtype=np.int64)
 
@@ -225,7 +222,7 @@ class Prioritized:
         leaves = self.tree.find(rng.random(n) * total)
         values = self.tree.get(leaves)
         seg = np.searchsorted(self._lo_array, leaves, side="right") - 1
-        races = np.array([self._pos[self._leaf_race[s]] for s in seg.tolist()], dtype=np.int64)
+        races = self._seg_race[seg]
         starts = self._start_array[seg] + leaves - self._lo_array[seg]
         p = values / total
         w = (space.total * p) ** -self.beta
