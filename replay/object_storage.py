@@ -54,7 +54,8 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
-from replay.errors import ReadOnlyStoreError, StoreError
+from replay.errors import StoreError
+from replay.storage import check_writable
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config, S3CredentialProvider
@@ -200,24 +201,20 @@ class ObjectStorage:
 
     # -- writes ------------------------------------------------------------------------
 
-    def _check_writable(self, what: str) -> None:
-        if self.read_only:
-            raise ReadOnlyStoreError(f"store {self.url} is open read-only; cannot {what}")
-
     def write(self, key: str, data: bytes) -> None:
         """One PUT of the whole object (atomic: readers see the old or the new bytes)."""
-        self._check_writable(f"write {key}")
+        check_writable(self.url, self.read_only, f"write {key}")
         with _errors(self, key):
             obstore.put(self.s3, key, data, use_multipart=False)
 
     def delete(self, key: str) -> None:
-        self._check_writable(f"delete {key}")
+        check_writable(self.url, self.read_only, f"delete {key}")
         # S3 answers 204 for an absent key; other stores may say 404
         with _errors(self, key), contextlib.suppress(FileNotFoundError):
             obstore.delete(self.s3, key)
 
     def delete_tree(self, prefix: str) -> None:
-        self._check_writable(f"delete {prefix}")
+        check_writable(self.url, self.read_only, f"delete {prefix}")
         keys = [key for key, _ in self.walk_sizes(prefix)]
         with _errors(self, prefix):
             for i in range(0, len(keys), _DELETE_BATCH):

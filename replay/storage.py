@@ -59,6 +59,12 @@ class ByteStorage(Protocol):
     def delete_tree(self, prefix: str) -> None: ...
 
 
+def check_writable(root: object, read_only: bool, what: str) -> None:
+    """ReadOnlyStoreError (naming the store and what was refused) for a read-only store."""
+    if read_only:
+        raise ReadOnlyStoreError(f"store {root} is open read-only; cannot {what}")
+
+
 class LocalStorage:
     """`ByteStorage` on a local directory."""
 
@@ -94,8 +100,7 @@ class LocalStorage:
             os.close(fd)
 
     def write(self, key: str, data: bytes) -> None:
-        if self.read_only:
-            raise ReadOnlyStoreError(f"store {self.root} is open read-only; cannot write {key}")
+        check_writable(self.root, self.read_only, f"write {key}")
         target = self.path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,13 +143,11 @@ class LocalStorage:
                     continue
 
     def delete(self, key: str) -> None:
-        if self.read_only:
-            raise ReadOnlyStoreError(f"store {self.root} is open read-only; cannot delete {key}")
+        check_writable(self.root, self.read_only, f"delete {key}")
         self.path(key).unlink(missing_ok=True)
 
     def delete_tree(self, prefix: str) -> None:
-        if self.read_only:
-            raise ReadOnlyStoreError(f"store {self.root} is open read-only; cannot delete {prefix}")
+        check_writable(self.root, self.read_only, f"delete {prefix}")
         shutil.rmtree(self.path(prefix), ignore_errors=True)
 
 
