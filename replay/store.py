@@ -24,6 +24,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 from zarr.storage import LocalStore, MemoryStore
 
 from replay import format as fmt
+from replay import jpeg
 from replay.capacity import (
     Capacity,
     EvictionPlan,
@@ -33,6 +34,7 @@ from replay.capacity import (
     save_capacity,
 )
 from replay.codecs import JpegCodec, SingletonDimCodec
+from replay.codecs.jpeg import is_quality
 from replay.errors import (
     CorruptDataError,
     RaceNotFoundError,
@@ -392,9 +394,9 @@ def _check_race_args(
         raise ValueError(f"shard_size must be in 1..65536, got {shard_size}")
     if codec not in ("jpeg", "zstd"):
         raise ValueError(f"codec must be 'jpeg' or 'zstd', got {codec!r}")
-    if codec == "jpeg" and not (isinstance(quality, int) and 1 <= quality <= 100):
+    if codec == "jpeg" and not is_quality(quality):
         raise ValueError(f"quality must be an integer in 1..100, got {quality!r}")
-    if subsampling not in ("420", "422", "444"):
+    if subsampling not in jpeg.SUBSAMPLING_FACTORS:
         raise ValueError(f"subsampling must be '420', '422' or '444', got {subsampling!r}")
     try:
         json.dumps(dict(meta or {}))

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 NAME = "jpeg"
 
 
+def is_quality(value: object) -> bool:
+    """True for a JPEG quality setting: an integer (not a bool) in 1..100."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100
+
+
 @dataclass(frozen=True)
 class JpegCodec(ArrayBytesCodec):
     """Serializer storing each (H, W, 3) uint8 chunk as a JPEG (lossy, ~15-100x smaller)."""
@@ -45,7 +50,7 @@ class JpegCodec(ArrayBytesCodec):
         encoded_color_space: str = "ycbcr",
         subsampling: object = "420",
     ) -> None:
-        if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        if not is_quality(quality):
             raise ValueError(f"jpeg: quality must be an integer in 1..100, got {quality!r}")
         if encoded_color_space != "ycbcr":
             raise ValueError(
