@@ -179,7 +179,7 @@ def test_store_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="quality"):
         store.new_race(env="e", quality=0)
     with pytest.raises(ValueError, match="quality must be an integer"):
-        store.new_race(env="e", quality=True)  # type: ignore[arg-type]
+        store.new_race(env="e", quality=True)
     with pytest.raises(ValueError, match="JSON"):
         store.new_race(env="e", meta={"x": object()})
     assert store.races() == []  # nothing half-created by the refused calls
