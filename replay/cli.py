@@ -16,10 +16,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from replay import format as fmt
 from replay.bench.cli import bench
-from replay.errors import ReplayError
+from replay.errors import CorruptDataError, ReplayError
 from replay.plugins import PluginGroup
-from replay.race import RaceInfo
+from replay.race import Race, RaceInfo
 from replay.store import Store, open_store
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     data (action, reward, ...). Typical use:
 
     \b
-      replay record --source carracing --races 3 --steps 300 --store ./replay-data
+      replay record ./replay-data --source carracing --races 3 --steps 300
       replay inspect ./replay-data
       replay serve ./replay-data
     """
@@ -96,13 +97,16 @@ def inspect(
     """Show the races of STORE, or one RACE in detail.
 
     Without RACE: a table of races (id, env/map, status, frames, duration, size,
-    bytes/frame, compression vs raw RGB) and store totals. With RACE: its
-    attributes, shards and per-step array summaries; --frame N --out f.png
-    exports one frame.
+    bytes/frame, compression vs raw RGB) and store totals. With RACE (its full
+    id or any unique start of it, as git takes hashes): its attributes, shards
+    (bytes on disk, index state) and per-step array summaries; --frame N --out
+    f.png exports one frame.
     """
     store = _open(store_path)
     console = Console(stderr=as_json, width=None if sys.stdout.isatty() else 160)
     try:
+        if race_id is not None:
+            race_id = store.resolve(race_id)
         if race_id is None:
             if frame is not None or out is not None:
                 raise click.UsageError("--frame/--out need a RACE")
@@ -157,11 +161,7 @@ def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
 def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -> None:
     race = store.race(race_id)
     info = race.info
-    shards = []
-    for k in range(info.n_shards):
-        index = race.shard_index(k)
-        present = [r for r in index if r is not None]
-        shards.append({"shard": k, "frames": len(present), "bytes": sum(n for _, n in present)})
+    shards = _shards_on_disk(store, race)
     arrays: dict[str, dict[str, Any]] = {}
     for name in info.step_arrays:
         values = race.steps(name)
@@ -192,7 +192,14 @@ def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -
         table.add_row(key, str(detail[key]))
     size = human_bytes(detail["bytes"])
     table.add_row("size", f"{size} ({detail['compression'] or 0:.0f}x vs raw)")
-    table.add_row("shards", f"{len(shards)} x {info.shard_size} frames")
+    table.add_row("shards", f"{info.n_shards} x {info.shard_size} frames")
+    for s in shards:
+        table.add_row(
+            f"  shard {s['shard']}",
+            f"{s['frames']} frames, {human_bytes(s['bytes'])} on disk, index {s['index']}",
+        )
+    if "repaired" in race.attrs:
+        table.add_row("repaired", json.dumps(race.attrs["repaired"]))
     table.add_row("meta", json.dumps(info.meta))
     console.print(table)
     steps = Table(title="per-step arrays")
@@ -319,6 +326,45 @@ def _open_for_writing(path: str, read_only: bool) -> Store:
         return store if read_only else open_store(path, mode="a")
     except ReplayError as e:
         raise click.ClickException(str(e)) from e
+
+
+def _shards_on_disk(store: Store, race: Race) -> list[dict[str, Any]]:
+    """Each frames shard as it is on disk: its file's size, committed frames, index state.
+
+    Sizes are the files' (not the sum of the index's entries), so after
+    ``verify --repair`` truncated a race the bytes still on disk show, including
+    shard files past the new length (``"index": "past the race's length"``).
+    """
+    info = race.info
+    on_disk: dict[int, int] = {}
+    for key, size in store.storage.walk_sizes(f"{fmt.race_key(race.race_id)}/{fmt.FRAMES}/c"):
+        shard = _shard_number(race.race_id, key)
+        if shard is not None:
+            on_disk[shard] = size
+    out = []
+    for shard in sorted(set(on_disk) | set(range(info.n_shards))):
+        if shard >= info.n_shards:
+            frames, state = 0, "past the race's length"
+        else:
+            frames = min(info.shard_size, info.length - shard * info.shard_size)
+            try:
+                race.shard_index(shard)
+                state = "ok"
+            except CorruptDataError as e:
+                state = f"damaged ({e})"
+        out.append(
+            {"shard": shard, "frames": frames, "bytes": on_disk.get(shard, 0), "index": state}
+        )
+    return out
+
+
+def _shard_number(race_id: str, key: str) -> int | None:
+    """The shard a frames file key is (``.../frames/c/7/0/0/0`` -> 7), None for other files."""
+    parts = key.rsplit(f"/{fmt.FRAMES}/c/", 1)
+    if len(parts) != 2 or not parts[1].split("/", 1)[0].isdigit():
+        return None
+    shard = int(parts[1].split("/", 1)[0])
+    return shard if fmt.frames_key(race_id, shard) == key else None
 
 
 def _num(value: float | None) -> str:

@@ -120,7 +120,9 @@ def read_race_info(storage: ByteStorage, race_id: str) -> RaceInfo:
     try:
         attrs = read_json(storage, key).get("attributes", {})
     except FileNotFoundError:
-        raise RaceNotFoundError(f"no race {race_id} in {storage}") from None
+        raise RaceNotFoundError(
+            f"no race {race_id} in {getattr(storage, 'root', storage)}"
+        ) from None
     except ValueError as e:
         raise CorruptDataError(
             f"race {race_id}: metadata {key} is damaged ({e})", race_id=race_id, shard=-1

@@ -205,6 +205,31 @@ class Store:
         """One race; `RaceNotFoundError` if the id is malformed or absent."""
         return Race(self.storage, read_race_info(self.storage, race_id), self.zarr)
 
+    def resolve(self, ref: str) -> str:
+        """The full id of the one race whose id starts with `ref` (as git resolves hashes).
+
+        Lets people type ``01JF3`` for a 26-character id: the CLI and the service
+        accept any unique prefix (case-insensitive). `RaceNotFoundError` names the
+        store when nothing matches, and lists the candidates when several do.
+
+            store.resolve("01jf3k")  # -> "01JF3K6XQ6W1M8Y4ZP0V2C7D9B"
+        """
+        prefix = ref.strip().upper()
+        if not prefix or not fmt.RACE_ID_PATTERN.fullmatch(prefix.ljust(26, "0")):
+            raise RaceNotFoundError(f"{ref!r} is not a race id or the start of one (ULID)")
+        if fmt.is_race_id(prefix):
+            return prefix
+        matches = [r for r in self.race_ids() if r.startswith(prefix)]
+        if not matches:
+            raise RaceNotFoundError(f"no race id starting with {ref!r} in {self.root}")
+        if len(matches) > 1:
+            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise RaceNotFoundError(
+                f"race id prefix {ref!r} is ambiguous in {self.root}: "
+                f"{len(matches)} races match ({shown}); give more characters"
+            )
+        return matches[0]
+
     def sampler(
         self,
         kind: Kind = "uniform",

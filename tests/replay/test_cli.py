@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import replay
+from replay import format as fmt
 from replay.cli import main
 
 
@@ -119,3 +120,52 @@ def test_inspect_errors(store_path: Path, tmp_path: Path) -> None:
     code, out = invoke("inspect", str(store_path), "--frame", "1")
     assert code == 2
     assert "need a RACE" in out
+
+
+def test_race_ids_accept_a_unique_prefix(store_path: Path) -> None:
+    ids = replay.open_store(store_path, mode="r").race_ids()
+    shortest = next(
+        n for n in range(1, 27) if len({i[:n] for i in ids}) == len(ids)
+    )  # as git: the shortest prefix that tells the races apart
+    code, out = invoke("inspect", str(store_path), ids[1][:shortest].lower(), "--json")
+    assert code == 0, out
+    assert json.loads(out)["race_id"] == ids[1]
+    code, out = invoke("inspect", str(store_path), ids[0][: shortest - 1] if shortest > 1 else "0")
+    assert code == 1
+    assert "ambiguous" in out and ids[0] in out and ids[1] in out
+    assert "Traceback" not in out
+
+
+def test_not_found_names_the_store_as_given(store_path: Path) -> None:
+    code, out = invoke("inspect", str(store_path), "7ZZZZ")
+    assert code == 1
+    assert f"no race id starting with '7ZZZZ' in {store_path}" in out
+    code, out = invoke("inspect", str(store_path), "7" + "Z" * 25)
+    assert code == 1
+    assert f"no race 7{'Z' * 25} in {store_path}" in out
+    assert "LocalStorage" not in out
+
+
+def test_inspect_after_a_repair_shows_the_bytes_on_disk(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    store = replay.open_store(tmp_path / "s")
+    with store.new_race(env="CarRacing-v3", shard_size=4) as writer:
+        for frame in real_frames[:10]:
+            writer.append(frame, reward=1.0)
+    race_id = writer.race_id
+    shard1 = tmp_path / "s" / fmt.frames_key(race_id, 1)
+    shard1.write_bytes(shard1.read_bytes()[:-100])  # shard 1's index is gone
+    assert invoke("verify", str(tmp_path / "s"), "--repair")[0] in (0, 1)
+
+    code, out = invoke("inspect", str(tmp_path / "s"), race_id, "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["frames"] == 4
+    files = {k: (tmp_path / "s" / fmt.frames_key(race_id, k)).stat().st_size for k in range(3)}
+    assert [(s["shard"], s["bytes"]) for s in doc["shards"]] == sorted(files.items())
+    assert [s["index"] for s in doc["shards"]] == ["ok"] + ["past the race's length"] * 2
+    assert doc["bytes"] >= sum(files.values())
+    code, out = invoke("inspect", str(tmp_path / "s"), race_id)
+    assert code == 0
+    assert "repaired" in out and "past the race's length" in out
