@@ -6,14 +6,20 @@ store's background writer, so the source runs at its own pace while frames
 are encoded and committed beside it. A progress bar follows each race and a
 table at the end says what it cost on disk::
 
-    replay record --source carracing --races 3 --steps 300 --store ./replay-data --seed 0
-    replay record --source vizdoom -o scenario=basic --races 5 --steps 300
-    replay record --source screen -o display=:1 -o env=TrackMania --steps 1800
+    replay record ./replay-data --source carracing --races 3 --steps 300 --seed 0
+    replay record ./replay-data --source vizdoom -o scenario=basic --races 5 --steps 300
+    replay record ./replay-data --source screen -o display=:1 -o env=TrackMania --steps 1800
+
+Every race's seed is kept in its meta (``{"seed": 7}``; drawn at random when
+``--seed`` is not given) and, for procedural tracks, in its map
+(``"procedural:7"``), so ``replay record --seed 7 --races 1`` drives that track
+again.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
 from collections.abc import Sequence
@@ -67,6 +73,7 @@ def parse_options(options: Sequence[str]) -> dict[str, Any]:
 
 
 @click.command(name="record")
+@click.argument("store_arg", metavar="[STORE]", required=False, type=click.Path(file_okay=False))
 @click.option(
     "--source",
     "source_name",
@@ -89,15 +96,16 @@ def parse_options(options: Sequence[str]) -> dict[str, Any]:
     "--store",
     "store_path",
     type=click.Path(file_okay=False),
-    default="./replay-data",
-    show_default=True,
-    help="Store directory; created if missing, appended to if present.",
+    default=None,
+    help="Same as the STORE argument (default ./replay-data): created if missing, "
+    "appended to if present.",
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(0, 2**31 - 1),
     default=None,
-    help="Seed of the first race; race i uses SEED+i. Default: a fresh race each time.",
+    help="Seed of the first race; race i uses SEED+i. Default: drawn at random. "
+    "Kept in each race's meta (and map, for procedural tracks).",
 )
 @click.option(
     "--quality",
@@ -107,10 +115,14 @@ def parse_options(options: Sequence[str]) -> dict[str, Any]:
     help="JPEG quality of the stored frames.",
 )
 @click.option(
-    "--lossless",
-    is_flag=True,
-    help="Store frames losslessly (zstd) instead of JPEG (reference data, benchmarks).",
+    "--codec",
+    type=click.Choice(["auto", "jpeg", "zstd"]),
+    default="auto",
+    show_default=True,
+    help="How frames are stored: JPEG, or lossless zstd; auto: the smaller for the "
+    "source (zstd for CarRacing's flat colours, JPEG for the others).",
 )
+@click.option("--lossless", is_flag=True, help="Same as --codec zstd.")
 @click.option(
     "--shard-size",
     type=click.IntRange(min=1),
@@ -126,12 +138,14 @@ def parse_options(options: Sequence[str]) -> dict[str, Any]:
     help="Argument for the source, repeatable: -o scenario=basic, -o left=100, -o device=cuda.",
 )
 def record(
+    store_arg: str | None,
     source_name: str,
     races: int,
     steps: int,
-    store_path: str,
+    store_path: str | None,
     seed: int | None,
     quality: int,
+    codec: str,
     lossless: bool,
     shard_size: int | None,
     options: tuple[str, ...],
@@ -142,7 +156,10 @@ def record(
     pure-pursuit driver; ViZDoom: aim and shoot; screen: whoever is playing)
     and written frame by frame through the store's background writer.
     """
+    store_path = _store_path(store_arg, store_path)
     kwargs = parse_options(options)
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31 - races)
     console = Console(stderr=True)
     out = Console(width=None if sys.stdout.isatty() else 160)
     try:
@@ -154,13 +171,17 @@ def record(
             raise click.BadParameter(str(exc), param_hint="--option") from exc
         with source:
             store = replay.open_store(store_path, mode="a")
-            console.print(f"recording {races} race(s) of {source!r} into {store.root}")
+            chosen = "zstd" if lossless else source.codec if codec == "auto" else codec
+            console.print(
+                f"recording {races} race(s) of {source!r} into {store.root} "
+                f"({'lossless zstd' if chosen == 'zstd' else f'JPEG q{quality}'}, seeds "
+                f"{seed}..{seed + races - 1})"
+            )
             results = []
             for i in range(races):
-                race_seed = None if seed is None else seed + i
                 results.append(
                     _record_race(
-                        store, source, steps, race_seed, quality, lossless, shard_size, console
+                        store, source, steps, seed + i, quality, chosen, shard_size, console
                     )
                 )
     except ReplayError as exc:
@@ -168,20 +189,31 @@ def record(
     out.print(_summary(results, store_path))
 
 
+def _store_path(argument: str | None, option: str | None) -> str:
+    """The store of ``replay record STORE`` or its alias ``--store STORE``."""
+    if argument is not None and option is not None and argument != option:
+        raise click.UsageError(f"two stores given: {argument} and --store {option}; give one")
+    return argument or option or "./replay-data"
+
+
+def race_map(source: Source, seed: int) -> str:
+    """A race's map: the source's, with the seed where the seed draws the track."""
+    return f"{source.map}:{seed}" if source.map == "procedural" else source.map
+
+
 def _record_race(
     store: replay.Store,
     source: Source,
     max_steps: int,
-    seed: int | None,
+    seed: int,
     quality: int,
-    lossless: bool,
+    codec: str,
     shard_size: int | None,
     console: Console,
 ) -> RaceResult:
     """Play one race into a new writer, with a progress bar; returns its summary row."""
     extra: dict[str, Any] = {} if shard_size is None else {"shard_size": shard_size}
-    if lossless:
-        extra["codec"] = "zstd"
+    extra["codec"] = codec
     started = time.perf_counter()
     played, total_reward = 0, 0.0
     progress = Progress(
@@ -195,7 +227,7 @@ def _record_race(
     with (
         store.new_race(
             env=source.env,
-            map=source.map,
+            map=race_map(source, seed),
             policy=source.policy,
             fps=source.fps,
             height=source.height,

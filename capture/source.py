@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -73,6 +74,10 @@ class Source(Closing, abc.ABC):
     width: int
     #: Shape of every `Step.action`.
     action_shape: tuple[int, ...]
+    #: How `replay record` stores this source's frames unless told (``--codec``): the
+    #: smaller on disk. Flat-shaded games compress better losslessly (see
+    #: docs/benchmarks.md, "Quality and size").
+    codec: Literal["jpeg", "zstd"] = "jpeg"
 
     @abc.abstractmethod
     def race(self, max_steps: int, seed: int | None = None) -> Iterator[Step]:
