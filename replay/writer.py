@@ -28,6 +28,7 @@ import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -69,13 +70,19 @@ class StepSpec:
 
 @dataclass(frozen=True)
 class WriterStats:
-    """Counters of a writer; `written` frames are committed (durable and visible)."""
+    """Counters of a writer; `written` frames are committed (durable and visible).
+
+    `encode_ms_mean` is the encode time per frame over the race so far and
+    `encode_ms_p99` its 99th percentile over the last frames (frames are encoded in
+    batches: each frame of a batch counts the batch's time over its size).
+    """
 
     appended: int
     written: int
     dropped: int
     queue_depth: int
-    encode_ms: float
+    encode_ms_mean: float
+    encode_ms_p99: float
     bytes_written: int
     shards_written: int
     error: str | None
@@ -142,7 +149,8 @@ class Writer:
         # counters (written by the background thread, read by stats())
         self._appended = self._dropped = self._written = 0
         self._bytes = self._shards = 0
-        self._encode_s = 0.0
+        self._encode_s, self._encoded = 0.0, 0
+        self._encode_recent: deque[float] = deque(maxlen=4096)  # seconds per frame
         self._error: BaseException | None = None
         # the open shard
         self._shard = 0
@@ -254,7 +262,10 @@ class Writer:
             written=self._written,
             dropped=self._dropped,
             queue_depth=self._pending.qsize(),
-            encode_ms=self._encode_s * 1000,
+            encode_ms_mean=self._encode_s * 1000 / self._encoded if self._encoded else 0.0,
+            encode_ms_p99=float(np.percentile(list(self._encode_recent), 99)) * 1000
+            if self._encode_recent
+            else 0.0,
             bytes_written=self._bytes,
             shards_written=self._shards,
             error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
@@ -377,7 +388,10 @@ class Writer:
         else:
             zstd = Zstd(level=codec.get("level", 3))
             blobs = [bytes(zstd.encode(np.ascontiguousarray(im))) for im in images]
-        self._encode_s += time.perf_counter() - started
+        took = time.perf_counter() - started
+        self._encode_s += took
+        self._encoded += len(batch)
+        self._encode_recent.extend([took / len(batch)] * len(batch))
         for p, blob in zip(batch, blobs, strict=True):
             self._free.put(p.slot)
             i = len(self._chunks)
