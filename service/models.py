@@ -61,6 +61,11 @@ class RaceSummary(BaseModel):
     )
     meta: dict[str, Any] = Field(default_factory=dict, examples=[{"seed": 1}])
     lease: Lease | None = None
+    total_return: float | None = Field(
+        default=None,
+        description="Sum of the committed steps' rewards (NaN rewards count 0).",
+        examples=[812.5],
+    )
 
     @classmethod
     def of(cls, info: RaceInfo) -> RaceSummary:

@@ -1,23 +1,30 @@
 """``GET /v1/races/{race_id}/frames/{step}``: one frame, the stored bytes as they are.
 
-No transcoding: a JPEG race's frame is served exactly as the writer stored it
-(``image/jpeg``). A committed frame never changes and race ids are never
-reused, so the answer is cacheable for good; the ETag is a hash of the bytes.
+A JPEG race's frame is served exactly as the writer stored it (``image/jpeg``).
+A lossless (zstd) race's frame is its stored zstd bytes, or, with
+``?format=jpeg`` (what the viewer asks for, since browsers cannot show raw
+zstd), the decoded frame encoded as a JPEG at quality 95 for display. A
+committed frame never changes and race ids are never reused, so the answer is
+cacheable for good; the ETag is a hash of the bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 
+from replay.codecs import JpegCodec
 from service.deps import Authorized, RaceId, SettingsDep, StateDep, Step, StoreDep
 from service.models import Error
 
 router = APIRouter(prefix="/v1/races", tags=["frames"], dependencies=[Authorized])
 
 MEDIA_TYPES = {"jpeg": "image/jpeg", "zstd": "application/zstd"}
+
+#: JPEG quality of a lossless frame shown in the viewer (``?format=jpeg``).
+DISPLAY_QUALITY = 95
 
 
 def etag_of(blob: bytes) -> str:
@@ -47,17 +54,30 @@ def get_frame(
     state: StateDep,
     settings: SettingsDep,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+    format: Annotated[
+        Literal["stored", "jpeg"],
+        Query(
+            description="stored: the bytes as stored; jpeg: a JPEG (lossless races "
+            "are encoded at quality 95 for display)."
+        ),
+    ] = "stored",
 ) -> Response:
     """The frame at `step` of a race, if committed (steps below the race's length)."""
     race = store.race(race_id)
     if step >= race.length:
         raise HTTPException(404, f"race {race_id} has {race.length} committed steps, not {step}")
-    blob = race.frame_bytes(step)  # CorruptDataError (409) names a damaged shard or frame
+    codec = str(race.info.codec.get("name"))
+    if format == "jpeg" and codec != "jpeg":
+        # CorruptDataError (409) names a damaged shard or frame
+        blob = JpegCodec(quality=DISPLAY_QUALITY).encode_image(race.frame(step))
+        codec = "jpeg"
+    else:
+        blob = race.frame_bytes(step)  # CorruptDataError (409) names a damaged shard or frame
     etag = etag_of(blob)
     scope = "private" if settings.token is not None else "public"
     headers = {"ETag": etag, "Cache-Control": f"{scope}, max-age=31536000, immutable"}
     if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
     state.metrics.count_frames("frame", 1)
-    media = MEDIA_TYPES.get(str(race.info.codec.get("name")), "application/octet-stream")
+    media = MEDIA_TYPES.get(codec, "application/octet-stream")
     return Response(content=blob, media_type=media, headers=headers)

@@ -1,27 +1,45 @@
-"""``/v1/races``: the race list (paged, filtered), one race, its step data.
+"""``/v1/races``: the race list (paged, filtered, sorted), one race, its step data.
 
 Metadata is read fresh on every request, so races being recorded appear and
-grow without a restart.
+grow without a restart. ``GET /v1/races/{race}`` takes any unique start of a
+race id (`Store.resolve`, as git takes hashes); its answer has the full id.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from replay.race import RaceInfo
+from replay.store import Store
 from service.deps import Authorized, RaceId, SettingsDep, StateDep, StoreDep
 from service.models import Error, RaceDetail, RacePage, RaceSummary, Status, StepWindow
 
 router = APIRouter(prefix="/v1/races", tags=["races"], dependencies=[Authorized])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Error, "description": "No such race."}}
+
+#: A race id or any unique start of one (case-insensitive), as `Store.resolve` takes.
+RaceRef = Annotated[
+    str,
+    Path(
+        pattern=r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{1,26}$",
+        description="A race id, or any unique start of one (like a git hash).",
+        examples=["01JF3K"],
+    ),
+]
+
+#: Columns the race list sorts by (`RaceQuery.sort`).
+SortKey = Literal[
+    "started", "race_id", "env", "map", "policy", "status", "length", "return", "duration"
+]
 
 
 class RaceQuery(BaseModel):
@@ -40,7 +58,17 @@ class RaceQuery(BaseModel):
         None, description="Only races started before this time (UTC if no zone)."
     )
     min_length: int = Field(0, ge=0, le=2**40, description="Only races with this many steps.")
+    q: str | None = Field(
+        None,
+        max_length=200,
+        description="Only races whose env, map, policy or id contains this (any case).",
+        examples=["carracing"],
+    )
     order: Literal["newest", "oldest"] = "newest"
+    sort: SortKey | None = Field(
+        None, description="Sort by this column (ascending; `desc` reverses); overrides `order`."
+    )
+    desc: bool = False
     offset: int = Field(0, ge=0, le=2**31)
     limit: int = Field(50, ge=1, description="Page size (at most the service's max_page_size).")
 
@@ -68,6 +96,8 @@ def select(races: Iterable[RaceInfo], q: RaceQuery) -> list[RaceInfo]:
             continue
         if info.length < q.min_length:
             continue
+        if q.q is not None and not _contains(info, q.q):
+            continue
         if q.started_after is not None or q.started_before is not None:
             started = _started(info)
             if started is None:
@@ -80,31 +110,91 @@ def select(races: Iterable[RaceInfo], q: RaceQuery) -> list[RaceInfo]:
     return out[::-1] if q.order == "newest" else out
 
 
-@router.get("", summary="List races (paged, filterable)")
+def _contains(info: RaceInfo, text: str) -> bool:
+    needle = text.casefold()
+    return any(
+        needle in field.casefold() for field in (info.env, info.map, info.policy, info.race_id)
+    )
+
+
+class Returns:
+    """Total return of races, remembered per (race, length): a race's rewards never
+    change once committed, so each is summed once per length it is seen at."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sums: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def of(self, store: Store, info: RaceInfo) -> float | None:
+        """The sum of `info`'s committed rewards; None if the race has no reward array."""
+        key = (str(store.root), info.race_id)
+        with self._lock:
+            known = self._sums.get(key)
+        if known is not None and known[0] == info.length:
+            return known[1]
+        if "reward" not in info.step_arrays:
+            return None
+        rewards = store.race(info.race_id).steps("reward", 0, info.length)
+        total = float(np.nansum(rewards.astype(np.float64)))
+        with self._lock:
+            self._sums[key] = (info.length, total)
+        return total
+
+
+RETURNS = Returns()
+
+
+def _sort_key(key: SortKey, returns: dict[str, float | None]) -> Any:
+    def of(info: RaceInfo) -> Any:
+        if key == "return":
+            value = returns[info.race_id]
+            return (value is None, value or 0.0)
+        if key == "started":
+            return info.race_id  # ids sort by creation time
+        if key == "duration":
+            return info.duration_s
+        return getattr(info, key)
+
+    return of
+
+
+@router.get("", summary="List races (paged, filterable, sortable)")
 def list_races(
     store: StoreDep, settings: SettingsDep, q: Annotated[RaceQuery, Query()]
 ) -> RacePage:
-    """Races matching the filters, newest first unless ``order=oldest``."""
+    """Races matching the filters, newest first unless ``order=oldest`` or ``sort``."""
     if q.limit > settings.max_page_size:
         raise HTTPException(422, f"limit {q.limit} is over the maximum {settings.max_page_size}")
     matching = select(store.races(), q)
+    returns: dict[str, float | None] = {}
+    if q.sort is not None:
+        if q.sort == "return":
+            returns = {info.race_id: RETURNS.of(store, info) for info in matching}
+        matching.sort(key=_sort_key(q.sort, returns), reverse=q.desc)
     page = matching[q.offset : q.offset + q.limit]
     return RacePage(
         total=len(matching),
         offset=q.offset,
         limit=q.limit,
-        items=[RaceSummary.of(info) for info in page],
+        items=[_summary(store, info, returns) for info in page],
     )
 
 
-@router.get("/{race_id}", summary="One race", responses=NOT_FOUND)
-def get_race(race_id: RaceId, store: StoreDep, state: StateDep) -> RaceDetail:
-    """A race's metadata, with its size on disk and compression ratio."""
-    info = store.race(race_id).info
+def _summary(store: Store, info: RaceInfo, returns: dict[str, float | None]) -> RaceSummary:
+    total = returns[info.race_id] if info.race_id in returns else RETURNS.of(store, info)
+    return RaceSummary.of(info).model_copy(update={"total_return": total})
+
+
+@router.get(
+    "/{race_id}", summary="One race (by its id or a unique start of it)", responses=NOT_FOUND
+)
+def get_race(race_id: RaceRef, store: StoreDep, state: StateDep) -> RaceDetail:
+    """A race's metadata, with its size on disk, compression ratio and total return."""
+    info = store.race(store.resolve(race_id)).info
     nbytes = state.race_nbytes(store, info)
     raw = info.raw_nbytes
     return RaceDetail(
-        **RaceSummary.of(info).model_dump(),
+        **_summary(store, info, {}).model_dump(),
         extras=info.extras,
         n_shards=info.n_shards,
         nbytes=nbytes,

@@ -22,3 +22,9 @@ router = APIRouter(include_in_schema=False)
 def index() -> FileResponse:
     """The viewer page."""
     return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
+@router.get("/favicon.ico")
+def favicon() -> FileResponse:
+    """The viewer's icon, for browsers that ask for it at the root."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")

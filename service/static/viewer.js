@@ -1,22 +1,36 @@
 // The race viewer: lists races from /v1/races, shows one race's frames from
-// /v1/races/{id}/frames/{step} with its step data from /v1/races/{id}/steps.
+// /v1/races/{id}/frames/{step}, its step data from /v1/races/{id}/steps and
+// plots of it (uPlot, vendored under /static/vendor/uplot). A second race can be
+// shown beside it, scrubbed to the same step.
+//
 // Plain JS, no build step. With a token (from "#token=..." in the URL or the
 // token box) every request carries "Authorization: Bearer <token>"; frames are
 // fetched, not <img src>-loaded, so they can carry it too.
+//
+// The address follows what is shown: "#race=<id>&step=<n>[&with=<id>]" opens
+// that frame (any unique start of an id works: the service resolves it).
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 const PAGE = 50;
+const LIVE_POLL_MS = 1000;
+const LIST_POLL_MS = 3000;
+
 const state = {
-  token: null, races: [], total: 0, limit: PAGE, race: null, steps: null, step: 0,
-  playing: false, timer: null, frameUrl: null, want: -1, shown: -1, loading: false,
+  token: null, races: [], total: 0, limit: PAGE, sort: null, desc: false,
+  a: null, b: null,  // the shown race and the compared one: {race, steps, pane}
+  step: 0, playing: false, timer: null, plots: [],
 };
 
+// ---------------------------------------------------------------- requests
+
 function readToken() {
-  const m = /(?:^|[#&])token=([^&]*)/.exec(location.hash);
-  if (m) {
-    sessionStorage.setItem("replay-token", decodeURIComponent(m[1]));
-    history.replaceState(null, "", location.pathname + location.search);
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.has("token")) {
+    sessionStorage.setItem("replay-token", params.get("token"));
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
   }
   state.token = sessionStorage.getItem("replay-token");
 }
@@ -42,6 +56,10 @@ async function api(path, asBlob = false) {
   return asBlob ? res.blob() : res.json();
 }
 
+function report(err) { message(String((err && err.message) || err)); }
+
+// ---------------------------------------------------------------- formatting
+
 function fmtBytes(n) {
   const units = ["B", "KB", "MB", "GB", "TB"];
   let i = 0;
@@ -54,12 +72,51 @@ function fmtTime(s) {
   return `${m}:${(s - 60 * m).toFixed(1).padStart(4, "0")}`;
 }
 
+function num(x) {
+  return x === null || x === undefined ? "NaN" : Number(x).toFixed(3);
+}
+
 function cell(text, cls) {
   const td = document.createElement("td");
   td.textContent = text;
   if (cls) td.className = cls;
   return td;
 }
+
+// ---------------------------------------------------------------- the address
+
+function readHash() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const step = Number(p.get("step"));
+  return { race: p.get("race"), step: Number.isInteger(step) && step >= 0 ? step : 0, with: p.get("with") };
+}
+
+function writeHash() {
+  if (!state.a) return;
+  const p = new URLSearchParams({ race: state.a.race.race_id, step: String(state.step) });
+  if (state.b) p.set("with", state.b.race.race_id);
+  const hash = `#${p}`;
+  if (location.hash !== hash) history.replaceState(null, "", hash);
+}
+
+async function followHash() {
+  const want = readHash();
+  if (!want.race) return;
+  try {
+    if (!state.a || !state.a.race.race_id.startsWith(want.race.toUpperCase())) {
+      await selectRace(want.race, want.step);
+    } else if (want.step !== state.step) {
+      show(want.step);
+    }
+    if (want.with && (!state.b || !state.b.race.race_id.startsWith(want.with.toUpperCase()))) {
+      await compareWith(want.with);
+    } else if (!want.with && state.b) {
+      closeCompare();
+    }
+  } catch (err) { report(err); }
+}
+
+// ---------------------------------------------------------------- the race list
 
 async function loadTotals() {
   const s = await api("/v1/stats");
@@ -69,16 +126,15 @@ async function loadTotals() {
 
 async function loadRaces() {
   const q = new URLSearchParams({ limit: String(state.limit) });
-  const env = $("#filter-env").value.trim();
+  const text = $("#filter").value.trim();
   const status = $("#filter-status").value;
-  if (env) q.set("env", env);
+  if (text) q.set("q", text);
   if (status) q.set("status", status);
+  if (state.sort) { q.set("sort", state.sort); q.set("desc", String(state.desc)); }
   const page = await api(`/v1/races?${q}`);
   state.races = page.items;
   state.total = page.total;
   renderRaces();
-  const current = state.race && page.items.find((r) => r.race_id === state.race.race_id);
-  if (current && current.length !== state.race.length) updateRace(current);
 }
 
 function renderRaces() {
@@ -86,122 +142,328 @@ function renderRaces() {
   body.replaceChildren(...state.races.map((r) => {
     const tr = document.createElement("tr");
     tr.dataset.raceId = r.race_id;
-    if (state.race && state.race.race_id === r.race_id) tr.className = "selected";
     const status = cell("");
     const badge = document.createElement("span");
     badge.className = `status ${r.status}`;
     badge.textContent = r.status;
     status.append(badge);
+    const compare = cell("");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "vs";
+    button.className = "compare";
+    button.title = "compare: show beside the selected race, scrubbed together";
+    button.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      (state.a ? compareWith(r.race_id) : selectRace(r.race_id, 0)).catch(report);
+    });
+    compare.append(button);
+    const id = cell(r.race_id, "id");
+    id.addEventListener("click", (ev) => { if (getSelection().toString()) ev.stopPropagation(); });
     tr.append(
-      cell(r.race_id.slice(-10)), cell(r.env), cell(r.map), status,
-      cell(String(r.length), "num"), cell(fmtTime(r.duration_s), "num"),
+      id, compare, cell(r.env), cell(r.map), cell(r.policy), status,
+      cell(String(r.length), "num"),
+      cell(r.total_return === null || r.total_return === undefined ? "-" : r.total_return.toFixed(1), "num"),
+      cell(fmtTime(r.duration_s), "num"),
       cell(r.started_at.replace("T", " ").slice(0, 19)),
     );
-    tr.title = r.race_id;
-    tr.addEventListener("click", () => selectRace(r.race_id));
+    tr.addEventListener("click", () => selectRace(r.race_id, 0).catch(report));
     return tr;
   }));
+  markRows();
   $("#count").textContent = `${state.races.length} of ${state.total}`;
   $("#more").hidden = state.races.length >= state.total;
-}
-
-async function selectRace(raceId) {
-  stop();
-  const race = await api(`/v1/races/${raceId}`);
-  state.race = race;
-  state.steps = null;
-  state.step = 0;
-  state.shown = -1;
-  $("#race").hidden = false;
-  $("#race-title").textContent = race.race_id;
-  $("#race-meta").textContent =
-    `${race.env} · ${race.map || "-"} · ${race.policy || "-"} · ${race.width}x${race.height} @ ${race.fps} fps · ` +
-    `${race.length} steps · ${fmtBytes(race.nbytes)} (${race.compression}x) · ${race.status}`;
-  for (const tr of document.querySelectorAll("#races tbody tr")) {
-    tr.classList.toggle("selected", tr.dataset.raceId === raceId);
+  for (const th of document.querySelectorAll("#races th[data-sort]")) {
+    if (th.dataset.sort === state.sort) th.setAttribute("aria-sort", state.desc ? "descending" : "ascending");
+    else th.removeAttribute("aria-sort");
   }
-  updateRace(race);
-  await loadSteps();
-  show(0);
 }
 
-function updateRace(race) {
-  state.race = { ...state.race, ...race };
+function markRows() {
+  for (const tr of document.querySelectorAll("#races tbody tr")) {
+    tr.classList.toggle("selected", !!state.a && tr.dataset.raceId === state.a.race.race_id);
+    tr.classList.toggle("compared", !!state.b && tr.dataset.raceId === state.b.race.race_id);
+  }
+}
+
+function sortBy(key) {
+  if (state.sort === key) state.desc = !state.desc;
+  else { state.sort = key; state.desc = key === "return" || key === "length" || key === "started"; }
+  refresh();
+}
+
+// ---------------------------------------------------------------- one race
+
+// A pane shows one race's frames; while a frame loads, newer requests only
+// replace the wanted step (no pile-up).
+class Pane {
+  constructor(img) { this.img = img; this.race = null; this.want = -1; this.shown = -1; this.loading = false; this.url = null; }
+
+  setRace(race) { this.race = race; this.want = -1; this.shown = -1; }
+
+  show(step) {
+    if (!this.race || this.race.length === 0) return;
+    this.want = Math.max(0, Math.min(step, this.race.length - 1));
+    if (!this.loading) this.fetch();
+  }
+
+  async fetch() {
+    const race = this.race;
+    const step = this.want;
+    if (step === this.shown && this.img.dataset.raceId === race.race_id) return;
+    this.loading = true;
+    try {
+      const display = race.codec && race.codec.name !== "jpeg" ? "?format=jpeg" : "";
+      const blob = await api(`/v1/races/${race.race_id}/frames/${step}${display}`, true);
+      const url = URL.createObjectURL(blob);
+      this.img.onload = () => {
+        if (this.url) URL.revokeObjectURL(this.url);
+        this.url = url;
+        this.img.dataset.step = String(step);
+        this.img.dataset.raceId = race.race_id;
+      };
+      this.img.src = url;
+      this.shown = step;
+    } catch (err) {
+      report(err);
+    } finally {
+      this.loading = false;
+    }
+    if (this.race === race && this.want !== this.shown) this.fetch();
+  }
+}
+
+function describe(race) {
+  return `${race.env} · ${race.map || "-"} · ${race.policy || "-"} · ${race.width}x${race.height} @ ${race.fps} fps · ` +
+    `${race.length} steps · return ${race.total_return === null ? "-" : race.total_return.toFixed(1)} · ` +
+    `${fmtBytes(race.nbytes)} (${race.compression}x) · ${race.status}`;
+}
+
+async function openRace(ref, img) {
+  const race = await api(`/v1/races/${encodeURIComponent(ref)}`);
+  const view = { race, steps: null, pane: new Pane(img) };
+  view.pane.setRace(race);
+  await loadSteps(view);
+  return view;
+}
+
+async function selectRace(ref, step) {
+  stop();
+  const view = await openRace(ref, $("#frame"));
+  state.a = view;
+  $("#race").hidden = false;
+  $("#race-title").textContent = view.race.race_id;
+  $("#race-meta").textContent = describe(view.race);
+  markRows();
+  setLength();
+  buildPlots();
+  show(step);
+}
+
+async function compareWith(ref) {
+  const view = await openRace(ref, $("#frame-b"));
+  state.b = view;
+  $("#pane-b").hidden = false;
+  $("#race-title-b").textContent = view.race.race_id;
+  $("#race-meta-b").textContent = describe(view.race);
+  for (const id of ["#sd-head-b", ...["action", "reward", "return", "terminated", "truncated"].map((n) => `#sd-${n}-b`)]) {
+    $(id).hidden = false;
+  }
+  $("#sd-head-a").textContent = view.race.race_id === state.a.race.race_id ? "race" : "left";
+  $("#sd-head-b").textContent = "right";
+  markRows();
+  setLength();
+  buildPlots();
+  show(state.step);
+}
+
+function closeCompare() {
+  state.b = null;
+  $("#pane-b").hidden = true;
+  for (const id of ["#sd-head-b", ...["action", "reward", "return", "terminated", "truncated"].map((n) => `#sd-${n}-b`)]) {
+    $(id).hidden = true;
+  }
+  $("#sd-head-a").textContent = "race";
+  markRows();
+  setLength();
+  buildPlots();
+  show(state.step);
+}
+
+// Steps go from 0 to the longer race's last one; the shorter race stays on its last frame.
+function length() {
+  return Math.max(state.a ? state.a.race.length : 0, state.b ? state.b.race.length : 0);
+}
+
+function setLength() {
+  const n = length();
   const scrubber = $("#scrubber");
-  scrubber.max = String(Math.max(0, race.length - 1));
-  scrubber.disabled = race.length === 0;
-  renderStep();
-  if (state.steps && state.steps.stop < race.length) loadSteps();
+  scrubber.max = String(Math.max(0, n - 1));
+  scrubber.disabled = n === 0;
+  $("#follow-label").hidden = !(state.a && state.a.race.status === "recording");
 }
 
-async function loadSteps() {
-  const r = state.race;
-  const q = new URLSearchParams();
-  for (const name of ["action", "reward", "terminated", "truncated"]) q.append("names", name);
-  const steps = await api(`/v1/races/${r.race_id}/steps?${q}`);
-  let acc = 0;
-  steps.arrays.return = steps.arrays.reward.map((x) => (acc += x || 0));
-  state.steps = steps;
-  renderStep();
+// Loads the steps not loaded yet (all of them the first time), so a race
+// being recorded costs only its new steps each poll.
+async function loadSteps(view) {
+  const r = view.race;
+  const start = view.steps ? view.steps.stop : 0;
+  if (view.steps && start >= r.length) return;
+  const q = new URLSearchParams({ start: String(start) });
+  for (const name of ["action", "reward", "terminated", "truncated"]) {
+    if (r.step_arrays.includes(name)) q.append("names", name);
+  }
+  const got = await api(`/v1/races/${r.race_id}/steps?${q}`);
+  if (!view.steps) {
+    view.steps = { start: 0, stop: 0, arrays: { action: [], reward: [], terminated: [], truncated: [], return: [] } };
+  }
+  const s = view.steps;
+  let acc = s.arrays.return.length ? s.arrays.return[s.arrays.return.length - 1] : 0;
+  for (const name of ["action", "reward", "terminated", "truncated"]) {
+    const values = got.arrays[name] || new Array(got.stop - got.start).fill(null);
+    s.arrays[name].push(...values);
+  }
+  for (const x of got.arrays.reward || []) s.arrays.return.push(acc += x || 0);
+  s.stop = got.stop;
 }
 
-function num(x) {
-  return x === null ? "NaN" : Number(x).toFixed(3);
+function stepValues(view, i) {
+  const s = view && view.steps;
+  if (!s || i < 0 || i >= s.stop) return null;
+  const get = (name) => s.arrays[name][i];
+  return { action: get("action"), reward: get("reward"), return: get("return"), terminated: get("terminated"), truncated: get("truncated") };
 }
 
 function renderStep() {
-  const r = state.race;
-  if (!r) return;
+  if (!state.a) return;
+  const n = length();
   const i = state.step;
   $("#scrubber").value = String(i);
-  $("#step").textContent = `${r.length ? i : "-"} / ${Math.max(0, r.length - 1)}`;
-  const s = state.steps;
-  const has = s && i >= s.start && i < s.stop;
-  const get = (name) => (has ? s.arrays[name][i - s.start] : undefined);
-  const action = get("action");
-  $("#sd-action").textContent = action === undefined ? "" :
-    Array.isArray(action) ? `[${action.map(num).join(", ")}]` : num(action);
-  $("#sd-reward").textContent = has ? num(get("reward")) : "";
-  $("#sd-return").textContent = has ? num(get("return")) : "";
-  $("#sd-terminated").textContent = has ? String(get("terminated")) : "";
-  $("#sd-truncated").textContent = has ? String(get("truncated")) : "";
-}
-
-// Show `step`: the step data at once, the frame when it arrives. While a
-// frame loads, newer requests only replace the wanted step (no pile-up).
-function show(step) {
-  const r = state.race;
-  if (!r || r.length === 0) return;
-  state.step = Math.max(0, Math.min(step, r.length - 1));
-  renderStep();
-  state.want = state.step;
-  if (!state.loading) fetchFrame();
-}
-
-async function fetchFrame() {
-  const r = state.race;
-  const step = state.want;
-  if (step === state.shown) return;
-  state.loading = true;
-  try {
-    const blob = await api(`/v1/races/${r.race_id}/frames/${step}`, true);
-    const url = URL.createObjectURL(blob);
-    const img = $("#frame");
-    img.onload = () => {
-      if (state.frameUrl) URL.revokeObjectURL(state.frameUrl);
-      state.frameUrl = url;
-      img.dataset.step = String(step);
-      img.dataset.raceId = r.race_id;
-    };
-    img.src = url;
-    state.shown = step;
-  } catch (err) {
-    message(String(err.message || err));
-  } finally {
-    state.loading = false;
+  $("#step").textContent = `${n ? i : "-"} / ${Math.max(0, n - 1)}`;
+  for (const [view, suffix] of [[state.a, ""], [state.b, "-b"]]) {
+    if (!view && suffix) continue;
+    const v = stepValues(view, Math.min(i, view.race.length - 1));
+    const a = v && v.action;
+    $(`#sd-action${suffix}`).textContent = !v ? "" : Array.isArray(a) ? `[${a.map(num).join(", ")}]` : num(a);
+    $(`#sd-reward${suffix}`).textContent = v ? num(v.reward) : "";
+    $(`#sd-return${suffix}`).textContent = v ? num(v.return) : "";
+    $(`#sd-terminated${suffix}`).textContent = v ? String(v.terminated) : "";
+    $(`#sd-truncated${suffix}`).textContent = v ? String(v.truncated) : "";
   }
-  if (state.want !== state.shown && state.race === r) fetchFrame();
+  for (const plot of state.plots) plot.redraw(false, false);
+  writeHash();
 }
+
+// Show `step` in both panes: the step data and plots at once, frames when they arrive.
+function show(step) {
+  const n = length();
+  if (!state.a || n === 0) return;
+  state.step = Math.max(0, Math.min(step, n - 1));
+  renderStep();
+  state.a.pane.show(state.step);
+  if (state.b) state.b.pane.show(state.step);
+}
+
+// ---------------------------------------------------------------- plots
+
+// A uPlot plugin that draws the current step as a vertical line.
+function stepCursor() {
+  return {
+    hooks: {
+      draw: [(u) => {
+        const x = Math.round(u.valToPos(state.step, "x", true));
+        const { top, height } = u.bbox;
+        u.ctx.save();
+        u.ctx.strokeStyle = "#d22";
+        u.ctx.lineWidth = 2 * devicePixelRatio;
+        u.ctx.beginPath();
+        u.ctx.moveTo(x, top);
+        u.ctx.lineTo(x, top + height);
+        u.ctx.stroke();
+        u.ctx.restore();
+      }],
+    },
+  };
+}
+
+const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"];
+
+function column(view, name, n, pick = (x) => x) {
+  const out = new Array(n).fill(null);
+  if (!view || !view.steps) return out;
+  const values = view.steps.arrays[name];
+  for (let i = 0; i < Math.min(n, values.length); i++) {
+    const v = values[i];
+    out[i] = v === null || v === undefined ? null : pick(v);
+  }
+  return out;
+}
+
+// The plots of the shown race (and of the compared one, dashed): reward and
+// return, each action component, termination. Rebuilt when races change or grow.
+function buildPlots() {
+  for (const plot of state.plots) plot.destroy();
+  state.plots = [];
+  const box = $("#plots");
+  box.replaceChildren();
+  if (!state.a || typeof uPlot === "undefined") return;
+  const n = length();
+  const x = Array.from({ length: n }, (_, i) => i);
+  const views = [[state.a, "", []], ...(state.b ? [[state.b, " (right)", [6, 4]]] : [])];
+  const width = Math.max(300, box.clientWidth || 600);
+  const groups = [
+    { title: "reward and return", series: [] },
+    { title: "action", series: [] },
+    { title: "terminated / truncated", series: [] },
+  ];
+  for (const [view, label, dash] of views) {
+    groups[0].series.push(
+      { label: `reward${label}`, values: column(view, "reward", n), stroke: COLOURS[0], dash, scale: "y" },
+      { label: `return${label}`, values: column(view, "return", n), stroke: COLOURS[1], dash, scale: "ret" },
+    );
+    const dims = view.race.action_shape.reduce((a, b) => a * b, 1);
+    for (let k = 0; k < dims; k++) {
+      groups[1].series.push({
+        label: `action[${k}]${label}`, dash, stroke: COLOURS[(k + 2) % COLOURS.length], scale: "y",
+        values: column(view, "action", n, (a) => (Array.isArray(a) ? a.flat()[k] : a)),
+      });
+    }
+    groups[2].series.push(
+      { label: `terminated${label}`, values: column(view, "terminated", n, Number), stroke: "#d62728", dash, scale: "y" },
+      { label: `truncated${label}`, values: column(view, "truncated", n, Number), stroke: "#7f7f7f", dash, scale: "y" },
+    );
+  }
+  for (const [g, group] of groups.entries()) {
+    const div = document.createElement("div");
+    div.className = "plot";
+    div.dataset.plot = String(g);
+    box.append(div);
+    const twoAxes = group.series.some((s) => s.scale === "ret");
+    const opts = {
+      title: group.title,
+      width,
+      height: g === 2 ? 110 : 160,
+      cursor: { drag: { x: false, y: false }, sync: { key: "replay-steps" } },
+      scales: { x: { time: false }, ...(g === 2 ? { y: { range: [-0.1, 1.1] } } : {}) },
+      legend: { live: true },
+      series: [{ label: "step" }, ...group.series.map((s) => ({
+        label: s.label, stroke: s.stroke, dash: s.dash, scale: s.scale, width: 1.5,
+        paths: g === 2 ? uPlot.paths.stepped({ align: 1 }) : undefined,
+        points: { show: false },
+      }))],
+      axes: [{}, { scale: "y" }, ...(twoAxes ? [{ scale: "ret", side: 1, grid: { show: false } }] : [])],
+      plugins: [stepCursor()],
+    };
+    const plot = new uPlot(opts, [x, ...group.series.map((s) => s.values)], div);
+    plot.over.addEventListener("click", (ev) => {
+      stop();
+      show(Math.round(plot.posToVal(ev.offsetX, "x")));
+    });
+    state.plots.push(plot);
+  }
+}
+
+// ---------------------------------------------------------------- playing
 
 function stop() {
   state.playing = false;
@@ -210,18 +472,39 @@ function stop() {
 }
 
 function play() {
-  const r = state.race;
-  if (!r) return;
+  if (!state.a) return;
   if (state.playing) { stop(); return; }
   state.playing = true;
   $("#play").textContent = "pause";
   const tick = () => {
     if (!state.playing) return;
-    if (state.step >= state.race.length - 1) { stop(); return; }
+    if (state.step >= length() - 1) { stop(); return; }
     show(state.step + 1);
-    state.timer = setTimeout(tick, 1000 / (state.race.fps || 30));
+    state.timer = setTimeout(tick, 1000 / (state.a.race.fps || 30));
   };
   tick();
+}
+
+// ---------------------------------------------------------------- live growth
+
+// A race being recorded grows: its new steps are loaded, the plots rebuilt, and
+// with "follow live" on (and the last step shown) the newest frame is shown.
+async function pollLive() {
+  for (const view of [state.a, state.b]) {
+    if (!view || view.race.status !== "recording") continue;
+    const atEnd = state.step >= length() - 1;
+    const race = await api(`/v1/races/${view.race.race_id}`);
+    if (race.length === view.race.length && race.status === view.race.status) continue;
+    view.race = race;
+    view.pane.race = race;
+    await loadSteps(view);
+    const meta = view === state.a ? "#race-meta" : "#race-meta-b";
+    $(meta).textContent = describe(race);
+    setLength();
+    buildPlots();
+    if (atEnd && $("#follow").checked) show(length() - 1);
+    else renderStep();
+  }
 }
 
 async function refresh() {
@@ -229,8 +512,41 @@ async function refresh() {
     await Promise.all([loadTotals(), loadRaces()]);
     message("");
   } catch (err) {
-    message(String(err.message || err));
+    report(err);
   }
+}
+
+// ---------------------------------------------------------------- keys and start
+
+function copyId() {
+  if (!state.a) return;
+  const id = state.a.race.race_id;
+  if (navigator.clipboard) navigator.clipboard.writeText(id).catch(() => {});
+  const sel = getSelection();
+  sel.selectAllChildren($("#race-title"));
+}
+
+function onKey(ev) {
+  const help = $("#help");
+  if (ev.key === "?" && ev.target.tagName !== "INPUT") {
+    if (help.open) help.close(); else help.showModal();
+    ev.preventDefault();
+    return;
+  }
+  if (help.open) return;
+  if (ev.key === "/" && ev.target.tagName !== "INPUT") { $("#filter").focus(); ev.preventDefault(); return; }
+  if (!state.a || ev.target.tagName === "INPUT") return;  // a range input steps itself
+  const by = ev.shiftKey ? 10 : 1;
+  const keys = {
+    ArrowLeft: () => show(state.step - by),
+    ArrowRight: () => show(state.step + by),
+    Home: () => show(0),
+    End: () => show(length() - 1),
+  };
+  if (keys[ev.key]) { stop(); keys[ev.key](); ev.preventDefault(); }
+  else if (ev.key === " ") { play(); ev.preventDefault(); }
+  else if (ev.key === "c" && !ev.ctrlKey && !ev.metaKey) copyId();
+  else if (ev.key === "x" && state.b) closeCompare();
 }
 
 function main() {
@@ -240,23 +556,28 @@ function main() {
     state.token = $("#token-input").value;
     sessionStorage.setItem("replay-token", state.token);
     $("#token-form").hidden = true;
-    refresh();
+    refresh().then(followHash);
   });
   $("#scrubber").addEventListener("input", (ev) => { stop(); show(Number(ev.target.value)); });
   $("#prev").addEventListener("click", () => { stop(); show(state.step - 1); });
   $("#next").addEventListener("click", () => { stop(); show(state.step + 1); });
   $("#play").addEventListener("click", play);
   $("#more").addEventListener("click", () => { state.limit += PAGE; refresh(); });
-  $("#filter-env").addEventListener("change", refresh);
+  $("#filter").addEventListener("input", refresh);
   $("#filter-status").addEventListener("change", refresh);
-  document.addEventListener("keydown", (ev) => {
-    if (!state.race || ev.target.tagName === "INPUT") return;  // a range input steps itself
-    if (ev.key === "ArrowLeft") { stop(); show(state.step - 1); ev.preventDefault(); }
-    if (ev.key === "ArrowRight") { stop(); show(state.step + 1); ev.preventDefault(); }
-    if (ev.key === " ") { play(); ev.preventDefault(); }
-  });
-  refresh();
-  setInterval(refresh, 3000);  // races being recorded appear and grow
+  $("#compare-close").addEventListener("click", closeCompare);
+  $("#help-button").addEventListener("click", () => $("#help").showModal());
+  $('button[data-copy="a"]').addEventListener("click", copyId);
+  for (const th of document.querySelectorAll("#races th[data-sort]")) {
+    th.addEventListener("click", () => sortBy(th.dataset.sort));
+  }
+  document.addEventListener("keydown", onKey);
+  window.addEventListener("hashchange", followHash);
+  let resize = null;
+  window.addEventListener("resize", () => { clearTimeout(resize); resize = setTimeout(buildPlots, 150); });
+  refresh().then(followHash);
+  setInterval(refresh, LIST_POLL_MS);  // races being recorded appear and grow
+  setInterval(() => pollLive().catch(report), LIVE_POLL_MS);
 }
 
 main();

@@ -74,7 +74,8 @@ def test_store_is_positional_or_store_and_the_seed_is_always_kept(tmp_path: Path
     assert len(infos) == 4
     seeds = [info.meta["seed"] for info in infos]
     assert all(isinstance(seed, int) for seed in seeds)  # drawn, and kept
-    assert seeds[1] == seeds[0] + 1 and seeds[3] == seeds[2] + 1
+    assert seeds[1] == seeds[0] + 1
+    assert seeds[3] == seeds[2] + 1
     assert {info.map for info in infos} == {"scrolling-landscape"}  # not a procedural map
     assert {info.codec["name"] for info in infos} == {"jpeg"}
     result = CliRunner().invoke(record, [str(tmp_path / "a"), "--store", str(tmp_path / "b")])

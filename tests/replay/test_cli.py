@@ -132,7 +132,9 @@ def test_race_ids_accept_a_unique_prefix(store_path: Path) -> None:
     assert json.loads(out)["race_id"] == ids[1]
     code, out = invoke("inspect", str(store_path), ids[0][: shortest - 1] if shortest > 1 else "0")
     assert code == 1
-    assert "ambiguous" in out and ids[0] in out and ids[1] in out
+    assert "ambiguous" in out
+    assert ids[0] in out
+    assert ids[1] in out
     assert "Traceback" not in out
 
 
@@ -168,4 +170,5 @@ def test_inspect_after_a_repair_shows_the_bytes_on_disk(
     assert doc["bytes"] >= sum(files.values())
     code, out = invoke("inspect", str(tmp_path / "s"), race_id)
     assert code == 0
-    assert "repaired" in out and "past the race's length" in out
+    assert "repaired" in out
+    assert "past the race's length" in out
