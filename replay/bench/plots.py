@@ -56,7 +56,7 @@ def plot_ingest(doc: dict[str, Any], out: Path) -> Path:
     names = [n for n in LABELS if isinstance(results.get(n), dict)]
     p50 = [results[n]["append"]["p50_us"] / 1000 for n in names]
     p99 = [results[n]["append"]["p99_us"] / 1000 for n in names]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(9.5, 4))
     x = range(len(names))
     ax.bar([i - 0.2 for i in x], p50, width=0.4, label="p50")
     ax.bar([i + 0.2 for i in x], p99, width=0.4, label="p99")
@@ -65,7 +65,7 @@ def plot_ingest(doc: dict[str, Any], out: Path) -> Path:
     ax.set_xticks(list(x), [LABELS[n] for n in names], rotation=20, ha="right")
     ax.set_ylabel("driver-visible time per frame (ms)")
     ax.set_title("Ingest: what the driver pays per 1600x900 frame")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)  # beside the bars
     return _save(fig, doc, out / "ingest-latency.png")
 
 
@@ -74,8 +74,9 @@ def plot_footprint(doc: dict[str, Any], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = []
     for game, result in doc["results"]["games"].items():
-        for sub in sorted({r["subsampling"] for r in result["settings"]}):
+        for n, sub in enumerate(sorted({r["subsampling"] for r in result["settings"]})):
             rows = sorted(
                 (r for r in result["settings"] if r["subsampling"] == sub),
                 key=lambda r: r["quality"],
@@ -84,12 +85,15 @@ def plot_footprint(doc: dict[str, Any], out: Path) -> Path:
             ys = [r["psnr_db"] for r in rows]
             ax.plot(xs, ys, marker="o", label=f"{game} 4:{sub[1]}:{sub[2]}")
             for r, x, y in zip(rows, xs, ys, strict=True):
-                ax.annotate(
-                    f"q{r['quality']}",
-                    (x, y),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
+                labels.append(
+                    ax.annotate(
+                        f"q{r['quality']}",
+                        (x, y),
+                        fontsize=7,
+                        xytext=(4, -10) if n % 2 == 0 else (-6, 5),  # lines' labels apart
+                        textcoords="offset points",
+                        ha="left" if n % 2 == 0 else "right",
+                    )
                 )
     ax.axhline(38, color="red", linestyle="--", linewidth=1, label="38 dB target")
     ax.set_xscale("log")
@@ -97,7 +101,21 @@ def plot_footprint(doc: dict[str, Any], out: Path) -> Path:
     ax.set_ylabel("PSNR (dB)")
     ax.set_title("Quality vs size, JPEG")
     ax.legend(fontsize=8)
+    _drop_overlapping(fig, labels)
     return _save(fig, doc, out / "quality-size.png")
+
+
+def _drop_overlapping(fig: Any, texts: list[Any]) -> None:
+    """Hide each text that would overprint one drawn before it (the plot keeps its point)."""
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    kept: list[Any] = []
+    for text in texts:
+        box = text.get_window_extent(renderer).expanded(1.05, 1.1)
+        if any(box.overlaps(other) for other in kept):
+            text.set_visible(False)
+        else:
+            kept.append(box)
 
 
 def plot_sampling(doc: dict[str, Any], out: Path) -> Path:
@@ -172,6 +190,7 @@ def plot_keys(doc: dict[str, Any], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     series = [
         ("replay", "sequences_us", "replay, 16 x 4 windows"),
+        ("replay", "uniform_us", "replay, uniform 64"),
         ("replay", "prioritized_us", "replay, prioritized 64"),
         ("torchrl", "slice_us", "TorchRL SliceSampler, 16 x 4"),
         ("torchrl", "slice_cached_us", "TorchRL SliceSampler (cache_values), 16 x 4"),

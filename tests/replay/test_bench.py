@@ -110,6 +110,19 @@ def test_bench_plot_draws_what_was_measured(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_labels_never_overprint() -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from replay.bench.plots import _drop_overlapping
+
+    fig, ax = plt.subplots()
+    texts = [ax.annotate(f"q{q}", (1.0, 1.0 + d)) for q, d in ((50, 0), (90, 0.001), (95, 0.5))]
+    _drop_overlapping(fig, texts)
+    assert [t.get_visible() for t in texts] == [True, False, True]
+    plt.close(fig)
+
+
 def test_bench_scaling_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> None:
     from replay.bench.scaling import run_scaling_bench
 
