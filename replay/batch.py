@@ -182,14 +182,22 @@ def make_batch(
         raise ValueError("dtype='bfloat16' needs out='torch' (NumPy and CuPy have no bfloat16)")
     convert = _converter(out, on_cuda)
     frames_out = convert(frames)
-    if bf16:
-        frames_out = frames_out.bfloat16()
+    if bf16:  # float32 from the CPU path; bfloat16 bits (uint16) from the CUDA kernel
+        bits = str(frames_out.dtype) == "torch.uint16"
+        frames_out = frames_out.view(torch_bf16()) if bits else frames_out.bfloat16()
     return Batch(
         frames=frames_out,
         keys=keys.keys,
         weights=convert(keys.weights),
         steps={name: convert(value) for name, value in steps.items()},
     )
+
+
+def torch_bf16() -> Any:
+    """torch.bfloat16 (imported when asked: torch is an optional dependency)."""
+    import torch
+
+    return torch.bfloat16
 
 
 def _converter(out: Out, on_cuda: bool) -> Callable[[Any], Any]:
