@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from replay.bench.cli import bench
+from replay.doctor import doctor
 from replay.errors import ReplayError
 from replay.plugins import PluginGroup
 from replay.race import RaceInfo
@@ -43,6 +44,7 @@ def main() -> None:
 
 
 main.add_command(bench)
+main.add_command(doctor)
 
 
 def _open(path: str) -> Store:
