@@ -302,6 +302,7 @@ class JpegDecoder:
         self.decoded: Counter[str] = Counter()
         self.backend = "libjpeg-turbo"
         self._hardware: Any = None
+        self._hardware_decoder: Any = None  # kept when `use_backend("cuda")` sets it aside
         if device == "cuda":
             nvi = nvimgcodec()
             kinds = nvi.BackendKind
@@ -319,9 +320,26 @@ class JpegDecoder:
                     (blob,) = encoder("cpu").encode([frame], quality=90, subsampling="420")
                     (image,) = self._run(hardware, [blob])
                     if image is not None and same_picture(image.cpu(), frame):
+                        self._hardware_decoder = hardware
                         self._hardware, self.backend = hardware, "hardware"
                 except Exception:  # no hardware decoder on this GPU (RTX cards, T4...)
                     pass
+
+    @property
+    def backends(self) -> list[str]:
+        """The backends this decoder can use: ["hardware", "cuda"] or ["cuda"] (GPU)."""
+        if self.device == "cpu":
+            return ["libjpeg-turbo"]
+        return ["hardware", "cuda"] if self._hardware_decoder is not None else ["cuda"]
+
+    def use_backend(self, name: str) -> None:
+        """Decode with backend `name` (one of `backends`) from now on (benchmarks)."""
+        if name not in self.backends:
+            raise ValueError(f"backend {name!r} is not available here; available: {self.backends}")
+        if self.device == "cuda":
+            with self._lock:
+                self._hardware = self._hardware_decoder if name == "hardware" else None
+                self.backend = name
 
     def _run(self, decoder: Any, blobs: Sequence[bytes]) -> list[Any]:
         """One nvImageCodec decode, synchronized on both sides: the hardware decoder

@@ -162,3 +162,18 @@ def test_the_cpu_decoder_counts_what_it_decoded() -> None:
     dec.decode([blob, b"junk", blob])
     assert dec.backend == "libjpeg-turbo"
     assert dec.decoded == {"libjpeg-turbo": 2}
+
+
+def test_only_the_chosen_extensions_are_visible() -> None:
+    from replay import gpu
+
+    jpeg.nvimgcodec()
+    folder = Path(os.environ["NVIMGCODEC_EXTENSIONS_PATH"])
+    names = {p.name.split(".so")[0] for p in folder.iterdir()}
+    wanted = set(gpu.CPU_EXTENSIONS) | (set(gpu.GPU_EXTENSIONS) if jpeg.cuda_available() else set())
+    if not folder.name.startswith("replay-nvimgcodec-"):
+        pytest.skip(f"NVIMGCODEC_EXTENSIONS_PATH was set outside replay: {folder}")
+    assert names == wanted
+    assert all(p.resolve().is_file() for p in folder.iterdir())  # links to the wheel's files
+    assert gpu.load_report().extensions == sorted(wanted)
+    assert jpeg.nvimgcodec() is jpeg.nvimgcodec()  # idempotent
