@@ -16,7 +16,8 @@ kernel with it.
     out = fused(frames, t)            # frames: (N, H, W, 3) uint8 CuPy; out: CuPy, t's layout
 
 bfloat16 comes out as uint16 bit patterns (CuPy has no bfloat16); `replay.batch`
-views them as ``torch.bfloat16``.
+views them as ``torch.bfloat16``. float16 and bfloat16 are rounded by hand (to nearest
+even), so neither NVRTC nor the C compiler needs a half-precision header.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from replay.transform import LUMA, Transform
 _C_TYPES = {
     "uint8": "unsigned char",
     "float32": "float",
-    "float16": "half_t",
+    "float16": "unsigned short",
     "bfloat16": "unsigned short",
 }
 _PRELUDE = r"""
@@ -52,21 +53,29 @@ REPLAY_FN unsigned int float_bits(float v) { return __float_as_uint(v); }
 #define REPLAY_FN static inline
 REPLAY_FN unsigned int float_bits(float v) { unsigned int u; memcpy(&u, &v, 4); return u; }
 #endif
+/* float32 -> float16 bits, round to nearest even, subnormals and infinities as
+   NumPy's astype(float16); by hand, so neither side needs a half-precision header */
+REPLAY_FN unsigned short to_half(float v) {
+  unsigned int x = float_bits(v);
+  unsigned int sign = (x >> 16) & 0x8000u, mag = x & 0x7FFFFFFFu;
+  if (mag >= 0x7F800000u) return (unsigned short)(sign | (mag > 0x7F800000u ? 0x7E00u : 0x7C00u));
+  if (mag >= 0x477FF000u) return (unsigned short)(sign | 0x7C00u); /* >= 65520: inf */
+  if (mag < 0x38800000u) { /* below 2^-14: a subnormal half, or zero */
+    if (mag < 0x33000000u) return (unsigned short)sign;
+    unsigned int shift = 126u - (mag >> 23), m = (mag & 0x7FFFFFu) | 0x800000u;
+    unsigned int h = m >> shift, rest = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    if (rest > half || (rest == half && (h & 1u))) h += 1u;
+    return (unsigned short)(sign | h);
+  }
+  unsigned int r = mag - 0x38000000u; /* exponent bias 127 -> 15 */
+  r += 0xFFFu + ((r >> 13) & 1u);
+  return (unsigned short)(sign | (r >> 13));
+}
 /* float32 -> bfloat16 bits, round to nearest even (as torch's .bfloat16()) */
 REPLAY_FN unsigned short to_bf16(float v) {
   unsigned int u = float_bits(v);
   return (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
-"""
-_HALF = r"""
-#if defined(__CUDACC_RTC__) || defined(__CUDACC__)
-#include <cuda_fp16.h>
-typedef __half half_t;
-REPLAY_FN half_t to_half(float v) { return __float2half_rn(v); }
-#else
-typedef _Float16 half_t;
-REPLAY_FN half_t to_half(float v) { return (half_t)v; }
-#endif
 """
 
 
@@ -105,8 +114,6 @@ def kernel_source(t: Transform, height: int, width: int) -> str:
     channels = t.channels
     out_t = _C_TYPES[t.dtype]
     lines = [f"/* replay fused transform: {t!r} on {height}x{width} */", _PRELUDE]
-    if t.dtype == "float16":
-        lines.append(_HALF)
     lines.append(
         "REPLAY_FN float pix(const unsigned char* img, long long row, int y, int x, int k) {\n"
         f"  return (float)img[(long long)({top} + y) * row + ({left} + x) * 3 + k];\n"

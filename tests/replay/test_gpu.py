@@ -128,3 +128,34 @@ def test_parse_device() -> None:
     for bad in ("cuda:", "cuda:a", "cpu:0", "gpu", ""):
         with pytest.raises(ValueError, match="'auto', 'cpu', 'cuda' or 'cuda:N'"):
             gpu.parse_device(bad)
+
+
+CODE_STREAM_REUSE = """
+import numpy as np
+from nvidia import nvimgcodec as n
+from replay import jpeg
+encoder = n.Encoder(device_id=n.NVIMGCODEC_DEVICE_CPU_ONLY, backends=[n.Backend(n.CPU_ONLY)])
+params = n.EncodeParams(quality_type=n.QualityType.QUALITY, quality_value=90.0,
+                        chroma_subsampling=n.ChromaSubsampling.CSS_420)
+frame = jpeg.probe_frame(64, 96)
+pool = [n.CodeStream(50000, pin_memory=False), n.CodeStream(10, pin_memory=False)]
+out = encoder.encode([frame, frame[:32]], "jpeg", code_stream_s=pool, params=params)
+assert out[0] is pool[0] and out[1] is pool[1], out
+blobs = [bytes(c) for c in out]
+assert len(blobs[0]) == out[0].size < out[0].capacity == 50000  # the encoded bytes only
+assert out[1].capacity >= out[1].size > 10  # a small buffer grows
+assert jpeg.same_picture(jpeg.decode_host(blobs[0]), frame)
+assert jpeg.same_picture(jpeg.decode_host(blobs[1]), frame[:32])
+again = encoder.encode([frame[:16]], "jpeg", code_stream_s=pool[:1], params=params)
+assert again[0] is pool[0] and len(bytes(again[0])) == again[0].size < len(blobs[0])
+print("REUSED")
+"""
+
+
+def test_nvimagecodec_reuses_the_code_streams_it_is_given(tmp_path: Path) -> None:
+    """The contract `JpegEncoder`'s pool of pinned CodeStreams relies on, checked with
+    nvImageCodec's CPU (OpenCV) JPEG encoder: the streams passed in come back filled,
+    bytes() gives the encoded size, a stream too small grows."""
+    folder = gpu.extension_folder(("libopencv_ext", *gpu.CPU_EXTENSIONS))
+    out = run_python(CODE_STREAM_REUSE, tmp_path, NVIMGCODEC_EXTENSIONS_PATH=str(folder))
+    assert "REUSED" in out, out
