@@ -10,8 +10,8 @@ The source is generated per transform and frame size, and written to compile as 
 (NVRTC, through ``cupy.RawKernel``) and as C (the host twin, `host_twin`, compiled
 with the system C compiler): the same arithmetic in the same order, no fused
 multiply-add on either side, so the tests compare it with the NumPy path of
-`replay.transform.apply` on a machine without a GPU, and the GPU tests compare the
-kernel with it.
+`replay.transform.apply` on a machine without a GPU (bit for bit), and the GPU tests
+and `replay doctor` compare the kernel with the NumPy path the same way.
 
     out = fused(frames, t)            # frames: (N, H, W, 3) uint8 CuPy; out: CuPy, t's layout
 
@@ -260,7 +260,7 @@ def host_twin(t: Transform, height: int, width: int) -> HostTwin:
     """The kernel's source compiled for the CPU (the system C compiler, ``cc``).
 
     Returns a function of (N, height, width, 3) uint8 frames (rows may be padded) that
-    gives what `fused` gives on the GPU. For tests and `replay doctor`; slow.
+    gives what `fused` gives on the GPU. For tests; slow.
     """
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
