@@ -30,8 +30,17 @@ from replay.cpus import usable_cpus
 from replay.gpu import on_device
 from replay.transform import Transform
 
-#: Frames decoded per nvJPEG call: bounds the decoder's own device buffers.
+#: Most frames decoded per nvJPEG call (batched decode is faster; memory bounds it).
 DECODE_CHUNK = 16
+#: Fewest frames per nvJPEG call, whatever the memory bound says.
+MIN_DECODE_CHUNK = 4
+
+
+def decode_chunk(out_bytes: int, frame_bytes: int) -> int:
+    """Frames per nvJPEG call: the decoder's full-size frames of one call stay within a
+    fifth of the batch's output (peak device memory <= 1.2x the output for full-size
+    batches), between `MIN_DECODE_CHUNK` and `DECODE_CHUNK`."""
+    return max(MIN_DECODE_CHUNK, min(DECODE_CHUNK, out_bytes // (5 * max(1, frame_bytes))))
 
 
 def decode_batch(
@@ -186,8 +195,9 @@ def _decode_cuda(
     with on_device(index):
         flat = _device_buffer((len(blobs), *t.output_shape(h, w)), fused.output_dtype(t), index)
         failed: list[int] = []
-        for start in range(0, len(blobs), DECODE_CHUNK):
-            chunk = blobs[start : start + DECODE_CHUNK]
+        step = decode_chunk(flat.nbytes, h * w * 3)
+        for start in range(0, len(blobs), step):
+            chunk = blobs[start : start + step]
             if codec == "jpeg":
                 images = jpeg.decoder("cuda", index).decode(chunk)
             else:

@@ -116,6 +116,8 @@ def device_array(frame: Any, xp: Any, race_id: str = "") -> Any:
     dtype whatever the producer's dtype type (``torch.uint8`` is not a NumPy dtype);
     a dtype `xp` cannot hold (bfloat16) raises `FrameError`.
     """
+    if isinstance(frame, xp.ndarray):
+        return frame  # already one (a CuPy frame: the common case, kept cheap)
     try:
         if hasattr(frame, "__dlpack__"):
             return xp.from_dlpack(frame)

@@ -183,3 +183,15 @@ def test_gpu_transforms_match_the_cpu_path_and_bfloat16_comes_out_as_torch(
     exact = replace(t, dct_scaling=False)  # the GPU decodes at full size, then resizes
     on_cpu = decode_batch(encoded, out="torch", transform=exact).frames
     np.testing.assert_allclose(on_gpu.float().cpu().numpy(), on_cpu.float().numpy(), atol=0.04)
+
+
+def test_gpu_decode_chunks_keep_peak_memory_near_the_output() -> None:
+    from replay.decode import DECODE_CHUNK, MIN_DECODE_CHUNK, decode_chunk
+
+    frame = 900 * 1600 * 3
+    full_64 = decode_chunk(64 * frame, frame)  # uint8 batch of 64 full frames
+    assert full_64 == 12
+    assert (64 * frame + full_64 * frame) / (64 * frame) <= 1.2
+    assert decode_chunk(64 * frame * 4, frame) == DECODE_CHUNK  # float32: capped
+    assert decode_chunk(64 * frame // 16, frame) == MIN_DECODE_CHUNK  # 1/4 size: floor
+    assert decode_chunk(0, 0) == MIN_DECODE_CHUNK
