@@ -32,7 +32,9 @@ import ctypes
 import functools
 import importlib.util
 import os
+import re
 import shutil
+import sys
 import tempfile
 import threading
 import zlib
@@ -89,7 +91,8 @@ class LoadReport:
     folder: str | None = None
     extensions: list[str] = field(default_factory=list)
     nvjpeg: str | None = None  # the loaded libnvjpeg path
-    problems: list[str] = field(default_factory=list)  # why an extension will not work
+    #: why an extension will not work: nvJPEG not found, and nvImageCodec's own ERROR lines
+    problems: list[str] = field(default_factory=list)
 
 
 _report = LoadReport()
@@ -159,6 +162,35 @@ def extension_folder(names: Sequence[str], root: Path | None = None) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def native_output() -> Iterator[list[str]]:
+    """Collect what native code prints to fds 1 and 2 in the block (nvImageCodec prints
+    why an extension did not load there); the lines are filled in when the block ends,
+    and echoed to stderr as before."""
+    lines: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield lines
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            text = sink.read()
+            if text:
+                os.write(2, text)
+            lines += [
+                re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+                for line in text.decode(errors="replace").splitlines()
+            ]
+
+
 def nvimgcodec(gpu: bool | None = None) -> Any:
     """Import nvImageCodec with only our extensions visible (idempotent).
 
@@ -184,7 +216,11 @@ def nvimgcodec(gpu: bool | None = None) -> Any:
             else:
                 folder = Path(outside)
             report.folder = str(folder)
-            report.extensions = sorted(p.name.split(".so")[0] for p in folder.iterdir())
+            if folder.is_dir():
+                report.extensions = sorted(p.name.split(".so")[0] for p in folder.iterdir())
+            with native_output() as printed:  # extensions load (or fail) on import
+                from nvidia import nvimgcodec as module
+            report.problems += [line for line in printed if "ERROR" in line]
             _report = report
         from nvidia import nvimgcodec as module
 

@@ -159,3 +159,15 @@ def test_nvimagecodec_reuses_the_code_streams_it_is_given(tmp_path: Path) -> Non
     folder = gpu.extension_folder(("libopencv_ext", *gpu.CPU_EXTENSIONS))
     out = run_python(CODE_STREAM_REUSE, tmp_path, NVIMGCODEC_EXTENSIONS_PATH=str(folder))
     assert "REUSED" in out, out
+
+
+def test_an_extension_that_fails_to_load_is_reported(tmp_path: Path) -> None:
+    """nvImageCodec prints why an extension did not load; the report keeps the line."""
+    folder = gpu.extension_folder(gpu.CPU_EXTENSIONS + gpu.GPU_EXTENSIONS)
+    code = LOAD_DECODER.replace("gpu=True", "gpu=False")  # no nvJPEG preload
+    out = run_python(code, tmp_path, NVIMGCODEC_EXTENSIONS_PATH=str(folder))
+    report = next(line for line in out.splitlines() if line.startswith("REPORT"))
+    assert "['libjpeg_turbo_ext', 'libnvjpeg_ext']" in report
+    assert "[nvjpeg-ext] Failed to load nvJPEG library or retrieve version" in report
+    assert "\x1b[" not in report  # colour codes stripped
+    assert "[nvjpeg-ext] Failed to load nvJPEG library" in out.replace(report, "")  # still shown
