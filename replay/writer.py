@@ -38,7 +38,7 @@ import numpy.typing as npt
 from numcodecs import Zstd
 
 from replay import format as fmt
-from replay import jpeg, shards
+from replay import gpu, jpeg, shards
 from replay.errors import (
     FrameError,
     ReplayError,
@@ -193,7 +193,7 @@ class Writer:
         if self.device == "cuda":
             import cupy
 
-            with cupy.cuda.Device(self._gpu):
+            with gpu.on_device(self._gpu):
                 self._events = [cupy.cuda.Event(disable_timing=True) for _ in range(n)]
                 return cupy.empty((n, *self._shape), dtype=cupy.uint8)
         ring = np.empty((n, *self._shape), dtype=np.uint8)
@@ -221,7 +221,7 @@ class Writer:
         if on_device:
             import cupy
 
-            with cupy.cuda.Device(self._gpu):
+            with gpu.on_device(self._gpu):
                 frame = device_array(frame, cupy, self.race_id)
         else:
             frame = np.asarray(frame)
@@ -250,7 +250,7 @@ class Writer:
         if self.device == "cuda":
             import cupy
 
-            with cupy.cuda.Device(self._gpu):
+            with gpu.on_device(self._gpu):
                 self._ring[slot][...] = cupy.asarray(frame)  # device copy, or upload from host
                 self._events[slot].record()
         else:
@@ -341,9 +341,7 @@ class Writer:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         try:
             if self.device == "cuda":  # a new thread starts on GPU 0, not the writer's
-                import cupy
-
-                with cupy.cuda.Device(self._gpu):
+                with gpu.on_device(self._gpu):
                     self._loop()
             else:
                 self._loop()
