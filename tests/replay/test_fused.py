@@ -77,6 +77,22 @@ def test_the_source_is_specialised_and_free_of_temporaries() -> None:
     assert "floorf" in fused.kernel_source(CASES["bilinear-uint8"], 900, 1600)
 
 
+def test_bfloat16_bits_become_a_torch_bfloat16_batch(frames: npt.NDArray[np.uint8]) -> None:
+    """The kernel writes bfloat16 as uint16 bits; `make_batch` views them, no copy."""
+    torch = pytest.importorskip("torch")
+    from sampling_helpers import keys_of
+
+    from replay.batch import make_batch
+
+    t = CASES["bfloat16-nchw"]
+    bits = fused.host_twin(t, 72, 128)(frames).reshape(4, 1, 3, 72, 128)
+    batch = make_batch(keys_of("r", [0, 1, 2, 3]), bits, {}, out="torch", transform=t)
+    assert batch.frames.dtype == torch.bfloat16
+    assert batch.frames.data_ptr() == bits.ctypes.data  # a view of the kernel's output
+    want = torch.from_numpy(tf.apply(np.ascontiguousarray(frames), t, np)).bfloat16()
+    assert torch.equal(batch.frames.reshape(4, 3, 72, 128), want)
+
+
 def test_bad_frames_are_refused(frames: npt.NDArray[np.uint8]) -> None:
     twin = fused.host_twin(Transform(), 72, 128)
     with pytest.raises(ValueError, match="uint8"):
