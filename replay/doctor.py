@@ -145,7 +145,28 @@ def _gpu_checks(index: int) -> list[Check]:
 
     frame = jpeg.probe_frame()
     (cpu_blob,) = jpeg.encoder("cpu").encode([frame], quality=90, subsampling="420")
-    nvi = gpu.nvimgcodec()
+
+    def transform() -> str:
+        from replay import fused
+        from replay.transform import Transform, apply
+
+        t = Transform(dtype="float32", layout="NCHW", mean=0.5, std=0.25)
+        with gpu.on_device(index):
+            got = cupy.asnumpy(fused.fused(cupy.asarray(frame[None]), t))
+        if not np.array_equal(got, apply(frame[None], t, np)):
+            raise RuntimeError("the kernel and the NumPy path disagree")
+        return "one kernel, equal to the NumPy path bit for bit"
+
+    names = [
+        f"cuda:{index} encode (nvJPEG)",
+        f"cuda:{index} decode (hardware JPEG decoder)",
+        f"cuda:{index} decode (nvJPEG CUDA)",
+        f"cuda:{index} fused transform",
+    ]
+    try:
+        nvi = gpu.nvimgcodec()
+    except ImportError as e:  # CuPy sees the GPU, but the codec is not installed
+        return [Check(name, False, str(e)) for name in names[:3]] + [_attempt(names[3], transform)]
 
     def encode() -> str:
         with gpu.on_device(index):
@@ -173,22 +194,11 @@ def _gpu_checks(index: int) -> list[Check]:
 
         return run
 
-    def transform() -> str:
-        from replay import fused
-        from replay.transform import Transform, apply
-
-        t = Transform(dtype="float32", layout="NCHW", mean=0.5, std=0.25)
-        with gpu.on_device(index):
-            got = cupy.asnumpy(fused.fused(cupy.asarray(frame[None]), t))
-        if not np.array_equal(got, apply(frame[None], t, np)):
-            raise RuntimeError("the kernel and the NumPy path disagree")
-        return "one kernel, equal to the NumPy path bit for bit"
-
     return [
-        _attempt(f"cuda:{index} encode (nvJPEG)", encode),
-        _attempt(f"cuda:{index} decode (hardware JPEG decoder)", decode_with("HW_GPU_ONLY")),
-        _attempt(f"cuda:{index} decode (nvJPEG CUDA)", decode_with("GPU_ONLY")),
-        _attempt(f"cuda:{index} fused transform", transform),
+        _attempt(names[0], encode),
+        _attempt(names[1], decode_with("HW_GPU_ONLY")),
+        _attempt(names[2], decode_with("GPU_ONLY")),
+        _attempt(names[3], transform),
     ]
 
 
