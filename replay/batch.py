@@ -180,10 +180,11 @@ def make_batch(
     bf16 = transform is not None and transform.dtype == "bfloat16"
     if bf16 and out != "torch":
         raise ValueError("dtype='bfloat16' needs out='torch' (NumPy and CuPy have no bfloat16)")
-    convert = _converter(out, on_cuda)
+    convert = _converter(out, on_cuda, frames.device.id if on_cuda else 0)
     frames_out = convert(frames)
-    if bf16:
-        frames_out = frames_out.bfloat16()
+    if bf16:  # float32 from the CPU path; bfloat16 bits (uint16) from the CUDA kernel
+        bits = str(frames_out.dtype) == "torch.uint16"
+        frames_out = frames_out.view(torch_bf16()) if bits else frames_out.bfloat16()
     return Batch(
         frames=frames_out,
         keys=keys.keys,
@@ -192,7 +193,15 @@ def make_batch(
     )
 
 
-def _converter(out: Out, on_cuda: bool) -> Callable[[Any], Any]:
+def torch_bf16() -> Any:
+    """torch.bfloat16 (imported when asked: torch is an optional dependency)."""
+    import torch
+
+    return torch.bfloat16
+
+
+def _converter(out: Out, on_cuda: bool, gpu: int = 0) -> Callable[[Any], Any]:
+    """Converts the batch's arrays to `out`; host arrays of a CUDA batch go to GPU `gpu`."""
     if out == "numpy":
         if not on_cuda:
             return lambda a: a
@@ -208,9 +217,14 @@ def _converter(out: Out, on_cuda: bool) -> Callable[[Any], Any]:
         from torch.utils.dlpack import from_dlpack
 
         return lambda a: (
-            torch.as_tensor(a, device="cuda") if isinstance(a, np.ndarray) else from_dlpack(a)
+            torch.as_tensor(a, device=f"cuda:{gpu}")
+            if isinstance(a, np.ndarray)
+            else from_dlpack(a)
         )
     import cupy
 
-    asarray: Callable[[Any], Any] = cupy.asarray  # uploads host arrays; no-op for CuPy ones
-    return asarray
+    def upload(a: Any) -> Any:  # uploads host arrays; no-op for CuPy ones
+        with cupy.cuda.Device(gpu):
+            return cupy.asarray(a)
+
+    return upload

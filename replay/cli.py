@@ -18,6 +18,7 @@ from rich.table import Table
 
 from replay import format as fmt
 from replay.bench.cli import bench
+from replay.doctor import doctor
 from replay.errors import CorruptDataError, ReplayError
 from replay.plugins import PluginGroup
 from replay.race import Race, RaceInfo
@@ -44,6 +45,7 @@ def main() -> None:
 
 
 main.add_command(bench)
+main.add_command(doctor)
 
 
 def _open(path: str) -> Store:

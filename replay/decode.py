@@ -4,7 +4,9 @@ Embedded samplers and the remote client both decode here, so both give equal
 pixels. Frames come out (B, L, H, W, 3) uint8, or the transform's layout and
 dtype, on the CPU (libjpeg-turbo on every core, straight into the batch buffer,
 at 1/2-1/8 scale in the DCT domain when the transform shrinks frames that much)
-or the GPU (nvJPEG into device memory, the transform applied there).
+or the GPU (nvJPEG into device memory, the transform applied there by one kernel,
+`replay.fused`; ``device="cuda:N"`` decodes on GPU N; bfloat16 frames come out as
+their uint16 bit patterns, which `make_batch` views as ``torch.bfloat16``).
 
     batch = decode_batch(encoded, device="cuda", out="torch", transform=t)
 """
@@ -21,14 +23,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from replay import jpeg
+from replay import fused, jpeg
 from replay import transform as tf
 from replay.batch import Batch, EncodedBatch, Out, corrupt_frame_error, make_batch
 from replay.cpus import usable_cpus
+from replay.gpu import on_device
 from replay.transform import Transform
 
-#: Frames decoded per nvJPEG call: bounds the decoder's own device buffers.
+#: Most frames decoded per nvJPEG call (batched decode is faster; memory bounds it).
 DECODE_CHUNK = 16
+#: Fewest frames per nvJPEG call, whatever the memory bound says.
+MIN_DECODE_CHUNK = 4
+
+
+def decode_chunk(out_bytes: int, frame_bytes: int) -> int:
+    """Frames per nvJPEG call: the decoder's full-size frames of one call stay within a
+    fifth of the batch's output (peak device memory <= 1.2x the output for full-size
+    batches), between `MIN_DECODE_CHUNK` and `DECODE_CHUNK`."""
+    return max(MIN_DECODE_CHUNK, min(DECODE_CHUNK, out_bytes // (5 * max(1, frame_bytes))))
 
 
 def decode_batch(
@@ -64,10 +76,12 @@ def decode_frames(
         raise ValueError(f"{len(blobs)} frames for a {keys.batch_size}x{keys.seq_len} batch")
     h, w = encoded.height, encoded.width
     shape = t.output_shape(h, w)
-    dtype = np.uint8 if t.dtype == "uint8" else np.float16 if t.dtype == "float16" else np.float32
     if dev == "cuda":
-        flat, failed = _decode_cuda(blobs, encoded, t, shape, dtype)
+        flat, failed = _decode_cuda(blobs, encoded, t, jpeg.device_index(device))
     else:
+        dtype = (
+            np.uint8 if t.dtype == "uint8" else np.float16 if t.dtype == "float16" else np.float32
+        )
         flat = _host_buffers.get((len(blobs), *shape), np.dtype(dtype))
         failed = _decode_host(blobs, encoded, t, flat)
     if failed:  # zeros, not a recycled buffer's earlier batch or a transform of black
@@ -164,48 +178,69 @@ _host_buffers = _HostBuffers()
 
 
 def _decode_cuda(
-    blobs: Sequence[bytes],
-    encoded: EncodedBatch,
-    t: Transform,
-    shape: tuple[int, ...],
-    dtype: type[np.generic],
+    blobs: Sequence[bytes], encoded: EncodedBatch, t: Transform, index: int
 ) -> tuple[Any, list[int]]:
+    """Decode on GPU `index` and transform each frame with one kernel (`replay.fused`)
+    straight from the decoder's output into the batch; the failed indexes.
+
+    The batch is allocated by torch when torch is installed (its caching allocator
+    can reuse the memory for the model; CuPy's pool would keep it) and by CuPy
+    otherwise. The stream is synchronized before returning, so a batch decoded in a
+    prefetch thread is complete when another thread's stream reads it.
+    """
     import cupy
 
     h, w = encoded.height, encoded.width
-    flat = cupy.empty((len(blobs), *shape), dtype=dtype)
-    failed: list[int] = []
     codec = encoded.codec.get("name", "jpeg")
-    for start in range(0, len(blobs), DECODE_CHUNK):
-        chunk = blobs[start : start + DECODE_CHUNK]
-        if codec == "jpeg":
-            images = jpeg.decoder("cuda").decode(chunk)
-        else:
-            zstd = zstd_frame_decoder(h, w)
-            images = [None if (a := zstd(b)) is None else cupy.asarray(a) for b in chunk]
-        good = [im is not None and tuple(im.shape) == (h, w, 3) for im in images]
-        stacked = cupy.stack(
-            [
-                im if ok else cupy.zeros((h, w, 3), cupy.uint8)
-                for im, ok in zip(images, good, strict=True)
-            ]
-        )
-        if codec == "jpeg":
-            _confirm_blank(stacked, chunk, good)
-        flat[start : start + len(chunk)] = stacked if t.is_identity else tf.apply(stacked, t, cupy)
-        failed += [start + j for j, ok in enumerate(good) if not ok]
+    with on_device(index):
+        flat = _device_buffer((len(blobs), *t.output_shape(h, w)), fused.output_dtype(t), index)
+        failed: list[int] = []
+        step = decode_chunk(flat.nbytes, h * w * 3)
+        for start in range(0, len(blobs), step):
+            chunk = blobs[start : start + step]
+            if codec == "jpeg":
+                images = jpeg.decoder("cuda", index).decode(chunk)
+            else:
+                zstd = zstd_frame_decoder(h, w)
+                images = [None if (a := zstd(b)) is None else cupy.asarray(a) for b in chunk]
+            good = [im is not None and tuple(im.shape) == (h, w, 3) for im in images]
+            if codec == "jpeg":
+                _confirm_blank(images, chunk, good)
+            for j, image in enumerate(images):
+                if good[j] and image is not None:
+                    i = start + j
+                    fused.fused(image[None], t, out=flat[i : i + 1])
+            failed += [start + j for j, ok in enumerate(good) if not ok]
+        cupy.cuda.get_current_stream().synchronize()
     return flat, failed
 
 
-def _confirm_blank(stacked: Any, blobs: Sequence[bytes], good: list[bool]) -> None:
-    """Re-decode on the CPU the frames the GPU decoded as all zeros (a known failure mode)."""
+def _device_buffer(shape: tuple[int, ...], dtype: np.dtype[Any], index: int) -> Any:
+    """An uninitialised CuPy array on GPU `index`, its memory from torch when available."""
     import cupy
 
-    blank = cupy.asnumpy(stacked.reshape(len(blobs), -1).max(axis=1) == 0).tolist()
-    for j, is_blank in enumerate(blank):
-        if is_blank and good[j]:
+    try:
+        import torch
+    except ImportError:
+        return cupy.empty(shape, dtype=dtype)
+    # uint8, uint16 (bfloat16 bits), float16, float32: torch has each under NumPy's name
+    tensor = torch.empty(shape, dtype=getattr(torch, dtype.name), device=f"cuda:{index}")
+    return cupy.from_dlpack(tensor)
+
+
+def _confirm_blank(images: list[Any], blobs: Sequence[bytes], good: list[bool]) -> None:
+    """Re-decode on the CPU the frames the GPU decoded as all zeros (a known failure mode
+    of hardware decode on some inputs); one host sync for the chunk."""
+    import cupy
+
+    checked = [j for j, ok in enumerate(good) if ok]
+    if not checked:
+        return
+    peaks = cupy.stack([images[j].max() for j in checked]).get().tolist()
+    for j, peak in zip(checked, peaks, strict=True):
+        if peak == 0:
             image = jpeg.decoder("cpu").decode_one(blobs[j])
             if image is None:
                 good[j] = False
             else:
-                stacked[j] = cupy.asarray(image)
+                images[j] = cupy.asarray(image)

@@ -1,18 +1,18 @@
-"""JPEG encode and decode: nvImageCodec (nvJPEG) on the GPU, libjpeg-turbo on the CPU.
+"""JPEG encode and decode: nvJPEG (through nvImageCodec) on the GPU, libjpeg-turbo on the CPU.
 
 On the GPU, nvImageCodec encodes and decodes batches in device memory (the `gpu`
-extra). On the CPU, libjpeg-turbo through simplejpeg beats nvImageCodec's CPU
-backend on a 1600x900 frame (encode 1.95 vs 3.2 ms a core, decode 1.9 vs 2.8 ms,
-the same sizes and PSNR), releases the GIL so threads work in parallel, decodes
-straight into a caller's buffer, and decodes at 1/2, 1/4 or 1/8 scale in the DCT
-domain.
+extra): decoding with the hardware JPEG decoder where the GPU has one (A100, H100,
+H200), else with nvJPEG's CUDA backend (RTX and other consumer cards), which a
+decoder picks by decoding one frame when it is created; `JpegDecoder.decoded`
+counts the frames each backend decoded. On the CPU, libjpeg-turbo through
+simplejpeg beats nvImageCodec's CPU backend on a 1600x900 frame (encode 1.95 vs
+3.2 ms a core, decode 1.9 vs 2.8 ms, the same sizes and PSNR), releases the GIL so
+threads work in parallel, decodes straight into a caller's buffer, and decodes at
+1/2, 1/4 or 1/8 scale in the DCT domain. `replay.gpu` loads nvImageCodec.
 
-nvImageCodec picks its backends from the extension libraries it finds. The bare
-wheel ships extensions for JPEG 2000 and TIFF whose native libraries are separate
-wheels, and prints ERROR lines when they are missing. We point it at a private
-folder that holds only the extensions we use (nvJPEG with CUDA, and libjpeg-turbo
-for its CPU fallback and the CPU row of the GPU benchmark), so a user never sees
-those lines.
+``device="auto"`` takes the GPU only when a one-frame round trip on it works
+(`gpu_check`, once per process and GPU); otherwise it warns once and takes the CPU,
+so a machine with broken GPU libraries still records and samples.
 
 Use `encoder(...)` / `decoder(...)`: they return one cached instance per
 configuration for the whole process, because creating an nvImageCodec
@@ -27,13 +27,12 @@ Encoder/Decoder per call or per thread leaks memory (nvImageCodec #22).
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import threading
-import zlib
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +40,24 @@ import numpy.typing as npt
 import simplejpeg
 
 from replay.cpus import usable_cpus
+from replay.gpu import cuda_available, nvimgcodec, on_device, parse_device
+
+__all__ = [
+    "SUBSAMPLING_FACTORS",
+    "GpuCheck",
+    "JpegDecoder",
+    "JpegEncoder",
+    "cuda_available",
+    "decode_host",
+    "decoder",
+    "device_index",
+    "encoder",
+    "gpu_check",
+    "nvimgcodec",
+    "probe_frame",
+    "resolve_device",
+    "subsampling_from_factors",
+]
 
 Device = Literal["cpu", "cuda"]
 Subsampling = Literal["444", "422", "420"]
@@ -52,10 +69,6 @@ SUBSAMPLING_FACTORS: dict[Subsampling, list[list[int]]] = {
     "422": [[2, 1], [1, 1], [1, 1]],
     "420": [[2, 2], [1, 1], [1, 1]],
 }
-
-_CPU_EXTENSIONS = ("libjpeg_turbo_ext",)
-_GPU_EXTENSIONS = ("libnvjpeg_ext",)
-_import_lock = threading.Lock()
 
 
 def subsampling_from_factors(factors: object) -> Subsampling:
@@ -69,66 +82,87 @@ def subsampling_from_factors(factors: object) -> Subsampling:
     )
 
 
+def resolve_device(device: str) -> Device:
+    """Map a device string to ``"cuda"`` or ``"cpu"`` (`device_index` gives the GPU).
+
+    ``"auto"`` is ``"cuda"`` when GPU 0 passes `gpu_check` (a one-frame round trip,
+    once per process), else ``"cpu"``, with one warning when a GPU is visible but its
+    path fails. ``"cuda"`` / ``"cuda:N"`` need that GPU: RuntimeError otherwise.
+    """
+    kind, index = parse_device(device)
+    if kind == "auto":
+        return "cuda" if cuda_available() and gpu_check(0).ok else "cpu"
+    if kind == "cpu":
+        return "cpu"
+    if not cuda_available():
+        raise RuntimeError(f"device={device!r} was asked for, but no CUDA device is visible")
+    import cupy
+
+    count = int(cupy.cuda.runtime.getDeviceCount())
+    if index >= count:
+        raise RuntimeError(f"device={device!r} was asked for, but only {count} GPU(s) are visible")
+    return "cuda"
+
+
+def device_index(device: str) -> int:
+    """The GPU number of a device string: 1 for ``"cuda:1"``, 0 for anything else."""
+    return parse_device(device)[1]
+
+
+def probe_frame(height: int = 256, width: int = 256) -> npt.NDArray[np.uint8]:
+    """A deterministic (height, width, 3) frame with gradients and edges, for round trips."""
+    y, x = np.mgrid[0:height, 0:width]
+    frame = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x ^ y) & 255])
+    return np.ascontiguousarray(frame.transpose(1, 2, 0).astype(np.uint8))
+
+
+def same_picture(decoded: Any, frame: npt.NDArray[np.uint8]) -> bool:
+    """True when `decoded` (host array or None) is `frame` after a lossy round trip."""
+    if decoded is None or tuple(decoded.shape) != frame.shape:
+        return False
+    diff = np.abs(np.asarray(decoded, dtype=np.int16) - frame.astype(np.int16))
+    return float(diff.mean()) < 4.0
+
+
+@dataclass(frozen=True)
+class GpuCheck:
+    """The result of `gpu_check`: does a frame survive encode and decode on this GPU?"""
+
+    ok: bool
+    detail: str  # what failed, or which decoder backend worked
+
+
 @functools.cache
-def cuda_available() -> bool:
-    """True when CuPy is installed and sees at least one CUDA device."""
+def gpu_check(index: int = 0) -> GpuCheck:
+    """Encode one frame with nvJPEG on GPU `index` and decode it there (once per process).
+
+    `resolve_device("auto")` takes the GPU only when this passes; when a GPU is visible
+    and it fails, one RuntimeWarning says why and that the CPU path is used.
+    """
+    if not cuda_available():
+        return GpuCheck(False, "no CUDA device is visible (CuPy missing, or no driver/GPU)")
+    frame = probe_frame()
     try:
         import cupy
 
-        return int(cupy.cuda.runtime.getDeviceCount()) > 0
-    except Exception:  # no cupy, no driver, no device: all mean "no GPU here"
-        return False
-
-
-def resolve_device(device: str) -> Device:
-    """Map ``"auto"`` to ``"cuda"`` or ``"cpu"``; refuse ``"cuda"`` without a GPU."""
-    if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda":
-        if not cuda_available():
-            raise RuntimeError("device='cuda' was asked for, but no CUDA device is visible")
-        return "cuda"
-    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
-
-
-def _extension_folder(names: Sequence[str]) -> Path:
-    """A folder of symlinks to the chosen nvImageCodec extensions (made once, shared)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("nvidia.nvimgcodec")
-    if spec is None or spec.origin is None:
-        raise ImportError("nvidia-nvimgcodec-cu13 is not installed (pip install 'replay[gpu]')")
-    source = Path(spec.origin).parent / "extensions"
-    files = sorted(p for p in source.iterdir() if p.name.split(".so")[0] in names)
-    tag = "-".join(p.name for p in files).replace(".so", "")
-    target = (
-        Path(tempfile.gettempdir())
-        / f"replay-nvimgcodec-{os.getuid()}-{zlib.crc32(tag.encode()):08x}"
-    )
-    if not target.is_dir():
-        staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-        for f in files:
-            (staging / f.name).symlink_to(f)
-        try:
-            staging.rename(target)
-        except OSError:  # another process won the race: use its folder
-            for f in staging.iterdir():
-                f.unlink()
-            staging.rmdir()
-    return target
-
-
-def nvimgcodec() -> Any:
-    """Import nvImageCodec with only our extensions visible (idempotent)."""
-    with _import_lock:
-        if "NVIMGCODEC_EXTENSIONS_PATH" not in os.environ:
-            names = _CPU_EXTENSIONS + (_GPU_EXTENSIONS if cuda_available() else ())
-            os.environ["NVIMGCODEC_EXTENSIONS_PATH"] = str(_extension_folder(names))
-        from nvidia import nvimgcodec as module
-
-        return module
+        with on_device(index):
+            (blob,) = encoder("cuda", index).encode(
+                [cupy.asarray(frame)], quality=90, subsampling="420"
+            )
+            dec = decoder("cuda", index)
+            image = dec.decode_one(blob)
+        if not same_picture(image, frame):
+            raise RuntimeError("the decoded frame does not match the encoded one")
+        check = GpuCheck(True, f"decoded with the {dec.backend} backend")
+    except Exception as e:  # any failure on the GPU path means: use the CPU
+        check = GpuCheck(False, f"{type(e).__name__}: {e}")
+        warnings.warn(
+            f"replay: GPU {index} is visible but its JPEG path failed a one-frame round trip "
+            f"({check.detail}); device='auto' uses the CPU. Run `replay doctor` for details.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return check
 
 
 class JpegEncoder:
@@ -141,12 +175,15 @@ class JpegEncoder:
     device memory: one lane.
     """
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: Device, index: int = 0) -> None:
         self.device = device
+        self.index = index
         self._lock = threading.Lock()
+        self._streams: list[Any] = []  # CodeStreams reused by every encode (pinned memory)
         if device == "cuda":
             self._nvi = nvimgcodec()
-            self._encoder = self._nvi.Encoder()
+            with on_device(index):
+                self._encoder = self._nvi.Encoder(device_id=index)
             self._css = {
                 "444": self._nvi.ChromaSubsampling.CSS_444,
                 "422": self._nvi.ChromaSubsampling.CSS_422,
@@ -188,19 +225,36 @@ class JpegEncoder:
     def _encode_cuda(
         self, images: Sequence[Any], quality: int, subsampling: Subsampling
     ) -> list[bytes]:
+        import cupy
+
         params = self._nvi.EncodeParams(
             quality_type=self._nvi.QualityType.QUALITY,
             quality_value=float(quality),
             chroma_subsampling=self._css[subsampling],
         )
-        with self._lock:
-            streams = list(self._encoder.encode(list(images), "jpeg", params=params))
-        out = []
-        for i, stream in enumerate(streams):
-            if stream is None:
-                raise RuntimeError(f"nvImageCodec failed to encode image #{i} of the batch")
-            out.append(bytes(stream))
+        with self._lock, on_device(self.index):
+            stream = cupy.cuda.get_current_stream()
+            targets = self.code_streams(len(images), _nbytes(images[0]) // 4 if images else 0)
+            encoded = self._encoder.encode(
+                list(images), "jpeg", code_stream_s=targets, params=params, cuda_stream=stream.ptr
+            )
+            out = []
+            for i, code in enumerate(encoded):
+                if code is None:
+                    raise RuntimeError(f"nvImageCodec failed to encode image #{i} of the batch")
+                out.append(bytes(code))  # copied out: the CodeStream is reused
         return out
+
+    def code_streams(self, n: int, size_hint: int) -> list[Any]:
+        """`n` CodeStreams from the pool, growing it: each encode reuses their pinned
+        buffers instead of a cudaMallocHost/cudaFreeHost per frame. Call under the lock."""
+        while len(self._streams) < n:
+            self._streams.append(self._nvi.CodeStream(size_hint, pin_memory=True))
+        return self._streams[:n]
+
+
+def _nbytes(image: Any) -> int:
+    return int(np.prod(image.shape)) * int(getattr(image, "itemsize", 1))
 
 
 def decode_host(
@@ -233,25 +287,94 @@ def decode_host(
 
 
 class JpegDecoder:
-    """Batched JPEG decoder to (H, W, 3) uint8 RGB; NumPy on cpu, CuPy on cuda."""
+    """Batched JPEG decoder to (H, W, 3) uint8 RGB; NumPy on cpu, CuPy on cuda.
 
-    def __init__(self, device: Device) -> None:
+    On cuda it decodes with the GPU's hardware JPEG decoder when one decodes a probe
+    frame correctly at creation, else with nvJPEG's CUDA backend; a frame the hardware
+    decoder refuses is retried on the CUDA backend. `backend` names the first choice
+    and `decoded` counts frames by the backend that decoded them.
+    """
+
+    def __init__(self, device: Device, index: int = 0) -> None:
         self.device = device
-        if device == "cuda":
-            self._decoder = nvimgcodec().Decoder()
+        self.index = index
         self._lock = threading.Lock()
+        self.decoded: Counter[str] = Counter()
+        self.backend = "libjpeg-turbo"
+        self._hardware: Any = None
+        self._hardware_decoder: Any = None  # kept when `use_backend("cuda")` sets it aside
+        if device == "cuda":
+            nvi = nvimgcodec()
+            kinds = nvi.BackendKind
+            with on_device(index):
+                self._cuda = nvi.Decoder(
+                    device_id=index,
+                    backends=[nvi.Backend(kinds.GPU_ONLY), nvi.Backend(kinds.HYBRID_CPU_GPU)],
+                )
+                self.backend = "cuda"
+                try:
+                    hardware = nvi.Decoder(
+                        device_id=index, backends=[nvi.Backend(kinds.HW_GPU_ONLY)]
+                    )
+                    frame = probe_frame()
+                    (blob,) = encoder("cpu").encode([frame], quality=90, subsampling="420")
+                    (image,) = self._run(hardware, [blob])
+                    if image is not None and same_picture(image.cpu(), frame):
+                        self._hardware_decoder = hardware
+                        self._hardware, self.backend = hardware, "hardware"
+                except Exception:  # no hardware decoder on this GPU (RTX cards, T4...)
+                    pass
+
+    @property
+    def backends(self) -> list[str]:
+        """The backends this decoder can use: ["hardware", "cuda"] or ["cuda"] (GPU)."""
+        if self.device == "cpu":
+            return ["libjpeg-turbo"]
+        return ["hardware", "cuda"] if self._hardware_decoder is not None else ["cuda"]
+
+    def use_backend(self, name: str) -> None:
+        """Decode with backend `name` (one of `backends`) from now on (benchmarks)."""
+        if name not in self.backends:
+            raise ValueError(f"backend {name!r} is not available here; available: {self.backends}")
+        if self.device == "cuda":
+            with self._lock:
+                self._hardware = self._hardware_decoder if name == "hardware" else None
+                self.backend = name
+
+    def _run(self, decoder: Any, blobs: Sequence[bytes]) -> list[Any]:
+        """One nvImageCodec decode, synchronized on both sides: the hardware decoder
+        is known to write before the caller's stream is done (pytorch/vision #9606),
+        so nothing may be pending on the stream when it starts, and its output is
+        complete when this returns."""
+        import cupy
+
+        stream = cupy.cuda.get_current_stream()
+        stream.synchronize()
+        images = decoder.decode(list(blobs), cuda_stream=stream.ptr)
+        stream.synchronize()
+        return list(images)
 
     def decode(self, blobs: Sequence[bytes]) -> list[Any | None]:
         """Decode each blob; None in place of a blob that does not decode."""
         if self.device == "cpu":
-            return [decode_host(blob) for blob in blobs]
+            images = [decode_host(blob) for blob in blobs]
+            self.decoded["libjpeg-turbo"] += sum(im is not None for im in images)
+            return images
         if not blobs:
             return []
         import cupy
 
-        with self._lock:
-            images = self._decoder.decode(list(blobs))
-        return [None if image is None else cupy.asarray(image) for image in images]
+        with self._lock, on_device(self.index):
+            first = self._hardware or self._cuda
+            images = self._run(first, blobs)
+            self.decoded[self.backend] += sum(im is not None for im in images)
+            retry = [i for i, im in enumerate(images) if im is None]
+            if retry and first is not self._cuda:
+                again = self._run(self._cuda, [blobs[i] for i in retry])
+                for i, image in zip(retry, again, strict=True):
+                    images[i] = image
+                self.decoded["cuda"] += sum(im is not None for im in again)
+            return [None if image is None else cupy.asarray(image) for image in images]
 
     def decode_one(self, blob: bytes) -> npt.NDArray[np.uint8] | None:
         """Decode one blob to a host array (None if it does not decode)."""
@@ -263,13 +386,21 @@ class JpegDecoder:
         return cupy.asnumpy(image)  # type: ignore[no-any-return]
 
 
-@functools.cache
-def encoder(device: Device = "cpu") -> JpegEncoder:
-    """The process-wide encoder for `device`."""
-    return JpegEncoder(device)
+def encoder(device: Device = "cpu", index: int = 0) -> JpegEncoder:
+    """The process-wide encoder for `device` (GPU `index` on cuda)."""
+    return _encoder(device, index if device == "cuda" else 0)
+
+
+def decoder(device: Device = "cpu", index: int = 0) -> JpegDecoder:
+    """The process-wide decoder for `device` (GPU `index` on cuda)."""
+    return _decoder(device, index if device == "cuda" else 0)
 
 
 @functools.cache
-def decoder(device: Device = "cpu") -> JpegDecoder:
-    """The process-wide decoder for `device`."""
-    return JpegDecoder(device)
+def _encoder(device: Device, index: int) -> JpegEncoder:
+    return JpegEncoder(device, index)
+
+
+@functools.cache
+def _decoder(device: Device, index: int) -> JpegDecoder:
+    return JpegDecoder(device, index)

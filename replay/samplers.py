@@ -41,6 +41,7 @@ from replay.closing import Closing
 from replay.decode import decode_frames
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
 from replay.index import Filters, Index, RaceEntry
+from replay.jpeg import resolve_device
 from replay.reader import Reader
 from replay.selectors import Draw, ItemSpace, Prioritized, Recent, Uniform
 
@@ -132,6 +133,7 @@ class Sampler(Closing):
         self.span = (seq_len - 1) * stride + 1
         self.skip_corrupt = skip_corrupt
         self.device, self.out, self.transform = device, out, transform
+        resolve_device(device)  # refuse a bad device now; "auto" runs its GPU check once, here
         self.refresh_interval = refresh_interval
         self.checkpoint_interval = checkpoint_interval
         self.read_only = read_only

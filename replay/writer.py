@@ -39,7 +39,7 @@ import numpy.typing as npt
 from numcodecs import Zstd
 
 from replay import format as fmt
-from replay import jpeg, shards
+from replay import gpu, jpeg, shards
 from replay.errors import (
     FrameError,
     ReplayError,
@@ -113,6 +113,29 @@ def _is_cuda_array(obj: object) -> bool:
     )
 
 
+def device_array(frame: Any, xp: Any, race_id: str = "") -> Any:
+    """A device frame as an array of module `xp` (CuPy), without a copy.
+
+    DLPack first: torch, JAX and CuPy export it, and the exporter makes the consumer's
+    current stream wait for its own (torch's ``__cuda_array_interface__`` carries no
+    stream, so CuPy would not wait for the kernel that drew the frame). Objects with
+    only ``__cuda_array_interface__`` go through ``xp.asarray``. The result has a NumPy
+    dtype whatever the producer's dtype type (``torch.uint8`` is not a NumPy dtype);
+    a dtype `xp` cannot hold (bfloat16) raises `FrameError`.
+    """
+    if isinstance(frame, xp.ndarray):
+        return frame  # already one (a CuPy frame: the common case, kept cheap)
+    try:
+        if hasattr(frame, "__dlpack__"):
+            return xp.from_dlpack(frame)
+        return xp.asarray(frame)
+    except (BufferError, RuntimeError, TypeError, ValueError) as e:
+        raise FrameError(
+            f"race {race_id}: frames must be (H, W, 3) uint8, got a {type(frame).__name__} "
+            f"of dtype {getattr(frame, 'dtype', '?')} ({e})"
+        ) from e
+
+
 class Writer:
     """Records one race. Create it with `Store.new_race`, not directly."""
 
@@ -129,6 +152,7 @@ class Writer:
         on_shard: Callable[[], object] | None = None,
     ) -> None:
         self.device: jpeg.Device = check_settings(flush_interval, queue_size, on_full, device)
+        self._gpu = jpeg.device_index(device) if self.device == "cuda" else 0
         self.race_id = info.race_id
         self._info = info
         self._storage = storage
@@ -164,7 +188,7 @@ class Writer:
         }
         self._race_doc = json.loads(storage.read(f"{fmt.race_key(self.race_id)}/{fmt.METADATA}"))
         if info.codec["name"] == "jpeg":
-            jpeg.encoder(self.device)  # created now, not on the driver's first frames
+            jpeg.encoder(self.device, self._gpu)  # created now, not on the driver's first frames
         self._write_attrs()  # takes the lease
         self._thread = threading.Thread(
             target=self._run, name=f"replay-writer-{self.race_id}", daemon=True
@@ -177,8 +201,9 @@ class Writer:
         if self.device == "cuda":
             import cupy
 
-            self._events = [cupy.cuda.Event(disable_timing=True) for _ in range(n)]
-            return cupy.empty((n, *self._shape), dtype=cupy.uint8)
+            with gpu.on_device(self._gpu):
+                self._events = [cupy.cuda.Event(disable_timing=True) for _ in range(n)]
+                return cupy.empty((n, *self._shape), dtype=cupy.uint8)
         ring = np.empty((n, *self._shape), dtype=np.uint8)
         ring.fill(0)  # fault the pages in now, not on the driver's first appends
         return ring
@@ -201,9 +226,14 @@ class Writer:
                 f"race {self.race_id}: got a CUDA frame but this writer encodes on the CPU "
                 "(open the race with device='cuda', or pass a host array)"
             )
-        if not on_device:
+        if on_device:
+            import cupy
+
+            with gpu.on_device(self._gpu):
+                frame = device_array(frame, cupy, self.race_id)
+        else:
             frame = np.asarray(frame)
-        shape, dtype = tuple(frame.shape), np.dtype(str(frame.dtype))
+        shape, dtype = tuple(frame.shape), np.dtype(frame.dtype)
         if shape != self._shape or dtype != np.uint8:
             raise FrameError(
                 f"race {self.race_id}: frames must be {self._shape} uint8, got {shape} {dtype}"
@@ -228,8 +258,9 @@ class Writer:
         if self.device == "cuda":
             import cupy
 
-            self._ring[slot][...] = cupy.asarray(frame)  # device copy, or upload from host
-            self._events[slot].record()
+            with gpu.on_device(self._gpu):
+                self._ring[slot][...] = cupy.asarray(frame)  # device copy, or upload from host
+                self._events[slot].record()
         else:
             np.copyto(self._ring[slot], frame)
 
@@ -320,7 +351,11 @@ class Writer:
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         try:
-            self._loop()
+            if self.device == "cuda":  # a new thread starts on GPU 0, not the writer's
+                with gpu.on_device(self._gpu):
+                    self._loop()
+            else:
+                self._loop()
         except BaseException as e:  # reported through stats() and close()
             log.exception("race %s: background writer failed", self.race_id)
             self._error = e
@@ -376,7 +411,7 @@ class Writer:
             for p in batch:
                 self._events[p.slot].synchronize()
         if codec["name"] == "jpeg":
-            encoder = jpeg.encoder(self.device)
+            encoder = jpeg.encoder(self.device, self._gpu)
             # Leave a core to the driver (encoding on every core makes its appends wait
             # for a time slice: p99 11 ms instead of < 1 ms on 2 cores), unless it is
             # waiting for us anyway: a backlog, the ring more than half full.

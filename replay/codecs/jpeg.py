@@ -4,9 +4,10 @@ Configuration (all explicit, as the extension spec requires)::
 
     {"quality": 90, "encoded_color_space": "ycbcr", "subsampling": [[2, 2], [1, 1], [1, 1]]}
 
-Encoding and decoding go through nvImageCodec's CPU backend here (the writer
-batches frames on the GPU itself; this codec is the per-chunk path zarr-python
-uses). A chunk that does not decode raises ValueError naming its shape.
+Encoding and decoding go through libjpeg-turbo (simplejpeg, `replay.jpeg`'s CPU
+encoder and decoder) here: this codec is the per-chunk path zarr-python uses; the
+writer and the samplers batch frames themselves, on the GPU with nvJPEG where asked.
+A chunk that does not decode raises ValueError naming its shape.
 """
 
 from __future__ import annotations

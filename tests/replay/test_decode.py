@@ -134,3 +134,64 @@ def test_bad_batches_and_devices_are_refused(store_path: Path, race: replay.Race
             decode_batch(encoded, device="cuda")
     with pytest.raises(ValueError, match="device must be"):
         decode_batch(encoded, device="gpu0")
+
+
+gpu = pytest.mark.skipif(not jpeg.cuda_available(), reason="needs CuPy and a CUDA device")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("backend", ["hardware", "cuda"])
+def test_each_gpu_backend_decodes_what_the_cpu_decodes(
+    store_path: Path, race: replay.Race, backend: str
+) -> None:
+    torch = pytest.importorskip("torch")
+    decoder = jpeg.decoder("cuda", 0)
+    if backend not in decoder.backends:
+        pytest.skip(f"this GPU has no {backend} JPEG decoder ({decoder.backends})")
+    encoded = fetch(store_path, keys_of(race.race_id, [0, 5, 11]))
+    decoder.use_backend(backend)
+    try:
+        before = decoder.decoded[backend]
+        batch = decode_batch(encoded, device="cuda:0", out="torch")
+        assert decoder.decoded[backend] == before + 3  # stats say which backend decoded
+    finally:
+        decoder.use_backend(decoder.backends[0])
+    assert batch.frames.is_cuda
+    assert batch.frames.dtype == torch.uint8
+    host = decode_batch(encoded).frames
+    diff = np.abs(batch.frames.cpu().numpy().astype(int) - host.astype(int))
+    assert diff.mean() < 1.0  # IDCT rounding differs by a level here and there
+    assert diff.max() <= 8
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_transforms_match_the_cpu_path_and_bfloat16_comes_out_as_torch(
+    store_path: Path, race: replay.Race
+) -> None:
+    torch = pytest.importorskip("torch")
+    from replay.transform import Transform
+
+    encoded = fetch(store_path, keys_of(race.race_id, [1, 7]))
+    t = Transform(
+        crop=(100, 200, 600, 1200), size=(150, 300), dtype="bfloat16", layout="NCHW", mean=0.5
+    )
+    on_gpu = decode_batch(encoded, device="cuda", out="torch", transform=t).frames
+    assert on_gpu.dtype == torch.bfloat16
+    assert on_gpu.shape == (2, 1, 3, 150, 300)
+    exact = replace(t, dct_scaling=False)  # the GPU decodes at full size, then resizes
+    on_cpu = decode_batch(encoded, out="torch", transform=exact).frames
+    np.testing.assert_allclose(on_gpu.float().cpu().numpy(), on_cpu.float().numpy(), atol=0.04)
+
+
+def test_gpu_decode_chunks_keep_peak_memory_near_the_output() -> None:
+    from replay.decode import DECODE_CHUNK, MIN_DECODE_CHUNK, decode_chunk
+
+    frame = 900 * 1600 * 3
+    full_64 = decode_chunk(64 * frame, frame)  # uint8 batch of 64 full frames
+    assert full_64 == 12
+    assert (64 * frame + full_64 * frame) / (64 * frame) <= 1.2
+    assert decode_chunk(64 * frame * 4, frame) == DECODE_CHUNK  # float32: capped
+    assert decode_chunk(64 * frame // 16, frame) == MIN_DECODE_CHUNK  # 1/4 size: floor
+    assert decode_chunk(0, 0) == MIN_DECODE_CHUNK

@@ -111,26 +111,69 @@ def test_one_cached_encoder_and_decoder_per_device() -> None:
 def test_resolve_device() -> None:
     assert jpeg.resolve_device("cpu") == "cpu"
     if jpeg.cuda_available():
-        assert jpeg.resolve_device("auto") == "cuda"
-        assert jpeg.resolve_device("cuda") == "cuda"
+        assert jpeg.resolve_device("auto") == ("cuda" if jpeg.gpu_check(0).ok else "cpu")
+        assert jpeg.resolve_device("cuda") == jpeg.resolve_device("cuda:0") == "cuda"
     else:
         assert jpeg.resolve_device("auto") == "cpu"
-        with pytest.raises(RuntimeError, match="device='cuda' was asked for, but no CUDA device"):
-            jpeg.resolve_device("cuda")
-    for bad in ("gpu", "CPU", "cuda:0", ""):
-        with pytest.raises(ValueError, match=re.escape(f"'auto', 'cpu' or 'cuda', not {bad!r}")):
+        for name in ("cuda", "cuda:1"):
+            with pytest.raises(RuntimeError, match=f"device='{name}' was asked for, but no CUDA"):
+                jpeg.resolve_device(name)
+    for bad in ("gpu", "CPU", "cuda:", "cuda:x", "cuda:-1", "auto:0", ""):
+        with pytest.raises(ValueError, match=re.escape(f"'cuda' or 'cuda:N', not {bad!r}")):
             jpeg.resolve_device(bad)
 
 
+def test_device_index() -> None:
+    assert [jpeg.device_index(d) for d in ("cpu", "auto", "cuda", "cuda:0", "cuda:3")] == [
+        0,
+        0,
+        0,
+        0,
+        3,
+    ]
+    assert jpeg.encoder("cpu", 2) is jpeg.encoder("cpu")  # the index means nothing on the CPU
+
+
+@pytest.mark.skipif(jpeg.cuda_available(), reason="explains a machine without CUDA")
+def test_gpu_check_without_cuda_says_why_and_does_not_warn() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check = jpeg.gpu_check(0)
+    assert not check.ok
+    assert "no CUDA device is visible" in check.detail
+
+
+def test_probe_frame_survives_a_cpu_round_trip() -> None:
+    frame = jpeg.probe_frame()
+    assert frame.shape == (256, 256, 3)
+    assert len({int(v) for v in frame[..., 2].ravel()[:512]}) > 100  # not flat
+    (blob,) = jpeg.encoder("cpu").encode([frame], quality=90, subsampling="420")
+    assert jpeg.same_picture(jpeg.decoder("cpu").decode_one(blob), frame)
+    assert not jpeg.same_picture(np.zeros_like(frame), frame)
+    assert not jpeg.same_picture(None, frame)
+    assert not jpeg.same_picture(frame[:10], frame)
+
+
+def test_the_cpu_decoder_counts_what_it_decoded() -> None:
+    dec = jpeg.JpegDecoder("cpu")
+    (blob,) = jpeg.encoder("cpu").encode([jpeg.probe_frame()], quality=90, subsampling="420")
+    dec.decode([blob, b"junk", blob])
+    assert dec.backend == "libjpeg-turbo"
+    assert dec.decoded == {"libjpeg-turbo": 2}
+
+
 def test_only_the_chosen_extensions_are_visible() -> None:
+    from replay import gpu
+
     jpeg.nvimgcodec()
     folder = Path(os.environ["NVIMGCODEC_EXTENSIONS_PATH"])
     names = {p.name.split(".so")[0] for p in folder.iterdir()}
-    wanted = set(jpeg._CPU_EXTENSIONS) | (
-        set(jpeg._GPU_EXTENSIONS) if jpeg.cuda_available() else set()
-    )
+    wanted = set(gpu.CPU_EXTENSIONS) | (set(gpu.GPU_EXTENSIONS) if jpeg.cuda_available() else set())
     if not folder.name.startswith("replay-nvimgcodec-"):
         pytest.skip(f"NVIMGCODEC_EXTENSIONS_PATH was set outside replay: {folder}")
     assert names == wanted
     assert all(p.resolve().is_file() for p in folder.iterdir())  # links to the wheel's files
+    assert gpu.load_report().extensions == sorted(wanted)
     assert jpeg.nvimgcodec() is jpeg.nvimgcodec()  # idempotent

@@ -55,3 +55,55 @@ def test_cpu_writer_refuses_cuda_frames(tmp_path: Path) -> None:
     with writer, pytest.raises(replay.FrameError, match="CUDA frame"):
         writer.append(cupy.zeros((8, 8, 3), cupy.uint8))
     assert store.race(writer.race_id).length == 0
+
+
+def test_torch_frames_drawn_on_a_side_stream_are_waited_for(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    """DLPack makes CuPy's stream wait for the stream torch drew the frame on."""
+    torch = pytest.importorskip("torch")
+    store = replay.open_store(tmp_path)
+    side = torch.cuda.Stream()
+    with store.new_race(env="CarRacing-v3", device="cuda:0") as writer:
+        for i in range(4):
+            with torch.cuda.stream(side):
+                upload = torch.from_numpy(real_frames[i]).to("cuda", non_blocking=True)
+                frame = (upload.int() + 0).to(torch.uint8)  # kernels on the side stream
+                assert writer.append(frame)
+    race = store.race(writer.race_id)
+    for i in range(4):
+        assert psnr(race.frame(i), real_frames[i]) >= 38.0
+
+
+def test_wrong_device_frames_are_refused_with_their_dtype(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    store = replay.open_store(tmp_path)
+    with store.new_race(env="e", height=8, width=8, device="cuda") as writer:
+        with pytest.raises(replay.FrameError, match=r"got \(8, 8, 3\) float32"):
+            writer.append(torch.zeros((8, 8, 3), device="cuda"))
+        with pytest.raises(replay.FrameError, match="bfloat16"):
+            writer.append(torch.zeros((8, 8, 3), device="cuda", dtype=torch.bfloat16))
+
+
+def test_the_last_gpu_is_used_when_named(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    import cupy
+
+    last = cupy.cuda.runtime.getDeviceCount() - 1
+    store = replay.open_store(tmp_path)
+    with store.new_race(env="CarRacing-v3", device=f"cuda:{last}") as writer:
+        assert writer._ring.device.id == last
+        assert jpeg.encoder("cuda", last).index == last
+        with cupy.cuda.Device(last):
+            writer.append(cupy.asarray(real_frames[0]))
+    assert psnr(store.race(writer.race_id).frame(0), real_frames[0]) >= 38.0
+
+
+def test_auto_takes_the_gpu_after_its_round_trip(tmp_path: Path) -> None:
+    check = jpeg.gpu_check(0)
+    assert check.ok, check.detail
+    assert "decoded with the" in check.detail
+    store = replay.open_store(tmp_path)
+    with store.new_race(env="e", height=8, width=8, device="auto") as writer:
+        assert writer.device == "cuda"
