@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -41,11 +40,13 @@ from replay import format as fmt
 from replay import jpeg, shards
 from replay.errors import (
     FrameError,
+    RaceTakenOverError,
     ReplayError,
     StepDataError,
     WriterClosedError,
     WriterFailedError,
 )
+from replay.lease import check_owner, new_lease, update_race
 
 if TYPE_CHECKING:
     from replay.race import RaceInfo
@@ -154,7 +155,7 @@ class Writer:
             name: json.loads(storage.read(f"{fmt.race_key(self.race_id)}/{name}/{fmt.METADATA}"))
             for name in [fmt.FRAMES, *self._specs]
         }
-        self._race_doc = json.loads(storage.read(f"{fmt.race_key(self.race_id)}/{fmt.METADATA}"))
+        self._lease = new_lease(flush_interval)
         if info.codec["name"] == "jpeg":
             jpeg.encoder(self.device)  # created now, not on the driver's first frames
         self._write_attrs()  # takes the lease
@@ -237,7 +238,7 @@ class Writer:
             spec = self._specs[name]
             try:
                 array = np.asarray(value, dtype=spec.dtype)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:  # OverflowError: t_ns=2**70
                 raise StepDataError(f"race {self.race_id}: {name}={value!r}: {e}") from e
             if array.shape != spec.shape:
                 raise StepDataError(
@@ -274,10 +275,11 @@ class Writer:
         self._thread.join()
         if self._error is not None:
             status = fmt.ABORTED
-        try:
-            self._write_attrs(status=status, ended_at=fmt.utc_now(), lease=False)
-        except OSError as e:
-            self._error = self._error or e
+        if not isinstance(self._error, RaceTakenOverError):  # then the race is not ours
+            try:
+                self._write_attrs(status=status, ended_at=fmt.utc_now(), lease=False)
+            except (OSError, ReplayError) as e:
+                self._error = self._error or e
         if self._error is not None:
             raise WriterFailedError(
                 f"race {self.race_id}: background writer failed after {self._written} "
@@ -407,6 +409,7 @@ class Writer:
         """Write the open shard whole, then its step chunks, then shapes, then length."""
         race, k, n = self.race_id, self._shard, len(self._chunks)
         s = self._info.shard_size
+        check_owner(self._storage, race, self._lease)  # never recreate a removed race
         blob = shards.build_shard(self._chunks, s)
         self._storage.write(fmt.frames_key(race, k), blob)
         written = len(blob)
@@ -429,17 +432,10 @@ class Writer:
         self._shards += n == s
 
     def _write_attrs(self, lease: bool = True, **changes: Any) -> None:
-        attrs = self._race_doc["attributes"]
-        attrs.update(changes)
-        attrs["lease"] = (
-            {
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "heartbeat": time.time(),
-                "ttl": fmt.lease_ttl(self._flush_interval),
-            }
-            if lease
-            else None
+        """Update the race's attributes (`replay.lease.update_race`): renews the lease, or
+        gives it up (`lease=False`); RaceTakenOverError if the race is no longer ours."""
+        if not lease:
+            changes["lease"] = None
+        update_race(
+            self._storage, self.race_id, lambda attrs: attrs.update(changes), writer=self._lease
         )
-        key = f"{fmt.race_key(self.race_id)}/{fmt.METADATA}"
-        self._storage.write(key, json.dumps(self._race_doc).encode())
