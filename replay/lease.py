@@ -158,6 +158,11 @@ def check_owner(storage: ByteStorage, race_id: str, writer: dict[str, Any]) -> N
     _read_for_update(storage, race_id, writer, None)
 
 
+def check_not_live(storage: ByteStorage, race_id: str, *, now: float | None = None) -> None:
+    """RaceBusyError while the race's writer is alive (before a repair rewrites its data)."""
+    _read_for_update(storage, race_id, None, now)
+
+
 def remove_race(storage: ByteStorage, race_id: str, *, now: float | None = None) -> None:
     """Delete a race: its group document first (it vanishes for readers), then its data.
 
