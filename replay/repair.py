@@ -112,7 +112,7 @@ def _rebuild_shard(storage: ByteStorage, info: RaceInfo, shard: int) -> set[int]
         index = shards.read_index(storage, key, s)[:committed]
         chunks = [None if r is None else data[r[0] : r[0] + r[1]] for r in index]
     except (OSError, EOFError, ValueError):  # the index is lost: find the frames
-        found: list[bytes | None] = list(shards.salvage(data, committed))
+        found: list[bytes | None] = list(shards.salvage(data, s, committed))
         chunks = found + [None] * (committed - len(found))
     chunks = [c if c is not None and _intact(c, info) else None for c in chunks]
     storage.write(key, shards.build_shard(chunks, s))

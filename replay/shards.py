@@ -102,28 +102,30 @@ def read_index(storage: ByteStorage, key: str, n_chunks: int) -> list[tuple[int,
     return out
 
 
-#: How a stored frame chunk starts (JPEG's SOI marker, zstd's frame magic): the
-#: places `salvage` tries as chunk boundaries.
+#: How a stored frame chunk starts (JPEG's SOI marker, zstd's frame magic) and how a
+#: JPEG ends (EOI, then the chunk's 4-byte CRC): the places `salvage` tries as chunk ends.
 CHUNK_STARTS = (b"\xff\xd8\xff", b"\x28\xb5\x2f\xfd")
+JPEG_END = b"\xff\xd9"
 
 
-def salvage(data: bytes, n_chunks: int) -> list[bytes]:
-    """The chunks at the start of a shard whose index is lost, in order, checksum-checked.
+def salvage(data: bytes, n_chunks: int, wanted: int) -> list[bytes]:
+    """The first `wanted` chunks of a shard of `n_chunks` whose index is lost, in order,
+    checksum-checked.
 
     Chunks lie one after another from offset 0, each ending with its CRC32C, so a
-    chunk ends where the bytes after it start a new chunk (or the index) and the CRC
-    of its body matches. Scanning stops at the first chunk that cannot be delimited
-    (its bytes are damaged), so frames after a damaged one are not recovered without
-    the index: which slot they belong to would be a guess.
+    chunk ends where the CRC of the bytes before it matches, at a place where a new
+    chunk or the index starts (or, for a JPEG, 4 bytes after its EOI marker).
+    Scanning stops at the first chunk that cannot be delimited (its bytes are
+    damaged): which slot the frames after it held would be a guess.
     """
-    ends = sorted(
-        {p for marker in CHUNK_STARTS for p in _find_all(data, marker)}
-        | {len(data), len(data) - index_nbytes(n_chunks)}
-    )
+    ends = {p for marker in CHUNK_STARTS for p in _find_all(data, marker)}
+    ends |= {p + len(JPEG_END) + 4 for p in _find_all(data, JPEG_END)}
+    ends |= {len(data), len(data) - index_nbytes(n_chunks)}
+    candidates = sorted(e for e in ends if 4 < e <= len(data))
     chunks: list[bytes] = []
     start = 0
-    while len(chunks) < n_chunks:
-        end = _chunk_end(data, start, ends)
+    while len(chunks) < wanted:
+        end = _chunk_end(data, start, candidates)
         if end is None:
             break
         chunks.append(data[start:end])
