@@ -52,7 +52,7 @@ def test_a_damaged_race_drops_out_of_sampling_and_is_counted(tmp_path: Path, how
 
 
 def test_a_repaired_race_comes_back_to_the_index(tmp_path: Path) -> None:
-    store, (a, b) = make_store(tmp_path / "s", [10, 12])
+    store, (_a, b) = make_store(tmp_path / "s", [10, 12])
     key = tmp_path / "s" / fmt.race_key(b) / fmt.METADATA
     good = key.read_text()
     key.write_text(good[:30])
@@ -67,7 +67,7 @@ def test_a_repaired_race_comes_back_to_the_index(tmp_path: Path) -> None:
 
 
 def test_recover_and_verify_name_a_damaged_race_without_a_traceback(tmp_path: Path) -> None:
-    store, (a, b) = make_store(tmp_path / "s", [10, 12])
+    _store, (a, _b) = make_store(tmp_path / "s", [10, 12])
     damage(tmp_path / "s", a, "torn")
     result = CliRunner().invoke(main, ["recover", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
@@ -130,7 +130,7 @@ def test_the_store_is_a_complete_zarr_hierarchy(tmp_path: Path) -> None:
 def test_stores_written_before_get_their_group_documents(tmp_path: Path) -> None:
     import zarr
 
-    store, (a,) = make_store(tmp_path / "s", [5])
+    _store, (a,) = make_store(tmp_path / "s", [5])
     for group in ("races", "samplers"):
         (tmp_path / "s" / group / fmt.METADATA).unlink()
     (tmp_path / "s" / "samplers").rmdir()

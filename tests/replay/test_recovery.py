@@ -210,7 +210,7 @@ def test_a_writer_whose_race_was_pruned_does_not_recreate_it(tmp_path: Path) -> 
         writer.append(np.zeros((8, 8, 3), np.uint8))
         time.sleep(0.01)
     assert "RaceTakenOverError" in (writer.stats().error or "")
-    with pytest.raises(replay.WriterFailedError, match="was removed .* without recreating it"):
+    with pytest.raises(replay.WriterFailedError, match=r"was removed .* without recreating it"):
         writer.close()
     assert not (tmp_path / fmt.race_key(writer.race_id)).exists()
     assert store.races() == []
