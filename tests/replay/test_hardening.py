@@ -34,7 +34,7 @@ def test_a_crafted_shard_index_with_a_valid_crc_is_corrupt_data_not_memory(
     data[-n:] = body + crc32c.crc32c(body).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     race = store.race(race_id)
-    with pytest.raises(replay.CorruptDataError, match="outside the .* bytes of chunk data"):
+    with pytest.raises(replay.CorruptDataError, match=r"outside the .* bytes of chunk data"):
         race.frame(3)
     sampler = store.sampler(batch_size=8, seed=0)
     with pytest.raises(replay.CorruptDataError, match=f"race {race_id}, shard 0"):
