@@ -124,7 +124,7 @@ def inspect(
 
 def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
     with console.status("reading races..."):
-        infos = store.races()
+        infos, damaged = store.scan()
         rows = [race_summary(store, info) for info in infos]
     frames = sum(r["frames"] for r in rows)
     nbytes = sum(r["bytes"] for r in rows)
@@ -136,9 +136,8 @@ def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
         "compression": raw / nbytes if nbytes and frames else None,
     }
     if as_json:
-        click.echo(
-            json.dumps({"store": str(store.root), "races": rows, "totals": totals}, indent=2)
-        )
+        doc = {"store": str(store.root), "races": rows, "totals": totals, "damaged": damaged}
+        click.echo(json.dumps(doc, indent=2))
         return
     table = Table(title=f"replay store {store.root}")
     for col in ("race", "env / map", "status", "frames", "duration", "size", "per frame", "vs raw"):
@@ -159,6 +158,8 @@ def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
     console.print(table)
     ratio = f", {totals['compression']:.0f}x smaller than raw" if totals["compression"] else ""
     console.print(f"{len(rows)} races, {frames} frames, {human_bytes(nbytes)}{ratio}")
+    for race_id, problem in damaged.items():
+        console.print(f"left out {race_id}: {problem} (replay verify)")
 
 
 def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -> None:

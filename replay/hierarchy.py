@@ -59,7 +59,7 @@ def ensure_groups(storage: ByteStorage) -> list[str]:
             continue
         try:
             write_group(storage, group, {})
-        except ReadOnlyStoreError as e:
+        except (ReadOnlyStoreError, PermissionError) as e:  # PermissionError: S3 read-only keys
             log.warning("cannot add the missing group document %s: %s", key, e)
             return added
         added.append(key)

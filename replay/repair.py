@@ -30,6 +30,7 @@ from replay import shards
 from replay.errors import RaceBusyError
 from replay.lease import check_not_live, update_race
 from replay.race import RaceInfo, decode_frame, read_race_info
+from replay.race_layout import race_documents
 from replay.verify import DOCUMENT, RaceCheck
 
 if TYPE_CHECKING:
@@ -128,8 +129,6 @@ def _intact(chunk: bytes, info: RaceInfo) -> bool:
 
 def _repair_array(store: Store, info: RaceInfo, name: str, chunks: list[int]) -> set[int]:
     """Rebuild a torn array document; rewrite undecodable step chunks as zeros."""
-    from replay.store import race_documents
-
     storage, s = store.storage, info.shard_size
     lost: set[int] = set()
     for shard in chunks:

@@ -78,6 +78,10 @@ def test_recover_and_verify_name_a_damaged_race_without_a_traceback(tmp_path: Pa
     assert f"{a}        0 frames  DAMAGED metadata" in result.output
     assert "not repaired: its metadata" in result.output
     assert "12 frames checked: damage found" in result.output
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert f"left out {a}: race {a}: metadata" in result.output
+    assert b in result.output
 
 
 def old_race(store_path: Path, race_id: str) -> str:
