@@ -67,7 +67,7 @@ def test_a_repaired_race_comes_back_to_the_index(tmp_path: Path) -> None:
 
 
 def test_recover_and_verify_name_a_damaged_race_without_a_traceback(tmp_path: Path) -> None:
-    _store, (a, _b) = make_store(tmp_path / "s", [10, 12])
+    _store, (a, b) = make_store(tmp_path / "s", [10, 12])
     damage(tmp_path / "s", a, "torn")
     result = CliRunner().invoke(main, ["recover", str(tmp_path / "s")])
     assert result.exit_code == 0, result.output
