@@ -95,12 +95,19 @@ def writer_alive(attrs: Attrs, now: float | None = None) -> bool:
         return False
     now = time.time() if now is None else now
     lease = attrs.get("lease")
-    if not lease:  # died before taking its lease, or taking it now: judge by the start
+    if isinstance(lease, dict):
+        try:
+            if lease.get("host") == socket.gethostname():
+                return _pid_alive(int(lease["pid"]), lease.get("started"))
+            ttl = float(lease.get("ttl", fmt.lease_ttl(1.0)))
+            return now - float(lease["heartbeat"]) <= ttl
+        except (KeyError, TypeError, ValueError):
+            pass  # a malformed lease counts as none
+    # no lease: died before taking it, or taking it right now; judge by the start
+    try:
         return now - fmt.parse_time(str(attrs["started_at"])) <= fmt.lease_ttl(1.0)
-    if lease.get("host") == socket.gethostname():
-        return _pid_alive(int(lease["pid"]), lease.get("started"))
-    ttl = float(lease.get("ttl", fmt.lease_ttl(1.0)))
-    return now - float(lease["heartbeat"]) <= ttl
+    except (KeyError, ValueError):
+        return False
 
 
 def metadata_key(race_id: str) -> str:

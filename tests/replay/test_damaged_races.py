@@ -155,3 +155,14 @@ def test_stores_written_before_get_their_group_documents(tmp_path: Path) -> None
     (tmp_path / "s" / "races" / fmt.METADATA).unlink()
     replay.open_store(tmp_path / "s")
     assert zarr.open_group(tmp_path / "s", mode="r")["races"][a].attrs["length"] == 5  # type: ignore[index]
+
+
+def test_a_malformed_lease_is_judged_as_no_lease(tmp_path: Path) -> None:
+    _store, (a,) = make_store(tmp_path / "s", [5])
+    key = tmp_path / "s" / fmt.race_key(a) / fmt.METADATA
+    doc = json.loads(key.read_text())
+    doc["attributes"].update(status="recording", lease="garbage", started_at="2020-01-01T00:00")
+    key.write_text(json.dumps(doc))
+    result = CliRunner().invoke(main, ["recover", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert f"marked {a} aborted" in result.output
