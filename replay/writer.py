@@ -15,7 +15,9 @@ CUDA writer, libjpeg-turbo otherwise), assembles whole shards and commits them
 When the ring is full, ``on_full="block"`` waits for a slot and ``"drop"`` drops
 the frame (counted in `WriterStats.dropped`). If the background thread fails
 (a full disk, say), `append` keeps the driver alive by dropping frames, the error
-shows in `stats().error`, and `close()` raises `WriterFailedError`.
+shows in `stats().error`, and `close()` raises `WriterFailedError`. So does a race
+taken over by a process that judged the writer dead (`replay.lease`): the writer
+stops at its next commit rather than write to an aborted or removed race.
 """
 
 from __future__ import annotations

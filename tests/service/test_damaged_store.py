@@ -17,8 +17,10 @@ def test_a_damaged_step_chunk_is_409_and_a_torn_race_is_left_out(
     tmp_path: Path, frames: list[object]
 ) -> None:
     store = replay.open_store(tmp_path / "s")
-    a, b, _ = (write_race(store, frames[:n], shard_size=8) for n in (10, 12, 14))
+    a, b, c = (write_race(store, frames[:n], shard_size=8) for n in (10, 12, 14))
     (tmp_path / "s" / fmt.shard_key(a, "reward", 1, 1)).write_bytes(b"garbage")
+    torn_doc = tmp_path / "s" / fmt.race_key(c) / "reward" / fmt.METADATA
+    torn_doc.write_text(torn_doc.read_text()[:40])
     key = tmp_path / "s" / fmt.race_key(b) / fmt.METADATA
     key.write_text(key.read_text()[:60])  # torn
     with (
@@ -32,6 +34,9 @@ def test_a_damaged_step_chunk_is_409_and_a_torn_race_is_left_out(
         assert "step array 'reward' is damaged" in body["detail"]
         ok = http.get(f"/v1/races/{a}/steps", params={"names": ["reward"], "stop": 8})
         assert ok.status_code == 200  # the intact chunk still reads
+        torn = http.get(f"/v1/races/{c}/steps", params={"names": ["reward"]})
+        assert torn.status_code == 200, torn.text  # step data is read without the document
+        assert torn.json()["arrays"]["reward"] == [float(i) for i in range(14)]
         for seed in range(5):  # the torn race never stops sampling from the others
             s = http.post("/v1/sample", json={"batch_size": 4, "seed": seed})
             assert s.status_code == 200, s.text
