@@ -1,9 +1,11 @@
 """Capacity: keep a store under a byte budget and/or a maximum age.
 
 Eviction removes whole races, oldest first (race ids sort by time), and never a
-race that a live writer is still recording. A race disappears atomically for
-readers: its group metadata goes first (it is no longer listed, and samplers
-drop it on their next refresh), then its data.
+race that a live writer is still recording (`replay.lease.remove_race` checks
+again as it removes). A race disappears atomically for readers: its group
+metadata goes first (it is no longer listed, and samplers drop it on their next
+refresh), then its data. Orphan data -- a race folder whose ``zarr.json`` is gone
+(`replay.recovery.orphan_races`) -- is always in the plan, first.
 
     store.set_capacity(max_bytes=50e9, max_age=7 * 86400)   # saved in the store
     plan = plan_eviction(store)          # what would go, and why (a dry run)
@@ -13,18 +15,22 @@ drop it on their next refresh), then its data.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from replay import format as fmt
+from replay.errors import RaceBusyError
+from replay.lease import remove_race
 from replay.race import read_json
-from replay.recovery import writer_is_dead
+from replay.recovery import orphan_races, writer_is_dead
 
 if TYPE_CHECKING:
     from replay.store import Store
 
+log = logging.getLogger(__name__)
 CAPACITY_ATTR = "capacity"
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _AGE = re.compile(r"^\s*([0-9.]+)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -114,11 +120,12 @@ def plan_eviction(
     now = time.time() if now is None else now
     races = store.races()
     sizes = {r.race_id: store.race_nbytes(r.race_id) for r in races}
-    total = sum(sizes.values())
+    orphans = [(o, _folder_nbytes(store, o)) for o in orphan_races(store.storage, now)]
+    total = sum(sizes.values()) + sum(n for _, n in orphans)
+    evictions = [Eviction(o, n, "orphan data (its zarr.json is gone)") for o, n in orphans]
+    remaining = total - sum(n for _, n in orphans)
     if capacity.unlimited:
-        return EvictionPlan([], total)
-    evictions: list[Eviction] = []
-    remaining = total
+        return EvictionPlan(evictions, total)
     for info in races:  # oldest first
         if info.status == fmt.RECORDING and not writer_is_dead(info, now):
             continue  # a live writer's race is never evicted
@@ -134,8 +141,19 @@ def plan_eviction(
     return EvictionPlan(evictions, total)
 
 
-def evict(store: Store, plan: EvictionPlan) -> None:
-    """Remove the planned races: metadata first (they vanish for readers), then data."""
+def _folder_nbytes(store: Store, race_id: str) -> int:
+    return sum(size for _, size in store.storage.walk_sizes(fmt.race_key(race_id)))
+
+
+def evict(store: Store, plan: EvictionPlan) -> list[Eviction]:
+    """Remove the planned races (metadata first: they vanish for readers, then data);
+    returns the evictions done. A race whose writer came back to life is skipped."""
+    done = []
     for eviction in plan.evictions:
-        store.storage.delete(f"{fmt.race_key(eviction.race_id)}/{fmt.METADATA}")
-        store.storage.delete_tree(fmt.race_key(eviction.race_id))
+        try:
+            remove_race(store.storage, eviction.race_id)
+        except RaceBusyError as e:
+            log.warning("not evicting %s: %s", eviction.race_id, e)
+            continue
+        done.append(eviction)
+    return done

@@ -7,10 +7,12 @@ itself never imports those packages.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import click
 from rich.console import Console
@@ -23,6 +25,11 @@ from replay.errors import CorruptDataError, ReplayError
 from replay.plugins import PluginGroup
 from replay.race import Race, RaceInfo
 from replay.store import Store, open_store
+
+if TYPE_CHECKING:
+    from replay.verify import RaceCheck
+
+P = ParamSpec("P")
 
 
 @click.group(
@@ -117,13 +124,13 @@ def inspect(
             _export_frame(store, race_id, frame, out)
         else:
             _inspect_race(store, race_id, as_json, console)
-    except (ReplayError, IndexError) as e:
+    except (ReplayError, IndexError, OSError) as e:
         raise click.ClickException(str(e)) from e
 
 
 def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
     with console.status("reading races..."):
-        infos = store.races()
+        infos, damaged = store.scan()
         rows = [race_summary(store, info) for info in infos]
     frames = sum(r["frames"] for r in rows)
     nbytes = sum(r["bytes"] for r in rows)
@@ -135,9 +142,8 @@ def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
         "compression": raw / nbytes if nbytes and frames else None,
     }
     if as_json:
-        click.echo(
-            json.dumps({"store": str(store.root), "races": rows, "totals": totals}, indent=2)
-        )
+        doc = {"store": str(store.root), "races": rows, "totals": totals, "damaged": damaged}
+        click.echo(json.dumps(doc, indent=2))
         return
     table = Table(title=f"replay store {store.root}")
     for col in ("race", "env / map", "status", "frames", "duration", "size", "per frame", "vs raw"):
@@ -158,6 +164,8 @@ def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
     console.print(table)
     ratio = f", {totals['compression']:.0f}x smaller than raw" if totals["compression"] else ""
     console.print(f"{len(rows)} races, {frames} frames, {human_bytes(nbytes)}{ratio}")
+    for race_id, problem in damaged.items():
+        console.print(f"left out {race_id}: {problem} (replay verify)")
 
 
 def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -> None:
@@ -219,19 +227,38 @@ def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -
     console.print(steps)
 
 
+def clean_errors(command: Callable[P, None]) -> Callable[P, None]:
+    """Turn the store's errors (and OS errors: a read-only mount, a failing disk) into a
+    one-line CLI error instead of a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (ReplayError, OSError) as e:
+            raise click.ClickException(str(e)) from e
+
+    return run
+
+
 @main.command()
 @click.argument("store_path", metavar="STORE", type=click.Path())
-@click.option("--repair", is_flag=True, help="Truncate damaged races to their last good step.")
+@click.option(
+    "--repair", is_flag=True, help="Rebuild damaged races from their intact frames (see docs)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@clean_errors
 def verify(store_path: str, repair: bool, as_json: bool) -> None:
-    """Check every shard's index checksum and that every committed frame decodes.
+    """Check every shard index, frame, step chunk and array document, and every race's
+    metadata; name orphan data (a race folder without zarr.json).
 
-    Exits 1 if anything is damaged. With --repair, a damaged race is truncated to
-    the steps before its first bad one (and gets a "repaired" attribute).
+    Exits 1 if anything is damaged. With --repair, a damaged race keeps every intact
+    frame; the damaged steps are removed, their bytes reclaimed, and listed in the
+    race's "lost_steps" attribute. Races of live writers are never touched.
     """
     from rich.progress import Progress
 
-    from replay.verify import repair as repair_race
+    from replay.repair import repair as repair_race
     from replay.verify import verify_store
 
     store = _open_for_writing(store_path, read_only=not repair)
@@ -239,21 +266,28 @@ def verify(store_path: str, repair: bool, as_json: bool) -> None:
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("verifying frames", total=total)
         report = verify_store(store, progress=lambda n: bar.advance(task, n))
-    repaired = {c.race_id: repair_race(store, c) for c in report.races if repair and not c.ok}
+    repairs = {c.race_id: repair_race(store, c) for c in report.races if repair and not c.ok}
     if as_json:
         rows = [
-            {**vars(c), "ok": c.ok, "repaired_length": repaired.get(c.race_id)}
+            {
+                **vars(c),
+                "ok": c.ok,
+                "repair": vars(repairs[c.race_id]) if c.race_id in repairs else None,
+            }
             for c in report.races
         ]
         click.echo(json.dumps({"ok": report.ok, "races": rows}, indent=2))
     else:
         for c in report.races:
-            state = "ok" if c.ok else f"DAMAGED shards {c.damaged_shards}"
+            state = "ok" if c.ok else _damage(c)
             click.echo(f"{c.race_id}  {c.frames_checked:>7} frames  {state}")
             for message in c.errors:
                 click.echo(f"    {message}")
-            if c.race_id in repaired:
-                click.echo(f"    repaired: truncated to {repaired[c.race_id]} steps")
+            done = repairs.get(c.race_id)
+            if done is not None and done.refused:
+                click.echo(f"    not repaired: {done.refused}")
+            elif done is not None:
+                click.echo(f"    repaired: {done.kept} steps intact, {done.lost} lost")
         click.echo(
             f"{len(report.races)} races, {report.frames_checked} frames checked: "
             + ("all good" if report.ok else "damage found")
@@ -262,14 +296,31 @@ def verify(store_path: str, repair: bool, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _as_dict(value: object) -> dict[str, Any] | None:
+    return None if value is None else dict(vars(value))
+
+
+def _damage(check: RaceCheck) -> str:
+    if check.problem == "orphan":
+        return "ORPHAN DATA (no zarr.json)"
+    if check.problem == "metadata":
+        return "DAMAGED metadata"
+    parts = [f"shards {check.damaged_shards}"] if check.damaged_shards else []
+    parts += [f"{name} {chunks}" for name, chunks in check.damaged_arrays.items()]
+    return "DAMAGED " + ", ".join(parts)
+
+
 @main.command()
 @click.argument("store_path", metavar="STORE", type=click.Path())
 @click.option("--dry-run", is_flag=True, help="Only show what would be done.")
+@clean_errors
 def recover(store_path: str, dry_run: bool) -> None:
-    """Mark races left 'recording' by dead writers as aborted; delete their temp files.
+    """Mark races left 'recording' by dead writers as aborted; delete their temp files;
+    add the group documents older stores lack.
 
-    A writer is dead when its lease expired, or when its pid is gone on this host;
-    races of live writers (here or on other machines) are left alone.
+    A writer on this host is dead when its process is gone (a paused one is alive);
+    on another host, when its lease expired. Races of live writers are left alone;
+    races whose metadata is damaged are named (`replay verify` tells more).
     """
     store = _open_for_writing(store_path, dry_run)
     report = store.recover(dry_run=dry_run)
@@ -278,6 +329,10 @@ def recover(store_path: str, dry_run: bool) -> None:
         click.echo(f"{verb} {race_id} aborted (writer dead)")
     for race_id in report.live:
         click.echo(f"left {race_id} alone (writer alive)")
+    for race_id, problem in report.damaged.items():
+        click.echo(f"skipped {race_id}: {problem}")
+    for race_id in report.orphans:
+        click.echo(f"orphan data in races/{race_id} (no zarr.json): `replay prune` removes it")
     click.echo(
         f"{len(report.temp_files_removed)} temp files {'to remove' if dry_run else 'removed'}"
     )
@@ -289,10 +344,11 @@ def recover(store_path: str, dry_run: bool) -> None:
 @click.option("--max-age", help="Maximum age of a finished race, e.g. 12h, 7d (default: saved).")
 @click.option("--save", is_flag=True, help="Save --max-bytes/--max-age in the store for writers.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@clean_errors
 def prune(
     store_path: str, max_bytes: str | None, max_age: str | None, save: bool, dry_run: bool
 ) -> None:
-    """Remove the oldest finished races until STORE fits its capacity.
+    """Remove orphan data, then the oldest finished races until STORE fits its capacity.
 
     Races being recorded by live writers are never removed. Samplers drop removed
     races on their next refresh.
@@ -310,15 +366,15 @@ def prune(
         raise click.BadParameter(str(e)) from e
     if save:
         store.set_capacity(capacity.max_bytes, capacity.max_age)
-    if capacity.unlimited:
-        raise click.ClickException("no capacity given or saved: pass --max-bytes and/or --max-age")
     plan = plan_eviction(store, capacity)
+    if capacity.unlimited and not plan.evictions:
+        raise click.ClickException("no capacity given or saved: pass --max-bytes and/or --max-age")
+    done = plan.evictions if dry_run else evict(store, plan)
     verb = "would remove" if dry_run else "removed"
-    for gone in plan.evictions:
+    for gone in done:
         click.echo(f"{verb} {gone.race_id}  {human_bytes(gone.nbytes)}  ({gone.reason})")
-    if not dry_run:
-        evict(store, plan)
-    click.echo(f"store: {human_bytes(plan.bytes_before)} -> {human_bytes(plan.bytes_after)}")
+    after = plan.bytes_before - sum(e.nbytes for e in done)
+    click.echo(f"store: {human_bytes(plan.bytes_before)} -> {human_bytes(after)}")
 
 
 def _open_for_writing(path: str, read_only: bool) -> Store:

@@ -6,12 +6,14 @@ messages. Messages name the offending value (the path, race, shard or step).
 
     ReplayError
     ├── StoreError              a path is not a store, or cannot be used as one
-    │   └── ReadOnlyStoreError  a write was attempted on a store opened read-only
+    │   ├── ReadOnlyStoreError  a write was attempted on a store opened read-only
+    │   └── RaceBusyError       repair/recover/prune refused: the race's writer is alive
     ├── RaceNotFoundError       no race with that id (also: a malformed id)
     ├── FrameError              a frame of the wrong shape, dtype or kind
     ├── StepDataError           per-step data of the wrong shape or an unknown key
     ├── WriterClosedError       append() after close()
     ├── WriterFailedError       the background writer hit an I/O error
+    │   └── RaceTakenOverError  its race was aborted or removed while it was paused
     ├── CorruptDataError        a shard or frame that cannot be read back
     └── SamplingError           nothing (or not enough) to sample
 """
@@ -29,6 +31,10 @@ class StoreError(ReplayError):
 
 class ReadOnlyStoreError(StoreError):
     """A write was attempted on a store opened with ``mode="r"`` or on a read-only disk."""
+
+
+class RaceBusyError(StoreError):
+    """A race's writer is alive, so repair, recover and prune leave the race alone."""
 
 
 class RaceNotFoundError(ReplayError, KeyError):
@@ -52,6 +58,11 @@ class WriterClosedError(ReplayError):
 
 class WriterFailedError(ReplayError):
     """The background writer stopped on an error; the message carries the cause."""
+
+
+class RaceTakenOverError(WriterFailedError):
+    """A writer's race was aborted or removed by a process that judged the writer dead
+    (it was paused past its lease); the writer stops instead of resurrecting it."""
 
 
 class CorruptDataError(ReplayError):

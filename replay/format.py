@@ -3,6 +3,8 @@
 A store is a Zarr v3 hierarchy; docs/format.md is the full specification::
 
     <store>/zarr.json                          group; attrs: {"replay_format": 1}
+    <store>/races/zarr.json                    group (no attributes)
+    <store>/samplers/zarr.json                 group; samplers/<name>/ keeps sampler state
     <store>/races/<race_id>/zarr.json          group; attrs: RACE_ATTRS below
     <store>/races/<race_id>/frames/zarr.json   uint8 (T, H, W, 3), chunk (1, H, W, 3),
                                                shard (S, H, W, 3): one JPEG per frame
@@ -25,6 +27,9 @@ from typing import Final
 FORMAT_VERSION: Final = 1
 FORMAT_ATTR: Final = "replay_format"
 RACES: Final = "races"
+SAMPLERS: Final = "samplers"
+#: The groups under the root; each has its own zarr.json (`replay.hierarchy`).
+GROUPS: Final = (RACES, SAMPLERS)
 FRAMES: Final = "frames"
 METADATA: Final = "zarr.json"
 

@@ -3,7 +3,9 @@ and the byte ranges of their frames inside the shards.
 
 `Index.refresh` lists the races (one directory listing) and re-reads the
 metadata only of races it has not seen or that are still recording, so it is
-cheap enough to run every flush interval while races are being written. A
+cheap enough to run every flush interval while races are being written. A race
+whose metadata cannot be read (a torn ``zarr.json``, a missing ``length``) is
+left out and named in `Index.damaged`; it never stops the others. A
 race's ``length`` attribute is read before any of its shards, and the writer
 commits shards before ``length``, so every frame below ``length`` is in the
 shard file the index reads; nothing past ``length`` is ever looked at.
@@ -191,6 +193,11 @@ class RaceEntry:
         out = []
         for slot in slots:
             where = table.range(slot)
+            if self.info.lost_steps and self.info.is_lost(shard * s + slot):
+                step = shard * s + slot
+                raise CorruptDataError.at(
+                    self.race_id, shard, f"step {step} was lost to damage (repaired)", step
+                )
             if where is None:
                 step = shard * s + slot
                 raise CorruptDataError.at(
@@ -237,6 +244,9 @@ class Index:
         self.filters = filters or Filters()
         self._entries: dict[str, RaceEntry] = {}
         self._excluded: set[str] = set()  # final races the filters reject
+        #: races whose metadata cannot be read (race id -> what is wrong): left out of
+        #: sampling, re-read at every refresh (a repair brings them back)
+        self.damaged: dict[str, str] = {}
         self._lock = threading.Lock()
         self.generation = 0  # bumped whenever races or lengths change
 
@@ -285,6 +295,8 @@ class Index:
                 del self._entries[gone]
                 changed = True
             self._excluded &= present
+            for gone in [r for r in self.damaged if r not in present]:
+                del self.damaged[gone]
             for race_id in ids:
                 entry = self._entries.get(race_id)
                 if race_id in self._excluded or (entry is not None and entry.final):
@@ -293,6 +305,11 @@ class Index:
                     info = read_race_info(self.storage, race_id)
                 except RaceNotFoundError:  # created or removed right now
                     continue
+                except CorruptDataError as e:  # costs this race, never the others
+                    changed |= self._entries.pop(race_id, None) is not None
+                    self.damaged[race_id] = str(e)
+                    continue
+                self.damaged.pop(race_id, None)
                 if not self.filters.matches(info):
                     if info.status != fmt.RECORDING:
                         self._excluded.add(race_id)

@@ -12,7 +12,9 @@ Connection settings come from the usual environment: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``,
 ``AWS_ENDPOINT_URL`` (an ``http://`` endpoint is allowed without more ado), web
 identity / instance metadata on AWS, or a named profile (``AWS_PROFILE``, read
-with boto3/botocore when installed).
+with boto3/botocore when installed). With a custom endpoint and no credentials at
+all, requests are sent unsigned (anonymous) and the cloud metadata address
+(169.254.169.254) is never asked.
 
 How the commit protocol maps onto S3 (docs/format.md, "Commit protocol"):
 
@@ -113,12 +115,17 @@ class ObjectStorage:
         )
         if str(endpoint).startswith("http://"):
             options.setdefault("allow_http", True)
+        provider = _profile_credentials(settings)
+        if endpoint and provider is None and not _has_credentials(settings):
+            # Anonymous requests to a custom endpoint: without this, object_store would
+            # ask the cloud metadata service (169.254.169.254) for credentials.
+            settings.setdefault("skip_signature", True)
         self.s3 = S3Store(
             self.bucket,
             prefix=self.prefix or None,
             config=settings,  # type: ignore[arg-type]
             client_options=options,  # type: ignore[arg-type]
-            credential_provider=_profile_credentials(settings),
+            credential_provider=provider,
         )
 
     def __repr__(self) -> str:
@@ -254,6 +261,22 @@ def _first_line(exc: BaseException) -> str:
     line = text.splitlines()[0].split(": <?xml")[0] if text else type(exc).__name__
     code = re.search(r"<Code>([^<]+)</Code>", text)
     return f"{line} [{code.group(1)}]" if code else line
+
+
+#: Where object_store finds credentials before it falls back to instance metadata.
+_CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_SKIP_SIGNATURE",
+)
+
+
+def _has_credentials(config: Mapping[str, Any]) -> bool:
+    """True if credentials (or an explicit choice about them) are configured."""
+    keys = ("access_key_id", "skip_signature", "token", "aws_access_key_id")
+    return any(k in config for k in keys) or any(os.environ.get(v) for v in _CREDENTIAL_VARS)
 
 
 def _profile_credentials(config: Mapping[str, Any]) -> S3CredentialProvider | None:

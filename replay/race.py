@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from numcodecs import Zstd
 
 from replay import format as fmt
 from replay import jpeg, shards
 from replay.decode import zstd_frame_decoder
 from replay.errors import CorruptDataError, RaceNotFoundError, StepDataError
+from replay.lease import metadata_key, read_race_doc
 
 if TYPE_CHECKING:
     import zarr
@@ -54,6 +56,9 @@ class RaceInfo:
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     lease: dict[str, Any] | None = None
+    #: [start, stop) ranges of steps whose data was damaged and removed by
+    #: ``replay verify --repair`` (docs/format.md, "Damaged steps")
+    lost_steps: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_attrs(cls, race_id: str, attrs: dict[str, Any]) -> RaceInfo:
@@ -76,7 +81,20 @@ class RaceInfo:
             extras=dict(attrs.get("extras", {})),
             meta=dict(attrs.get("meta", {})),
             lease=attrs.get("lease"),
+            lost_steps=tuple((int(a), int(b)) for a, b in attrs.get("lost_steps", [])),
         )
+
+    def is_lost(self, step: int) -> bool:
+        """True if `step`'s data was damaged and removed by a repair."""
+        return any(a <= step < b for a, b in self.lost_steps)
+
+    def step_layout(self, name: str) -> tuple[np.dtype[Any], tuple[int, ...]]:
+        """(dtype, per-step shape) of step array `name`."""
+        if name in fmt.STANDARD_STEPS:
+            shape = self.action_shape if name == "action" else ()
+            return np.dtype(fmt.STANDARD_STEPS[name]), tuple(shape)
+        spec = self.extras[name]
+        return np.dtype(spec["dtype"]), tuple(int(n) for n in spec["shape"])
 
     @property
     def step_arrays(self) -> list[str]:
@@ -113,27 +131,43 @@ def read_json(storage: ByteStorage, key: str) -> dict[str, Any]:
 
 
 def read_race_info(storage: ByteStorage, race_id: str) -> RaceInfo:
-    """The current metadata of a race; RaceNotFoundError if there is no such race."""
+    """The current metadata of a race; RaceNotFoundError if there is no such race,
+    CorruptDataError if its document is torn or lacks a field."""
     if not fmt.is_race_id(race_id):
         raise RaceNotFoundError(f"{race_id!r} is not a race id (26 characters, ULID)")
-    key = f"{fmt.race_key(race_id)}/{fmt.METADATA}"
-    try:
-        attrs = read_json(storage, key).get("attributes", {})
-    except FileNotFoundError:
-        raise RaceNotFoundError(
-            f"no race {race_id} in {getattr(storage, 'root', storage)}"
-        ) from None
-    except ValueError as e:
-        raise CorruptDataError(
-            f"race {race_id}: metadata {key} is damaged ({e})", race_id=race_id, shard=-1
-        ) from e
+    attrs = read_race_doc(storage, race_id)["attributes"]
     if not attrs:  # the writer writes the attributes last: still being created
         raise RaceNotFoundError(f"race {race_id} is being created")
     try:
         return RaceInfo.from_attrs(race_id, attrs)
     except (KeyError, TypeError, ValueError) as e:
         raise CorruptDataError(
-            f"race {race_id}: metadata {key} is damaged ({e!r})", race_id=race_id, shard=-1
+            f"race {race_id}: metadata {metadata_key(race_id)} is damaged ({e!r})",
+            race_id=race_id,
+            shard=-1,
+        ) from e
+
+
+def read_step_chunk(
+    storage: ByteStorage, info: RaceInfo, name: str, shard: int
+) -> npt.NDArray[Any]:
+    """The `shard_size` values of step array `name` in one chunk (a shard's steps),
+    read and decoded without zarr; CorruptDataError naming the chunk if it is damaged."""
+    dtype, shape = info.step_layout(name)
+    key = fmt.shard_key(info.race_id, name, shard, 1 + len(shape))
+    try:
+        raw = Zstd().decode(storage.read(key))
+        values = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
+        return values.reshape(info.shard_size, *shape).astype(dtype)
+    except (OSError, RuntimeError, ValueError) as e:
+        s = info.shard_size
+        raise CorruptDataError.at(
+            info.race_id,
+            shard,
+            f"step array {name!r} is damaged at steps {shard * s}..{shard * s + s - 1} "
+            f"({type(e).__name__}: {e})",
+            shard * s,
+            whole_shard=True,
         ) from e
 
 
@@ -199,9 +233,12 @@ class Race:
         shard, slot = divmod(step, self.info.shard_size)
         where = (self.shard_index(shard) if index is None else index)[slot]
         if where is None:
-            raise CorruptDataError.at(
-                self.race_id, shard, f"committed step {step} is missing", step=step
+            problem = (
+                f"step {step} was lost to damage (removed by `replay verify --repair`)"
+                if self.info.is_lost(step)
+                else f"committed step {step} is missing"
             )
+            raise CorruptDataError.at(self.race_id, shard, problem, step=step)
         key = fmt.frames_key(self.race_id, shard)
         try:
             (chunk,) = self._storage.read_ranges(key, [where])
@@ -226,14 +263,28 @@ class Race:
 
     def steps(self, name: str, start: int = 0, stop: int | None = None) -> npt.NDArray[Any]:
         """Committed values of one per-step array (e.g. ``"reward"``), steps [start, stop)
-        (default: all); only the chunks holding those steps are read."""
+        (default: all); only the chunks holding those steps are read.
+
+        CorruptDataError names the race, shard and steps of a damaged chunk. Values
+        of `lost_steps` (removed by a repair) read as zero.
+        """
         if name not in self.info.step_arrays:
             raise StepDataError(
                 f"race {self.race_id} has no step array {name!r}; it has {self.info.step_arrays}"
             )
-        array = self._zarr_root[f"{fmt.race_key(self.race_id)}/{name}"]
         end = self.length if stop is None else min(stop, self.length)
-        return np.asarray(array[min(start, end) : end])  # type: ignore[index]
+        start = min(max(start, 0), end)
+        s = self.info.shard_size
+        chunks = [
+            read_step_chunk(self._storage, self.info, name, k)
+            for k in range(start // s, -(-end // s))
+        ]
+        if not chunks:
+            dtype, shape = self.info.step_layout(name)
+            return np.zeros((0, *shape), dtype)
+        values = np.concatenate(chunks)
+        first = (start // s) * s
+        return values[start - first : end - first]
 
 
 def decode_frame(blob: bytes, info: RaceInfo) -> npt.NDArray[np.uint8] | None:

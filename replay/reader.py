@@ -28,6 +28,7 @@ from replay import shards
 from replay.batch import EncodedBatch, SampleKeys
 from replay.cpus import usable_cpus
 from replay.errors import CorruptDataError, SamplingError
+from replay.race import read_step_chunk
 
 if TYPE_CHECKING:
     from replay.index import Index, RaceEntry
@@ -177,22 +178,7 @@ class Reader:
             if hit is not None and hit[0] >= committed:
                 self._steps.move_to_end(cache_key)
                 return hit[1]
-        dtype, shape = _step_layout(entry, name)
-        key = fmt.shard_key(entry.race_id, name, shard, 1 + len(shape))
-        try:
-            from numcodecs import Zstd
-
-            raw = Zstd().decode(self.storage.read(key))
-            values = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(s, *shape)
-        except (OSError, RuntimeError, ValueError) as e:
-            raise CorruptDataError.at(
-                entry.race_id,
-                shard,
-                f"step array {name!r} is unreadable ({type(e).__name__}: {e})",
-                shard * s,
-                whole_shard=True,
-            ) from e
-        values = values.astype(dtype)  # native byte order, and a private copy
+        values = read_step_chunk(self.storage, entry.info, name, shard)  # a private copy
         with self._lock:
             self._steps[cache_key] = (committed, values)
             while len(self._steps) > STEP_CACHE_CHUNKS:
@@ -219,15 +205,6 @@ def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tup
         else:
             out.append((offset, nbytes))
     return out
-
-
-def _step_layout(entry: RaceEntry, name: str) -> tuple[np.dtype[Any], tuple[int, ...]]:
-    info = entry.info
-    if name in fmt.STANDARD_STEPS:
-        shape = info.action_shape if name == "action" else ()
-        return np.dtype(fmt.STANDARD_STEPS[name]), tuple(shape)
-    spec = info.extras[name]
-    return np.dtype(spec["dtype"]), tuple(int(n) for n in spec["shape"])
 
 
 def _common_step_arrays(infos: list[Any]) -> list[str]:

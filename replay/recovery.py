@@ -1,98 +1,107 @@
-"""Recovery after crashes: dead writers' races and their temp files.
+"""Recovery after crashes: dead writers' races, their temp files, the store's documents.
 
 A race whose writer died stays ``recording`` with the ``length`` of its last
-commit. Whether its writer is dead is decided from the lease the writer
-refreshes (``{"host", "pid", "heartbeat", "ttl"}``): on the same host a pid that
-no longer exists is dead at once; anywhere, a heartbeat older than its ttl is
-dead. A live writer on another machine is therefore never mistaken for a dead
-one as long as it keeps its lease fresh.
+commit. Whether its writer is dead is decided by `replay.lease`: on the writer's
+host by its process (a paused writer is alive), elsewhere by its heartbeat.
 
-    report = recover(store)          # marks dead races aborted, deletes stale temp files
-    report.aborted, report.temp_files_removed
+    report = recover(store)     # marks dead races aborted, deletes stale temp files
+    report.aborted, report.live, report.damaged, report.orphans, report.temp_files_removed
+
+`recover` also adds the group documents of ``races/`` that stores written by older
+versions lack (docs/format.md), and never stops on one damaged race: a race whose
+metadata cannot be read is listed in `damaged` (``replay verify`` names the damage),
+and a race folder without metadata (its ``zarr.json`` deleted) in `orphans`
+(``replay prune`` removes them).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ulid import ULID
 
 from replay import format as fmt
-from replay.errors import RaceNotFoundError
-from replay.race import RaceInfo, read_json, read_race_info
+from replay.errors import CorruptDataError, RaceBusyError, RaceNotFoundError
+from replay.hierarchy import ensure_groups
+from replay.lease import metadata_key, update_race, writer_alive
+from replay.race import RaceInfo, read_race_info
 from replay.storage import TEMP_PREFIX
 
 if TYPE_CHECKING:
+    from replay.storage import ByteStorage
     from replay.store import Store
 
 
 @dataclass(frozen=True)
 class RecoveryReport:
-    """What `recover` found and did."""
+    """What `recover` found and did; `damaged` maps race id to what is wrong."""
 
     aborted: list[str] = field(default_factory=list)
     live: list[str] = field(default_factory=list)
     temp_files_removed: list[str] = field(default_factory=list)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    damaged: dict[str, str] = field(default_factory=dict)
+    orphans: list[str] = field(default_factory=list)
 
 
 def writer_is_dead(info: RaceInfo, now: float | None = None) -> bool:
-    """True when the race is ``recording`` but its writer is gone (see module doc)."""
-    if info.status != fmt.RECORDING:
-        return False
+    """True when the race is ``recording`` but its writer is gone (`replay.lease`)."""
+    attrs = {"status": info.status, "lease": info.lease, "started_at": info.started_at}
+    return info.status == fmt.RECORDING and not writer_alive(attrs, now)
+
+
+def orphan_races(storage: ByteStorage, now: float | None = None) -> list[str]:
+    """Race folders without a group document, created longer ago than a writer needs to
+    write one: their ``zarr.json`` was deleted or never written (a crash mid-creation)."""
     now = time.time() if now is None else now
-    lease: dict[str, Any] | None = info.lease
-    if not lease:  # died before taking its lease: judge by the start time
-        started = fmt.parse_time(info.started_at)
-        return now - started > fmt.lease_ttl(1.0)
-    if lease.get("host") == socket.gethostname() and not _pid_alive(int(lease["pid"])):
-        return True
-    return bool(now - float(lease["heartbeat"]) > float(lease.get("ttl", fmt.lease_ttl(1.0))))
+    return [
+        race_id
+        for race_id in storage.list_dir(fmt.RACES)
+        if fmt.is_race_id(race_id)
+        and now - ULID.from_str(race_id).timestamp > fmt.lease_ttl(1.0)
+        and not storage.exists(metadata_key(race_id))
+    ]
 
 
 def recover(store: Store, *, dry_run: bool = False, now: float | None = None) -> RecoveryReport:
-    """Mark races of dead writers ``aborted`` (keeping their committed length) and
-    delete temp files that no live writer can still be renaming."""
+    """Mark races of dead writers ``aborted`` (keeping their committed length), delete
+    temp files that no live writer can still be renaming, and add missing group documents."""
+    storage = store.storage
     report = RecoveryReport()
-    dead_or_done: set[str] = set()
+    if not dry_run:
+        ensure_groups(storage)
+    dead_or_done: set[str] = set(orphan_races(storage, now))
+    report.orphans.extend(sorted(dead_or_done))
     for race_id in store.race_ids():
         try:
-            info = read_race_info(store.storage, race_id)
+            info = read_race_info(storage, race_id)
         except RaceNotFoundError:
+            continue
+        except CorruptDataError as e:
+            report.damaged[race_id] = str(e)
             continue
         if info.status != fmt.RECORDING:
             dead_or_done.add(race_id)
         elif writer_is_dead(info, now):
+            try:
+                if not dry_run:
+                    update_race(storage, race_id, _mark_aborted, now=now)
+            except RaceBusyError:  # it came back to life since we read it
+                report.live.append(race_id)
+                continue
             dead_or_done.add(race_id)
             report.aborted.append(race_id)
-            if not dry_run:
-                _mark_aborted(store, race_id)
         else:
             report.live.append(race_id)
-    for key, _ in store.storage.walk_sizes(fmt.RACES):
+    for key, _ in storage.walk_sizes(fmt.RACES):
         parts = key.split("/")
         if parts[-1].startswith(TEMP_PREFIX) and len(parts) > 1 and parts[1] in dead_or_done:
             report.temp_files_removed.append(key)
             if not dry_run:
-                store.storage.delete(key)
+                storage.delete(key)
     return report
 
 
-def _mark_aborted(store: Store, race_id: str) -> None:
-    key = f"{fmt.race_key(race_id)}/{fmt.METADATA}"
-    doc = read_json(store.storage, key)
-    attrs = doc["attributes"]
+def _mark_aborted(attrs: dict[str, object]) -> None:
     attrs.update(status=fmt.ABORTED, ended_at=fmt.utc_now(), lease=None, recovered=True)
-    store.storage.write(key, json.dumps(doc).encode())

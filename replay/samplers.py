@@ -87,6 +87,8 @@ class SamplerStats:
     batches: int
     items: int
     corrupt_skipped: int
+    #: races left out because their metadata cannot be read (`Index.damaged` names them)
+    damaged_races: int
     refreshes: int
     races: int
     frames: int
@@ -483,6 +485,7 @@ class Sampler(Closing):
             batches=self._batches,
             items=self._items,
             corrupt_skipped=self._skipped,
+            damaged_races=len(self.index.damaged),
             refreshes=self._refreshes,
             races=len(self._space.entries),
             frames=sum(e.length for e in self._space.entries),

@@ -59,6 +59,16 @@ class ByteStorage(Protocol):
     def delete_tree(self, prefix: str) -> None: ...
 
 
+#: errnos that mean "this place cannot be written": a permission refused, an
+#: immutable file, a read-only mount.
+READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def is_read_only_error(error: BaseException) -> bool:
+    """True for an OSError that says the storage refuses writes (EACCES, EPERM, EROFS)."""
+    return isinstance(error, OSError) and error.errno in READ_ONLY_ERRNOS
+
+
 def check_writable(root: object, read_only: bool, what: str) -> None:
     """ReadOnlyStoreError (naming the store and what was refused) for a read-only store."""
     if read_only:
@@ -85,12 +95,15 @@ class LocalStorage:
     def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         fd = os.open(self.path(key), os.O_RDONLY)
         try:
-            size = os.fstat(fd).st_size if any(o < 0 for o, _ in ranges) else 0
+            size = os.fstat(fd).st_size
             out = []
             for offset, nbytes in ranges:
                 start = size + offset if offset < 0 else offset
                 if start < 0:  # a tail longer than the file (cut short inside its index)
                     raise EOFError(f"{key}: wanted the last {-offset} bytes, got {size}")
+                if start + nbytes > size:  # never allocate for bytes that are not there
+                    got = max(0, size - start)
+                    raise EOFError(f"{key}: wanted {nbytes} bytes at {start}, got {got}")
                 data = os.pread(fd, nbytes, start)
                 if len(data) != nbytes:
                     raise EOFError(f"{key}: wanted {nbytes} bytes at {start}, got {len(data)}")
@@ -105,16 +118,18 @@ class LocalStorage:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
-        except PermissionError as e:
-            raise ReadOnlyStoreError(f"cannot write to {target.parent}: {e.strerror}") from e
+        except OSError as e:
+            _raise_if_refused(e, f"cannot write to {target.parent}")
+            raise
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            _raise_if_refused(e, f"cannot write {target}")
             raise
         _fsync_dir(target.parent)
 
@@ -144,11 +159,30 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         check_writable(self.root, self.read_only, f"delete {key}")
-        self.path(key).unlink(missing_ok=True)
+        try:
+            self.path(key).unlink(missing_ok=True)
+        except OSError as e:
+            _raise_if_refused(e, f"cannot delete {self.path(key)}")
+            raise
 
     def delete_tree(self, prefix: str) -> None:
+        """Remove everything under `prefix`; an error (a read-only mount...) is raised,
+        not ignored, so a prune never reports space it did not free."""
         check_writable(self.root, self.read_only, f"delete {prefix}")
-        shutil.rmtree(self.path(prefix), ignore_errors=True)
+        try:
+            shutil.rmtree(self.path(prefix))
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            _raise_if_refused(e, f"cannot delete {self.path(prefix)}")
+            raise
+
+
+def _raise_if_refused(error: BaseException, what: str) -> None:
+    """Raise `ReadOnlyStoreError` (from `error`) when `error` says the storage refuses
+    writes (a permission, an immutable file, a read-only mount); else return."""
+    if isinstance(error, OSError) and is_read_only_error(error):
+        raise ReadOnlyStoreError(f"{what}: {error.strerror or error}") from error
 
 
 def _fsync_dir(path: Path) -> None:

@@ -10,21 +10,17 @@ for info in store.races():
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import zarr
 from ulid import ULID
-from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
-from zarr.storage import LocalStore, MemoryStore
+from zarr.storage import LocalStore
 
 from replay import format as fmt
-from replay import jpeg
 from replay.capacity import (
     Capacity,
     EvictionPlan,
@@ -33,8 +29,6 @@ from replay.capacity import (
     read_capacity,
     save_capacity,
 )
-from replay.codecs import JpegCodec, SingletonDimCodec
-from replay.codecs.jpeg import is_quality
 from replay.errors import (
     CorruptDataError,
     RaceNotFoundError,
@@ -42,12 +36,14 @@ from replay.errors import (
     ReplayError,
     StoreError,
 )
+from replay.hierarchy import ensure_groups, write_group
 from replay.index import Filters
 from replay.race import Race, RaceInfo, read_json, read_race_info
+from replay.race_layout import check_race_args, race_attrs, race_builder, step_specs
 from replay.recovery import RecoveryReport, recover
 from replay.samplers import Kind, Sampler
-from replay.storage import ByteStorage, LocalStorage
-from replay.writer import QueuePolicy, StepSpec, Writer, check_settings
+from replay.storage import ByteStorage, LocalStorage, is_read_only_error
+from replay.writer import QueuePolicy, Writer, check_settings
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store as ZarrStore
@@ -89,8 +85,12 @@ def open_store(path: str | os.PathLike[str], mode: Mode = "a") -> Store:
         try:
             root.mkdir(parents=True, exist_ok=True)
             write_group(storage, "", {fmt.FORMAT_ATTR: fmt.FORMAT_VERSION})
-        except (PermissionError, ReadOnlyStoreError) as e:
+        except (OSError, ReadOnlyStoreError) as e:
+            if isinstance(e, OSError) and not is_read_only_error(e):
+                raise StoreError(f"cannot create a store at {root}: {e}") from e
             raise ReadOnlyStoreError(f"cannot create a store at {root}: {e}") from e
+    if mode == "a":
+        ensure_groups(storage)  # a new store, or one written before these groups existed
     return Store(storage, read_only=mode == "r")
 
 
@@ -111,31 +111,13 @@ def _open_object_store(url: str, mode: Mode) -> Store:
             raise StoreError(f"{url} holds objects but is not a replay store")
         else:
             write_group(storage, "", {fmt.FORMAT_ATTR: fmt.FORMAT_VERSION})
+        if mode == "a":
+            ensure_groups(storage)
     except ValueError as e:  # a malformed URL
         raise StoreError(str(e)) from e
     except OSError as e:  # unreachable, refused credentials, no such bucket
         raise StoreError(f"cannot open the store: {e.strerror or e}") from e
     return Store(storage, read_only=mode == "r")
-
-
-def write_group(
-    storage: ByteStorage,
-    prefix: str,
-    attributes: dict[str, Any],
-    build: Callable[[zarr.Group], None] = lambda group: None,
-) -> None:
-    """Create a Zarr group (and the arrays `build` adds to it) at `prefix`, durably.
-
-    zarr-python writes the metadata documents (it is our compatibility oracle), but
-    into memory: each document then goes through `storage.write` (fsynced and renamed
-    into place locally, one PUT on S3), the group's own document last, so the group
-    is listed only once its arrays are on disk.
-    """
-    documents: dict[str, Any] = {}
-    build(zarr.open_group(store=MemoryStore(documents), mode="w", attributes=attributes))
-    group_doc = fmt.METADATA
-    for key in sorted(documents, key=lambda k: k == group_doc):
-        storage.write(f"{prefix}/{key}" if prefix else key, documents[key].to_bytes())
 
 
 def _check_root(storage: ByteStorage, root: Path | str) -> None:
@@ -188,10 +170,14 @@ class Store:
         """Metadata of every race, oldest first.
 
         Races being created (no metadata yet) are skipped, and so are races whose
-        metadata is damaged (logged; `replay verify` reports them), so one bad race
-        never hides the others.
+        metadata is damaged (logged; `scan` and `replay verify` name them), so one bad
+        race never hides the others.
         """
-        out = []
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[RaceInfo], dict[str, str]]:
+        """(metadata of every readable race, {race id: damage} of those that cannot be read)."""
+        out, damaged = [], {}
         for race_id in self.race_ids():
             try:
                 out.append(read_race_info(self.storage, race_id))
@@ -199,7 +185,8 @@ class Store:
                 continue
             except CorruptDataError as e:
                 log.warning("skipping race %s: %s", race_id, e)
-        return out
+                damaged[race_id] = str(e)
+        return out, damaged
 
     def race(self, race_id: str) -> Race:
         """One race; `RaceNotFoundError` if the id is malformed or absent."""
@@ -300,49 +287,51 @@ class Store:
         """
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
-        _check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
+        check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
         check_settings(flush_interval, queue_size, on_full, device)
-        specs = _step_specs(action_shape, extras or {})
+        specs = step_specs(action_shape, extras or {})
         race_id = str(ULID())
-        codec_attrs: dict[str, Any] = (
-            {"name": "jpeg", "quality": quality, "subsampling": subsampling}
+        attrs = race_attrs(
+            env=env,
+            map=map,
+            policy=policy,
+            fps=fps,
+            height=height,
+            width=width,
+            shard_size=shard_size,
+            codec={"name": "jpeg", "quality": quality, "subsampling": subsampling}
             if codec == "jpeg"
-            else {"name": "zstd", "level": 3}
+            else {"name": "zstd", "level": 3},
+            action_shape=action_shape,
+            extras=extras or {},
+            meta=meta or {},
         )
-        attrs: dict[str, Any] = {
-            "env": env,
-            "map": map,
-            "policy": policy,
-            "fps": fps,
-            "height": height,
-            "width": width,
-            "shard_size": shard_size,
-            "started_at": fmt.utc_now(),
-            "ended_at": None,
-            "status": fmt.RECORDING,
-            "length": 0,
-            "codec": codec_attrs,
-            "action_shape": list(action_shape),
-            "extras": {n: {"dtype": d, "shape": list(s)} for n, (d, s) in (extras or {}).items()},
-            "meta": dict(meta or {}),
-            "lease": None,
-        }
         try:
-            self._create_race(race_id, attrs, specs)
-        except PermissionError as e:
-            raise ReadOnlyStoreError(f"cannot write a race into {self.root}: {e.strerror}") from e
-        info = RaceInfo.from_attrs(race_id, attrs)
-        enforce = None if read_capacity(self).unlimited else self.enforce_capacity
-        return Writer(
-            self.storage,
-            info,
-            specs,
-            flush_interval=flush_interval,
-            queue_size=queue_size,
-            on_full=on_full,
-            device=device,
-            on_shard=enforce,
-        )
+            write_group(self.storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
+            enforce = None if read_capacity(self).unlimited else self.enforce_capacity
+            return Writer(
+                self.storage,
+                RaceInfo.from_attrs(race_id, attrs),
+                specs,
+                flush_interval=flush_interval,
+                queue_size=queue_size,
+                on_full=on_full,
+                device=device,
+                on_shard=enforce,
+            )
+        except BaseException as e:  # ENOSPC, MemoryError...: leave no half-made race
+            self._discard_race(race_id)
+            if isinstance(e, ReadOnlyStoreError):
+                raise ReadOnlyStoreError(f"cannot write a race into {self.root}: {e}") from e
+            if isinstance(e, OSError):
+                raise StoreError(f"cannot create a race in {self.root}: {e}") from e
+            raise
+
+    def _discard_race(self, race_id: str) -> None:
+        try:
+            self.storage.delete_tree(fmt.race_key(race_id))
+        except (OSError, ReplayError) as e:  # then `replay prune` removes it as an orphan
+            log.warning("could not remove the failed race %s: %s", race_id, e)
 
     def set_capacity(self, max_bytes: float | None = None, max_age: float | None = None) -> None:
         """Save a byte budget and/or a maximum race age (seconds) in the store.
@@ -361,83 +350,3 @@ class Store:
     def recover(self, *, dry_run: bool = False) -> RecoveryReport:
         """Mark dead writers' races aborted and delete their temp files (`replay.recovery`)."""
         return recover(self, dry_run=dry_run)
-
-    def _create_race(self, race_id: str, attrs: dict[str, Any], specs: list[StepSpec]) -> None:
-        h, w, s = attrs["height"], attrs["width"], attrs["shard_size"]
-        codec = attrs["codec"]
-        serializer: Any
-        compressors: Any
-        if codec["name"] == "jpeg":
-            serializer = JpegCodec(quality=codec["quality"], subsampling=codec["subsampling"])
-            filters: Any = [SingletonDimCodec()]
-            compressors = [Crc32cCodec()]
-        else:
-            serializer, filters = BytesCodec(), None
-            compressors = [ZstdCodec(level=3), Crc32cCodec()]
-
-        def build(group: zarr.Group) -> None:
-            group.create_array(
-                fmt.FRAMES,
-                shape=(0, h, w, 3),
-                chunks=(1, h, w, 3),
-                shards=(s, h, w, 3),
-                dtype="uint8",
-                filters=filters,
-                serializer=serializer,
-                compressors=compressors,
-                fill_value=0,
-                dimension_names=["step", "y", "x", "channel"],
-            )
-            for spec in specs:
-                group.create_array(
-                    spec.name,
-                    shape=(0, *spec.shape),
-                    chunks=(s, *spec.shape),
-                    dtype=spec.dtype,
-                    compressors=[ZstdCodec(level=3)],
-                    fill_value=0,
-                )
-
-        write_group(self.storage, fmt.race_key(race_id), attrs, build)
-
-
-def _check_race_args(
-    height: int,
-    width: int,
-    fps: float,
-    shard_size: int,
-    codec: str,
-    quality: int,
-    subsampling: str,
-    meta: Mapping[str, Any] | None,
-) -> None:
-    if height <= 0 or width <= 0:
-        raise ValueError(f"height and width must be positive, got {height}x{width}")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if not 1 <= shard_size <= 65536:
-        raise ValueError(f"shard_size must be in 1..65536, got {shard_size}")
-    if codec not in ("jpeg", "zstd"):
-        raise ValueError(f"codec must be 'jpeg' or 'zstd', got {codec!r}")
-    if codec == "jpeg" and not is_quality(quality):
-        raise ValueError(f"quality must be an integer in 1..100, got {quality!r}")
-    if subsampling not in jpeg.SUBSAMPLING_FACTORS:
-        raise ValueError(f"subsampling must be '420', '422' or '444', got {subsampling!r}")
-    try:
-        json.dumps(dict(meta or {}))
-    except TypeError as e:
-        raise ValueError(f"meta must be JSON-serialisable: {e}") from e
-
-
-def _step_specs(
-    action_shape: tuple[int, ...], extras: Mapping[str, tuple[str, tuple[int, ...]]]
-) -> list[StepSpec]:
-    specs = [
-        StepSpec(name, np.dtype(dtype), tuple(action_shape) if name == "action" else ())
-        for name, dtype in fmt.STANDARD_STEPS.items()
-    ]
-    for name, (dtype, shape) in extras.items():
-        if name in fmt.STANDARD_STEPS or name == fmt.FRAMES or not name.isidentifier():
-            raise ReplayError(f"extra step array name {name!r} is reserved or not an identifier")
-        specs.append(StepSpec(name, np.dtype(dtype), tuple(shape)))
-    return specs

@@ -1,11 +1,14 @@
-"""Integrity check of a store: every shard index checksum, every frame decodes.
+"""Integrity check of a store: every shard index, every frame, every step chunk, every
+array document, and every race folder's metadata.
 
     report = verify_store(store, progress=lambda n: ...)   # n = frames checked so far
     for race in report.races:
-        race.race_id, race.frames_checked, race.damaged_shards, race.first_bad_step
-    repair(store, race)     # truncate a damaged race to its last good step, and mark it
+        race.race_id, race.frames_checked, race.damaged_shards, race.bad_steps,
+        race.damaged_arrays, race.problem
+    repair(store, race)     # replay.repair: keep every intact frame, drop the damaged ones
 
-Frames are read and decoded in parallel (the JPEG decoder releases the GIL).
+Frames are read and decoded in parallel (the JPEG decoder releases the GIL). Steps a
+repair already removed (``lost_steps``, docs/format.md) are not reported again.
 """
 
 from __future__ import annotations
@@ -14,19 +17,31 @@ import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from replay import format as fmt
 from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError
-from replay.race import Race, read_json
+from replay.race import Race, read_step_chunk
+from replay.recovery import orphan_races
 
 if TYPE_CHECKING:
     from replay.store import Store
 
+#: What is wrong with a race as a whole: its metadata cannot be read, or its folder has
+#: data but no metadata at all.
+Problem = Literal["metadata", "orphan"]
+#: The chunk number of `RaceCheck.damaged_arrays` that stands for the array's zarr.json.
+DOCUMENT = -1
+
 
 @dataclass(frozen=True)
 class RaceCheck:
-    """The verdict on one race."""
+    """The verdict on one race.
+
+    `damaged_shards` / `bad_steps`: frames; `damaged_arrays`: ``{array: [chunk, ...]}``
+    of step-array chunks that do not decode (`DOCUMENT` for a torn array zarr.json,
+    the frames' included); `problem`: the race's metadata is unreadable or missing.
+    """
 
     race_id: str
     length: int
@@ -34,6 +49,8 @@ class RaceCheck:
     damaged_shards: list[int] = field(default_factory=list)
     bad_steps: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    damaged_arrays: dict[str, list[int]] = field(default_factory=dict)
+    problem: Problem | None = None
 
     @property
     def ok(self) -> bool:
@@ -41,7 +58,7 @@ class RaceCheck:
 
     @property
     def first_bad_step(self) -> int | None:
-        """The first committed step that cannot be read (None if all are fine)."""
+        """The first committed step whose frame cannot be read (None if all are fine)."""
         return min(self.bad_steps) if self.bad_steps else None
 
 
@@ -63,11 +80,15 @@ class StoreCheck:
 def _check_shard(race: Race, shard: int) -> tuple[int, list[int], list[str]]:
     """Frames checked, bad steps and messages for one shard."""
     s = race.info.shard_size
-    steps = range(shard * s, min((shard + 1) * s, race.length))
+    steps = [
+        step
+        for step in range(shard * s, min((shard + 1) * s, race.length))
+        if not race.info.is_lost(step)
+    ]
     try:
-        index = race.shard_index(shard)
+        index = race.shard_index(shard) if steps else []
     except CorruptDataError as e:
-        return len(steps), list(steps), [str(e)]
+        return len(steps), steps, [str(e)]
     bad, errors = [], []
     for step in steps:
         try:
@@ -78,8 +99,39 @@ def _check_shard(race: Race, shard: int) -> tuple[int, list[int], list[str]]:
     return len(steps), bad, errors
 
 
-def verify_race(race: Race, pool: ThreadPoolExecutor, progress: Callable[[int], None]) -> RaceCheck:
-    """Check one race's shards, frames and step arrays."""
+def _check_documents(store: Store, race: Race) -> tuple[dict[str, list[int]], list[str]]:
+    """Array zarr.json documents that do not parse or are shorter than the race."""
+    damaged: dict[str, list[int]] = {}
+    errors = []
+    for name in [fmt.FRAMES, *race.info.step_arrays]:
+        key = f"{fmt.race_key(race.race_id)}/{name}/{fmt.METADATA}"
+        try:
+            doc = json.loads(store.storage.read(key))
+            if doc.get("node_type") != "array" or int(doc["shape"][0]) < race.length:
+                raise ValueError(f"not an array of {race.length} steps")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            damaged[name] = [DOCUMENT]
+            errors.append(f"race {race.race_id}: array document {key} is damaged ({e})")
+    return damaged, errors
+
+
+def _check_steps(store: Store, race: Race, damaged: dict[str, list[int]]) -> list[str]:
+    """Add the step-array chunks that do not decode to `damaged`; their messages."""
+    errors = []
+    for name in race.info.step_arrays:
+        for shard in range(race.info.n_shards):
+            try:
+                read_step_chunk(store.storage, race.info, name, shard)
+            except CorruptDataError as e:
+                damaged.setdefault(name, []).append(shard)
+                errors.append(str(e))
+    return errors
+
+
+def verify_race(
+    store: Store, race: Race, pool: ThreadPoolExecutor, progress: Callable[[int], None]
+) -> RaceCheck:
+    """Check one race's shards, frames, step chunks and array documents."""
     futures = [pool.submit(_check_shard, race, k) for k in range(race.info.n_shards)]
     checked, bad_steps, damaged, errors = 0, [], [], []
     for shard, future in enumerate(futures):
@@ -90,54 +142,32 @@ def verify_race(race: Race, pool: ThreadPoolExecutor, progress: Callable[[int], 
             damaged.append(shard)
             bad_steps += bad
             errors += messages[:3]  # one shard can hold many bad frames: keep it readable
-    for name in race.info.step_arrays:
-        try:
-            race.steps(name)
-        except Exception as e:  # zarr raises many kinds for a damaged chunk
-            errors.append(f"race {race.race_id}: step array {name!r} is damaged ({e})")
-    return RaceCheck(race.race_id, race.length, checked, damaged, sorted(bad_steps), errors)
+    arrays, doc_errors = _check_documents(store, race)
+    errors += doc_errors + _check_steps(store, race, arrays)
+    return RaceCheck(race.race_id, race.length, checked, damaged, sorted(bad_steps), errors, arrays)
 
 
 def verify_store(
     store: Store, progress: Callable[[int], None] = lambda n: None, threads: int = 4
 ) -> StoreCheck:
-    """Check every committed frame of every race."""
+    """Check every committed frame of every race, and every race folder."""
     checks = []
+    orphans = set(orphan_races(store.storage))
     with ThreadPoolExecutor(threads) as pool:
         for race_id in store.race_ids():  # not races(): that skips damaged metadata
+            if race_id in orphans:
+                message = (
+                    f"race {race_id}: orphan data (races/{race_id} has no {fmt.METADATA}); "
+                    "`replay prune` removes it"
+                )
+                checks.append(RaceCheck(race_id, 0, 0, errors=[message], problem="orphan"))
+                continue
             try:
                 race = store.race(race_id)
             except RaceNotFoundError:  # being created
                 continue
             except ReplayError as e:
-                checks.append(RaceCheck(race_id, 0, 0, errors=[str(e)]))
+                checks.append(RaceCheck(race_id, 0, 0, errors=[str(e)], problem="metadata"))
                 continue
-            checks.append(verify_race(race, pool, progress))
+            checks.append(verify_race(store, race, pool, progress))
     return StoreCheck(checks)
-
-
-def repair(store: Store, check: RaceCheck) -> int:
-    """Truncate a damaged race to the steps before its first bad one; returns the new length.
-
-    The race keeps its status and gains a ``repaired`` attribute saying what was cut.
-    """
-    first_bad = check.first_bad_step
-    if first_bad is None:
-        return check.length
-    race_key = fmt.race_key(check.race_id)
-    race = store.race(check.race_id)
-    for name in [fmt.FRAMES, *race.info.step_arrays]:
-        key = f"{race_key}/{name}/{fmt.METADATA}"
-        doc = read_json(store.storage, key)
-        doc["shape"][0] = min(doc["shape"][0], first_bad)
-        store.storage.write(key, json.dumps(doc).encode())
-    key = f"{race_key}/{fmt.METADATA}"
-    doc = read_json(store.storage, key)
-    doc["attributes"]["length"] = first_bad
-    doc["attributes"]["repaired"] = {
-        "at": fmt.utc_now(),
-        "length_before": check.length,
-        "damaged_shards": check.damaged_shards,
-    }
-    store.storage.write(key, json.dumps(doc).encode())
-    return first_bad

@@ -15,7 +15,9 @@ CUDA writer, libjpeg-turbo otherwise), assembles whole shards and commits them
 When the ring is full, ``on_full="block"`` waits for a slot and ``"drop"`` drops
 the frame (counted in `WriterStats.dropped`). If the background thread fails
 (a full disk, say), `append` keeps the driver alive by dropping frames, the error
-shows in `stats().error`, and `close()` raises `WriterFailedError`.
+shows in `stats().error`, and `close()` raises `WriterFailedError`. So does a race
+taken over by a process that judged the writer dead (`replay.lease`): the writer
+stops at its next commit rather than write to an aborted or removed race.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import json
 import logging
 import os
 import queue
-import socket
 import threading
 import time
 from collections import deque
@@ -42,11 +43,13 @@ from replay import format as fmt
 from replay import gpu, jpeg, shards
 from replay.errors import (
     FrameError,
+    RaceTakenOverError,
     ReplayError,
     StepDataError,
     WriterClosedError,
     WriterFailedError,
 )
+from replay.lease import check_owner, new_lease, update_race
 
 if TYPE_CHECKING:
     from replay.race import RaceInfo
@@ -186,7 +189,7 @@ class Writer:
             name: json.loads(storage.read(f"{fmt.race_key(self.race_id)}/{name}/{fmt.METADATA}"))
             for name in [fmt.FRAMES, *self._specs]
         }
-        self._race_doc = json.loads(storage.read(f"{fmt.race_key(self.race_id)}/{fmt.METADATA}"))
+        self._lease = new_lease(flush_interval)
         if info.codec["name"] == "jpeg":
             jpeg.encoder(self.device, self._gpu)  # created now, not on the driver's first frames
         self._write_attrs()  # takes the lease
@@ -276,7 +279,7 @@ class Writer:
             spec = self._specs[name]
             try:
                 array = np.asarray(value, dtype=spec.dtype)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:  # OverflowError: t_ns=2**70
                 raise StepDataError(f"race {self.race_id}: {name}={value!r}: {e}") from e
             if array.shape != spec.shape:
                 raise StepDataError(
@@ -316,10 +319,11 @@ class Writer:
         self._thread.join()
         if self._error is not None:
             status = fmt.ABORTED
-        try:
-            self._write_attrs(status=status, ended_at=fmt.utc_now(), lease=False)
-        except OSError as e:
-            self._error = self._error or e
+        if not isinstance(self._error, RaceTakenOverError):  # then the race is not ours
+            try:
+                self._write_attrs(status=status, ended_at=fmt.utc_now(), lease=False)
+            except (OSError, ReplayError) as e:
+                self._error = self._error or e
         if self._error is not None:
             raise WriterFailedError(
                 f"race {self.race_id}: background writer failed after {self._written} "
@@ -456,6 +460,7 @@ class Writer:
         """Write the open shard whole, then its step chunks, then shapes, then length."""
         race, k, n = self.race_id, self._shard, len(self._chunks)
         s = self._info.shard_size
+        check_owner(self._storage, race, self._lease)  # never recreate a removed race
         blob = shards.build_shard(self._chunks, s)
         self._storage.write(fmt.frames_key(race, k), blob)
         written = len(blob)
@@ -478,17 +483,10 @@ class Writer:
         self._shards += n == s
 
     def _write_attrs(self, lease: bool = True, **changes: Any) -> None:
-        attrs = self._race_doc["attributes"]
-        attrs.update(changes)
-        attrs["lease"] = (
-            {
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "heartbeat": time.time(),
-                "ttl": fmt.lease_ttl(self._flush_interval),
-            }
-            if lease
-            else None
+        """Update the race's attributes (`replay.lease.update_race`): renews the lease, or
+        gives it up (`lease=False`); RaceTakenOverError if the race is no longer ours."""
+        if not lease:
+            changes["lease"] = None
+        update_race(
+            self._storage, self.race_id, lambda attrs: attrs.update(changes), writer=self._lease
         )
-        key = f"{fmt.race_key(self.race_id)}/{fmt.METADATA}"
-        self._storage.write(key, json.dumps(self._race_doc).encode())

@@ -144,6 +144,12 @@ class SamplerState(BaseModel):
         "(the embedded sampler's `stats().corrupt_skipped`).",
         examples=[0],
     )
+    damaged_races: int = Field(
+        0,
+        description="Races left out because their metadata cannot be read "
+        "(the embedded sampler's `stats().damaged_races`).",
+        examples=[0],
+    )
 
 
 class Stats(BaseModel):
@@ -157,6 +163,12 @@ class Stats(BaseModel):
         description="Bytes of all frames uncompressed.", examples=[15_552_000_000]
     )
     compression: float = Field(description="raw_nbytes / nbytes.", examples=[43.2])
+    damaged_races: dict[str, str] = Field(
+        default_factory=dict,
+        description="Races whose metadata cannot be read (race id: the damage), left out "
+        "of every total and of sampling; `replay verify` names them too.",
+        examples=[{}],
+    )
     samplers: list[SamplerState]
     requests: int = Field(description="Requests answered since start.", examples=[1234])
     errors: int = Field(description="Of those, answered 4xx or 5xx.", examples=[3])

@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["stats"], dependencies=[Authorized])
 @router.get("/stats", summary="Store totals, samplers and request counters")
 def stats(store: StoreDep, state: StateDep) -> Stats:
     """Totals over every race (sizes of finished races are remembered, the rest re-read)."""
-    races = store.races()
+    races, damaged = store.scan()
     state.forget_sizes_except({info.race_id for info in races})
     by_status: dict[str, int] = {}
     frames = nbytes = raw = 0
@@ -34,6 +34,7 @@ def stats(store: StoreDep, state: StateDep) -> Stats:
         nbytes=nbytes,
         raw_nbytes=raw,
         compression=round(raw / nbytes, 2) if nbytes else 0.0,
+        damaged_races=damaged,
         samplers=[_sampler_state(entry.params, entry.value) for entry in state.samplers.entries()],
         requests=m.total_requests,
         errors=m.total_errors,
@@ -44,4 +45,9 @@ def stats(store: StoreDep, state: StateDep) -> Stats:
 
 def _sampler_state(params: dict[str, Any], sampler: Sampler) -> SamplerState:
     counts = sampler.stats()
-    return SamplerState(**params, batches=counts.batches, corrupt_skipped=counts.corrupt_skipped)
+    return SamplerState(
+        **params,
+        batches=counts.batches,
+        corrupt_skipped=counts.corrupt_skipped,
+        damaged_races=counts.damaged_races,
+    )

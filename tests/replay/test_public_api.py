@@ -29,6 +29,8 @@ CONTRACT = {
     "StoreError",
     "ReadOnlyStoreError",
     "RaceNotFoundError",
+    "RaceBusyError",
+    "RaceTakenOverError",
     "FrameError",
     "StepDataError",
     "WriterClosedError",

@@ -57,8 +57,9 @@ def test_metadata_documents_are_durable_before_a_race_is_listed(
     writer.close()
     race = tmp_path / "s" / "races" / writer.race_id
     docs = {str(p) for p in (tmp_path / "s").rglob("zarr.json")}
-    # the root, the race group, frames, t_ns, action, reward, terminated, truncated, speed
-    assert len(docs) == 9
+    # the root, races, samplers, the race group, frames, t_ns, action, reward, terminated,
+    # truncated, speed
+    assert len(docs) == 11
     assert docs <= {dst for src, dst in renamed if src in fsynced}
     order = [dst for _, dst in renamed]
     arrays = [order.index(str(p)) for p in race.glob("*/zarr.json")]

@@ -99,6 +99,8 @@ def test_open_shard_is_committed_every_flush_interval(tmp_path: Path) -> None:
         assert race.info.lease is not None
         assert race.info.lease["pid"] == os.getpid()
         assert race.frame(4)[0, 0, 0] == 4
+        while writer.stats().written < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)  # counted just after the length is written
         assert writer.stats().written == 5
 
 
@@ -219,13 +221,15 @@ def read_only_dir(path: Path) -> Iterator[None]:
 
 def test_read_only_directory_gives_a_clear_error(tmp_path: Path) -> None:
     store = replay.open_store(tmp_path / "store")
-    with read_only_dir(tmp_path / "store"):
+    with read_only_dir(tmp_path / "store"), read_only_dir(tmp_path / "store" / "races"):
         with pytest.raises(replay.ReadOnlyStoreError, match="cannot write"):
             store.new_race(env="e")
         with pytest.raises(replay.ReadOnlyStoreError, match="cannot create"):
             replay.open_store(tmp_path / "store" / "inner")
     assert store.races() == []
-    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["zarr.json"]
+    listing = sorted(p.name for p in (tmp_path / "store").iterdir())
+    assert listing == ["races", "samplers", "zarr.json"]
+    assert sorted(p.name for p in (tmp_path / "store" / "races").iterdir()) == ["zarr.json"]
 
 
 def test_an_idle_writer_does_not_rewrite_its_open_shard(tmp_path: Path) -> None:
