@@ -208,8 +208,9 @@ def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -
             f"  shard {s['shard']}",
             f"{s['frames']} frames, {human_bytes(s['bytes'])} on disk, index {s['index']}",
         )
-    if "repaired" in race.attrs:
-        table.add_row("repaired", json.dumps(race.attrs["repaired"]))
+    for key in ("repairs", "lost_steps"):
+        if race.attrs.get(key):
+            table.add_row(key.replace("_", " "), json.dumps(race.attrs[key]))
     table.add_row("meta", json.dumps(info.meta))
     console.print(table)
     steps = Table(title="per-step arrays")
@@ -390,8 +391,8 @@ def _shards_on_disk(store: Store, race: Race) -> list[dict[str, Any]]:
     """Each frames shard as it is on disk: its file's size, committed frames, index state.
 
     Sizes are the files' (not the sum of the index's entries), so after
-    ``verify --repair`` truncated a race the bytes still on disk show, including
-    shard files past the new length (``"index": "past the race's length"``).
+    ``verify --repair`` rebuilt a shard the bytes really on disk show, and shard files
+    past the race's length are listed too (``"index": "past the race's length"``).
     """
     info = race.info
     on_disk: dict[int, int] = {}
