@@ -253,7 +253,8 @@ def verify(store_path: str, repair: bool, as_json: bool) -> None:
     """Check every shard index, frame, step chunk and array document, and every race's
     metadata; name orphan data (a race folder without zarr.json).
 
-    Exits 1 if anything is damaged. With --repair, a damaged race keeps every intact
+    Exits 1 if anything is damaged and was not repaired (so 0 after a --repair that
+    repaired everything it found). With --repair, a damaged race keeps every intact
     frame; the damaged steps are removed, their bytes reclaimed, and listed in the
     race's "lost_steps" attribute. Races of live writers are never touched.
     """
@@ -293,7 +294,12 @@ def verify(store_path: str, repair: bool, as_json: bool) -> None:
             f"{len(report.races)} races, {report.frames_checked} frames checked: "
             + ("all good" if report.ok else "damage found")
         )
-    if not report.ok:
+    unrepaired = [
+        c
+        for c in report.races
+        if not c.ok and (c.race_id not in repairs or repairs[c.race_id].refused)
+    ]
+    if unrepaired:
         sys.exit(1)
 
 

@@ -89,7 +89,7 @@ def test_truncated_shard_is_rebuilt_from_its_intact_frames(store_path: Path) -> 
     assert race.frame(16).shape == (900, 1600, 3)  # shard 2 intact
 
     result = CliRunner().invoke(main, ["verify", str(store_path), "--repair", "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == 0  # everything found was repaired
     doc = json.loads(result.output)
     (row,) = [r for r in doc["races"] if not r["ok"]]
     assert (row["race_id"], row["damaged_shards"]) == (race_id, [1])
@@ -181,7 +181,7 @@ def test_damaged_step_chunk_is_a_clear_error_and_repair_repairs(store_path: Path
     assert check.damaged_arrays == {"reward": [0]}
     assert "step array 'reward' is damaged" in check.errors[0]
     result = CliRunner().invoke(main, ["verify", str(store_path), "--repair"])
-    assert result.exit_code == 1
+    assert result.exit_code == 0
     assert "repaired: 0 steps intact, 6 lost" in result.output
     repaired = replay.open_store(store_path, mode="r").race(race_id)
     assert repaired.info.lost_steps == ((0, 6),)
@@ -225,3 +225,6 @@ def test_repair_refuses_a_race_whose_writer_is_alive(
         assert "live writer" in result.refused
         assert path.read_bytes() == bytes(data)  # untouched
         assert store.race(writer.race_id).attrs.get("lost_steps") is None
+        cli = CliRunner().invoke(main, ["verify", str(tmp_path / "s"), "--repair"])
+        assert cli.exit_code == 1  # damage left unrepaired
+        assert "not repaired" in cli.output
