@@ -32,7 +32,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import queue
 import re
 import threading
 import time
@@ -50,6 +49,7 @@ from replay.closing import Closing
 from replay.decode import decode_frames
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
 from replay.index import Filters, Index, RaceEntry
+from replay.prefetch import prefetched
 from replay.reader import Reader
 from replay.selectors import Draw, ItemSpace, Prioritized, Recent, Uniform
 from replay.storage import LocalStorage
@@ -379,40 +379,11 @@ class Sampler(Closing):
         """Batches for ever (or `limit` of them), the next one read while you train.
 
         A background thread prepares batch k+1 while the caller holds batch k, so
-        at most two batches are in memory. Closing the iterator stops the thread.
+        at most two batches are in memory. Closing the iterator stops the thread;
+        an iterator left open (a ``break``, a DataLoader worker) is stopped at exit
+        (`replay.prefetch`).
         """
-        results: queue.SimpleQueue[Batch | BaseException] = queue.SimpleQueue()
-        slots = threading.Semaphore(1)
-        stop = threading.Event()
-
-        def produce() -> None:
-            made = 0
-            while limit is None or made < limit:
-                slots.acquire()
-                if stop.is_set():
-                    return
-                try:
-                    results.put(self.sample(device, out, transform))
-                except BaseException as e:  # handed to the consumer
-                    results.put(e)
-                    return
-                made += 1
-
-        thread = threading.Thread(target=produce, name="replay-prefetch", daemon=True)
-        thread.start()
-        try:
-            made = 0
-            while limit is None or made < limit:
-                item = results.get()
-                if isinstance(item, BaseException):
-                    raise item
-                slots.release()  # start the next batch while this one is used
-                made += 1
-                yield item
-        finally:
-            stop.set()
-            slots.release()
-            thread.join()
+        return prefetched(lambda: self.sample(device, out, transform), limit=limit)
 
     # -- priorities --------------------------------------------------------------------
 
