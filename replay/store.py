@@ -234,7 +234,8 @@ class Store:
         `kind` is ``"uniform"``, ``"prioritized"`` or ``"recent"``. Items are windows
         of `seq_len` steps `stride` apart inside one race. More `options` (`Sampler`'s
         keywords): ``device, out, transform`` (defaults for `sample` and iteration),
-        ``alpha, beta, name, checkpoint_interval`` (prioritized),
+        ``alpha, beta, name, checkpoint_interval, checkpoint_path, save_priorities``
+        (prioritized; where priorities are saved: `replay.samplers`),
         ``recent_seconds, recent_fraction`` (recent), ``refresh_interval, io_threads``.
 
             sampler = store.sampler("uniform", batch_size=32, seq_len=4, seed=0)

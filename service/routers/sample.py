@@ -107,7 +107,7 @@ def borrow_sampler(
 
     def build() -> Sampler:
         try:
-            return store.sampler(**params)
+            return store.sampler(**params, save_priorities=False)  # the store is read-only
         except ReplayError:
             raise
         except (TypeError, ValueError) as e:
