@@ -74,8 +74,8 @@ def bash_blocks() -> list[tuple[str, list[str]]]:
                 continue
             if line.startswith("```"):
                 block = None
-            elif block is not None and line.strip():
-                block.append(line.strip())
+            elif block is not None and line.strip() and not line.strip().startswith("#"):
+                block.append(line.strip())  # a line that is only a comment runs nothing
     return out
 
 
