@@ -21,7 +21,8 @@ from replay import format as fmt
 from replay import shards
 from service.app import create_app
 from service.cli import bind
-from service.settings import Settings
+from service.connections import uvicorn_config
+from service.settings import Settings, get_settings
 
 #: Races of the served store: (env, map, policy, number of frames, reversed order).
 RACES = [
@@ -54,14 +55,18 @@ def write_race(
 
 
 class ThreadServer:
-    """An app served by uvicorn in a thread of this process, on 127.0.0.1 and a free port."""
+    """An app served by uvicorn in a thread of this process, on 127.0.0.1 and a free port,
+    configured as `replay serve` configures it (`service.connections.uvicorn_config`)."""
 
     def __init__(self, settings: Settings | None = None, *, app: FastAPI | None = None) -> None:
         self.app = app if app is not None else create_app(settings)
         self._sock = bind("127.0.0.1", 0)
         port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
+        # the timeouts of `replay serve` (settings from the environment with `app` alone)
+        config = uvicorn_config(
+            self.app, settings or get_settings(), log_level="warning", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True
