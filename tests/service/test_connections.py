@@ -9,7 +9,6 @@ A probe must answer within `PROBE_TIMEOUT_S`: Kubernetes' default probe timeout.
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from service_helpers import address, batches_drawn, non_reader, sample_request
 
 from service.process import ServerProcess
 
@@ -24,11 +24,6 @@ from service.process import ServerProcess
 PROBE_TIMEOUT_S = 1.0
 #: Connections of each kind in a flood (the issue's 300 idle + 300 partial headers).
 FLOOD = 300
-
-
-def address(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").split(":")
-    return host, int(port)
 
 
 @contextlib.contextmanager
@@ -105,33 +100,6 @@ def test_connections_without_a_complete_request_are_closed(served_store: Path) -
         assert kept.get("/v1/live").status_code == 200  # a new connection, transparently
         kept.close()
         assert probe(server.url) < 10
-
-
-def sample_request(batch_size: int, **extra: object) -> bytes:
-    """A raw ``POST /v1/sample`` (keep-alive, so several can be pipelined)."""
-    body = json.dumps({"batch_size": batch_size, **extra}).encode()
-    return (
-        f"POST /v1/sample HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-def non_reader(url: str, requests: int = 2, **params: object) -> socket.socket:
-    """A client that asks for batches (pipelined) and reads none of them: its answer
-    waits for it, holding a batch slot."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
-    s.connect(address(url))
-    s.sendall(sample_request(**{"batch_size": 100, **params}) * requests)  # type: ignore[arg-type]
-    return s
-
-
-def batches_drawn(url: str) -> int:
-    """Batches the server has drawn so far (its ``replay_batch_bytes`` histogram)."""
-    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
-        if line.startswith("replay_batch_bytes_count"):
-            return int(float(line.split()[-1]))
-    return 0
 
 
 def post_and_read(url: str, request: bytes) -> int:

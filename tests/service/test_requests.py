@@ -49,7 +49,8 @@ def test_non_finite_numbers_are_422_with_a_message(
     r = http.request(method, path, content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 422, (body, r.status_code, r.text)
     detail = json.loads(r.text)["detail"]  # standard JSON: no NaN in the answer
-    assert detail and all(d["msg"] for d in detail)
+    assert detail
+    assert all(d["msg"] for d in detail)
 
 
 def test_priorities_of_an_unknown_race_are_404(http: httpx.Client, served_store: Path) -> None:
