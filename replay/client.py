@@ -13,7 +13,7 @@ reader's own decoder. ::
 
 One HTTP connection pool (keep-alive) serves all calls; calls are retried with
 exponential backoff when the connection fails or the service answers 503 (by
-default for about 9 s, enough to ride out a restart of the service);
+default for about 22 s, enough to ride out a restart of the service);
 `batches` prefetches the next batches in a thread while you train.
 
 Retries never act twice: `sample*` and `update_priorities` send a request id
@@ -83,8 +83,9 @@ class Client(Closing):
 
     `token` is sent as ``Authorization: Bearer``; `retries` more tries follow a
     failed connection or a 503, `backoff` seconds apart at first and doubling up to
-    `max_backoff` (the defaults wait about 9 s in all: a restarted service takes
-    over a second to accept connections again, plus however long it was down).
+    `max_backoff` (the defaults wait about 22 s in all: a restarted service takes
+    1.3 s to accept connections again on an idle machine, several on a busy one,
+    plus however long it was down).
     `transport` replaces httpx's (tests, custom TLS, proxies); `device` (``"auto"``:
     the GPU when there is one, else the CPU), `out` and `transform` are the
     defaults of `sample` and `batches`.
@@ -100,9 +101,9 @@ class Client(Closing):
         *,
         token: str | None = None,
         timeout: float = 60.0,
-        retries: int = 8,
+        retries: int = 10,
         backoff: float = 0.1,
-        max_backoff: float = 2.0,
+        max_backoff: float = 4.0,
         transport: httpx.BaseTransport | None = None,
         device: str = "auto",
         out: Out = "numpy",
@@ -110,8 +111,8 @@ class Client(Closing):
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
-        if backoff < 0:
-            raise ValueError(f"backoff must be >= 0, got {backoff}")
+        if backoff < 0 or max_backoff < 0:
+            raise ValueError(f"backoff and max_backoff must be >= 0, got {backoff}, {max_backoff}")
         headers = {"User-Agent": "replay-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -166,7 +167,7 @@ class Client(Closing):
                         raise error_of(response)
                     return response
             time.sleep(delay)
-            delay = min(2 * delay, self.max_backoff)
+            delay = min(2 * delay, max(self.backoff, self.max_backoff))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _acting(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
