@@ -87,7 +87,7 @@ async def store_error_handler(request: Request, exc: Exception) -> Response:
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     """HTTPException (401, 404 of unknown routes, 405, ...) in the common error shape."""
     assert isinstance(exc, HTTPException)
-    name = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed"}.get(
+    name = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 503: "Busy"}.get(
         exc.status_code, "HTTPError"
     )
     _count(request, name)
