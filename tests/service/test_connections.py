@@ -141,3 +141,18 @@ def test_probes_answer_while_more_batch_requests_wait_than_worker_threads(
             t.join(timeout=120)
     assert statuses.count(200) == n, statuses
     print(f"probes with {n} batch requests waiting: {[round(s * 1000) for s in latencies]} ms")
+
+
+def test_requests_over_the_limit_are_refused_but_never_the_probes(served_store: Path) -> None:
+    env = {"REPLAY_MAX_REQUESTS_IN_FLIGHT": "1"}
+    with ServerProcess(served_store, env=env) as server:
+        holder = non_reader(server.url, 1)  # one request in progress, for good
+        deadline = time.monotonic() + 30
+        while (r := httpx.get(f"{server.url}/v1/races", timeout=10)).status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert r.status_code == 503
+        assert r.json()["error"] == "Busy"
+        assert r.headers["Retry-After"] == "1"  # not acted on: safe to retry
+        probe(server.url)
+        holder.close()
