@@ -126,7 +126,9 @@ class Client(Closing):
             headers=headers,
             timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30),
+            # idle connections are dropped before the service's keep-alive timeout (5 s)
+            # closes them, so a request is never sent on one it is closing
+            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=4),
         )
 
     def __repr__(self) -> str:
@@ -152,10 +154,8 @@ class Client(Closing):
             except httpx.TransportError as e:
                 where = f"{method} {self.url}{path}"
                 if not isinstance(e, retry_on):
-                    raise ServiceError(
-                        f"{where}: no answer ({type(e).__name__}: {e}); not retried, as the "
-                        "service may have acted on it"
-                    ) from e
+                    why = "" if repeatable else "; not retried, as the service may have acted on it"
+                    raise ServiceError(f"{where}: no answer ({type(e).__name__}: {e}){why}") from e
                 if last:
                     raise ServiceError(f"{where}: no answer after {attempt + 1} tries ({e})") from e
             else:
