@@ -166,6 +166,9 @@ class ServiceState:
         self.request_ids = RequestIds(request_ids_ttl_s)
         #: Worker threads of the readiness probe alone (other routes share AnyIO's).
         self.probe_threads = anyio.CapacityLimiter(2)
+        #: Races this service has sampled: their priorities are ignored, not refused,
+        #: once evicted (the embedded sampler's behaviour); others unknown are a 404.
+        self.sampled_races: set[str] = set()
         self.samplers: LRUCache[Sampler] = LRUCache(sampler_cache_size, close=_close_sampler)
         self._stores: dict[str, Store] = {}
         self._sizes: dict[str, int] = {}

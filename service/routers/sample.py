@@ -233,6 +233,7 @@ async def sample(
     except BaseException:
         state.request_ids.fail(key)
         raise
+    state.sampled_races.update(drawn.keys.race_ids)
     if known is None:
         remembered = DrawnKeys(drawn.keys, drawn.skipped)
         state.request_ids.done(key, remembered, remembered.nbytes)
@@ -263,7 +264,11 @@ def _draw(
     "/priorities",
     summary="Set the priorities of sampled keys",
     responses={
-        404: {"model": Error, "description": "A key names an unknown race."},
+        404: {
+            "model": Error,
+            "description": "A key names a race neither in the store nor sampled before "
+            "(keys of races evicted since they were sampled are ignored).",
+        },
         422: {"model": Error, "description": "Keys and priorities disagree, or no sampler."},
     },
 )
@@ -290,9 +295,9 @@ async def update_priorities(
 def _update_priorities(
     req: PrioritiesRequest, store: Store, state: ServiceState
 ) -> PrioritiesUpdated:
-    unknown = [
+    unknown = [  # neither in the store nor sampled before (then evicted: ignored)
         race_id
-        for race_id in sorted({race_id for race_id, _ in req.keys})
+        for race_id in sorted({race_id for race_id, _ in req.keys} - state.sampled_races)
         if not store.storage.exists(f"{fmt.race_key(race_id)}/{fmt.METADATA}")
     ]
     if unknown:  # nothing applied

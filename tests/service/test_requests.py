@@ -7,9 +7,14 @@ import json
 from pathlib import Path
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 import pytest
+from service_helpers import ThreadServer, write_race
 
 import replay
+from replay import protocol
+from service.settings import Settings
 
 BAD_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e400"]
 #: Bodies with a field to spoil: each `$` is replaced by a non-finite number.
@@ -65,6 +70,24 @@ def test_priorities_of_an_unknown_race_are_404(http: httpx.Client, served_store:
     assert unknown in r.json()["detail"]
     fine = http.put("/v1/priorities", json={"keys": [[known, 0]], "priorities": [1.0]})
     assert fine.json() == {"updated": 1}
+
+
+def test_priorities_of_a_race_evicted_since_sampled_are_ignored(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    """Capacity eviction removes races under a learner: its next update of their
+    priorities must not fail (the embedded sampler ignores them too)."""
+    store = replay.open_store(tmp_path / "store")
+    old, new = (write_race(store, frames[:8], shard_size=8) for _ in range(2))
+    with ThreadServer(Settings(store=tmp_path / "store")) as server:
+        params = {"kind": "prioritized", "batch_size": 16, "seed": 1}
+        batch = protocol.unpack(httpx.post(f"{server.url}/v1/sample", json=params).content)
+        assert set(batch.keys.race_ids) == {old, new}
+        store.set_capacity(max_bytes=store.race_nbytes(new))
+        assert [e.race_id for e in store.enforce_capacity().evictions] == [old]
+        keys = [[old, 0], [new, 0]]
+        r = httpx.put(f"{server.url}/v1/priorities", json={"keys": keys, "priorities": [1, 2]})
+        assert r.json() == {"updated": 2}
 
 
 def test_head_answers_like_get_without_a_body(http: httpx.Client, served_store: Path) -> None:
