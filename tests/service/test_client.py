@@ -185,6 +185,8 @@ def test_unreachable_service() -> None:
 def test_client_argument_checks(url: str) -> None:
     with pytest.raises(ValueError, match="retries"):
         Client(url, retries=-1)
+    with pytest.raises(ValueError, match="backoff"):
+        Client(url, max_backoff=-1)
     with Client(url) as client, pytest.raises(ValueError, match="prefetch"):
         next(iter(client.batches(prefetch=0)))
 
