@@ -40,7 +40,8 @@ from replay.batch import Batch, EncodedBatch, Out, SampleKeys, corrupt_frame_err
 from replay.closing import Closing
 from replay.decode import decode_frames
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
-from replay.index import Filters, Index, RaceEntry
+from replay.filters import Filters
+from replay.index import Index, RaceEntry
 from replay.reader import Reader
 from replay.selectors import Draw, ItemSpace, Prioritized, Recent, Uniform
 

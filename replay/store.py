@@ -42,7 +42,7 @@ from replay.errors import (
     ReplayError,
     StoreError,
 )
-from replay.index import Filters
+from replay.filters import Filters
 from replay.race import Race, RaceInfo, read_json, read_race_info
 from replay.recovery import RecoveryReport, recover
 from replay.samplers import Kind, Sampler
