@@ -22,8 +22,9 @@ from replay.race import RaceInfo
 from replay.store import Store
 from service.deps import Authorized, RaceId, SettingsDep, StateDep, StoreDep
 from service.models import Error, RaceDetail, RacePage, RaceSummary, Status, StepWindow
+from service.routers import API_PREFIX
 
-router = APIRouter(prefix="/v1/races", tags=["races"], dependencies=[Authorized])
+router = APIRouter(prefix=f"{API_PREFIX}/races", tags=["races"], dependencies=[Authorized])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Error, "description": "No such race."}}
 

@@ -124,6 +124,32 @@ def test_race_list_takes_both_time_spellings(http: httpx.Client) -> None:
     assert "started_after" in r.text
 
 
+def test_the_api_version_is_written_once(http: httpx.Client) -> None:
+    """Every API route is under ``/v1``, which `service.routers.API_PREFIX` alone spells."""
+    import inspect
+
+    from service.routers import API_PREFIX, frames, health, races, sample, stats
+
+    paths = set(http.get("/openapi.json").json()["paths"])
+    assert paths == {
+        "/v1/live",
+        "/v1/health",
+        "/v1/stats",
+        "/v1/races",
+        "/v1/races/{race_id}",
+        "/v1/races/{race_id}/steps",
+        "/v1/races/{race_id}/frames/{step}",
+        "/v1/sample",
+        "/v1/priorities",
+        "/metrics",
+    }
+    assert API_PREFIX == "/v1"
+    for module in (health, stats, races, frames, sample):
+        source = inspect.getsource(module)
+        assert '"/v1' not in source, module.__name__
+        assert module.router.prefix.startswith(API_PREFIX)
+
+
 def test_one_race(http: httpx.Client, store: replay.Store) -> None:
     race_id = store.race_ids()[0]
     r = http.get(f"/v1/races/{race_id}")
