@@ -1,4 +1,4 @@
-"""Which races to take: the one race filter of the library, the CLI and the service.
+"""Which races to take: the one race filter of the library and the service.
 
 Samplers (`Store.sampler(filters=...)`, ``POST /v1/sample``'s ``filters``) and the
 race list (``GET /v1/races``) validate into this one class, so a filter selects the
@@ -48,7 +48,7 @@ class Filters:
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None:
-                parse_time(value, name)
+                _parse_time(value, name)
         if self.min_length < 0:
             raise ValueError(f"min_length must be >= 0, got {self.min_length}")
 
@@ -87,12 +87,12 @@ class Filters:
         if self.since is None and self.until is None:
             return True
         try:
-            started = parse_time(info.started_at, "started_at")
+            started = _parse_time(info.started_at, "started_at")
         except ValueError:
             return False  # a damaged start time is in no time window
-        if self.since is not None and started < parse_time(self.since, "since"):
+        if self.since is not None and started < _parse_time(self.since, "since"):
             return False
-        return self.until is None or started < parse_time(self.until, "until")
+        return self.until is None or started < _parse_time(self.until, "until")
 
 
 def _as_set(value: str | Sequence[str]) -> set[str]:
@@ -106,7 +106,7 @@ def _contains(info: RaceInfo, text: str) -> bool:
     )
 
 
-def parse_time(value: str | dt.datetime, name: str) -> dt.datetime:
+def _parse_time(value: str | dt.datetime, name: str) -> dt.datetime:
     """`value` as an aware datetime (UTC when it has no zone); ValueError naming `name`."""
     if isinstance(value, dt.datetime):
         parsed = value
