@@ -50,12 +50,11 @@ from typing import Any
 import httpx
 
 from replay import protocol
-from replay.batch import Batch, EncodedBatch, Out, make_batch
+from replay.batch import MAX_REDRAWS, Batch, EncodedBatch, Out, make_batch, to_numpy
 from replay.closing import Closing
 from replay.decode import decode_batch
 from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError, SamplingError
 from replay.race import RaceInfo
-from replay.samplers import MAX_REDRAWS, to_numpy
 from replay.transform import Transform
 
 log = logging.getLogger(__name__)

@@ -41,14 +41,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from replay import format as fmt
-from replay.batch import Batch, EncodedBatch, Out, SampleKeys, corrupt_frame_error, make_batch
+from replay.batch import (
+    MAX_REDRAWS,
+    Batch,
+    EncodedBatch,
+    Out,
+    SampleKeys,
+    corrupt_frame_error,
+    make_batch,
+    to_numpy,
+)
 from replay.closing import Closing
 from replay.decode import decode_frames
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
-from replay.index import Filters, Index, RaceEntry
+from replay.filters import Filters
+from replay.index import Index, RaceEntry
 from replay.jpeg import resolve_device
 from replay.prefetch import prefetched
 from replay.reader import Reader
@@ -62,8 +71,6 @@ if TYPE_CHECKING:
 Kind = Literal["uniform", "prioritized", "recent"]
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
-#: Attempts to draw a batch that avoids known-corrupt frames before giving up.
-MAX_REDRAWS = 100
 R = TypeVar("R")
 
 
@@ -515,12 +522,3 @@ class Sampler(Closing):
                 self.checkpoint()
         finally:
             self.reader.close()
-
-
-def to_numpy(values: Any) -> npt.NDArray[np.float64]:
-    """Priorities from NumPy, torch (any device) or CuPy."""
-    if hasattr(values, "detach"):  # torch
-        values = values.detach().cpu().numpy()
-    elif hasattr(values, "get") and hasattr(values, "__cuda_array_interface__"):  # cupy
-        values = values.get()
-    return np.asarray(values, dtype=np.float64)

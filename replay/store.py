@@ -36,8 +36,8 @@ from replay.errors import (
     ReplayError,
     StoreError,
 )
+from replay.filters import Filters
 from replay.hierarchy import ensure_groups, write_group
-from replay.index import Filters
 from replay.race import Race, RaceInfo, read_json, read_race_info
 from replay.race_layout import check_race_args, race_attrs, race_builder, step_specs
 from replay.recovery import RecoveryReport, recover

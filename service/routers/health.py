@@ -25,8 +25,9 @@ from replay.errors import StoreError
 from service import __version__
 from service.deps import SettingsDep, StateDep
 from service.models import Error, Health, Live
+from service.routers import API_PREFIX
 
-router = APIRouter(prefix="/v1", tags=["health"])
+router = APIRouter(prefix=API_PREFIX, tags=["health"])
 
 
 @router.get("/live", summary="Liveness: the process answers (reads no storage)")

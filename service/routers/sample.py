@@ -36,10 +36,11 @@ from replay.transform import Transform
 from service.batch_response import BatchResponse
 from service.deps import Authorized, SettingsDep, StateDep, StoreDep
 from service.models import Error, PrioritiesRequest, PrioritiesUpdated, SampleRequest
+from service.routers import API_PREFIX
 from service.settings import Settings
 from service.state import Cached, ServiceState
 
-router = APIRouter(prefix="/v1", tags=["sample"], dependencies=[Authorized])
+router = APIRouter(prefix=API_PREFIX, tags=["sample"], dependencies=[Authorized])
 
 #: How long a /v1/sample request waits for a free batch slot before a 503.
 BUSY_TIMEOUT_S = 30.0
