@@ -160,7 +160,7 @@ class ProcessWriter(Writer):
         self._head = 0
         self._appended = self._dropped = 0
         self._error: str | None = None
-        self._closed = self._closing = False
+        self._closing = False
         self._final: WriterStats | None = None
         self._lock = threading.Lock()
         setup = {
@@ -220,15 +220,15 @@ class ProcessWriter(Writer):
         return True
 
     def stats(self) -> WriterStats:
-        theirs: WriterStats | None = self._ring.read_stats() if not self._closed else None
-        if theirs is None:
-            theirs = self._final or WriterStats(0, 0, 0, 0, 0.0, 0, 0, None)
+        if self._final is not None:
+            return self._final
+        theirs = self._ring.read_stats() or WriterStats(0, 0, 0, 0, 0.0, 0, 0, None)
         self._alive()
         return dataclasses.replace(
             theirs,
             appended=self._appended,
             dropped=self._dropped + theirs.dropped,
-            queue_depth=0 if self._closed else self._head - self._ring.tail + theirs.queue_depth,
+            queue_depth=self._head - self._ring.tail + theirs.queue_depth,
             error=theirs.error or self._error,
         )
 
@@ -243,7 +243,6 @@ class ProcessWriter(Writer):
             while self._ring.state != DONE and self._alive():
                 time.sleep(_POLL_S)
         self._final = self.stats()
-        self._closed = True
         self._ring.close()
         error = self._final.error
         if error is not None:
