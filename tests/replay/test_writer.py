@@ -153,15 +153,10 @@ def test_invalid_writer_settings(tmp_path: Path) -> None:
 
 
 def spawn_writer(store: Path, frames: Path, *args: str) -> subprocess.Popen[str]:
-    source = str(Path(replay.__file__).parents[1])  # the replay under test, not an installed one
     return subprocess.Popen(
         [sys.executable, str(CHILD), str(store), str(frames), *args],
         stdout=subprocess.PIPE,
         text=True,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]),
-        },
     )
 
 
@@ -206,7 +201,9 @@ def test_sigkill_of_the_driver_loses_nothing_appended_to_a_process_writer(
     tmp_path: Path, frames_file: Path
 ) -> None:
     clean_store = tmp_path / "clean"
-    clean = spawn_writer(clean_store, frames_file, "--count", "40", "--fps", "1000")
+    clean = spawn_writer(
+        clean_store, frames_file, "--count", "40", "--fps", "1000", "--writer", "process"
+    )
     clean.communicate(timeout=120)
     assert clean.returncode == 0
     reference = replay.open_store(clean_store, mode="r")

@@ -5,7 +5,7 @@
 Appends frames from FRAMES.npy (cycling), with reward = step and action = step
 * (1, 2, 3), at `fps`; prints the race id on the first line of stdout, then
 "done N" (N committed) at the end. Tests kill it or wait. ``--writer`` picks the
-writer kind; ``--hang-after N`` prints "appended N" after N appends and then
+writer kind (default: thread); ``--hang-after N`` prints "appended N" after N appends and then
 waits forever without closing (for a test to SIGKILL it at a known count).
 """
 
@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the replay under test
 import replay
 
 
@@ -29,7 +31,9 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=8)
     parser.add_argument("--flush-interval", type=float, default=0.2)
     parser.add_argument("--env", default="child")
-    parser.add_argument("--writer", default="auto", choices=["auto", "thread", "process"])
+    # thread (not the library's auto) by default: the crash and recovery tests kill a
+    # writer that dies with its process; the writer-process tests ask for "process"
+    parser.add_argument("--writer", default="thread", choices=["auto", "thread", "process"])
     parser.add_argument("--hang-after", type=int, default=None)
     args = parser.parse_args()
     frames = np.load(args.frames, mmap_mode="r")
