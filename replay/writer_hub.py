@@ -117,9 +117,11 @@ class RaceFeeder:
         while self._tail < ring.head:
             slot = self._tail % self._slots
             steps = {name: column[slot].copy() for name, column in ring.steps.items()}
-            self.writer.append(ring.frames[slot], **steps)  # copies the frame out
+            taken = self.writer.append(ring.frames[slot], **steps)  # copies the frame out
             self._tail += 1
             ring.tail = self._tail
+            if not taken:  # the writer failed: tell the driver now, so it drops too
+                self._publish()
 
     def _publish(self) -> None:
         assert self.writer is not None
