@@ -74,7 +74,9 @@ class FrameRing:
         self._map = mmap.mmap(fd, total)
         os.close(fd)
         buf = memoryview(self._map)
-        self._header: npt.NDArray[np.int64] = np.frombuffer(buf, np.int64, 8, 0)
+        # int64 counters through a memoryview: a plain int in and out, cheaper than
+        # indexing a NumPy array on the driver's per-frame path
+        self._header = buf[:_HEADER].cast("q")
         self._stats = np.frombuffer(buf, np.uint8, _STATS, _HEADER)
         self.steps: dict[str, npt.NDArray[Any]] = {
             name: np.frombuffer(
@@ -112,7 +114,7 @@ class FrameRing:
     @property
     def head(self) -> int:
         """Frames posted by the driver."""
-        return int(self._header[_HEAD])
+        return self._header[_HEAD]
 
     @head.setter
     def head(self, value: int) -> None:
@@ -121,7 +123,7 @@ class FrameRing:
     @property
     def tail(self) -> int:
         """Frames taken by the writer process (their slots are free again)."""
-        return int(self._header[_TAIL])
+        return self._header[_TAIL]
 
     @tail.setter
     def tail(self, value: int) -> None:
@@ -130,7 +132,7 @@ class FrameRing:
     @property
     def state(self) -> int:
         """STARTING, RUNNING (the writer process took the race) or DONE (closed)."""
-        return int(self._header[_STATE])
+        return self._header[_STATE]
 
     @state.setter
     def state(self, value: int) -> None:
@@ -148,7 +150,7 @@ class FrameRing:
         blob = pickle.dumps(stats)
         if len(blob) > _STATS:
             raise ValueError(f"stats snapshot of {len(blob)} bytes exceeds {_STATS}")
-        seq = int(self._header[_SEQ])
+        seq = self._header[_SEQ]
         self._header[_SEQ] = seq + 1  # odd: being written
         self._stats[: len(blob)] = np.frombuffer(blob, np.uint8)
         self._header[_STATS_LEN] = len(blob)
@@ -159,15 +161,16 @@ class FrameRing:
     def read_stats(self) -> Any | None:
         """The last published snapshot (None before the first)."""
         while True:
-            seq = int(self._header[_SEQ])
+            seq = self._header[_SEQ]
             if seq == 0:
                 return None
-            blob = self._stats[: int(self._header[_STATS_LEN])].tobytes()
-            if seq % 2 == 0 and int(self._header[_SEQ]) == seq:
+            blob = self._stats[: self._header[_STATS_LEN]].tobytes()
+            if seq % 2 == 0 and self._header[_SEQ] == seq:
                 return pickle.loads(blob)
 
     def close(self) -> None:
         """Unmap (views into the ring must not be used afterwards)."""
-        del self._header, self._stats, self.steps, self.frames
+        self._header.release()
+        del self._stats, self.steps, self.frames
         with contextlib.suppress(BufferError):  # a view still alive: the GC unmaps it later
             self._map.close()

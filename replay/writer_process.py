@@ -27,6 +27,7 @@ and marks the race aborted.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from replay.storage import ByteStorage
 
 WriterKind = Literal["auto", "thread", "process"]
+EXIT_WAIT_S = 10.0  # at exit, how long the driver waits for its writer process to finish
 START_TIMEOUT_S = 60.0  # a fresh interpreter importing replay, on a loaded machine
 _POLL_S = 0.0005  # how often a blocked append or a close looks at the ring again
 
@@ -99,10 +101,17 @@ class WriterProcess:
         self._next_race = 0
         self.owner = os.getpid()
         self.pid = self._proc.pid
+        self.broken = False
         if not self._conn.poll(START_TIMEOUT_S) or self._conn.recv_bytes() != b"ready":
             self._proc.kill()
             raise WriterFailedError(f"the writer process did not start in {START_TIMEOUT_S} s")
         self.start_s = time.perf_counter() - started
+
+    def stop(self, timeout: float) -> None:
+        """Close our end (the process commits what is posted and exits); wait up to `timeout`."""
+        self._conn.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout)
 
     def exit_code(self) -> int | None:
         """None while the process runs, else its exit status (negative: killed by a signal)."""
@@ -110,8 +119,12 @@ class WriterProcess:
 
     def send(self, op: bytes, race_no: int, payload: bytes = b"") -> None:
         """One message; OSError once the process is gone."""
-        with self._lock:
-            self._conn.send_bytes(op + RACE_NO.pack(race_no) + payload)
+        try:
+            with self._lock:
+                self._conn.send_bytes(op + RACE_NO.pack(race_no) + payload)
+        except OSError:
+            self.broken = True  # its end is closed, even if it is not reaped yet
+            raise
 
     def open(self, setup: dict[str, Any]) -> int:
         """Hand the process a race to record; returns its number."""
@@ -130,9 +143,23 @@ def shared_writer_process() -> WriterProcess:
     """This driver's writer process, started on first use (again if it died, or after a fork)."""
     global _shared
     with _shared_lock:
-        if _shared is None or _shared.owner != os.getpid() or _shared.exit_code() is not None:
+        if (
+            _shared is None
+            or _shared.owner != os.getpid()
+            or _shared.broken
+            or _shared.exit_code() is not None
+        ):
+            if _shared is not None and _shared.owner == os.getpid():
+                _shared.stop(timeout=EXIT_WAIT_S)  # reap the dead one
             _shared = WriterProcess()
         return _shared
+
+
+@atexit.register
+def _stop_shared_writer_process() -> None:
+    """At the driver's exit: let the writer process finish what was posted, for a while."""
+    if _shared is not None and _shared.owner == os.getpid():
+        _shared.stop(timeout=EXIT_WAIT_S)
 
 
 class ProcessWriter(Writer):
@@ -194,8 +221,12 @@ class ProcessWriter(Writer):
         code = self._process.exit_code()
         if code is None:
             return True
-        self._error = f"WriterProcessDied: writer process {self.pid} exited with status {code}"
+        self._died(code)
         return False
+
+    def _died(self, code: int | None) -> None:
+        status = "" if code is None else f" with status {code}"
+        self._error = self._error or f"WriterProcessDied: writer process {self.pid} exited{status}"
 
     def append(self, frame: Any, **steps: Any) -> bool:
         if self._closing:
@@ -204,19 +235,25 @@ class ProcessWriter(Writer):
         frame, _ = self._check_frame(frame)
         ring = self._ring
         head = self._head
-        while ring.failed or not self._alive() or head - ring.tail >= self._slots:
-            if ring.failed or self._error is not None or self._on_full == "drop":
+        while self._error is not None or ring.failed or head - ring.tail >= self._slots:
+            # the ring is full: block (waiting for the writer process) or drop
+            if self._error is not None or ring.failed or self._on_full == "drop":
                 self._dropped += 1
                 return False
-            time.sleep(_POLL_S)  # block: the ring is full, wait for the writer process
+            if self._alive():
+                time.sleep(_POLL_S)
         slot = head % self._slots
         np.copyto(ring.frames[slot], frame)
         for name, column in ring.steps.items():
             column[slot] = values.get(name, 0)
         self._head = ring.head = head + 1
-        self._appended += 1
-        with contextlib.suppress(OSError):  # the process is gone: the next append says so
+        try:
             self._process.send(POST, self._race_no)
+        except OSError:  # its end of the socket is closed: the writer process died
+            self._died(self._process.exit_code())
+            self._dropped += 1
+            return False
+        self._appended += 1
         return True
 
     def stats(self) -> WriterStats:
