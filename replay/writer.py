@@ -1,4 +1,9 @@
-"""The background writer beside the driver.
+"""The background writer beside the driver: the `Writer` interface and `ThreadWriter`.
+
+`ThreadWriter` encodes in a thread of the driver's process (the CUDA path, and
+``new_race(writer="thread")``); for CPU frames the default is the process writer
+(`replay.writer_process`), which runs a `ThreadWriter` in a writer process fed
+through shared memory. docs/writer.md says which and why.
 
 `Writer.append` validates a frame, copies it into a preallocated ring slot and
 returns: the driver never waits on encoding or disk. A background thread takes
