@@ -131,7 +131,8 @@ def _driven(writer: Any, frames: Sequence[Frame], n: int, fps: float, driver: st
         t = time.perf_counter()
         writer.append(frames[i % len(frames)])
         out.append(time.perf_counter() - t)
-        wait(start + (i + 1) / fps)
+        if fps:
+            wait(start + (i + 1) / fps)
     return out
 
 
