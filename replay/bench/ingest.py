@@ -136,6 +136,12 @@ def _driven(writer: Any, frames: Sequence[Frame], n: int, fps: float, driver: st
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid`, its threads included (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_writer_bench(
     frames_by_env: Mapping[str, Sequence[Frame]],
     n: int,
@@ -167,13 +173,18 @@ def run_writer_bench(
                 }
         for kind in writers:
             with race(kind) as writer:
+                pids = {os.getpid(), writer.pid}
+                cpu = sum(_cpu_seconds(pid) for pid in pids)
                 started = time.perf_counter()
                 for i in range(n):
                     writer.append(frames[i % len(frames)])
             elapsed = time.perf_counter() - started  # closed: every frame durable
-            figures.setdefault("sustained_frames_per_s", {})[kind] = (
-                writer.stats().written / elapsed
-            )
+            cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
+            written = writer.stats().written
+            figures.setdefault("sustained_frames_per_s", {})[kind] = written / elapsed
+            # CPU time of driver and writer per durable frame: what the frames cost
+            # whatever else the machine runs (frames/s on c free cores ~ c / this)
+            figures.setdefault("sustained_cpu_ms_per_frame", {})[kind] = 1000 * cpu / written
         if {"thread", "process"} <= set(writers):
             figures["append_p99_thread_vs_process"] = {
                 d: figures[d]["thread"]["p99_us"] / figures[d]["process"]["p99_us"] for d in drivers
