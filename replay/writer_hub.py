@@ -63,9 +63,9 @@ class RaceFeeder:
                 setup["info"],
                 setup["specs"],
                 flush_interval=setup["flush_interval"],
-                # a frame is copied out of the ring at once; this ring only needs to
-                # hold a full encoder batch and the frames arriving meanwhile
-                queue_size=min(setup["slots"], 2 * ENCODE_BATCH),
+                # a frame is copied out of the shared ring at once; this ring only
+                # holds an encoder batch and the frames arriving meanwhile
+                queue_size=min(setup["slots"], ENCODE_BATCH + 4),
                 on_full="block",
                 device="cpu",
                 on_shard=on_shard,

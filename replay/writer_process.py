@@ -102,10 +102,18 @@ class WriterProcess:
         self.owner = os.getpid()
         self.pid = self._proc.pid
         self.broken = False
+        self._started = started
+        self.start_s: float | None = None  # seconds from launch to ready
+
+    def wait_ready(self) -> None:
+        """Wait until the process has imported what it needs (once; the caller's lock)."""
+        if self.start_s is not None:
+            return
         if not self._conn.poll(START_TIMEOUT_S) or self._conn.recv_bytes() != b"ready":
             self._proc.kill()
+            self.broken = True
             raise WriterFailedError(f"the writer process did not start in {START_TIMEOUT_S} s")
-        self.start_s = time.perf_counter() - started
+        self.start_s = time.perf_counter() - self._started
 
     def stop(self, timeout: float) -> None:
         """Close our end (the process commits what is posted and exits); wait up to `timeout`."""
@@ -140,7 +148,8 @@ _shared_lock = threading.Lock()
 
 
 def shared_writer_process() -> WriterProcess:
-    """This driver's writer process, started on first use (again if it died, or after a fork)."""
+    """This driver's writer process, launched on first use (again if it died, or after a
+    fork); call `wait_ready` before sending to it (meanwhile, allocate the ring)."""
     global _shared
     with _shared_lock:
         if (
@@ -183,6 +192,8 @@ class ProcessWriter(Writer):
         self._on_full = on_full
         self._slots = queue_size
         layout: StepLayout = {s.name: (s.dtype, s.shape) for s in specs}
+        self._process = shared_writer_process()  # it boots while the ring is faulted in
+        self.pid = self._process.pid
         self._ring = FrameRing.create(queue_size, self._shape, layout)
         self._head = 0
         self._appended = self._dropped = 0
@@ -202,8 +213,8 @@ class ProcessWriter(Writer):
             "enforce_capacity": enforce_capacity,
         }
         try:
-            self._process = shared_writer_process()
-            self.pid = self._process.pid
+            with _shared_lock:
+                self._process.wait_ready()
             self._race_no = self._process.open(setup)
             while self._ring.state == STARTING and self._alive():
                 time.sleep(_POLL_S)
