@@ -32,7 +32,8 @@ from typing import Any
 from replay import format as fmt
 from replay.errors import WriterFailedError
 from replay.ring import DONE, RUNNING, FrameRing
-from replay.writer import ENCODE_BATCH, ThreadWriter, WriterStats
+from replay.writer import ENCODE_BATCH, ThreadWriter
+from replay.writer_process import no_stats
 
 log = logging.getLogger(__name__)
 PARENT_CHECK_S = 0.5  # how often the parent pid is checked besides the socket
@@ -72,9 +73,7 @@ class RaceFeeder:
             )
         except Exception as e:  # the driver raises it from new_race
             log.exception("writer process: cannot start race %s", setup["info"].race_id)
-            self.ring.publish(
-                WriterStats(0, 0, 0, 0, 0.0, 0, 0, f"{type(e).__name__}: {e}"), failed=True
-            )
+            self.ring.publish(no_stats(f"{type(e).__name__}: {e}"), failed=True)
             self.ring.state = DONE
             return
         self._thread = threading.Thread(target=self._run, name="replay-feeder")

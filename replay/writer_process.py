@@ -83,6 +83,11 @@ def resolve_writer_kind(kind: str, device: str) -> Literal["thread", "process"]:
     return "thread" if kind == "thread" else "process"
 
 
+def no_stats(error: str | None = None) -> WriterStats:
+    """The counters of a race nothing was recorded in (yet)."""
+    return WriterStats(0, 0, 0, 0, 0.0, 0, 0, error)
+
+
 class WriterProcess:
     """The driver's handle on its writer process: start, post, liveness."""
 
@@ -270,7 +275,7 @@ class ProcessWriter(Writer):
     def stats(self) -> WriterStats:
         if self._final is not None:
             return self._final
-        theirs = self._ring.read_stats() or WriterStats(0, 0, 0, 0, 0.0, 0, 0, None)
+        theirs = self._ring.read_stats() or no_stats()
         self._alive()
         return dataclasses.replace(
             theirs,
