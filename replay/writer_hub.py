@@ -12,6 +12,9 @@ exited or was killed) or the parent pid changes, every open race gets all frames
 already posted to its ring, is closed as aborted, and the process exits: a
 driver that dies loses nothing it appended.
 
+It ignores SIGINT (Ctrl-C reaches the whole process group; the driver closes its
+races) and takes SIGTERM as the driver's end: it commits what was posted and exits.
+
 The process runs at a lower priority (nice 10) so that, on a machine with few
 cores, the driver wins the CPU whenever both want it.
 """
@@ -23,6 +26,7 @@ import dataclasses
 import logging
 import os
 import pickle
+import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
@@ -84,8 +88,10 @@ class RaceFeeder:
         """Frames were posted."""
         self._wake.set()
 
-    def finish(self, status: str) -> None:
-        """Commit what is posted, close the race as `status`, and end the feeder thread."""
+    def finish(self, status: str, reason: str | None = None) -> None:
+        """Commit what is posted, close the race as `status`, and end the feeder thread;
+        `reason` (the writer process ended the race itself) becomes the driver's error."""
+        self._failure = self._failure or reason
         self._status = status
         self._wake.set()
 
@@ -141,11 +147,11 @@ class RaceFeeder:
         self.ring.state = DONE
 
 
-def serve(conn: Connection, parent: int) -> None:
-    """Record the races the driver opens until the driver is gone."""
+def serve(conn: Connection, parent: int, stop: threading.Event) -> None:
+    """Record the races the driver opens until the driver is gone (or `stop` is set)."""
     races: dict[int, RaceFeeder] = {}
     closing: list[RaceFeeder] = []
-    while True:
+    while not stop.is_set():
         try:
             if not conn.poll(PARENT_CHECK_S):
                 if os.getppid() != parent:
@@ -163,8 +169,9 @@ def serve(conn: Connection, parent: int) -> None:
             feeder = races.pop(race_no)
             feeder.finish(payload.decode())
             closing.append(feeder)
-    for feeder in races.values():  # the driver died: keep everything it appended
-        feeder.finish(fmt.ABORTED)
+    reason = "the writer process was stopped (SIGTERM)" if stop.is_set() else "the driver died"
+    for feeder in races.values():  # keep everything the driver appended
+        feeder.finish(fmt.ABORTED, f"WriterProcessStopped: {reason}; race closed as aborted")
     for feeder in [*closing, *races.values()]:
         feeder.join()
 
@@ -174,9 +181,14 @@ def main() -> None:
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, 10)  # threads started from now on inherit it
+    # Ctrl-C in a terminal reaches the whole process group: the driver handles it (its
+    # with-block closes the race); SIGTERM commits what was posted, then exits.
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     conn = Connection(fd)
     conn.send_bytes(b"ready")
-    serve(conn, parent)
+    serve(conn, parent, stop)
 
 
 if __name__ == "__main__":

@@ -275,6 +275,31 @@ def test_a_dead_writer_process_is_seen_at_the_next_append(tmp_path: Path) -> Non
     assert store.race(second.race_id).length == 1
 
 
+def test_the_writer_process_ignores_ctrl_c_and_commits_everything_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    store = replay.open_store(tmp_path)
+    first = small_race(store, writer="process", flush_interval=30)
+    for i in range(5):
+        assert first.append(small_frame(i), reward=i)
+    os.kill(first.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    second = small_race(store, writer="process", flush_interval=30)  # answered: it lives
+    assert second.pid == first.pid
+    assert second.append(small_frame(7), reward=7)
+    os.kill(first.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(
+        store.race(w.race_id).status == "recording" for w in (first, second)
+    ):
+        time.sleep(0.02)
+    assert (store.race(first.race_id).status, store.race(first.race_id).length) == ("aborted", 5)
+    assert store.race(first.race_id).steps("reward").tolist() == [0, 1, 2, 3, 4]
+    assert (store.race(second.race_id).status, store.race(second.race_id).length) == ("aborted", 1)
+    for writer in (first, second):
+        with pytest.raises(replay.WriterFailedError, match="stopped \\(SIGTERM\\)"):
+            writer.close()
+
+
 def test_two_processes_write_two_races_at_once(tmp_path: Path, frames_file: Path) -> None:
     store_path = tmp_path / "shared"
     replay.open_store(store_path)
