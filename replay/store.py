@@ -43,7 +43,8 @@ from replay.race_layout import check_race_args, race_attrs, race_builder, step_s
 from replay.recovery import RecoveryReport, recover
 from replay.samplers import Kind, Sampler
 from replay.storage import ByteStorage, LocalStorage, is_read_only_error
-from replay.writer import QueuePolicy, Writer, check_settings
+from replay.writer import QueuePolicy, ThreadWriter, Writer, check_settings
+from replay.writer_process import ProcessWriter, WriterKind, resolve_writer_kind
 
 if TYPE_CHECKING:
     from zarr.abc.store import Store as ZarrStore
@@ -279,17 +280,23 @@ class Store:
         queue_size: int = 32,
         on_full: QueuePolicy = "block",
         device: str = "auto",
+        writer: WriterKind = "auto",
     ) -> Writer:
         """Start recording a race; returns its `Writer` (use it as a context manager).
 
         `codec` is ``"jpeg"`` (lossy, `quality` 1-100, `subsampling` "420"/"422"/"444")
         or ``"zstd"`` (lossless). `extras` declares more per-step arrays as
         ``{name: (dtype, shape)}``. `meta` is any JSON-able user metadata.
+        `writer` is where frames are encoded: ``"process"`` (a writer process fed
+        through shared memory; ``"auto"`` for CPU frames) or ``"thread"`` (a thread
+        of this process; ``"auto"`` for CUDA frames), see `replay.writer_process`.
         """
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
         check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
-        check_settings(flush_interval, queue_size, on_full, device)
+        kind = resolve_writer_kind(
+            writer, check_settings(flush_interval, queue_size, on_full, device)
+        )
         specs = step_specs(action_shape, extras or {})
         race_id = str(ULID())
         attrs = race_attrs(
@@ -309,10 +316,21 @@ class Store:
         )
         try:
             write_group(self.storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
+            info = RaceInfo.from_attrs(race_id, attrs)
             enforce = None if read_capacity(self).unlimited else self.enforce_capacity
-            return Writer(
+            if kind == "process":
+                return ProcessWriter(
+                    self.storage,
+                    info,
+                    specs,
+                    flush_interval=flush_interval,
+                    queue_size=queue_size,
+                    on_full=on_full,
+                    enforce_capacity=enforce is not None,
+                )
+            return ThreadWriter(
                 self.storage,
-                RaceInfo.from_attrs(race_id, attrs),
+                info,
                 specs,
                 flush_interval=flush_interval,
                 queue_size=queue_size,
