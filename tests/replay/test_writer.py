@@ -373,3 +373,17 @@ def test_an_idle_writer_does_not_rewrite_its_open_shard(tmp_path: Path) -> None:
         while store.race(writer.race_id).length < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert version() != before
+
+
+@KINDS
+def test_step_values_are_copied_at_append(tmp_path: Path, kind: str) -> None:
+    """A driver that reuses its action buffer after append does not change what was stored."""
+    store = replay.open_store(tmp_path)
+    action = np.zeros(3, np.float32)
+    with small_race(store, action_shape=(3,), writer=kind) as writer:
+        for i in range(5):
+            action[:] = i
+            writer.append(small_frame(i), action=action)
+        action[:] = -1
+    stored = store.race(writer.race_id).steps("action")
+    assert stored[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
