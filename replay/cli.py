@@ -18,6 +18,7 @@ from rich.table import Table
 
 from replay.bench.cli import bench
 from replay.errors import ReplayError
+from replay.export_cli import export
 from replay.plugins import PluginGroup
 from replay.race import RaceInfo
 from replay.store import Store, open_store
@@ -43,6 +44,7 @@ def main() -> None:
 
 
 main.add_command(bench)
+main.add_command(export)
 
 
 def _open(path: str) -> Store:
