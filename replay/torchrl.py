@@ -32,9 +32,10 @@ What a position holds (TorchRL's key layout):
 - ``episode`` (int64, one number per race, what `SliceSampler` splits on) and
   ``step`` (the step within its race); `locate` gives the race ids.
 
-``storage[:]`` (what samplers read to find trajectories and done flags) is that
-layout without ``pixels``, kept in memory (about 40 bytes a step): decoding every
-frame of a store is never what a sampler wants.
+``storage[index]`` (what samplers read to find trajectories and done flags, and what
+``buffer[i]`` returns) is that layout without ``pixels``, kept in memory (about 40
+bytes a step): decoding every frame of a store is never what a sampler wants.
+``storage.get(index)`` and ``buffer.sample()`` decode the frames.
 
 Writing: ``buffer.extend(td)`` records the steps as new races through the store's
 `Writer` (a race per episode in `td`, split after each done step), waits for them to
@@ -115,7 +116,6 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
         self._parts: list[dict[str, npt.NDArray[Any]]] = []  # columns of each segment
         self._columns: TensorDict | None = None
         self._refreshed = -float("inf")
-        self._pending: tuple[bytes, TensorDictBase] | None = None
         self._marked = 0  # positions the attached buffers were told about
         self.refresh()
 
@@ -209,26 +209,19 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
             return self._columns
 
     def get(self, index: Any) -> TensorDictBase:
-        """The decoded steps at `index` (TorchRL calls this to fetch a sampled batch)."""
-        single = isinstance(index, int | np.integer)
-        positions = self.positions(index)
-        key = positions.tobytes()
-        pending, self._pending = self._pending, None
-        # the sampler may just have read these positions through storage[...]
-        hit = pending is not None and pending[0] == key
-        data = pending[1] if pending is not None and hit else self._decode(positions)
-        return data[0] if single else data
+        """The decoded steps at `index`, pixels included (the buffer's ``sample`` calls this)."""
+        data = self._decode(self.positions(index))
+        return data[0] if isinstance(index, int | np.integer) else data
 
     def __getitem__(self, index: Any) -> TensorDictBase:
-        """``storage[:]``: `columns`; any other index: `get`, kept for the `get` that follows
-        (`SliceSampler` reads the done flags of the positions it drew, then the buffer
-        fetches the same positions: the frames are decoded once)."""
+        """The step data at `index` without pixels: what TorchRL's samplers read
+        (`SliceSampler` reads the done flags of the positions it drew) and what
+        ``buffer[i]`` returns. `get` decodes the frames."""
+        columns = self.columns()
         if isinstance(index, slice) and index == slice(None):
-            return self.columns()
-        data = self.get(index)
-        if not isinstance(index, int | np.integer):
-            self._pending = (self.positions(index).tobytes(), data)
-        return data
+            return columns
+        data = columns[torch.from_numpy(self.positions(index))]
+        return data[0] if isinstance(index, int | np.integer) else data
 
     def _decode(self, positions: npt.NDArray[np.int64]) -> TensorDictBase:
         if positions.size == 0:

@@ -172,3 +172,34 @@ def test_new_steps_get_new_positions_and_old_ones_stay(
     assert restored.locate([7]) == [(first, 7)]
     storage.close()
     restored.close()
+
+
+@pytest.mark.slow
+def test_bench_compares_with_lazy_memmap_storage(store_path: Path, tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from replay.bench.torchrl import command
+
+    out = tmp_path / "torchrl.json"
+    args = ["--frames-from", str(store_path), "--frames", "16", "--race-len", "8"]
+    args += ["--batch", "4", "--seq-len", "2", "--batches", "2", "--key-frames", "400"]
+    args += ["--key-race-len", "100"]
+    result = CliRunner().invoke(command, [*args, "--work", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())["results"]
+    for name in ("replay_storage", "lazy_memmap"):
+        assert doc[name]["random"]["frames_per_s"] > 0
+        assert doc[name]["slice"]["frames_per_s"] > 0
+    # raw frames against JPEG: the memmap is several times larger on disk
+    assert doc["ratios"]["disk_memmap_over_replay"] > 3
+    assert doc["slice_keys"]["frames"] >= 400
+
+
+def test_indexing_gives_step_data_and_get_decodes(storage: ReplayStorage) -> None:
+    row = storage[RACE_LEN + 2]
+    assert row.get("pixels", None) is None
+    assert (row["episode"].item(), row["step"].item()) == (1, 2)
+    assert storage.get(RACE_LEN + 2)["pixels"].shape == (900, 1600, 3)
+    assert storage[[0, 5]]["next", "reward"].tolist() == [0, 5]
