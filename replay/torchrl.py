@@ -162,15 +162,24 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
 
     def _add_segment(self, race_id: str, first: int, count: int) -> None:
         episode = self._episodes.setdefault(race_id, len(self._episodes))
-        race = self.store.race(race_id)
         stop = first + count
-        part = {name: race.steps(name, first, stop) for name in fmt.STANDARD_STEPS}
+        part = {name: self._steps(race_id, name, first, stop) for name in fmt.STANDARD_STEPS}
         part["episode"] = np.full(count, episode, dtype=np.int64)
         part["step"] = np.arange(first, stop, dtype=np.int64)
         self._parts.append(part)
         self._segments.append((race_id, first, count))
         self._starts = np.append(self._starts, self._starts[-1] + count)
         self._seen[race_id] = stop
+
+    def _steps(self, race_id: str, name: str, first: int, stop: int) -> npt.NDArray[Any]:
+        """Steps [first, stop) of one step array, read chunk by chunk by the reader (its
+        zstd chunks straight from storage: ~100x faster than through zarr-python)."""
+        entry = self._index.entry(race_id)
+        s = entry.info.shard_size
+        shards = range(first // s, (stop - 1) // s + 1)
+        chunks = [self._reader._step_chunk(entry, name, k) for k in shards]
+        base = shards[0] * s
+        return np.concatenate(chunks)[first - base : stop - base]
 
     def positions(self, index: Any) -> npt.NDArray[np.int64]:
         """TorchRL's index (int, slice, sequence, tensor, 1-tuple) as positions, checked."""

@@ -12,15 +12,15 @@ as raw uint8 in a memory-mapped file. Per buffer, in one process, one after the 
   number of frames as `batch` // `seq_len` slices), and the peak RSS growth while sampling.
 
 Then ``slice_keys``: `SliceSampler` drawing positions (no frame read) through a
-`ReplayStorage` over a metadata-only store of `key_frames` steps (default 1M, races of
-`key_race_len`): opening the storage, the memory of its columns, and a draw's latency.
+`ReplayStorage` over a store of `key_frames` steps (default 1M, races of `key_race_len`,
+16x16 frames: only the step arrays matter): opening the storage, the memory of its
+columns, and a draw's latency, with and without ``cache_values``.
 
     replay bench torchrl --frames-from ./replay-data --out docs/results/torchrl-cpu.json
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -32,7 +32,6 @@ import click
 import numpy as np
 import numpy.typing as npt
 
-from replay import format as fmt
 from replay.bench.cli import frames_from_option, load_frames, out_option, work_option, write_results
 from replay.bench.keys import _latency_us
 from replay.bench.rss import PeakRss
@@ -144,7 +143,7 @@ def _slice_keys(path: Path, frames: int, race_len: int, batch: int, seq_len: int
 
     from replay.torchrl import ReplayStorage
 
-    _metadata_only_store(path, frames, race_len)
+    _index_only_store(path, frames, race_len)
     start = time.perf_counter()
     storage = ReplayStorage(open_store(path, mode="r"), refresh_interval=3600)
     open_s = time.perf_counter() - start
@@ -162,23 +161,15 @@ def _slice_keys(path: Path, frames: int, race_len: int, batch: int, seq_len: int
     return figures
 
 
-def _metadata_only_store(path: Path, frames: int, race_len: int) -> None:
-    """Races of `race_len` steps and no pixels, >= `frames` steps in all (as `bench keys`),
-    with step arrays of that length too (read as zeros): what `ReplayStorage` indexes."""
+def _index_only_store(path: Path, frames: int, race_len: int) -> None:
+    """Races of `race_len` steps of 16x16 frames, copied until the store holds >= `frames`
+    steps: what `ReplayStorage` indexes (step arrays) at the size of a big store, without
+    its pixels."""
     store = open_store(path)
-    with store.new_race(env="keys", fps=30) as writer:
-        pass
-    race = path / fmt.race_key(writer.race_id)
-    for doc_path in [
-        race / fmt.METADATA,
-        *(race / name / fmt.METADATA for name in fmt.STANDARD_STEPS),
-    ]:
-        doc = json.loads(doc_path.read_text())
-        if "attributes" in doc and doc.get("node_type") == "group":
-            doc["attributes"]["length"] = race_len
-        else:
-            doc["shape"][0] = race_len
-        doc_path.write_text(json.dumps(doc))
+    with store.new_race(env="keys", height=16, width=16) as writer:
+        frame = np.zeros((16, 16, 3), dtype=np.uint8)
+        for step in range(race_len):
+            writer.append(frame, reward=float(step), terminated=step == race_len - 1)
     grow_store(path, frames)
 
 
@@ -193,7 +184,7 @@ def _metadata_only_store(path: Path, frames: int, race_len: int) -> None:
     "--key-frames",
     default=1_000_000,
     show_default=True,
-    help="Steps of the metadata-only store for SliceSampler's key draws (0: skip).",
+    help="Steps of the store for SliceSampler's key draws (0: skip).",
 )
 @click.option("--key-race-len", default=1000, show_default=True, help="Steps per race there.")
 @work_option
@@ -217,7 +208,7 @@ def command(
     """
     if min(n, race_len, batch, seq_len, batches) < 1 or batch % seq_len:
         raise click.BadParameter("sizes must be positive and --batch a multiple of --seq-len")
-    frames = load_frames(frames_from, min(n, 48))
+    frames = load_frames(frames_from, n)  # cycled if the store holds fewer
     with tempfile.TemporaryDirectory(dir=work) as scratch:
         results = run_torchrl_bench(
             frames,
