@@ -14,7 +14,8 @@ as raw uint8 in a memory-mapped file. Per buffer, in one process, one after the 
 Then ``slice_keys``: `SliceSampler` drawing positions (no frame read) through a
 `ReplayStorage` over a store of `key_frames` steps (default 1M, races of `key_race_len`,
 16x16 frames: only the step arrays matter): opening the storage, the memory of its
-columns, and a draw's latency, with and without ``cache_values``.
+columns, and a draw's latency, with and without ``cache_values``; and the same draws
+over TorchRL's `LazyTensorStorage` holding the same episode ids.
 
     replay bench torchrl --frames-from ./replay-data --out docs/results/torchrl-cpu.json
 """
@@ -139,6 +140,7 @@ def _sampling(storage: Any, batch: int, seq_len: int, batches: int) -> dict[str,
 
 
 def _slice_keys(path: Path, frames: int, race_len: int, batch: int, seq_len: int) -> dict[str, Any]:
+    from torchrl.data import LazyTensorStorage, ReplayBuffer
     from torchrl.data.replay_buffers import SliceSampler
 
     from replay.torchrl import ReplayStorage
@@ -157,6 +159,11 @@ def _slice_keys(path: Path, frames: int, race_len: int, batch: int, seq_len: int
     }
     cached = SliceSampler(slice_len=seq_len, traj_key="episode", cache_values=True)
     figures["draw_cached_us"] = _latency_us(lambda: cached.sample(storage, batch), 20)
+    # the same draws over TorchRL's own storage holding the same episode ids
+    baseline = LazyTensorStorage(len(storage))
+    ReplayBuffer(storage=baseline).extend(columns.select("episode", ("next", "done")))
+    plain = SliceSampler(slice_len=seq_len, traj_key="episode")
+    figures["lazy_tensor_draw_us"] = _latency_us(lambda: plain.sample(baseline, batch), 20)
     storage.close()
     return figures
 

@@ -110,3 +110,18 @@ def test_cli_exports_races_as_a_minari_dataset(
     assert first.terminations.tolist() == [False] * 11 + [True]
     np.testing.assert_array_equal(second.actions[:, 0], np.arange(8))
     assert np.abs(second.observations[0].astype(int) - real_frames[12]).mean() < 6
+
+
+def test_export_is_a_replay_command_with_help() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert "export" in result.output
+    result = CliRunner().invoke(main, ["export", "--help"])
+    assert result.exit_code == 0
+    assert "--video" in result.output
+    assert "--minari" in result.output
+
+
+def test_cli_needs_one_kind_of_export(store_path: Path) -> None:
+    result = CliRunner().invoke(main, ["export", str(store_path)])
+    assert result.exit_code == 2
+    assert "one of --video FILE or --minari DATASET_ID" in result.output
