@@ -22,6 +22,7 @@ from replay import format as fmt
 from replay.bench.cli import bench
 from replay.doctor import doctor
 from replay.errors import CorruptDataError, ReplayError
+from replay.export_cli import export
 from replay.plugins import PluginGroup
 from replay.race import Race, RaceInfo
 from replay.store import Store, open_store
@@ -53,6 +54,7 @@ def main() -> None:
 
 main.add_command(bench)
 main.add_command(doctor)
+main.add_command(export)
 
 
 def _open(path: str) -> Store:
