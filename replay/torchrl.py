@@ -62,7 +62,8 @@ from replay import format as fmt
 from replay.batch import SampleKeys
 from replay.decode import decode_batch
 from replay.errors import SamplingError, StoreError
-from replay.index import Filters, Index
+from replay.filters import Filters
+from replay.index import Index
 from replay.reader import Reader
 
 if TYPE_CHECKING:
