@@ -70,6 +70,41 @@ COALESCE = 1 << 20
 #: Keys per DeleteObjects request (the S3 limit).
 _DELETE_BATCH = 1000
 _ENDPOINT_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+#: obstore's S3 settings that an ``AWS_<NAME>`` variable sets (its S3Config keys; the
+#: endpoint comes from `_ENDPOINT_VARS`, in their order).
+_ENV_SETTINGS = (
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "region",
+    "default_region",
+    "skip_signature",
+    "metadata_endpoint",
+    "container_credentials_relative_uri",
+    "container_credentials_full_uri",
+    "container_authorization_token_file",
+    "web_identity_token_file",
+    "role_arn",
+    "role_session_name",
+    "sts_endpoint",
+    "virtual_hosted_style_request",
+    "unsigned_payload",
+    "checksum_algorithm",
+    "request_payer",
+)
+
+
+def _environment_config() -> dict[str, str]:
+    """The S3 settings this process's environment gives (``AWS_ACCESS_KEY_ID`` ...)."""
+    settings = {
+        k: os.environ[f"AWS_{k.upper()}"]
+        for k in _ENV_SETTINGS
+        if os.environ.get(f"AWS_{k.upper()}")
+    }
+    endpoint = next((os.environ[v] for v in _ENDPOINT_VARS if os.environ.get(v)), None)
+    if endpoint:
+        settings["endpoint"] = endpoint
+    return settings
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -108,7 +143,9 @@ class ObjectStorage:
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.read_only = read_only
         self.coalesce = coalesce
-        settings: dict[str, Any] = dict(config or {})
+        # explicit, so the storage means the same in a writer process started before the
+        # driver set its AWS_* variables (obstore would read them again there)
+        settings: dict[str, Any] = {**_environment_config(), **(config or {})}
         options: dict[str, Any] = dict(client_options or {})
         endpoint = settings.get("endpoint") or next(
             (os.environ[v] for v in _ENDPOINT_VARS if os.environ.get(v)), ""

@@ -79,7 +79,8 @@ class LocalStorage:
     """`ByteStorage` on a local directory."""
 
     def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
-        self.root = Path(root)
+        # absolute: the same files after a chdir, and in a writer process started elsewhere
+        self.root = Path(os.path.abspath(root))
         self.read_only = read_only
 
     def __repr__(self) -> str:

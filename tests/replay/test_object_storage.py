@@ -311,3 +311,28 @@ def test_weed_server_listens_on_loopback_only(s3_server: SeaweedFS) -> None:
     ]
     assert listening
     assert {addr.ip for addr in listening} == {"127.0.0.1"}
+
+
+def test_a_writer_process_started_before_the_credentials_were_set_writes_to_s3(
+    tmp_path: Path,
+    s3_url: str,
+    s3_env: dict[str, str],
+    real_frames: npt.NDArray[np.uint8],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer process is started once per driver, with the environment of that
+    moment; the storage carries its settings, so a later S3 race still reaches the
+    server (it asked the cloud metadata address for credentials before)."""
+    with monkeypatch.context() as mp:
+        for name in s3_env:
+            mp.delenv(name)
+        # if the bug came back, credentials would be asked here: loopback, not the cloud's
+        mp.setenv("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+        with replay.open_store(tmp_path / "local").new_race(env="e", writer="process") as w:
+            w.append(real_frames[0])  # the writer process now runs, without AWS_* variables
+    store = replay.open_store(s3_url)
+    with store.new_race(env="e", writer="process") as writer:
+        for frame in real_frames[:3]:
+            writer.append(frame)
+    assert writer.pid == w.pid  # the same writer process
+    assert store.race(writer.race_id).length == 3
