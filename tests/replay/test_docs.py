@@ -93,12 +93,29 @@ def docs_store(
     return path
 
 
+#: One folder per document: its examples run there in order, as a reader follows a page
+#: (docs/learners.md records races in its first example and reads them in the next).
+_FOLDERS: dict[str, Path] = {}
+
+
 @pytest.fixture
-def workdir(docs_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh folder with ``./replay-data`` (a copy of the store), as the cwd."""
-    shutil.copytree(docs_store, tmp_path / "replay-data")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def workdir(
+    docs_store: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Path:
+    """The document's folder, holding ``./replay-data`` (a copy of the store), as the cwd;
+    Minari datasets go into it too, not into the user's home."""
+    name = request.node.callspec.id.split(":")[0]  # the document (python, then bash)
+    folder = _FOLDERS.get(name)
+    if folder is None:
+        folder = tmp_path_factory.mktemp(name.replace(".", "-"))
+        shutil.copytree(docs_store, folder / "replay-data")
+        _FOLDERS[name] = folder
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(folder / "minari"))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +165,7 @@ def test_python_example_runs(
     if "s3://replay/team-a" in source:
         source = source.replace("s3://replay/team-a", request.getfixturevalue("s3_url"))
     runnable = CodeExample.create(source, path=example.path, start_line=example.start_line)
+    races = len(replay.open_store(workdir / "replay-data", mode="r").races())
     main = sys.modules["__main__"]  # pytest-examples runs the example as __main__
     failure = None
     try:
@@ -165,8 +183,8 @@ def test_python_example_runs(
     # each example did what its text says
     if "update_priorities" in source:
         assert (workdir / "replay-data" / "samplers" / "default" / "priorities.npz").is_file()
-    if "new_race" in source:
-        assert len(replay.open_store(workdir / "replay-data", mode="r").races()) == 3
+    if "new_race" in source and '"./replay-data"' in source:
+        assert len(replay.open_store(workdir / "replay-data", mode="r").races()) == races + 1
     if "make_loader" in source:
         assert tuple(module["frames"].shape) == (32, 4, 900, 1600, 3)
     if "def read_batch" in source:  # the protocol's reader, on a real response body
@@ -187,14 +205,16 @@ def test_python_example_runs(
 @pytest.mark.parametrize(("where", "lines"), bash_blocks(), ids=[w for w, _ in bash_blocks()])
 def test_bash_example_runs(where: str, lines: list[str], workdir: Path) -> None:
     """The lines of a block run in order on one copy of the store, as typed in a shell."""
-    race_id = replay.open_store(workdir / "replay-data", mode="r").races()[0].race_id
     for line in lines:
         if any(line.startswith(prefix) for prefix in NOT_RUN):
             continue  # listed in NOT_RUN, with where it is tested
         assert line.startswith("replay "), f"{where}: {line!r} is neither run nor in NOT_RUN"
         for pattern, small in SHRINK:
             line = pattern.sub(small, line)
-        args = shlex.split(line.replace("RACE_ID", race_id), comments=True)[1:]
+        args = shlex.split(line, comments=True)[1:]
+        if "RACE_ID" in args:  # a race of the store the line names (`replay CMD STORE ...`)
+            race_id = replay.open_store(workdir / args[1], mode="r").races()[0].race_id
+            args = [race_id if a == "RACE_ID" else a for a in args]
         variants = [args]
         optional = [a for a in args if a.startswith("[") and a.endswith("]")]
         if optional:  # `replay verify ./replay-data [--repair]`: without it, then with it
