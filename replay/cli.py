@@ -260,15 +260,12 @@ def verify(store_path: str, repair: bool, as_json: bool) -> None:
     """
     from rich.progress import Progress
 
-    from replay.repair import repair as repair_race
-    from replay.verify import verify_store
-
     store = _open_for_writing(store_path, read_only=not repair)
     total = sum(r.length for r in store.races())
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("verifying frames", total=total)
-        report = verify_store(store, progress=lambda n: bar.advance(task, n))
-    repairs = {c.race_id: repair_race(store, c) for c in report.races if repair and not c.ok}
+        report = store.verify(progress=lambda n: bar.advance(task, n))
+    repairs = {c.race_id: store.repair(c) for c in report.races if repair and not c.ok}
     if as_json:
         rows = [
             {
@@ -363,7 +360,7 @@ def prune(
     from replay.capacity import Capacity, evict, parse_age, parse_size, plan_eviction, read_capacity
 
     store = _open_for_writing(store_path, dry_run and not save)
-    saved = read_capacity(store)
+    saved = read_capacity(store.storage)
     try:
         capacity = Capacity(
             parse_size(max_bytes) if max_bytes else saved.max_bytes,
@@ -373,10 +370,10 @@ def prune(
         raise click.BadParameter(str(e)) from e
     if save:
         store.set_capacity(capacity.max_bytes, capacity.max_age)
-    plan = plan_eviction(store, capacity)
+    plan = plan_eviction(store.storage, capacity)
     if capacity.unlimited and not plan.evictions:
         raise click.ClickException("no capacity given or saved: pass --max-bytes and/or --max-age")
-    done = plan.evictions if dry_run else evict(store, plan)
+    done = plan.evictions if dry_run else evict(store.storage, plan)
     verb = "would remove" if dry_run else "removed"
     for gone in done:
         click.echo(f"{verb} {gone.race_id}  {human_bytes(gone.nbytes)}  ({gone.reason})")

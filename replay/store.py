@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
 from ulid import ULID
-from zarr.storage import LocalStore
 
+from replay import catalogue
 from replay import format as fmt
 from replay.capacity import (
     Capacity,
@@ -30,7 +30,6 @@ from replay.capacity import (
     save_capacity,
 )
 from replay.errors import (
-    CorruptDataError,
     RaceNotFoundError,
     ReadOnlyStoreError,
     ReplayError,
@@ -41,12 +40,14 @@ from replay.index import Filters
 from replay.race import Race, RaceInfo, read_json, read_race_info
 from replay.race_layout import check_race_args, race_attrs, race_builder, step_specs
 from replay.recovery import RecoveryReport, recover
+from replay.repair import Repair, repair
 from replay.samplers import Kind, Sampler
 from replay.storage import ByteStorage, LocalStorage, is_read_only_error
+from replay.verify import RaceCheck, StoreCheck, verify_store
 from replay.writer import QueuePolicy, Writer, check_settings
 
 if TYPE_CHECKING:
-    from zarr.abc.store import Store as ZarrStore
+    from collections.abc import Callable
 
     from replay.object_storage import ObjectStorage
 
@@ -154,17 +155,12 @@ class Store:
     def zarr(self) -> zarr.Group:
         """The store as a read-only zarr Group (for plain zarr-python access)."""
         if self._zarr is None:
-            zarr_store: ZarrStore = (
-                LocalStore(self.storage.root, read_only=True)
-                if isinstance(self.storage, LocalStorage)
-                else self.storage.zarr_store()
-            )
-            self._zarr = zarr.open_group(store=zarr_store, mode="r")
+            self._zarr = catalogue.zarr_group(self.storage)
         return self._zarr
 
     def race_ids(self) -> list[str]:
         """Ids of all races, oldest first (ids sort by creation time)."""
-        return [n for n in self.storage.list_dir(fmt.RACES) if fmt.is_race_id(n)]
+        return catalogue.race_ids(self.storage)
 
     def races(self) -> list[RaceInfo]:
         """Metadata of every race, oldest first.
@@ -177,20 +173,11 @@ class Store:
 
     def scan(self) -> tuple[list[RaceInfo], dict[str, str]]:
         """(metadata of every readable race, {race id: damage} of those that cannot be read)."""
-        out, damaged = [], {}
-        for race_id in self.race_ids():
-            try:
-                out.append(read_race_info(self.storage, race_id))
-            except RaceNotFoundError:  # being created right now
-                continue
-            except CorruptDataError as e:
-                log.warning("skipping race %s: %s", race_id, e)
-                damaged[race_id] = str(e)
-        return out, damaged
+        return catalogue.scan(self.storage)
 
     def race(self, race_id: str) -> Race:
         """One race; `RaceNotFoundError` if the id is malformed or absent."""
-        return Race(self.storage, read_race_info(self.storage, race_id), self.zarr)
+        return catalogue.open_race(self.storage, race_id, self.zarr)
 
     def resolve(self, ref: str) -> str:
         """The full id of the one race whose id starts with `ref` (as git resolves hashes).
@@ -256,7 +243,7 @@ class Store:
     def race_nbytes(self, race_id: str) -> int:
         """Bytes the race takes on disk."""
         read_race_info(self.storage, race_id)  # validates the id
-        return sum(size for _, size in self.storage.walk_sizes(fmt.race_key(race_id)))
+        return catalogue.folder_nbytes(self.storage, race_id)
 
     def new_race(
         self,
@@ -308,7 +295,7 @@ class Store:
         )
         try:
             write_group(self.storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
-            enforce = None if read_capacity(self).unlimited else self.enforce_capacity
+            enforce = None if read_capacity(self.storage).unlimited else self.enforce_capacity
             return Writer(
                 self.storage,
                 RaceInfo.from_attrs(race_id, attrs),
@@ -339,14 +326,26 @@ class Store:
         Writers started afterwards evict the oldest finished races as they commit
         shards; `enforce_capacity` (or ``replay prune``) does it on demand.
         """
-        save_capacity(self, Capacity(None if max_bytes is None else int(max_bytes), max_age))
+        save_capacity(
+            self.storage, Capacity(None if max_bytes is None else int(max_bytes), max_age)
+        )
 
     def enforce_capacity(self) -> EvictionPlan:
         """Evict the oldest finished races that exceed the saved capacity; returns what went."""
-        plan = plan_eviction(self)
-        evict(self, plan)
+        plan = plan_eviction(self.storage)
+        evict(self.storage, plan)
         return plan
 
     def recover(self, *, dry_run: bool = False) -> RecoveryReport:
         """Mark dead writers' races aborted and delete their temp files (`replay.recovery`)."""
-        return recover(self, dry_run=dry_run)
+        return recover(self.storage, dry_run=dry_run)
+
+    def verify(self, progress: Callable[[int], None] = lambda n: None) -> StoreCheck:
+        """Check every committed frame, step chunk and document of every race
+        (`replay.verify`); `progress` gets the number of frames checked as it goes."""
+        return verify_store(self.storage, progress)
+
+    def repair(self, check: RaceCheck) -> Repair:
+        """Repair the damage `check` (from `verify`) found in one race (`replay.repair`):
+        keep every intact frame, record the lost steps; refused for a live writer's race."""
+        return repair(self.storage, check)
