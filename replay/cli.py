@@ -438,9 +438,11 @@ def _export_frame(store: Store, race_id: str, step: int | None, out: str | None)
         raise click.UsageError("exporting a frame needs both --frame N and --out FILE")
     from PIL import Image
 
+    from replay.frame_codec import JpegFrames
+
     race = store.race(race_id)
     target = Path(out)
-    if target.suffix.lower() in (".jpg", ".jpeg") and race.info.codec["name"] == "jpeg":
+    if target.suffix.lower() in (".jpg", ".jpeg") and isinstance(race.info.frame_codec, JpegFrames):
         target.write_bytes(race.frame_bytes(step))  # the stored JPEG, bit for bit
     else:
         Image.fromarray(race.frame(step)).save(target)

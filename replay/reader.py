@@ -87,7 +87,7 @@ class Reader:
                     f"({e.info.height}x{e.info.width}) differ in frame size; "
                     "use filters to sample races of one size"
                 )
-            if e.info.codec.get("name") != first.codec.get("name"):
+            if e.info.frame_codec.name != first.frame_codec.name:
                 raise SamplingError(
                     f"races {first.race_id} and {e.race_id} use different frame codecs; "
                     "use filters to sample one codec"

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numcodecs import Zstd
 
 from replay import format as fmt
 from replay import shards
 from replay.errors import RaceBusyError
+from replay.frame_codec import encode_steps
 from replay.lease import check_not_live, update_race
 from replay.race import RaceInfo, decode_frame, read_race_info
 from replay.race_layout import race_documents
@@ -140,6 +140,6 @@ def _repair_array(storage: ByteStorage, info: RaceInfo, name: str, chunks: list[
         dtype, shape = info.step_layout(name)
         zeros = np.zeros((s, *shape), dtype=dtype.newbyteorder("<"))
         key = fmt.shard_key(info.race_id, name, shard, 1 + len(shape))
-        storage.write(key, bytes(Zstd(level=3).encode(zeros)))
+        storage.write(key, encode_steps(zeros))
         lost |= set(range(shard * s, min((shard + 1) * s, info.length)))
     return lost

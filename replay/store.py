@@ -35,6 +35,7 @@ from replay.errors import (
     ReplayError,
     StoreError,
 )
+from replay.frame_codec import CodecName, new_frame_codec
 from replay.hierarchy import ensure_groups, write_group
 from replay.index import Filters
 from replay.race import Race, RaceInfo, read_json, read_race_info
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 
 Mode = Literal["a", "r"]
 log = logging.getLogger(__name__)
-Codec = Literal["jpeg", "zstd"]
 #: Paths that name an object store rather than a directory.
 OBJECT_STORE_PREFIXES = ("s3://",)
 
@@ -257,7 +257,7 @@ class Store:
         action_shape: tuple[int, ...] = (3,),
         extras: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
         meta: Mapping[str, Any] | None = None,
-        codec: Codec = "jpeg",
+        codec: CodecName = "jpeg",
         quality: int = fmt.DEFAULT_QUALITY,
         subsampling: str = "420",
         shard_size: int = fmt.DEFAULT_SHARD_SIZE,
@@ -274,7 +274,8 @@ class Store:
         """
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
-        check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
+        check_race_args(height, width, fps, shard_size, meta)
+        frames = new_frame_codec(codec, quality, subsampling)
         check_settings(flush_interval, queue_size, on_full, device)
         specs = step_specs(action_shape, extras or {})
         race_id = str(ULID())
@@ -286,9 +287,7 @@ class Store:
             height=height,
             width=width,
             shard_size=shard_size,
-            codec={"name": "jpeg", "quality": quality, "subsampling": subsampling}
-            if codec == "jpeg"
-            else {"name": "zstd", "level": 3},
+            codec=frames,
             action_shape=action_shape,
             extras=extras or {},
             meta=meta or {},
