@@ -14,6 +14,7 @@ and step arrays up to that length::
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class RaceInfo:
             lost_steps=tuple((int(a), int(b)) for a, b in attrs.get("lost_steps", [])),
         )
 
-    @property
+    @functools.cached_property
     def frame_codec(self) -> FrameCodec:
         """The typed codec of the race's frames (`replay.frame_codec`), from `codec`."""
         return frame_codec(self.codec)

@@ -10,9 +10,10 @@ for info in store.races():
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -292,7 +293,7 @@ class Store:
             extras=extras or {},
             meta=meta or {},
         )
-        try:
+        with self._whole_race(race_id):
             write_group(self.storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
             enforce = None if read_capacity(self.storage).unlimited else self.enforce_capacity
             return Writer(
@@ -305,7 +306,14 @@ class Store:
                 device=device,
                 on_shard=enforce,
             )
-        except BaseException as e:  # ENOSPC, MemoryError...: leave no half-made race
+
+    @contextlib.contextmanager
+    def _whole_race(self, race_id: str) -> Iterator[None]:
+        """Leave no half-made race: on any failure (ENOSPC, MemoryError...) remove it,
+        and name the store in a read-only or OS error."""
+        try:
+            yield
+        except BaseException as e:
             self._discard_race(race_id)
             if isinstance(e, ReadOnlyStoreError):
                 raise ReadOnlyStoreError(f"cannot write a race into {self.root}: {e}") from e
