@@ -27,7 +27,7 @@ from replay.errors import (
     WriterClosedError,
     WriterFailedError,
 )
-from replay.index import Filters
+from replay.filters import Filters
 from replay.protocol import ProtocolError
 from replay.race import Race, RaceInfo
 from replay.samplers import Sampler

@@ -26,6 +26,9 @@ from replay.transform import Transform
 
 Out = Literal["numpy", "torch", "cupy"]
 
+#: Draws a ``skip_corrupt`` sampler (embedded or over HTTP) tries before it gives up.
+MAX_REDRAWS = 100
+
 
 @dataclass(frozen=True)
 class SampleKeys:
@@ -228,3 +231,12 @@ def _converter(out: Out, on_cuda: bool, gpu: int = 0) -> Callable[[Any], Any]:
             return cupy.asarray(a)
 
     return upload
+
+
+def to_numpy(values: Any) -> npt.NDArray[np.float64]:
+    """Priorities from NumPy, torch (any device) or CuPy."""
+    if hasattr(values, "detach"):  # torch
+        values = values.detach().cpu().numpy()
+    elif hasattr(values, "get") and hasattr(values, "__cuda_array_interface__"):  # cupy
+        values = values.get()
+    return np.asarray(values, dtype=np.float64)

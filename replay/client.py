@@ -12,8 +12,16 @@ reader's own decoder. ::
             client.update_priorities(batch.keys, td.abs() + 1e-3)
 
 One HTTP connection pool (keep-alive) serves all calls; calls are retried with
-exponential backoff when the connection fails or the service answers 503;
+exponential backoff when the connection fails or the service answers 503 (by
+default for about 22 s, enough to ride out a restart of the service);
 `batches` prefetches the next batches in a thread while you train.
+
+Retries never act twice: `sample*` and `update_priorities` send a request id
+(``Replay-Request-Id``, the same on every try of one call), and the service
+answers a repeat with the same batch (or count) without drawing (or applying)
+again. Other calls that are not GETs are retried only when the request was
+never sent (the connection could not be made) or the service said it did not
+act (503 with ``Retry-After``).
 
 ``skip_corrupt=True`` works as the embedded sampler's: the service redraws items
 that touch a damaged shard or frame (and avoids them from then on), and a batch
@@ -35,32 +43,29 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from replay import protocol
-from replay.batch import Batch, EncodedBatch, Out, make_batch
+from replay.batch import MAX_REDRAWS, Batch, EncodedBatch, Out, make_batch, to_numpy
 from replay.closing import Closing
 from replay.decode import decode_batch
 from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError, SamplingError
 from replay.race import RaceInfo
-from replay.samplers import MAX_REDRAWS, to_numpy
 from replay.transform import Transform
 
 log = logging.getLogger(__name__)
 
-#: Errors worth another try: the connection failed or broke (the request may not
-#: have reached the service).
-RETRYABLE = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.RemoteProtocolError,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.PoolTimeout,
-)
+#: Errors that mean the request was never sent: any request may be tried again.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: Errors worth another try of a request that is safe to repeat (a GET, or one with
+#: a request id): the connection failed or broke, maybe after the service acted.
+RETRYABLE = (*NOT_SENT, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+#: Methods that never act, so any failed try may be repeated.
+SAFE_METHODS = frozenset(["GET", "HEAD", "OPTIONS"])
 
 
 class ServiceError(ReplayError):
@@ -76,7 +81,10 @@ class Client(Closing):
     """A connection to a replay service at `url`.
 
     `token` is sent as ``Authorization: Bearer``; `retries` more tries follow a
-    failed connection or a 503, `backoff` seconds apart at first and doubling.
+    failed connection or a 503, `backoff` seconds apart at first and doubling up to
+    `max_backoff` (the defaults wait about 22 s in all: a restarted service takes
+    1.3 s to accept connections again on an idle machine, several on a busy one,
+    plus however long it was down).
     `transport` replaces httpx's (tests, custom TLS, proxies); `device` (``"auto"``:
     the GPU when there is one, else the CPU), `out` and `transform` are the
     defaults of `sample` and `batches`.
@@ -92,8 +100,9 @@ class Client(Closing):
         *,
         token: str | None = None,
         timeout: float = 60.0,
-        retries: int = 4,
+        retries: int = 10,
         backoff: float = 0.1,
+        max_backoff: float = 4.0,
         transport: httpx.BaseTransport | None = None,
         device: str = "auto",
         out: Out = "numpy",
@@ -101,13 +110,13 @@ class Client(Closing):
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
-        if backoff < 0:
-            raise ValueError(f"backoff must be >= 0, got {backoff}")
+        if backoff < 0 or max_backoff < 0:
+            raise ValueError(f"backoff and max_backoff must be >= 0, got {backoff}, {max_backoff}")
         headers = {"User-Agent": "replay-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url.rstrip("/")
-        self.retries, self.backoff = retries, backoff
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.device, self.out, self.transform = device, out, transform
         self.corrupt_skipped = 0
         self._skipped_lock = threading.Lock()
@@ -116,7 +125,9 @@ class Client(Closing):
             headers=headers,
             timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30),
+            # idle connections are dropped before the service's keep-alive timeout (5 s)
+            # closes them, so a request is never sent on one it is closing
+            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=4),
         )
 
     def __repr__(self) -> str:
@@ -125,25 +136,44 @@ class Client(Closing):
     # -- plumbing --------------------------------------------------------------------------
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call, retried on connection errors and 503; error answers raise."""
+        """One call, retried on connection errors and 503; error answers raise.
+
+        A call that may act (not a GET; no ``Replay-Request-Id`` header) is retried
+        only if it was never sent or the service answered 503 with ``Retry-After``
+        (it did not act); see the module doc.
+        """
+        headers = kwargs.get("headers") or {}
+        repeatable = method.upper() in SAFE_METHODS or protocol.REQUEST_ID_HEADER in headers
+        retry_on = RETRYABLE if repeatable else NOT_SENT
         delay = self.backoff
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
                 response = self._http.request(method, path, **kwargs)
-            except RETRYABLE as e:
+            except httpx.TransportError as e:
+                where = f"{method} {self.url}{path}"
+                if not isinstance(e, retry_on):
+                    why = "" if repeatable else "; not retried, as the service may have acted on it"
+                    raise ServiceError(f"{where}: no answer ({type(e).__name__}: {e}){why}") from e
                 if last:
-                    raise ServiceError(
-                        f"{method} {self.url}{path}: no answer after {attempt + 1} tries ({e})"
-                    ) from e
+                    raise ServiceError(f"{where}: no answer after {attempt + 1} tries ({e})") from e
             else:
-                if response.status_code != 503 or last:
+                busy = response.status_code == 503 and (
+                    repeatable or "Retry-After" in response.headers
+                )
+                if not busy or last:
                     if response.status_code >= 400:
                         raise error_of(response)
                     return response
             time.sleep(delay)
-            delay *= 2
+            delay = min(2 * delay, max(self.backoff, self.max_backoff))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _acting(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A call that acts (draws a batch, sets priorities), under a fresh request id
+        that each of its tries carries: the service acts on it once."""
+        headers = {**kwargs.pop("headers", {}), protocol.REQUEST_ID_HEADER: uuid.uuid4().hex}
+        return self.request(method, path, headers=headers, **kwargs)
 
     def close(self) -> None:
         """Close the connections."""
@@ -203,7 +233,7 @@ class Client(Closing):
             "filters": None if filters is None else dict(filters),
             "skip_corrupt": skip_corrupt,
         }
-        response = self.request(
+        response = self._acting(
             "POST", "/v1/sample", json=body, headers={"Accept": protocol.MEDIA_TYPE}
         )
         self._count_skipped(response)
@@ -283,7 +313,7 @@ class Client(Closing):
             "decoded": {"crop": crop, "size": size, "grey": grey},
             "skip_corrupt": skip_corrupt,
         }
-        response = self.request("POST", "/v1/sample", json=body)
+        response = self._acting("POST", "/v1/sample", json=body)
         self._count_skipped(response)
         message = protocol.unpack(response.content)
         if not isinstance(message, protocol.RawBatch):
@@ -363,7 +393,7 @@ class Client(Closing):
         """Set the priorities of sampled items (`Batch.keys`); returns how many were sent."""
         values = to_numpy(priorities).reshape(-1).tolist()
         body = {"keys": [[str(r), int(s)] for r, s in keys], "priorities": values}
-        updated: int = self.request("PUT", "/v1/priorities", json=body).json()["updated"]
+        updated: int = self._acting("PUT", "/v1/priorities", json=body).json()["updated"]
         return updated
 
 

@@ -27,10 +27,8 @@ or shards over 4 GiB) plus ~100 bytes per shard; a race costs about 1 KB
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,80 +37,11 @@ import numpy.typing as npt
 from replay import format as fmt
 from replay import shards
 from replay.errors import CorruptDataError, RaceNotFoundError
+from replay.filters import Filters
 from replay.race import RaceInfo, read_race_info
 
 if TYPE_CHECKING:
     from replay.storage import ByteStorage
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Which races a sampler draws from; None means any.
-
-    `env`, `map`, `policy` and `race_ids` take one value or a sequence of
-    values. `since` / `until` bound the race's ``started_at`` (ISO 8601 strings or
-    aware datetimes; ``since <= started_at < until``).
-
-        Filters(env="CarRacing-v3", since="2026-05-01T00:00:00+00:00")
-        store.sampler(filters={"map": ["seed-1", "seed-2"]})
-    """
-
-    env: str | Sequence[str] | None = None
-    map: str | Sequence[str] | None = None
-    policy: str | Sequence[str] | None = None
-    since: str | dt.datetime | None = None
-    until: str | dt.datetime | None = None
-    race_ids: Sequence[str] | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None:
-                _parse_time(value, name)
-
-    @classmethod
-    def of(cls, value: Filters | Mapping[str, Any] | None) -> Filters:
-        """A `Filters` from itself, a dict of its fields, or None (no filter)."""
-        if value is None:
-            return cls()
-        if isinstance(value, Filters):
-            return value
-        known = {f.name for f in fields(cls)}
-        unknown = set(value) - known
-        if unknown:
-            raise ValueError(f"unknown filter(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**value)
-
-    def matches(self, info: RaceInfo) -> bool:
-        """True if the race passes every filter."""
-        for name, actual in (("env", info.env), ("map", info.map), ("policy", info.policy)):
-            want = getattr(self, name)
-            if want is not None and actual not in _as_set(want):
-                return False
-        if self.race_ids is not None and info.race_id not in _as_set(self.race_ids):
-            return False
-        if self.since is not None or self.until is not None:
-            started = _parse_time(info.started_at, "started_at")
-            if self.since is not None and started < _parse_time(self.since, "since"):
-                return False
-            if self.until is not None and started >= _parse_time(self.until, "until"):
-                return False
-        return True
-
-
-def _as_set(value: str | Sequence[str]) -> set[str]:
-    return {value} if isinstance(value, str) else set(value)
-
-
-def _parse_time(value: str | dt.datetime, name: str) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        parsed = value
-    else:
-        try:
-            parsed = dt.datetime.fromisoformat(value)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{name} must be an ISO 8601 time, got {value!r}") from e
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
 class ShardTable:

@@ -4,16 +4,37 @@ Commands that need optional packages live in `capture` and `service`, which
 `replay` never imports: they register under an entry point group (``replay.commands``
 for top-level commands, ``replay.bench`` for benchmarks) and `PluginGroup` loads them
 when asked. A plugin whose extra is missing still shows in ``--help`` and, when run,
-says which extra to install; a broken plugin (not a click command) says so when run
-and never takes ``--help`` down with it.
+says which extra to install (`EXTRAS`); a broken plugin (not a click command) says so
+when run and never takes ``--help`` down with it.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 
 import click
+
+#: The extra of `replay` that installs what each of its own plugins imports, by the
+#: entry point's object reference (pyproject.toml's ``replay.commands`` and
+#: ``replay.bench``; tests/replay/test_plugins.py checks that the two agree). Plugins
+#: of other distributions have none: their message names the missing module.
+EXTRAS: Mapping[str, str] = {
+    "capture.cli:record": "capture",
+    "service.cli:serve": "service",
+    "service.soak:soak": "service",
+    "service.bench:serve_bench": "service",
+    "replay.bench.s3:command": "s3",
+}
+
+
+def install_hint(ep: EntryPoint, error: ImportError) -> str:
+    """What to install for a plugin that failed to import with `error`."""
+    extra = EXTRAS.get(ep.value)
+    if extra is not None:
+        return f"pip install 'replay[{extra}]'"
+    return f"the package that provides {error.name or ep.module!r}"
 
 
 class PluginGroup(click.Group):
@@ -40,12 +61,12 @@ class PluginGroup(click.Group):
         try:
             loaded = ep.load()
         except ImportError as e:
-            extra = ep.value.split(".")[0]
+            hint = install_hint(ep, e)
             return _unusable_command(
                 cmd_name,
-                f"(needs: pip install 'replay[{extra}]')",
+                f"(needs: {hint})",
                 f"'{cmd_name}' needs optional packages that are not installed ({e}). "
-                f"Install them with: pip install 'replay[{extra}]'",
+                f"Install them with: {hint}",
             )
         if not isinstance(loaded, click.Command):
             message = f"plugin {ep.value} is not a click command"

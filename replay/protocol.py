@@ -42,6 +42,10 @@ MEDIA_TYPE: Final = "application/vnd.replay.batch.v1"
 #: (``race:shard`` for a whole shard, ``race:shard:step`` for one frame).
 CORRUPT_SKIPPED_HEADER: Final = "Replay-Corrupt-Skipped"
 CORRUPT_WHERE_HEADER: Final = "Replay-Corrupt-Where"
+#: Request header naming one call of ``POST /v1/sample`` or ``PUT /v1/priorities``
+#: (the same on each of its tries): the service answers a repeat as it answered the
+#: first, without drawing or applying again, so a client may retry it safely.
+REQUEST_ID_HEADER: Final = "Replay-Request-Id"
 MAGIC: Final = b"RPLB"
 VERSION: Final = 1
 PREFIX: Final = struct.Struct("<4sI")

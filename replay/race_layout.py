@@ -17,7 +17,7 @@ from zarr.storage import MemoryStore
 
 from replay import format as fmt
 from replay.errors import ReplayError
-from replay.frame_codec import FrameCodec, frame_codec, step_compressors
+from replay.frame_codec import FrameCodec, frame_codec, new_frame_codec, step_compressors
 from replay.writer import StepSpec
 
 if TYPE_CHECKING:
@@ -108,11 +108,14 @@ def check_race_args(
     width: int,
     fps: float,
     shard_size: int,
+    codec: str,
+    quality: int,
+    subsampling: str,
     meta: Mapping[str, Any] | None,
-) -> None:
-    """ValueError (naming the value) for a bad argument of `Store.new_race`, before
-    anything is written: sizes, a non-finite fps, non-JSON or NaN meta (the codec's
-    arguments: `replay.frame_codec.new_frame_codec`)."""
+) -> FrameCodec:
+    """The frame codec of a new race; ValueError (naming the value) for a bad argument
+    of `Store.new_race`, before anything is written: sizes, a non-finite fps, the codec
+    (`replay.frame_codec.new_frame_codec`), non-JSON or NaN meta."""
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     try:
@@ -123,12 +126,14 @@ def check_race_args(
         raise ValueError(f"fps must be a positive finite number, got {fps!r}")
     if not 1 <= shard_size <= 65536:
         raise ValueError(f"shard_size must be in 1..65536, got {shard_size}")
+    frames = new_frame_codec(codec, quality, subsampling)
     try:
         json.dumps(dict(meta or {}), allow_nan=False)
     except TypeError as e:
         raise ValueError(f"meta must be JSON-serialisable: {e}") from e
     except ValueError as e:  # NaN or infinity: not JSON (zarr.json must stay standard)
         raise ValueError(f"meta must hold finite numbers only (no NaN/inf): {e}") from e
+    return frames
 
 
 def step_specs(

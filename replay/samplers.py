@@ -15,6 +15,13 @@ boundary. With ``seq_len=1`` an item is one frame.
     for batch in sampler:                       # prefetches the next batch meanwhile
         ...
 
+Priorities (``"prioritized"``) are saved every `checkpoint_interval` seconds and at
+`close` to ``samplers/<name>/priorities.npz`` in the store, or to `checkpoint_path` (a
+local file of yours: the way to keep them when the store is open read-only); a new
+sampler of the same name starts from them. On a read-only store without a
+`checkpoint_path`, `update_priorities` raises `ReadOnlyStoreError` rather than drop
+them; ``save_priorities=False`` keeps them in memory, for the sampler's life only.
+
 Memory: the index's few bytes per cached frame (see `replay.index`); the
 prioritized selector adds 16 bytes per item (a float64 sum tree, leaves and
 nodes); `Uniform` and `Recent` add nothing per item.
@@ -24,26 +31,38 @@ from __future__ import annotations
 
 import io
 import logging
-import queue
+import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from replay import format as fmt
-from replay.batch import Batch, EncodedBatch, Out, SampleKeys, corrupt_frame_error, make_batch
+from replay.batch import (
+    MAX_REDRAWS,
+    Batch,
+    EncodedBatch,
+    Out,
+    SampleKeys,
+    corrupt_frame_error,
+    make_batch,
+    to_numpy,
+)
 from replay.closing import Closing
 from replay.decode import decode_frames
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
-from replay.index import Filters, Index, RaceEntry
+from replay.filters import Filters
+from replay.index import Index, RaceEntry
 from replay.jpeg import resolve_device
+from replay.prefetch import prefetched
 from replay.reader import Reader
 from replay.selectors import Draw, ItemSpace, Prioritized, Recent, Uniform
+from replay.storage import LocalStorage
 
 if TYPE_CHECKING:
     from replay.storage import ByteStorage
@@ -52,8 +71,6 @@ if TYPE_CHECKING:
 Kind = Literal["uniform", "prioritized", "recent"]
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
-#: Attempts to draw a batch that avoids known-corrupt frames before giving up.
-MAX_REDRAWS = 100
 R = TypeVar("R")
 
 
@@ -119,6 +136,8 @@ class Sampler(Closing):
         recent_fraction: float = 0.5,
         refresh_interval: float = 1.0,
         checkpoint_interval: float | None = 60.0,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        save_priorities: bool = True,
         io_threads: int | None = None,
         read_only: bool = False,
     ) -> None:
@@ -138,6 +157,8 @@ class Sampler(Closing):
         resolve_device(device)  # refuse a bad device now; "auto" runs its GPU check once, here
         self.refresh_interval = refresh_interval
         self.checkpoint_interval = checkpoint_interval
+        self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
+        self.save_priorities = save_priorities
         self.read_only = read_only
         self.filters = Filters.of(filters)
         self.index = Index(storage, self.filters)
@@ -160,7 +181,7 @@ class Sampler(Closing):
         self._batches = self._items = self._skipped = self._refreshes = 0
         self._dirty = False
         self._last_checkpoint = time.monotonic()
-        if isinstance(self.selector, Prioritized) and storage.exists(self.checkpoint_key):
+        if isinstance(self.selector, Prioritized):
             self._load_checkpoint()
 
     def __repr__(self) -> str:
@@ -369,40 +390,11 @@ class Sampler(Closing):
         """Batches for ever (or `limit` of them), the next one read while you train.
 
         A background thread prepares batch k+1 while the caller holds batch k, so
-        at most two batches are in memory. Closing the iterator stops the thread.
+        at most two batches are in memory. Closing the iterator stops the thread;
+        an iterator left open (a ``break``, a DataLoader worker) is stopped at exit
+        (`replay.prefetch`).
         """
-        results: queue.SimpleQueue[Batch | BaseException] = queue.SimpleQueue()
-        slots = threading.Semaphore(1)
-        stop = threading.Event()
-
-        def produce() -> None:
-            made = 0
-            while limit is None or made < limit:
-                slots.acquire()
-                if stop.is_set():
-                    return
-                try:
-                    results.put(self.sample(device, out, transform))
-                except BaseException as e:  # handed to the consumer
-                    results.put(e)
-                    return
-                made += 1
-
-        thread = threading.Thread(target=produce, name="replay-prefetch", daemon=True)
-        thread.start()
-        try:
-            made = 0
-            while limit is None or made < limit:
-                item = results.get()
-                if isinstance(item, BaseException):
-                    raise item
-                slots.release()  # start the next batch while this one is used
-                made += 1
-                yield item
-        finally:
-            stop.set()
-            slots.release()
-            thread.join()
+        return prefetched(lambda: self.sample(device, out, transform), limit=limit)
 
     # -- priorities --------------------------------------------------------------------
 
@@ -414,6 +406,8 @@ class Sampler(Closing):
         """
         if not isinstance(self.selector, Prioritized):
             raise SamplingError(f"update_priorities needs kind='prioritized', not {self.kind!r}")
+        if self.save_priorities:
+            self._check_can_save()
         keys = [(str(r), int(s)) for r, s in keys]
         with self._lock:
             self._maybe_refresh()
@@ -423,7 +417,7 @@ class Sampler(Closing):
             due = self.checkpoint_interval is not None and (
                 time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
             )
-        if due and not self.read_only:
+        if due and self.save_priorities:
             self.checkpoint()
 
     @property
@@ -431,12 +425,30 @@ class Sampler(Closing):
         """Where this sampler's priorities live in the store."""
         return f"samplers/{self.name}/priorities.npz"
 
+    @property
+    def checkpoint_location(self) -> str:
+        """Where `checkpoint` saves the priorities: `checkpoint_path`, or a file in the store."""
+        if self.checkpoint_path is not None:
+            return str(self.checkpoint_path)
+        return f"{getattr(self.storage, 'root', self.storage)}/{self.checkpoint_key}"
+
+    def _check_can_save(self) -> None:
+        """Refuse to take priorities that could never be saved (a read-only store)."""
+        if self.read_only and self.checkpoint_path is None:
+            raise ReadOnlyStoreError(
+                f"store {getattr(self.storage, 'root', self.storage)} is open read-only, so "
+                f"the priorities of sampler {self.name!r} cannot be saved in it: open it "
+                "writable (replay.open_store(path)), give the sampler a file of yours "
+                "(checkpoint_path='priorities.npz'), or keep them in memory only "
+                "(save_priorities=False)"
+            )
+
     def checkpoint(self) -> None:
-        """Write the priorities into the store (atomic); restored by a sampler of this name."""
+        """Save the priorities (atomic) to `checkpoint_location`; a prioritized sampler
+        of the same name (and `checkpoint_path`) starts from them."""
         if not isinstance(self.selector, Prioritized):
             return
-        if self.read_only:
-            raise ReadOnlyStoreError(f"{self.storage} is read-only; cannot save priorities")
+        self._check_can_save()
         with self._lock:
             state = self.selector.state()
             state["alpha"] = np.float64(self.selector.alpha)
@@ -444,11 +456,22 @@ class Sampler(Closing):
             self._last_checkpoint = time.monotonic()
         buf = io.BytesIO()
         np.savez(buf, **state)
-        self.storage.write(self.checkpoint_key, buf.getvalue())
+        if self.checkpoint_path is None:
+            self.storage.write(self.checkpoint_key, buf.getvalue())
+        else:  # the store's atomic, fsynced write, into the file's own folder
+            path = self.checkpoint_path
+            LocalStorage(path.parent).write(path.name, buf.getvalue())
 
     def _load_checkpoint(self) -> None:
+        """Start from the saved priorities: `checkpoint_path` if it exists, else the store's."""
         assert isinstance(self.selector, Prioritized)
-        with np.load(io.BytesIO(self.storage.read(self.checkpoint_key))) as data:
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            raw = self.checkpoint_path.read_bytes()
+        elif self.storage.exists(self.checkpoint_key):
+            raw = self.storage.read(self.checkpoint_key)
+        else:
+            return
+        with np.load(io.BytesIO(raw)) as data:
             self.selector.load_state({k: data[k] for k in data.files})
 
     # -- state -------------------------------------------------------------------------
@@ -493,18 +516,9 @@ class Sampler(Closing):
         )
 
     def close(self) -> None:
-        """Save changed priorities (writable stores) and stop the I/O threads."""
+        """Save changed priorities (unless ``save_priorities=False``); stop the I/O threads."""
         try:
-            if self._dirty and not self.read_only:
+            if self._dirty and self.save_priorities:
                 self.checkpoint()
         finally:
             self.reader.close()
-
-
-def to_numpy(values: Any) -> npt.NDArray[np.float64]:
-    """Priorities from NumPy, torch (any device) or CuPy."""
-    if hasattr(values, "detach"):  # torch
-        values = values.detach().cpu().numpy()
-    elif hasattr(values, "get") and hasattr(values, "__cuda_array_interface__"):  # cupy
-        values = values.get()
-    return np.asarray(values, dtype=np.float64)

@@ -144,6 +144,11 @@ class Recent:
         return Draw(races, starts, p, np.ones(n, dtype=np.float32))
 
 
+#: Removed races' leaves a prioritized sum tree may keep before it is compacted (at
+#: least; beyond that, as many as it has live leaves).
+COMPACT_MIN_LEAVES = 1024
+
+
 class Prioritized:
     """Proportional prioritized replay (Schaul et al. 2016) over a sum tree.
 
@@ -173,7 +178,13 @@ class Prioritized:
         self._seg_race = np.zeros(0, dtype=np.int64)
 
     def sync(self, space: ItemSpace) -> None:
-        """Give new items leaves, and zero the leaves of races no longer present."""
+        """Give new items leaves, and free the leaves of races no longer present.
+
+        A removed race's leaves are zeroed at once (never drawn again); once they
+        outnumber the live leaves, `compact` rebuilds the tree from the live ones,
+        so the tree holds at most about twice the live items however many races
+        eviction churns through (amortised O(1) per removed leaf).
+        """
         if space is self._space:
             return
         present = {e.race_id for e in space.entries}
@@ -181,6 +192,9 @@ class Prioritized:
             for _, leaf, count in self._segments.pop(race_id):
                 self.tree.set(np.arange(leaf, leaf + count), np.zeros(count))
             del self._allocated[race_id]
+        live = sum(self._allocated.values())
+        if len(self.tree) - live > max(live, COMPACT_MIN_LEAVES):
+            self.compact()
         for e, count in zip(space.entries, space.counts.tolist(), strict=True):
             have = self._allocated.get(e.race_id, 0)
             if count <= have:
@@ -212,6 +226,31 @@ class Prioritized:
         self._seg_race = np.array([pos.get(r, -1) for r in self._leaf_race], dtype=np.int64)
         self._lo_array = np.asarray(self._leaf_lo, dtype=np.int64)
         self._start_array = np.asarray(self._leaf_start, dtype=np.int64)
+
+    def compact(self) -> None:
+        """Rebuild the tree from the live races' leaves only (one segment per race).
+
+        Priorities are kept; the leaves of removed races are dropped and the tree's
+        capacity shrinks to fit. Called by `sync` when removed leaves outnumber live ones.
+        """
+        races = list(self._allocated)
+        parts = [
+            self.tree.get(np.arange(leaf, leaf + count))
+            for r in races
+            for _, leaf, count in self._segments[r]
+        ]
+        values = np.concatenate(parts) if parts else np.zeros(0)
+        self.tree = SumTree(capacity=max(1, len(values)))
+        self.tree.append(values)
+        self._segments, self._leaf_race, self._leaf_lo, self._leaf_start = {}, [], [], []
+        leaf = 0
+        for r in races:
+            self._segments[r] = [(0, leaf, self._allocated[r])]
+            self._leaf_race.append(r)
+            self._leaf_lo.append(leaf)
+            self._leaf_start.append(0)
+            leaf += self._allocated[r]
+        self._space = None  # the segment arrays are rebuilt at the next sync
 
     def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
         """`n` items drawn in proportion to priority ** alpha, with importance weights."""

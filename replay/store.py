@@ -36,9 +36,9 @@ from replay.errors import (
     ReplayError,
     StoreError,
 )
-from replay.frame_codec import CodecName, new_frame_codec
+from replay.filters import Filters
+from replay.frame_codec import CodecName
 from replay.hierarchy import ensure_groups, write_group
-from replay.index import Filters
 from replay.race import Race, RaceInfo, read_json, read_race_info
 from replay.race_layout import check_race_args, race_attrs, race_builder, step_specs
 from replay.recovery import RecoveryReport, recover
@@ -46,7 +46,8 @@ from replay.repair import Repair, repair
 from replay.samplers import Kind, Sampler
 from replay.storage import ByteStorage, LocalStorage, is_read_only_error
 from replay.verify import RaceCheck, StoreCheck, verify_store
-from replay.writer import QueuePolicy, Writer, check_settings
+from replay.writer import QueuePolicy, StepSpec, ThreadWriter, Writer, check_settings
+from replay.writer_process import ProcessWriter, WriterKind, resolve_writer_kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -222,7 +223,8 @@ class Store:
         `kind` is ``"uniform"``, ``"prioritized"`` or ``"recent"``. Items are windows
         of `seq_len` steps `stride` apart inside one race. More `options` (`Sampler`'s
         keywords): ``device, out, transform`` (defaults for `sample` and iteration),
-        ``alpha, beta, name, checkpoint_interval`` (prioritized),
+        ``alpha, beta, name, checkpoint_interval, checkpoint_path, save_priorities``
+        (prioritized; where priorities are saved: `replay.samplers`),
         ``recent_seconds, recent_fraction`` (recent), ``refresh_interval, io_threads``.
 
             sampler = store.sampler("uniform", batch_size=32, seq_len=4, seed=0)
@@ -266,20 +268,24 @@ class Store:
         queue_size: int = 32,
         on_full: QueuePolicy = "block",
         device: str = "auto",
+        writer: WriterKind = "auto",
     ) -> Writer:
         """Start recording a race; returns its `Writer` (use it as a context manager).
 
         `codec` is ``"jpeg"`` (lossy, `quality` 1-100, `subsampling` "420"/"422"/"444")
         or ``"zstd"`` (lossless). `extras` declares more per-step arrays as
         ``{name: (dtype, shape)}``. `meta` is any JSON-able user metadata.
+        `writer` is where frames are encoded: ``"process"`` (a writer process fed
+        through shared memory; ``"auto"`` for CPU frames) or ``"thread"`` (a thread
+        of this process; ``"auto"`` for CUDA frames), see `replay.writer_process`.
         """
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
-        check_race_args(height, width, fps, shard_size, meta)
-        frames = new_frame_codec(codec, quality, subsampling)
-        check_settings(flush_interval, queue_size, on_full, device)
+        frames = check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
+        kind = resolve_writer_kind(
+            writer, check_settings(flush_interval, queue_size, on_full, device)
+        )
         specs = step_specs(action_shape, extras or {})
-        race_id = str(ULID())
         attrs = race_attrs(
             env=env,
             map=map,
@@ -293,12 +299,47 @@ class Store:
             extras=extras or {},
             meta=meta or {},
         )
+        return self._create_race(
+            attrs,
+            specs,
+            kind,
+            flush_interval=flush_interval,
+            queue_size=queue_size,
+            on_full=on_full,
+            device=device,
+        )
+
+    def _create_race(
+        self,
+        attrs: dict[str, Any],
+        specs: list[StepSpec],
+        kind: Literal["thread", "process"],
+        *,
+        flush_interval: float,
+        queue_size: int,
+        on_full: QueuePolicy,
+        device: str,
+    ) -> Writer:
+        """Write a new race's group, then start its writer: a process or a thread
+        (`replay.writer_process`); on any failure, no half-made race is left."""
+        race_id = str(ULID())
         with self._whole_race(race_id):
             write_group(self.storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
+            info = RaceInfo.from_attrs(race_id, attrs)
             enforce = None if read_capacity(self.storage).unlimited else self.enforce_capacity
-            return Writer(
+            if kind == "process":
+                return ProcessWriter(
+                    self.storage,
+                    info,
+                    specs,
+                    flush_interval=flush_interval,
+                    queue_size=queue_size,
+                    on_full=on_full,
+                    enforce_capacity=enforce is not None,
+                )
+            return ThreadWriter(
                 self.storage,
-                RaceInfo.from_attrs(race_id, attrs),
+                info,
                 specs,
                 flush_interval=flush_interval,
                 queue_size=queue_size,

@@ -1,4 +1,9 @@
-"""The background writer beside the driver.
+"""The background writer beside the driver: the `Writer` interface and `ThreadWriter`.
+
+`ThreadWriter` encodes in a thread of the driver's process (the CUDA path, and
+``new_race(writer="thread")``); for CPU frames the default is the process writer
+(`replay.writer_process`), which runs a `ThreadWriter` in a writer process fed
+through shared memory. docs/writer.md says which and why.
 
 `Writer.append` validates a frame, copies it into a preallocated ring slot and
 returns: the driver never waits on encoding or disk. A background thread takes
@@ -140,7 +145,113 @@ def device_array(frame: Any, xp: Any, race_id: str = "") -> Any:
 
 
 class Writer:
-    """Records one race. Create it with `Store.new_race`, not directly."""
+    """Records one race. Create it with `Store.new_race`, not directly.
+
+    Two kinds share this interface: `ThreadWriter` (encodes in a thread of the
+    driver's process; the CUDA path) and `replay.writer_process.ProcessWriter`
+    (encodes in a separate writer process fed through a shared-memory ring; the
+    default for CPU frames). `pid` is the process that encodes and commits (the
+    race's lease holder).
+    """
+
+    race_id: str
+    device: jpeg.Device
+    pid: int
+    _gpu: int  # the CUDA device a CUDA writer's frames live on
+    _specs: dict[str, StepSpec]
+    _shape: tuple[int, int, int]
+
+    def append(self, frame: Any, **steps: Any) -> bool:
+        """Queue one frame and its step data; returns False if the frame was dropped.
+
+        `frame` is (H, W, 3) uint8: a NumPy array (any strides, read-only is fine) or,
+        on a CUDA writer, a CUDA array (CuPy, torch, anything with
+        ``__cuda_array_interface__``). `steps` are the race's step arrays: ``action``,
+        ``reward``, ``terminated``, ``truncated``, ``t_ns`` (default: now) and the
+        declared extras; missing ones are zero.
+        """
+        raise NotImplementedError
+
+    def stats(self) -> WriterStats:
+        """A snapshot of the counters."""
+        raise NotImplementedError
+
+    def close(self, status: str = fmt.COMPLETE) -> None:
+        """Commit what is queued and mark the race `status` (complete); idempotent.
+
+        Raises `WriterFailedError` if the background writer failed (the race is then
+        marked aborted; what was committed before the failure stays readable).
+        """
+        raise NotImplementedError
+
+    def _check_frame(self, frame: Any) -> tuple[Any, bool]:
+        """The frame as an array, and whether it is on the GPU; FrameError if it is wrong."""
+        on_device = _is_cuda_array(frame)
+        if on_device and self.device != "cuda":
+            raise FrameError(
+                f"race {self.race_id}: got a CUDA frame but this writer encodes on the CPU "
+                "(open the race with device='cuda', or pass a host array)"
+            )
+        if on_device:
+            import cupy
+
+            with gpu.on_device(self._gpu):
+                frame = device_array(frame, cupy, self.race_id)
+        else:
+            frame = np.asarray(frame)
+        shape, dtype = tuple(frame.shape), np.dtype(frame.dtype)
+        if shape != self._shape or dtype != np.uint8:
+            raise FrameError(
+                f"race {self.race_id}: frames must be {self._shape} uint8, got {shape} {dtype}"
+            )
+        return frame, on_device
+
+    def _check_steps(self, steps: dict[str, Any]) -> dict[str, npt.NDArray[Any]]:
+        unknown = steps.keys() - self._specs.keys()
+        if unknown:
+            raise StepDataError(
+                f"race {self.race_id}: unknown step data {sorted(unknown)}; "
+                f"declared: {sorted(self._specs)} (declare more with new_race(extras=...))"
+            )
+        values: dict[str, npt.NDArray[Any]] = {}
+        for name, value in steps.items():
+            spec = self._specs[name]
+            try:
+                array = np.asarray(value, dtype=spec.dtype)
+            except (TypeError, ValueError, OverflowError) as e:  # OverflowError: t_ns=2**70
+                raise StepDataError(f"race {self.race_id}: {name}={value!r}: {e}") from e
+            if array.shape != spec.shape:
+                raise StepDataError(
+                    f"race {self.race_id}: {name} must have shape {spec.shape}, got {array.shape}"
+                )
+            values[name] = array
+        values.setdefault("t_ns", np.asarray(time.time_ns(), dtype=np.int64))
+        return values
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close(status=fmt.ABORTED)
+        except ReplayError:  # the driver's own exception is the one to see
+            log.exception("race %s: writer failed while aborting", self.race_id)
+
+
+class ThreadWriter(Writer):
+    """A writer whose encoder runs in a background thread of the driver's process.
+
+    The CUDA path (nvImageCodec releases the GIL for the whole nvJPEG encode), and
+    ``new_race(writer="thread")`` for CPU frames.
+    """
 
     def __init__(
         self,
@@ -157,6 +268,7 @@ class Writer:
         self.device: jpeg.Device = check_settings(flush_interval, queue_size, on_full, device)
         self._gpu = jpeg.device_index(device) if self.device == "cuda" else 0
         self.race_id = info.race_id
+        self.pid = os.getpid()
         self._info = info
         self._storage = storage
         self._specs = {s.name: s for s in specs}
@@ -212,35 +324,10 @@ class Writer:
         return ring
 
     def append(self, frame: Any, **steps: Any) -> bool:
-        """Queue one frame and its step data; returns False if the frame was dropped.
-
-        `frame` is (H, W, 3) uint8: a NumPy array (any strides, read-only is fine) or,
-        on a CUDA writer, a CUDA array (CuPy, torch, anything with
-        ``__cuda_array_interface__``). `steps` are the race's step arrays: ``action``,
-        ``reward``, ``terminated``, ``truncated``, ``t_ns`` (default: now) and the
-        declared extras; missing ones are zero.
-        """
         if self._closed:
             raise WriterClosedError(f"race {self.race_id}: append() after close()")
         values = self._check_steps(steps)
-        on_device = _is_cuda_array(frame)
-        if on_device and self.device != "cuda":
-            raise FrameError(
-                f"race {self.race_id}: got a CUDA frame but this writer encodes on the CPU "
-                "(open the race with device='cuda', or pass a host array)"
-            )
-        if on_device:
-            import cupy
-
-            with gpu.on_device(self._gpu):
-                frame = device_array(frame, cupy, self.race_id)
-        else:
-            frame = np.asarray(frame)
-        shape, dtype = tuple(frame.shape), np.dtype(frame.dtype)
-        if shape != self._shape or dtype != np.uint8:
-            raise FrameError(
-                f"race {self.race_id}: frames must be {self._shape} uint8, got {shape} {dtype}"
-            )
+        frame, on_device = self._check_frame(frame)
         if self._error is not None:
             self._dropped += 1
             return False
@@ -266,28 +353,6 @@ class Writer:
                 self._events[slot].record()
         else:
             np.copyto(self._ring[slot], frame)
-
-    def _check_steps(self, steps: dict[str, Any]) -> dict[str, npt.NDArray[Any]]:
-        unknown = steps.keys() - self._specs.keys()
-        if unknown:
-            raise StepDataError(
-                f"race {self.race_id}: unknown step data {sorted(unknown)}; "
-                f"declared: {sorted(self._specs)} (declare more with new_race(extras=...))"
-            )
-        values: dict[str, npt.NDArray[Any]] = {}
-        for name, value in steps.items():
-            spec = self._specs[name]
-            try:
-                array = np.asarray(value, dtype=spec.dtype)
-            except (TypeError, ValueError, OverflowError) as e:  # OverflowError: t_ns=2**70
-                raise StepDataError(f"race {self.race_id}: {name}={value!r}: {e}") from e
-            if array.shape != spec.shape:
-                raise StepDataError(
-                    f"race {self.race_id}: {name} must have shape {spec.shape}, got {array.shape}"
-                )
-            values[name] = array
-        values.setdefault("t_ns", np.asarray(time.time_ns(), dtype=np.int64))
-        return values
 
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
@@ -329,23 +394,6 @@ class Writer:
                 f"race {self.race_id}: background writer failed after {self._written} "
                 f"committed frames: {self._error}"
             ) from self._error
-
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close(status=fmt.ABORTED)
-        except ReplayError:  # the driver's own exception is the one to see
-            log.exception("race %s: writer failed while aborting", self.race_id)
 
     # -- background thread -----------------------------------------------------------
 

@@ -16,7 +16,12 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from service import __version__, errors
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.middleware import (
+    BodyLimitMiddleware,
+    ConcurrencyLimitMiddleware,
+    HeadAsGetMiddleware,
+    MetricsMiddleware,
+)
 from service.routers import frames, health, metrics, races, sample, stats, viewer
 from service.settings import Settings, get_settings
 from service.state import ServiceState
@@ -57,12 +62,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "metrics", "description": "Prometheus metrics."},
         ],
     )
-    app.dependency_overrides[get_settings] = lambda: fixed
-    app.state.replay = ServiceState(settings.sampler_cache_size, settings.max_batches_in_flight)
+
+    async def settings_of_this_app() -> Settings:  # async: resolved without a worker thread
+        return fixed
+
+    app.dependency_overrides[get_settings] = settings_of_this_app
+    app.state.replay = ServiceState(
+        settings.sampler_cache_size, settings.max_batches_in_flight, settings.request_ids_ttl_s
+    )
     errors.install(app)
     for module in (health, stats, races, frames, sample, metrics, viewer):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=lambda: fixed.max_body_bytes)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=lambda: fixed.max_requests_in_flight)
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=lambda: app.state.replay.metrics)
     return app

@@ -55,9 +55,10 @@ def url_of(sock: socket.socket) -> str:
 @click.option(
     "--limit-concurrency",
     type=int,
-    default=256,
-    show_default=True,
-    help="Connections and requests at once; more are answered 503.",
+    default=None,
+    help="Requests handled at once (the probes excepted); more are answered 503 "
+    "[REPLAY_MAX_REQUESTS_IN_FLIGHT; 256]. Open connections do not count: idle and "
+    "slow ones are closed by the REPLAY_TIMEOUT_* timeouts.",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option(
@@ -72,7 +73,7 @@ def serve(
     port: int | None,
     token: str | None,
     allow_public: bool | None,
-    limit_concurrency: int,
+    limit_concurrency: int | None,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -85,6 +86,7 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.connections import uvicorn_config
     from service.settings import Settings
 
     given: dict[str, Any] = {
@@ -93,6 +95,7 @@ def serve(
         "port": port,
         "token": token,
         "allow_public": allow_public,
+        "max_requests_in_flight": limit_concurrency,
     }
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
@@ -113,11 +116,17 @@ def serve(
     click.echo(f"replay: serving {settings.store} at {url}  (API docs: {url}docs)", err=False)
     if settings.token is not None:
         click.echo("replay: a bearer token is required; open the viewer as <url>#token=<token>")
-    config = uvicorn.Config(
+    elif settings.allow_public:
+        click.echo(
+            f"replay: WARNING: --allow-public and no token: anyone who can reach {url} "
+            "reads the whole store. Set REPLAY_TOKEN (--token) unless that is intended.",
+            err=True,
+        )
+    config = uvicorn_config(
         create_app(settings),
+        settings,
         log_level=log_level,
         access_log=access_log,
-        limit_concurrency=limit_concurrency,
         timeout_graceful_shutdown=5,
     )
     # after uvicorn.Config, which (re)configures logging

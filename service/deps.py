@@ -38,8 +38,8 @@ RaceId = Annotated[
 Step = Annotated[int, Path(ge=0, le=MAX_STEP, description="Step (frame) index.", examples=[0])]
 
 
-def get_state(request: Request) -> ServiceState:
-    """The app's `ServiceState`."""
+async def get_state(request: Request) -> ServiceState:
+    """The app's `ServiceState` (async: resolved on the event loop, no worker thread)."""
     state: ServiceState = request.app.state.replay
     return state
 
@@ -57,11 +57,13 @@ StoreDep = Annotated[Store, Depends(get_store)]
 _bearer = HTTPBearer(auto_error=False, description="Set when the service has REPLAY_TOKEN.")
 
 
-def check_token(
+async def check_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """401 unless the request carries ``Authorization: Bearer <REPLAY_TOKEN>`` (when set)."""
+    """401 unless the request carries ``Authorization: Bearer <REPLAY_TOKEN>`` (when set).
+
+    Async (a constant-time compare, no I/O): checked without a worker thread."""
     expected = settings.token_value()
     if expected is None:
         return

@@ -19,9 +19,11 @@ of the service, so it is a 409 that names the race and shard::
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
@@ -85,7 +87,7 @@ async def store_error_handler(request: Request, exc: Exception) -> Response:
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     """HTTPException (401, 404 of unknown routes, 405, ...) in the common error shape."""
     assert isinstance(exc, HTTPException)
-    name = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed"}.get(
+    name = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 503: "Busy"}.get(
         exc.status_code, "HTTPError"
     )
     _count(request, name)
@@ -94,10 +96,23 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> Response:
-    """FastAPI's 422 for invalid parameters and bodies, counted."""
+    """FastAPI's 422 for invalid parameters and bodies, counted. The offending input is
+    echoed with non-finite numbers (``NaN``, ``Infinity``, ``1e400``) as strings: they
+    are not JSON, and the answer must be (it was a 500)."""
     assert isinstance(exc, RequestValidationError)
     _count(request, "ValidationError")
-    return await request_validation_exception_handler(request, exc)
+    return JSONResponse({"detail": finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+def finite(value: Any) -> Any:
+    """`value` (JSON-like) with every non-finite float replaced by its name as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def install(app: FastAPI) -> None:

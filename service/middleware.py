@@ -1,4 +1,4 @@
-"""ASGI middleware: request metrics and the request body limit.
+"""ASGI middleware: request metrics, the request body limit, the request limit, HEAD.
 
 Both are plain ASGI (not BaseHTTPMiddleware), so streaming responses and
 background tasks pass through untouched.
@@ -17,6 +17,8 @@ from service.metrics import Metrics
 
 #: An oversized body up to this size is read (and dropped) before the 413 is sent.
 DRAIN_MAX = 64 << 20
+#: The probes: never refused for load (they read little, and must answer under a flood).
+PROBES = frozenset(["/v1/live", "/v1/health"])
 
 
 def route_label(scope: Scope) -> str:
@@ -129,4 +131,57 @@ async def _too_large(send: Send, limit: int) -> None:
         (b"connection", b"close"),
     ]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ConcurrencyLimitMiddleware:
+    """Answers 503 (with ``Retry-After``) to requests over `limit` at once, probes excepted.
+
+    Counts requests being handled, not open connections (idle and slow connections
+    are `service.connections`' business), so a flood of connections never turns the
+    probes away. A refused request was not acted on: clients may retry it.
+    """
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in PROBES:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit():
+            await _busy(send, self.active)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+class HeadAsGetMiddleware:
+    """Answers ``HEAD`` on every ``GET`` route as ``GET`` would, without the body
+    (the server sends no body to a HEAD request); routes without GET answer 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
+async def _busy(send: Send, active: int) -> None:
+    body = json.dumps(
+        {"error": "Busy", "detail": f"busy: {active} requests in progress; retry"}
+    ).encode()
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -191,7 +191,8 @@ class Error(BaseModel):
 class RaceFilter(BaseModel):
     """Which races a sampler draws from (all when absent); fields combine with AND.
 
-    `env`, `map` and `policy` take one value or a list (any of them matches).
+    `env`, `map`, `policy` and `status` take one value or a list (any of them
+    matches). The fields are `replay.Filters`'s, the rule of the race list too.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -208,10 +209,15 @@ class RaceFilter(BaseModel):
         None, description="Races started at or after this time.", examples=["2025-07-01T00:00:00Z"]
     )
     until: AwareDatetime | None = Field(None, description="Races started before this time.")
+    status: Status | list[Status] | None = None
+    min_length: int = Field(0, ge=0, le=2**40, description="Only races with this many steps.")
+    contains: str | None = Field(
+        None, max_length=200, description="Env, map, policy or id contains this (any case)."
+    )
 
     def as_filters(self) -> dict[str, Any]:
-        """The filters as `replay.index.Filters` fields (unset ones left out)."""
-        out = self.model_dump(exclude_none=True)
+        """The filters as `replay.filters.Filters` fields (unset ones left out)."""
+        out = self.model_dump(exclude_defaults=True)
         for name in ("since", "until"):
             if name in out:
                 out[name] = out[name].isoformat()

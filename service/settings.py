@@ -68,6 +68,26 @@ class Settings(BaseSettings):
     sampler_cache_size: int = Field(
         32, ge=1, description="Samplers kept (one per kind and parameters), least recent out."
     )
+    max_requests_in_flight: int = Field(
+        256,
+        ge=1,
+        description="Requests handled at once (the probes excepted); more are answered 503. "
+        "Open connections do not count.",
+    )
+    timeout_request_s: float = Field(
+        10.0, gt=0, description="A request (head and body) must arrive within this long."
+    )
+    timeout_keep_alive_s: int = Field(
+        5, ge=1, description="An idle connection between requests is closed after this long."
+    )
+    timeout_send_s: float = Field(
+        30.0, gt=0, description="A client that reads none of its answer for this long is dropped."
+    )
+    request_ids_ttl_s: float = Field(
+        300.0,
+        gt=0,
+        description="How long the answer to a request id (Replay-Request-Id) is remembered.",
+    )
 
     @field_validator("store", mode="before")
     @classmethod

@@ -16,11 +16,14 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import anyio
+
 from replay import format as fmt
 from replay.race import RaceInfo
 from replay.samplers import Sampler
 from replay.store import Store, open_store
 from service.metrics import Metrics
+from service.request_ids import RequestIds
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -122,13 +125,50 @@ class LRUCache(Generic[T]):
             self._close(value)
 
 
+class BatchSlots:
+    """Bounds the batches in memory at once: a slot is taken before a batch is read and
+    given back once its last byte has left for the client (or the client is gone).
+
+    Waiting for a slot is async, so requests waiting for one hold no worker thread.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._semaphore = anyio.Semaphore(n, max_value=n)
+
+    @property
+    def free(self) -> int:
+        """Slots free now."""
+        return self._semaphore.value
+
+    async def acquire(self, timeout: float) -> bool:
+        """Take a slot, waiting up to `timeout` seconds; False if none freed in time."""
+        with anyio.move_on_after(timeout):
+            await self._semaphore.acquire()
+            return True
+        return False
+
+    def release(self) -> None:
+        """Give a slot back (on the event loop)."""
+        self._semaphore.release()
+
+
 class ServiceState:
     """Per-app state, on ``app.state.replay``."""
 
-    def __init__(self, sampler_cache_size: int, batches_in_flight: int = 8) -> None:
+    def __init__(
+        self, sampler_cache_size: int, batches_in_flight: int = 8, request_ids_ttl_s: float = 300.0
+    ) -> None:
         self.metrics = Metrics()
         #: Bounds the batches held in memory at once (each up to max_batch_frames frames).
-        self.batch_slots = threading.BoundedSemaphore(batches_in_flight)
+        self.batch_slots = BatchSlots(batches_in_flight)
+        #: Answers of requests with a request id, for safe retries.
+        self.request_ids = RequestIds(request_ids_ttl_s)
+        #: Worker threads of the readiness probe alone (other routes share AnyIO's).
+        self.probe_threads = anyio.CapacityLimiter(2)
+        #: Races this service has sampled: their priorities are ignored, not refused,
+        #: once evicted (the embedded sampler's behaviour); others unknown are a 404.
+        self.sampled_races: set[str] = set()
         self.samplers: LRUCache[Sampler] = LRUCache(sampler_cache_size, close=_close_sampler)
         self._stores: dict[str, Store] = {}
         self._sizes: dict[str, int] = {}

@@ -13,7 +13,7 @@ from click.decorators import FC
 
 from replay.bench.environment import environment
 from replay.bench.footprint import run_footprint_bench
-from replay.bench.ingest import Frame, run_ingest_bench
+from replay.bench.ingest import Frame, run_ingest_bench, run_writer_bench
 from replay.errors import ReplayError
 from replay.frame_codec import ZstdFrames
 from replay.plugins import PluginGroup
@@ -88,6 +88,7 @@ def bench() -> None:
 
     \b
       replay bench ingest --frames-from ./replay-data --frames 300
+      replay bench ingest --frames-from ./replay-data --frames 300 --writers
     """
 
 
@@ -97,6 +98,12 @@ def bench() -> None:
 @click.option("--distinct", default=60, show_default=True, help="Distinct real frames to cycle.")
 @click.option("--fps", default=30.0, show_default=True, help="Driver pace for the latency figures.")
 @device_option
+@click.option(
+    "--writers",
+    is_flag=True,
+    help="Compare the thread and process writers under sleeping, busy-waiting and "
+    "NumPy-heavy drivers, per env in --frames-from (instead of the baselines).",
+)
 @work_option
 @out_option
 def ingest(
@@ -105,12 +112,20 @@ def ingest(
     distinct: int,
     fps: float,
     device: str,
+    writers: bool,
     work: str | None,
     out: str | None,
 ) -> None:
     """Driver-visible append latency and sustained frames/s: replay vs one file per frame."""
     if n < 1 or distinct < 1:
         raise click.BadParameter("--frames and --distinct must be positive")
+    if writers:
+        envs = sorted({info.env for info in _frames_store(frames_from).races()})
+        by_env = {env: load_frames(frames_from, distinct, env) for env in envs}
+        with tempfile.TemporaryDirectory(dir=work) as scratch:
+            results = run_writer_bench(by_env, n, Path(scratch), fps=fps)
+        write_results("ingest-writers", results | {"frames_from": frames_from}, out)
+        return
     frames = load_frames(frames_from, distinct)
     click.echo(
         f"ingest: {n} frames of {frames[0].shape} per approach, paced at {fps} fps", err=True

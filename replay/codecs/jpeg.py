@@ -12,6 +12,7 @@ A chunk that does not decode raises ValueError naming its shape.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -103,7 +104,9 @@ class JpegCodec(ArrayBytesCodec):
         return chunk_spec.prototype.nd_buffer.from_numpy_array(image)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        return self._decode_sync(chunk_bytes, chunk_spec)
+        # In a worker thread, as zarr's own compressors do: a frame takes milliseconds
+        # and zarr's event loop serves every other read and write meanwhile.
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         image = np.asarray(chunk_array.as_numpy_array())
@@ -116,7 +119,7 @@ class JpegCodec(ArrayBytesCodec):
         return chunk_spec.prototype.buffer.from_bytes(blob)
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        return self._encode_sync(chunk_array, chunk_spec)
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
 
     def compute_encoded_size(self, _input_byte_length: int, _chunk_spec: ArraySpec) -> int:
         raise NotImplementedError("jpeg output size depends on the image")

@@ -101,6 +101,8 @@ class SingletonDimCodec(ArrayArrayCodec):
         if isinstance(chunk_grid, RegularChunkGrid):
             self._shape(chunk_grid.chunk_shape)  # raises on a mismatch
 
+    # A reshape is a view (no pixel is touched), so it runs on zarr's event loop, as
+    # zarr's own transpose does; a worker thread would cost more than the work.
     def _decode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> NDBuffer:
         return chunk_array.reshape(chunk_spec.shape)
 

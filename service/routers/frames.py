@@ -18,8 +18,9 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from replay.codecs import JpegCodec
 from service.deps import Authorized, RaceId, SettingsDep, StateDep, Step, StoreDep
 from service.models import Error
+from service.routers import API_PREFIX
 
-router = APIRouter(prefix="/v1/races", tags=["frames"], dependencies=[Authorized])
+router = APIRouter(prefix=f"{API_PREFIX}/races", tags=["frames"], dependencies=[Authorized])
 
 MEDIA_TYPES = {"jpeg": "image/jpeg", "zstd": "application/zstd"}
 

@@ -9,20 +9,25 @@ The two answer different questions, so an orchestrator can act on each:
   the store's root ``zarr.json`` is still there and lists the races (one HEAD and
   one LIST on an object store), and answers 503 with the reason otherwise. Take
   the replica out of rotation while it fails (readinessProbe); restarting would
-  not bring the store back.
+  not bring the store back. Its storage reads run on threads of their own
+  (`ServiceState.probe_threads`), never queued behind other requests' reads.
+
+Both are exempt from the request limit (`service.middleware`) and need no token.
 """
 
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter
 
 from replay import format as fmt
 from replay.errors import StoreError
 from service import __version__
-from service.deps import StoreDep
+from service.deps import SettingsDep, StateDep
 from service.models import Error, Health, Live
+from service.routers import API_PREFIX
 
-router = APIRouter(prefix="/v1", tags=["health"])
+router = APIRouter(prefix=API_PREFIX, tags=["health"])
 
 
 @router.get("/live", summary="Liveness: the process answers (reads no storage)")
@@ -37,8 +42,14 @@ async def live() -> Live:
     summary="Readiness: the store opens and its races list",
     responses={503: {"model": Error, "description": "The store is missing or unreadable."}},
 )
-def health(store: StoreDep) -> Health:
+async def health(settings: SettingsDep, state: StateDep) -> Health:
     """Answers without a token, so load balancers and readiness probes can use it."""
-    if not store.storage.exists(fmt.METADATA):  # removed since it was opened
-        raise StoreError(f"{store.root} is no longer a replay store (no {fmt.METADATA})")
-    return Health(version=__version__, races=len(store.race_ids()))
+
+    def races() -> int:
+        store = state.store(settings.store)
+        if not store.storage.exists(fmt.METADATA):  # removed since it was opened
+            raise StoreError(f"{store.root} is no longer a replay store (no {fmt.METADATA})")
+        return len(store.race_ids())
+
+    n = await anyio.to_thread.run_sync(races, limiter=state.probe_threads)
+    return Health(version=__version__, races=n)

@@ -15,14 +15,16 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from replay.filters import Filters
 from replay.race import RaceInfo
 from replay.store import Store
 from service.deps import Authorized, RaceId, SettingsDep, StateDep, StoreDep
 from service.models import Error, RaceDetail, RacePage, RaceSummary, Status, StepWindow
+from service.routers import API_PREFIX
 
-router = APIRouter(prefix="/v1/races", tags=["races"], dependencies=[Authorized])
+router = APIRouter(prefix=f"{API_PREFIX}/races", tags=["races"], dependencies=[Authorized])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Error, "description": "No such race."}}
 
@@ -42,21 +44,33 @@ SortKey = Literal[
 ]
 
 
+#: One filter value or several (``?env=a&env=b``: any of them matches).
+Values = list[Annotated[str, Field(max_length=200)]] | None
+
+
 class RaceQuery(BaseModel):
-    """Filters and paging of the race list (query parameters)."""
+    """Filters, order and paging of the race list (query parameters).
+
+    The filters validate into `replay.Filters` (`filters`), the rule samplers use,
+    so ``GET /v1/races?env=...`` lists the races a sampler with the same filters
+    draws from. ``started_after`` / ``started_before`` are the older spellings of
+    ``since`` / ``until`` and still accepted.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    env: str | None = Field(None, max_length=200, examples=["CarRacing-v3"])
-    map: str | None = Field(None, max_length=200)
-    policy: str | None = Field(None, max_length=200)
-    status: Status | None = None
-    started_after: dt.datetime | None = Field(
+    env: Values = Field(None, max_length=64, examples=[["CarRacing-v3"]])
+    map: Values = Field(None, max_length=64)
+    policy: Values = Field(None, max_length=64)
+    status: list[Status] | None = Field(None, max_length=3)
+    since: dt.datetime | None = Field(
         None, description="Only races started at or after this time (UTC if no zone)."
     )
-    started_before: dt.datetime | None = Field(
+    until: dt.datetime | None = Field(
         None, description="Only races started before this time (UTC if no zone)."
     )
+    started_after: dt.datetime | None = Field(None, description="Same as `since`.")
+    started_before: dt.datetime | None = Field(None, description="Same as `until`.")
     min_length: int = Field(0, ge=0, le=2**40, description="Only races with this many steps.")
     q: str | None = Field(
         None,
@@ -72,49 +86,32 @@ class RaceQuery(BaseModel):
     offset: int = Field(0, ge=0, le=2**31)
     limit: int = Field(50, ge=1, description="Page size (at most the service's max_page_size).")
 
+    @model_validator(mode="after")
+    def _one_spelling(self) -> RaceQuery:
+        for new, old in (("since", "started_after"), ("until", "started_before")):
+            if getattr(self, new) is not None and getattr(self, old) is not None:
+                raise ValueError(f"give {new} or {old}, not both (they are the same filter)")
+        return self
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
-def _started(info: RaceInfo) -> dt.datetime | None:
-    try:
-        return _utc(dt.datetime.fromisoformat(info.started_at))
-    except ValueError:
-        return None
+    def filters(self) -> Filters:
+        """The query's filters as the library's `Filters`."""
+        return Filters(
+            env=self.env,
+            map=self.map,
+            policy=self.policy,
+            status=self.status,
+            since=self.since or self.started_after,
+            until=self.until or self.started_before,
+            min_length=self.min_length,
+            contains=self.q,
+        )
 
 
 def select(races: Iterable[RaceInfo], q: RaceQuery) -> list[RaceInfo]:
     """The races matching the query's filters, in its order (no paging)."""
-    out = []
-    for info in races:
-        if (q.env is not None and info.env != q.env) or (q.map is not None and info.map != q.map):
-            continue
-        if (q.policy is not None and info.policy != q.policy) or (
-            q.status is not None and info.status != q.status
-        ):
-            continue
-        if info.length < q.min_length:
-            continue
-        if q.q is not None and not _contains(info, q.q):
-            continue
-        if q.started_after is not None or q.started_before is not None:
-            started = _started(info)
-            if started is None:
-                continue
-            if q.started_after is not None and started < _utc(q.started_after):
-                continue
-            if q.started_before is not None and started >= _utc(q.started_before):
-                continue
-        out.append(info)
+    filters = q.filters()
+    out = [info for info in races if filters.matches(info)]
     return out[::-1] if q.order == "newest" else out
-
-
-def _contains(info: RaceInfo, text: str) -> bool:
-    needle = text.casefold()
-    return any(
-        needle in field.casefold() for field in (info.env, info.map, info.policy, info.race_id)
-    )
 
 
 class Returns:

@@ -16,27 +16,31 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, HTTPException, Response
-from starlette.types import Receive, Scope, Send
+from fastapi import APIRouter, HTTPException, Request, Response
 
+from replay import format as fmt
 from replay import protocol
-from replay.batch import EncodedBatch
+from replay.batch import EncodedBatch, SampleKeys, corrupt_frame_error
 from replay.decode import decode_frames
-from replay.errors import ReplayError
+from replay.errors import RaceNotFoundError, ReplayError
 from replay.samplers import Drawn, Sampler, Skipped
 from replay.store import Store
 from replay.transform import Transform
+from service.batch_response import BatchResponse
 from service.deps import Authorized, SettingsDep, StateDep, StoreDep
 from service.models import Error, PrioritiesRequest, PrioritiesUpdated, SampleRequest
+from service.routers import API_PREFIX
 from service.settings import Settings
 from service.state import Cached, ServiceState
 
-router = APIRouter(prefix="/v1", tags=["sample"], dependencies=[Authorized])
+router = APIRouter(prefix=API_PREFIX, tags=["sample"], dependencies=[Authorized])
 
 #: How long a /v1/sample request waits for a free batch slot before a 503.
 BUSY_TIMEOUT_S = 30.0
@@ -44,27 +48,34 @@ BUSY_TIMEOUT_S = 30.0
 MAX_WHERE = 20
 #: What a ``decoded`` view adds to a batch: (B*L, H, W, C) uint8 pixels, or None.
 Pixels = npt.NDArray[np.uint8] | None
+#: Longest request id accepted (longer ones are refused with 422).
+MAX_REQUEST_ID = 128
 
 
-class SlotResponse(Response):
-    """A response that gives its batch slot back once sent (or once sending failed)."""
+@dataclass(frozen=True)
+class DrawnKeys:
+    """What a sample request with a request id is remembered by: its keys, and what
+    was skipped to draw them; a repeat re-reads the same keys."""
 
-    def __init__(
-        self,
-        content: bytes,
-        *,
-        release: Callable[[], None],
-        media_type: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(content, media_type=media_type, headers=headers)
-        self._release = release
+    keys: SampleKeys
+    skipped: list[Skipped]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._release()
+    @property
+    def nbytes(self) -> int:
+        k = self.keys
+        return k.steps.nbytes + k.weights.nbytes + k.probabilities.nbytes + 8 * k.batch_size
+
+
+def request_key(route: str, request: Request) -> Hashable | None:
+    """The `service.request_ids` key of a request: its route and ``Replay-Request-Id``."""
+    rid = request.headers.get(protocol.REQUEST_ID_HEADER)
+    if rid is None:
+        return None
+    if not 0 < len(rid) <= MAX_REQUEST_ID:
+        raise HTTPException(
+            422, f"{protocol.REQUEST_ID_HEADER} must be 1 to {MAX_REQUEST_ID} characters"
+        )
+    return (route, rid)
 
 
 def _check_limits(req: SampleRequest, settings: Settings) -> None:
@@ -107,7 +118,7 @@ def borrow_sampler(
 
     def build() -> Sampler:
         try:
-            return store.sampler(**params)
+            return store.sampler(**params, save_priorities=False)  # the store is read-only
         except ReplayError:
             raise
         except (TypeError, ValueError) as e:
@@ -138,17 +149,26 @@ def _view(req: SampleRequest, encoded: EncodedBatch, settings: Settings) -> Tran
     return t
 
 
-def draw(entry: Cached[Sampler], req: SampleRequest, settings: Settings) -> Drawn[Pixels]:
+def draw(
+    entry: Cached[Sampler], req: SampleRequest, settings: Settings, known: DrawnKeys | None
+) -> Drawn[Pixels]:
     """A batch from the cached sampler (`Sampler.draw`): keys, stored bytes, and pixels
-    for a ``decoded`` view. The client decodes stored frames itself, so without a view
-    nothing is decoded here; the reader has CRC32C-checked every stored frame."""
+    for a ``decoded`` view; with `known` (a repeated request id), the batch of those
+    keys. The client decodes stored frames itself, so without a view nothing is decoded
+    here; the reader has CRC32C-checked every stored frame."""
 
     def decode(encoded: EncodedBatch) -> tuple[Pixels, list[int]]:
         if req.decoded is None:
             return None, []
         return decode_frames(encoded, transform=_view(req, encoded, settings))
 
-    return entry.value.draw(decode)
+    if known is None:
+        return entry.value.draw(decode)
+    encoded = entry.value.fetch(known.keys)  # a repeat: the same keys, read again
+    pixels, failed = decode(encoded)
+    if failed:
+        raise corrupt_frame_error(encoded, failed[0])
+    return Drawn(known.keys, encoded, pixels, known.skipped)
 
 
 def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
@@ -188,42 +208,101 @@ def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
         503: {"model": Error, "description": "Too many batches in flight for too long; retry."},
     },
 )
-def sample(req: SampleRequest, store: StoreDep, settings: SettingsDep, state: StateDep) -> Response:
-    """Draws keys with the (cached) sampler, reads their frames as stored, and sends them."""
+async def sample(
+    req: SampleRequest, request: Request, store: StoreDep, settings: SettingsDep, state: StateDep
+) -> Response:
+    """Draws keys with the (cached) sampler, reads their frames as stored, and streams them.
+
+    Waiting for a batch slot holds no worker thread (only the reading does), so
+    waiting requests never starve other routes; the slot is held until the answer
+    has been sent (`service.batch_response`).
+    """
     _check_limits(req, settings)
-    if not state.batch_slots.acquire(timeout=BUSY_TIMEOUT_S):
-        raise HTTPException(503, "busy: too many batches in flight; retry", {"Retry-After": "1"})
-    try:  # the slot is held until the body is sent (or the request fails)
-        with borrow_sampler(store, state, sampler_params(req)) as entry:
-            drawn = draw(entry, req, settings)
-        body = b"".join(protocol.pack(drawn.encoded, drawn.decoded))
+    key = request_key("sample", request)
+    known: DrawnKeys | None = await state.request_ids.claim(key)
+    try:
+        if not await state.batch_slots.acquire(BUSY_TIMEOUT_S):
+            raise HTTPException(
+                503, "busy: too many batches in flight; retry", {"Retry-After": "1"}
+            )
+        try:
+            drawn = await anyio.to_thread.run_sync(_draw, store, state, req, settings, known)
+            parts = protocol.pack(drawn.encoded, drawn.decoded)
+        except BaseException:
+            state.batch_slots.release()
+            raise
     except BaseException:
-        state.batch_slots.release()
+        state.request_ids.fail(key)
         raise
+    state.sampled_races.update(drawn.keys.race_ids)
+    if known is None:
+        remembered = DrawnKeys(drawn.keys, drawn.skipped)
+        state.request_ids.done(key, remembered, remembered.nbytes)
     m = state.metrics
     m.count_frames("sample", req.batch_size * req.seq_len)
-    m.batch_bytes.observe(len(body))
-    m.corrupt_skipped.inc(len(drawn.skipped))
-    return SlotResponse(
-        body,
+    response = BatchResponse(
+        parts,
         release=state.batch_slots.release,
-        media_type=protocol.MEDIA_TYPE,
         headers=skipped_headers(drawn.skipped) if req.skip_corrupt else None,
     )
+    m.batch_bytes.observe(response.nbytes)
+    m.corrupt_skipped.inc(0 if known is not None else len(drawn.skipped))
+    return response
+
+
+def _draw(
+    store: Store,
+    state: ServiceState,
+    req: SampleRequest,
+    settings: Settings,
+    known: DrawnKeys | None,
+) -> Drawn[Pixels]:
+    with borrow_sampler(store, state, sampler_params(req)) as entry:
+        return draw(entry, req, settings, known)
 
 
 @router.put(
     "/priorities",
     summary="Set the priorities of sampled keys",
     responses={
-        404: {"model": Error, "description": "A key names an unknown race."},
+        404: {
+            "model": Error,
+            "description": "A key names a race neither in the store nor sampled before "
+            "(keys of races evicted since they were sampled are ignored).",
+        },
         422: {"model": Error, "description": "Keys and priorities disagree, or no sampler."},
     },
 )
-def update_priorities(req: PrioritiesRequest, state: StateDep) -> PrioritiesUpdated:
-    """Applies to every cached prioritized sampler (those that drew the keys)."""
+async def update_priorities(
+    req: PrioritiesRequest, request: Request, store: StoreDep, state: StateDep
+) -> PrioritiesUpdated:
+    """Applies to every cached prioritized sampler (those that drew the keys). With a
+    request id, a repeat is answered as the first was and applies nothing again."""
     if len(req.keys) != len(req.priorities):
         raise HTTPException(422, f"{len(req.keys)} keys but {len(req.priorities)} priorities")
+    key = request_key("priorities", request)
+    known: PrioritiesUpdated | None = await state.request_ids.claim(key)
+    if known is not None:
+        return known
+    try:
+        result = await anyio.to_thread.run_sync(_update_priorities, req, store, state)
+    except BaseException:
+        state.request_ids.fail(key)
+        raise
+    state.request_ids.done(key, result, 64)
+    return result
+
+
+def _update_priorities(
+    req: PrioritiesRequest, store: Store, state: ServiceState
+) -> PrioritiesUpdated:
+    unknown = [  # neither in the store nor sampled before (then evicted: ignored)
+        race_id
+        for race_id in sorted({race_id for race_id, _ in req.keys} - state.sampled_races)
+        if not store.storage.exists(f"{fmt.race_key(race_id)}/{fmt.METADATA}")
+    ]
+    if unknown:  # nothing applied
+        raise RaceNotFoundError(f"no race {', '.join(unknown[:10])} in {store.root}")
     targets = [e for e in state.samplers.entries() if e.params["kind"] == "prioritized"]
     if not targets:
         raise HTTPException(

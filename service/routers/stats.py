@@ -10,8 +10,9 @@ from fastapi import APIRouter
 from replay.samplers import Sampler
 from service.deps import Authorized, StateDep, StoreDep
 from service.models import SamplerState, Stats
+from service.routers import API_PREFIX
 
-router = APIRouter(prefix="/v1", tags=["stats"], dependencies=[Authorized])
+router = APIRouter(prefix=API_PREFIX, tags=["stats"], dependencies=[Authorized])
 
 
 @router.get("/stats", summary="Store totals, samplers and request counters")

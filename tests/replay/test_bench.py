@@ -54,6 +54,32 @@ def test_bench_ingest_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) 
     }
 
 
+def test_bench_ingest_writers_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> None:
+    store = replay.open_store(tmp_path / "frames")
+    for env in ("CarRacing-v3", "ViZDoom"):
+        with store.new_race(env=env, height=90, width=160) as writer:
+            for frame in real_frames[:3]:
+                writer.append(np.ascontiguousarray(frame[::10, ::10]))
+    out = tmp_path / "writers.json"
+    args = ["--frames-from", str(tmp_path / "frames"), "--frames", "4", "--fps", "200"]
+    result = CliRunner().invoke(main, ["bench", "ingest", *args, "--writers", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "ingest-writers"
+    figures = doc["results"]
+    assert set(figures["first_new_race_s"]) == {"thread", "process"}
+    for env in ("CarRacing-v3", "ViZDoom"):
+        assert figures[env]["frame_shape"] == [90, 160, 3]
+        for driver in ("sleep", "busy", "numpy"):
+            for kind in ("thread", "process"):
+                assert figures[env][driver][kind]["p99_us"] > 0
+                assert figures[env][driver][kind]["dropped"] == 0
+            assert figures[env]["append_p99_thread_vs_process"][driver] > 0
+        for kind in ("thread", "process"):
+            assert figures[env]["sustained_frames_per_s"][kind] > 0
+            assert figures[env]["sustained_cpu_ms_per_frame"][kind] >= 0
+
+
 def test_bench_needs_recorded_frames(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["bench", "ingest", "--frames-from", str(tmp_path / "none")])
     assert result.exit_code == 1

@@ -3,7 +3,9 @@ frames through them, their JSON configurations round-trip, bad settings are refu
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import zarr
+import zarr.api.asynchronous
 from zarr.registry import get_codec_class
 
 from replay import jpeg
@@ -224,3 +227,69 @@ def test_singleton_dim_works_without_sharding(
 def test_a_boolean_quality_is_refused() -> None:
     with pytest.raises(ValueError, match="quality must be an integer"):
         JpegCodec(quality=True)
+
+
+class _LoopProbe:
+    """Tells whether another task of the event loop ran while a frame was being coded."""
+
+    def __init__(self) -> None:
+        self.coding = threading.Event()
+        self.loop_ran = threading.Event()
+        self.seen: list[bool] = []
+
+    def wait_for_the_loop(self) -> None:
+        """Called inside the codec's work: waits (bounded) for a task on the loop to run."""
+        self.coding.set()
+        self.seen.append(self.loop_ran.wait(timeout=5))  # False: the loop was blocked
+        self.coding.clear()
+        self.loop_ran.clear()
+
+    async def watch(self, task: asyncio.Task[Any]) -> None:
+        """Another task on the loop: notes each moment it runs while a frame is coded."""
+        while not task.done():
+            if self.coding.is_set():
+                self.loop_ran.set()
+            await asyncio.sleep(0)
+
+
+class _ProbedJpegCodec(JpegCodec):
+    """The real JPEG codec, whose work first waits for the probe."""
+
+    probe = _LoopProbe()
+
+    def _encode_sync(self, chunk_array: Any, chunk_spec: Any) -> Any:
+        self.probe.wait_for_the_loop()
+        return super()._encode_sync(chunk_array, chunk_spec)
+
+    def _decode_sync(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
+        self.probe.wait_for_the_loop()
+        return super()._decode_sync(chunk_bytes, chunk_spec)
+
+
+def test_jpeg_work_does_not_block_zarrs_event_loop(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    """A frame encodes and decodes in a worker thread, as zarr's own compressors do, so
+    other tasks of zarr's event loop (other reads and writes) run meanwhile."""
+    probe = _ProbedJpegCodec.probe = _LoopProbe()  # fresh for each run
+
+    async def write_and_read() -> npt.NDArray[np.uint8]:
+        array = await zarr.api.asynchronous.create_array(
+            str(tmp_path / "frames"),
+            shape=(1, H, W, 3),
+            chunks=(1, H, W, 3),
+            dtype="uint8",
+            filters=[SingletonDimCodec()],
+            serializer=_ProbedJpegCodec(),
+            compressors=None,
+            fill_value=0,
+        )
+        write = asyncio.ensure_future(array.setitem(0, real_frames[3]))
+        await asyncio.gather(write, probe.watch(write))
+        read = asyncio.ensure_future(array.getitem(0))
+        await asyncio.gather(read, probe.watch(read))
+        return np.asarray(read.result())
+
+    image = asyncio.run(write_and_read())
+    assert probe.seen == [True, True]  # [encode, decode]: the loop ran during each
+    assert psnr(image, real_frames[3]) >= 38.0

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
-from sampling_helpers import make_store
+from sampling_helpers import make_store, write_race
 
 import replay
 from replay.transform import Transform
 
 torch = pytest.importorskip("torch")
-from replay.loader import ReplayDataset, make_loader, to_device  # noqa: E402
+from replay.loader import START_METHOD, ReplayDataset, make_loader, to_device  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +100,42 @@ def test_sampling_benchmark_runs(tmp_path: Path) -> None:
         assert ours[key]["peak_rss_mb"] > 0
     assert ours["bytes_per_frame"] < 96 * 160 * 3
     assert results["ratios"]["bytes_per_frame_raw_memmap_over_replay"] > 1
+
+
+BREAK_OUT = """
+import sys
+from replay.loader import make_loader
+
+if __name__ == "__main__":
+    loader = make_loader(sys.argv[1], num_workers=2, batch_size=8, seq_len=2, seed=0)
+    assert loader.multiprocessing_context.get_start_method() == sys.argv[2]
+    for i, batch in enumerate(loader):
+        assert tuple(batch.frames.shape) == (8, 2, 900, 1600, 3)
+        if i == 1:
+            break  # the workers are still decoding and handing back batches
+    print("left the loop", flush=True)
+"""
+
+
+def test_breaking_out_of_a_loader_loop_is_clean(
+    real_frames: npt.NDArray[np.uint8], tmp_path: Path
+) -> None:
+    """Issue 13, item 13: leaving a make_loader loop with ``break`` printed "terminate
+    called without an active exception" and a worker died of SIGABRT (its queue's feeder
+    thread was inside torch's C++ tensor sharing when the worker exited)."""
+    store = replay.open_store(tmp_path / "store")
+    write_race(store, real_frames[:24])
+    script = tmp_path / "break_out.py"
+    script.write_text(BREAK_OUT)
+    run = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "store"), START_METHOD],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert "left the loop" in run.stdout
+    assert "terminate called" not in run.stderr
+    assert "killed by signal" not in run.stderr
+    assert run.returncode == 0, run.stderr[-2000:]

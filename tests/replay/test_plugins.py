@@ -5,13 +5,17 @@ plugin that is not a command is refused, built-in commands win."""
 from __future__ import annotations
 
 import textwrap
+import tomllib
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 
-from replay.plugins import PluginGroup
+from replay.plugins import EXTRAS, PluginGroup, install_hint
+
+ROOT = Path(__file__).parents[2]
 
 GROUP = "replay.test_plugins"
 BAD_GROUP = "replay.test_bad_plugins"
@@ -86,12 +90,30 @@ def test_a_plugin_whose_extra_is_missing_says_what_to_install() -> None:
     cli = make_cli(GROUP)
     runner = CliRunner()
     result = runner.invoke(cli, ["--help"])
-    assert "(needs: pip install 'replay[replay_no_such_extra]')" in result.output
+    assert "(needs: the package that provides 'replay_no_such_extra')" in result.output
     result = runner.invoke(cli, ["optional"])
     assert result.exit_code == 1
     assert "'optional' needs optional packages that are not installed" in result.output
     assert "No module named 'replay_no_such_extra'" in result.output
-    assert "pip install 'replay[replay_no_such_extra]'" in result.output
+    assert "replay[" not in result.output  # another distribution's plugin: no extra guessed
+
+
+def test_each_plugin_of_replay_names_its_own_extra() -> None:
+    """`replay bench s3` says ``replay[s3]`` (not ``replay[replay]``, guessed from the
+    package name); every entry point in pyproject.toml has an extra that exists."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    error = ImportError("No module named 'obstore'", name="obstore")
+    s3 = EntryPoint(name="s3", value="replay.bench.s3:command", group="replay.bench")
+    assert install_hint(s3, error) == "pip install 'replay[s3]'"
+    registered = {
+        value
+        for group in ("replay.commands", "replay.bench")
+        for value in project["entry-points"][group].values()
+    }
+    assert registered == set(EXTRAS)
+    assert set(EXTRAS.values()) <= set(project["optional-dependencies"])
+    serve = EntryPoint(name="serve", value="service.cli:serve", group="replay.commands")
+    assert install_hint(serve, error) == "pip install 'replay[service]'"
 
 
 @pytest.mark.usefixtures("plugins")

@@ -172,6 +172,40 @@ def test_priorities_checkpoint_into_the_store(tmp_path: Path) -> None:
     ro.close()  # nothing changed: no write attempted
 
 
+def test_priorities_on_a_read_only_store_are_saved_where_asked_or_refused(
+    tmp_path: Path,
+) -> None:
+    """Issue 13, item 11: on a store opened with mode="r", update_priorities took the
+    priorities and close() silently dropped them."""
+    _store, ids = make_store(tmp_path / "s", [8, 5])
+    keys = [(r, s) for r, n in zip(ids, [8, 5], strict=True) for s in range(n)]
+    ro = replay.open_store(tmp_path / "s", mode="r")
+    with ro.sampler("prioritized", name="learner", batch_size=4) as sampler:
+        with pytest.raises(replay.ReadOnlyStoreError, match="checkpoint_path=") as e:
+            sampler.update_priorities(keys, np.arange(1, 14))
+        assert str(tmp_path / "s") in str(e.value)
+        assert "'learner'" in str(e.value)
+    # a file of the user's keeps them, whatever the store's mode
+    mine = tmp_path / "mine" / "priorities.npz"
+    mine.parent.mkdir()
+    with ro.sampler("prioritized", name="learner", checkpoint_path=mine) as sampler:
+        assert sampler.checkpoint_location == str(mine)
+        sampler.update_priorities(keys, np.arange(1, 14))
+        expected = sampler.state_dict()["priorities"]
+    assert mine.is_file()
+    assert not (tmp_path / "s" / "samplers").exists()
+    again = ro.sampler("prioritized", name="learner", checkpoint_path=mine)
+    restored = again.state_dict()["priorities"]
+    np.testing.assert_allclose(restored["priorities"], expected["priorities"])
+    assert float(restored["max_priority"]) == 13
+    again.close()
+    # or, said so, in memory only (the service's samplers)
+    with ro.sampler("prioritized", name="memory", save_priorities=False) as sampler:
+        sampler.update_priorities(keys, np.full(13, 3.0))
+        assert sampler.selector.max_priority == 3.0  # type: ignore[union-attr]
+    assert not (tmp_path / "s" / "samplers").exists()
+
+
 def test_update_priorities_needs_a_prioritized_sampler(
     three_races: tuple[replay.Store, list[str]],
 ) -> None:

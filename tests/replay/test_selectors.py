@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-from sampling_helpers import write_race
+from sampling_helpers import small_frames, write_race
 
 import replay
-from replay.index import Index
+from replay import selectors
+from replay.index import Index, RaceEntry
 from replay.reader import Reader
 from replay.selectors import ItemSpace, Prioritized, Recent, Uniform
 
@@ -174,6 +176,74 @@ def test_priority_state_round_trips(index: Index) -> None:
     np.testing.assert_allclose(np.sort(partial.state()["priorities"]), np.sort(state["priorities"]))
     with pytest.raises(ValueError, match="inconsistent"):
         Prioritized(alpha=0.5, beta=0.4).load_state({**state, "counts": state["counts"][:2]})
+
+
+def test_races_churned_through_eviction_keep_the_tree_within_twice_the_live_items(
+    index: Index,
+) -> None:
+    """200 races of 1000 items pass through with 5 live at a time (issue 13, item 10: the
+    tree kept every evicted leaf, 200,000 leaves for 5,000 items). After each eviction the
+    tree holds at most twice the live items, and the draw probabilities and weights
+    are those of the live priorities alone."""
+    info = index.entries[0].info
+    races = [RaceEntry(dataclasses.replace(info, race_id=f"race-{i:03d}")) for i in range(200)]
+    live, per_race = 5, 1000
+    selector = Prioritized(alpha=0.5, beta=0.6)
+    rng = np.random.default_rng(8)
+    largest = 0
+    for first in range(len(races) - live + 1):
+        entries = races[first : first + live]
+        space = ItemSpace(entries, np.full(live, per_race, dtype=np.int64), SPAN)
+        selector.sync(space)
+        largest = max(largest, len(selector.tree))
+        assert len(selector.tree) <= 2 * live * per_race
+        assert selector.tree.nbytes <= 16 * 4 * live * per_race
+        newest = entries[-1].race_id  # the newest race's items get priorities 1..1000
+        selector.update([(newest, s) for s in range(per_race)], np.arange(1.0, per_race + 1))
+    assert largest > live * per_race  # evicted leaves did build up between compactions
+    # the live priorities are kept through every compaction
+    state = selector.state()
+    assert state["race_ids"].tolist() == [e.race_id for e in races[-live:]]
+    expected = np.tile(np.arange(1.0, per_race + 1), live)
+    np.testing.assert_allclose(state["priorities"], expected)
+    draw = selector.draw(space, rng, 4000)
+    assert draw.races.min() >= 0  # only live races are drawn
+    p = (draw.starts + 1.0) ** 0.5 / (live * np.sum(np.arange(1.0, per_race + 1) ** 0.5))
+    np.testing.assert_allclose(draw.probabilities, p)
+    w = (live * per_race * p) ** -0.6
+    np.testing.assert_allclose(draw.weights, w / w.max(), rtol=1e-6)
+    assert np.bincount(draw.races, minlength=live).min() > 600  # every live race is drawn
+    assert selector.update([(races[0].race_id, 0)], [5.0]) == 0  # an evicted race's key
+
+
+def test_a_sampler_over_a_store_that_evicts_keeps_its_tree_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real eviction: a store with a byte budget for about two races, 10 races recorded
+    one after another, a prioritized sampler refreshed after each. (The tree is compacted
+    past COMPACT_MIN_LEAVES removed leaves; set to 0 so 16-item races show it.)"""
+    monkeypatch.setattr(selectors, "COMPACT_MIN_LEAVES", 0, raising=False)
+    store = replay.open_store(tmp_path / "store")
+    frames = small_frames(16)
+    write_race(store, frames)
+    store.set_capacity(max_bytes=2.5 * store.race_nbytes(store.races()[0].race_id))
+    sampler = store.sampler("prioritized", batch_size=4, seed=0, refresh_interval=0)
+    selector = sampler.selector
+    assert isinstance(selector, Prioritized)
+    for i in range(6):
+        if i:
+            write_race(store, frames)
+        store.enforce_capacity()
+        batch = sampler.sample()
+        sampler.update_priorities(batch.keys, np.full(4, 2.0 + i))
+        live = len(sampler)
+        assert live <= 3 * 16
+        assert len(selector.tree) <= 2 * live
+    assert len(sampler.index.entries) < 6  # races were evicted
+    present = {e.race_id for e in sampler.index.entries}
+    drawn = {r for _ in range(10) for r in sampler.sample_keys(len(sampler)).race_ids}
+    assert drawn == present
+    sampler.close()
 
 
 def test_bad_settings_and_priorities_are_refused(index: Index) -> None:

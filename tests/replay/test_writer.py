@@ -17,9 +17,11 @@ import pytest
 
 import replay
 from replay import jpeg
+from replay.bench.footprint import psnr
 
 CHILD = Path(__file__).with_name("writer_child.py")
 SMALL = (48, 64, 3)
+KINDS = pytest.mark.parametrize("kind", ["thread", "process"])
 
 
 def small_frame(i: int) -> npt.NDArray[np.uint8]:
@@ -62,20 +64,22 @@ def test_non_contiguous_and_read_only_frames_are_accepted(
         assert np.array_equal(race.frame(step), expected)
 
 
-def test_append_after_close_raises(tmp_path: Path) -> None:
+@KINDS
+def test_append_after_close_raises(tmp_path: Path, kind: str) -> None:
     store = replay.open_store(tmp_path)
-    writer = small_race(store)
+    writer = small_race(store, writer=kind)
     writer.close()
     writer.close()  # idempotent
     with pytest.raises(replay.WriterClosedError, match="after close"):
         writer.append(small_frame(0))
 
 
-def test_exception_in_with_block_marks_race_aborted(tmp_path: Path) -> None:
+@KINDS
+def test_exception_in_with_block_marks_race_aborted(tmp_path: Path, kind: str) -> None:
     store = replay.open_store(tmp_path)
 
     def drive() -> str:
-        with small_race(store) as writer:
+        with small_race(store, writer=kind) as writer:
             writer.append(small_frame(0))
             raise RuntimeError(f"driver crashed in {writer.race_id}")
 
@@ -86,27 +90,32 @@ def test_exception_in_with_block_marks_race_aborted(tmp_path: Path) -> None:
     assert (info.status, info.length) == ("aborted", 1)
 
 
-def test_open_shard_is_committed_every_flush_interval(tmp_path: Path) -> None:
+@KINDS
+def test_open_shard_is_committed_every_flush_interval(tmp_path: Path, kind: str) -> None:
     store = replay.open_store(tmp_path)
-    with small_race(store, shard_size=100, flush_interval=0.1) as writer:
+    with small_race(store, shard_size=100, flush_interval=0.1, writer=kind) as writer:
         for i in range(5):
             writer.append(small_frame(i))
         deadline = time.monotonic() + 5
-        while store.race(writer.race_id).length < 5 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            store.race(writer.race_id).length < 5 or writer.stats().written < 5
+        ):  # the counters follow the commit
             time.sleep(0.02)
         race = store.race(writer.race_id)
         assert (race.status, race.length) == ("recording", 5)
         assert race.info.lease is not None
-        assert race.info.lease["pid"] == os.getpid()
+        assert race.info.lease["pid"] == writer.pid  # the process that commits
+        assert (writer.pid == os.getpid()) == (kind == "thread")
         assert race.frame(4)[0, 0, 0] == 4
         while writer.stats().written < 5 and time.monotonic() < deadline:
             time.sleep(0.01)  # counted just after the length is written
         assert writer.stats().written == 5
 
 
-def test_drop_policy_drops_and_counts_when_the_ring_is_full(tmp_path: Path) -> None:
+@KINDS
+def test_drop_policy_drops_and_counts_when_the_ring_is_full(tmp_path: Path, kind: str) -> None:
     store = replay.open_store(tmp_path)
-    with store.new_race(env="t", queue_size=1, on_full="drop") as writer:
+    with store.new_race(env="t", queue_size=1, on_full="drop", writer=kind) as writer:
         frame = np.zeros((900, 1600, 3), np.uint8)
         results = [writer.append(frame) for _ in range(50)]
     stats = writer.stats()
@@ -115,9 +124,10 @@ def test_drop_policy_drops_and_counts_when_the_ring_is_full(tmp_path: Path) -> N
     assert store.race(writer.race_id).length == stats.written
 
 
-def test_block_policy_loses_nothing(tmp_path: Path) -> None:
+@KINDS
+def test_block_policy_loses_nothing(tmp_path: Path, kind: str) -> None:
     store = replay.open_store(tmp_path)
-    with small_race(store, queue_size=2, shard_size=7) as writer:
+    with small_race(store, queue_size=2, shard_size=7, writer=kind) as writer:
         for i in range(100):
             writer.append(small_frame(i), reward=i)
     stats = writer.stats()
@@ -140,6 +150,8 @@ def test_invalid_writer_settings(tmp_path: Path) -> None:
             small_race(store, device="cuda")
     with pytest.raises(ValueError, match="flush_interval"):
         small_race(store, flush_interval=0)
+    with pytest.raises(ValueError, match="writer must be 'auto', 'thread' or 'process'"):
+        small_race(store, writer="fiber")
     assert store.race_ids() == []  # refused before anything was created
 
 
@@ -151,12 +163,14 @@ def spawn_writer(store: Path, frames: Path, *args: str) -> subprocess.Popen[str]
     )
 
 
-def test_sigkill_loses_at_most_the_open_flush_and_never_tears(
+def test_sigkill_of_a_thread_writer_loses_at_most_the_open_flush_and_never_tears(
     tmp_path: Path, frames_file: Path
 ) -> None:
     # A clean run gives the reference bytes (the encoder is deterministic).
     clean_store = tmp_path / "clean"
-    clean = spawn_writer(clean_store, frames_file, "--count", "40", "--fps", "1000")
+    clean = spawn_writer(
+        clean_store, frames_file, "--count", "40", "--fps", "1000", "--writer", "thread"
+    )
     clean.communicate(timeout=120)
     assert clean.returncode == 0
     reference = replay.open_store(clean_store, mode="r")
@@ -166,7 +180,9 @@ def test_sigkill_loses_at_most_the_open_flush_and_never_tears(
     rng = np.random.default_rng(7)
     for kill_at in rng.integers(3, 30, size=3):
         store_path = tmp_path / f"killed-{kill_at}"
-        child = spawn_writer(store_path, frames_file, "--count", "40", "--fps", "20")
+        child = spawn_writer(
+            store_path, frames_file, "--count", "40", "--fps", "20", "--writer", "thread"
+        )
         assert child.stdout is not None
         race_id = child.stdout.readline().strip()
         store = replay.open_store(store_path, mode="r")
@@ -182,6 +198,109 @@ def test_sigkill_loses_at_most_the_open_flush_and_never_tears(
             assert race.frame_bytes(step) == ref.frame_bytes(step)
         assert np.array_equal(race.frames[: race.length], ref.frames[: race.length])
         assert np.array_equal(race.steps("reward"), np.arange(race.length))
+
+
+def test_sigkill_of_the_driver_loses_nothing_appended_to_a_process_writer(
+    tmp_path: Path, frames_file: Path
+) -> None:
+    clean_store = tmp_path / "clean"
+    clean = spawn_writer(
+        clean_store, frames_file, "--count", "40", "--fps", "1000", "--writer", "process"
+    )
+    clean.communicate(timeout=120)
+    assert clean.returncode == 0
+    reference = replay.open_store(clean_store, mode="r")
+    ref = reference.race(reference.races()[0].race_id)
+
+    for kill_at in (1, 13, 29):  # mid-shard, a long flush interval: nothing committed yet
+        store_path = tmp_path / f"killed-{kill_at}"
+        child = spawn_writer(
+            store_path, frames_file, "--fps", "1000", "--flush-interval", "30",
+            "--writer", "process", "--hang-after", str(kill_at),
+        )  # fmt: skip
+        assert child.stdout is not None
+        race_id = child.stdout.readline().strip()
+        assert child.stdout.readline().split() == ["appended", str(kill_at)]
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+        store = replay.open_store(store_path, mode="r")
+        deadline = time.monotonic() + 60
+        while store.race(race_id).status == "recording" and time.monotonic() < deadline:
+            time.sleep(0.02)  # the writer process commits the ring, then closes the race
+        race = store.race(race_id)
+        assert (race.status, race.length) == ("aborted", kill_at)
+        assert race.info.lease is None
+        for step in range(kill_at):
+            assert race.frame_bytes(step) == ref.frame_bytes(step)
+        assert np.array_equal(race.steps("reward"), np.arange(kill_at))
+        assert np.array_equal(race.steps("action")[-1], np.float32([1, 2, 3]) * (kill_at - 1))
+
+
+def test_races_of_one_driver_share_one_writer_process(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    store = replay.open_store(tmp_path)
+    writers = [store.new_race(env=f"sub-{i}", shard_size=4, writer="process") for i in range(3)]
+    assert len({w.pid for w in writers}) == 1
+    assert writers[0].pid != os.getpid()
+    for step in range(10):  # a vector env: one frame per sub-env per step
+        for i, writer in enumerate(writers):
+            assert writer.append(real_frames[(step + i) % len(real_frames)], reward=10 * i + step)
+    for writer in writers:
+        writer.close()
+        assert (writer.stats().written, writer.stats().error) == (10, None)
+    for i, writer in enumerate(writers):
+        race = store.race(writer.race_id)
+        assert (race.status, race.length) == ("complete", 10)
+        assert race.steps("reward").tolist() == [10 * i + step for step in range(10)]
+        assert psnr(race.frame(9), real_frames[(9 + i) % len(real_frames)]) >= 38.0
+
+
+def test_a_dead_writer_process_is_seen_at_the_next_append(tmp_path: Path) -> None:
+    store = replay.open_store(tmp_path)
+    writer = small_race(store, writer="process", shard_size=4)
+    for i in range(6):
+        assert writer.append(small_frame(i))
+    os.kill(writer.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while writer.append(small_frame(0)) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the process has exited: then the frame is dropped
+    stats = writer.stats()
+    assert stats.dropped >= 1
+    assert stats.error is not None
+    assert f"writer process {writer.pid} exited" in stats.error
+    with pytest.raises(replay.WriterFailedError, match="writer process"):
+        writer.close()
+    # the next race starts a new writer process
+    with small_race(store, writer="process") as second:
+        assert second.pid != writer.pid
+        assert second.append(small_frame(1))
+    assert store.race(second.race_id).length == 1
+
+
+def test_the_writer_process_ignores_ctrl_c_and_commits_everything_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    store = replay.open_store(tmp_path)
+    first = small_race(store, writer="process", flush_interval=30)
+    for i in range(5):
+        assert first.append(small_frame(i), reward=i)
+    os.kill(first.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    second = small_race(store, writer="process", flush_interval=30)  # answered: it lives
+    assert second.pid == first.pid
+    assert second.append(small_frame(7), reward=7)
+    os.kill(first.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(
+        store.race(w.race_id).status == "recording" for w in (first, second)
+    ):
+        time.sleep(0.02)
+    assert (store.race(first.race_id).status, store.race(first.race_id).length) == ("aborted", 5)
+    assert store.race(first.race_id).steps("reward").tolist() == [0, 1, 2, 3, 4]
+    assert (store.race(second.race_id).status, store.race(second.race_id).length) == ("aborted", 1)
+    for writer in (first, second):
+        with pytest.raises(replay.WriterFailedError, match="stopped \\(SIGTERM\\)"):
+            writer.close()
 
 
 def test_two_processes_write_two_races_at_once(tmp_path: Path, frames_file: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import replay
 from replay import jpeg
 from replay.bench.footprint import psnr
+from replay.writer import ThreadWriter
 
 pytestmark = [
     pytest.mark.gpu,
@@ -107,3 +110,28 @@ def test_auto_takes_the_gpu_after_its_round_trip(tmp_path: Path) -> None:
     store = replay.open_store(tmp_path)
     with store.new_race(env="e", height=8, width=8, device="auto") as writer:
         assert writer.device == "cuda"
+
+
+def test_a_cuda_writer_encodes_in_a_thread_beside_a_busy_driver(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    # The CUDA path stays a thread of the driver (docs/writer.md): nvImageCodec
+    # releases the GIL for the whole nvJPEG encode, and device frames stay on the GPU.
+    import cupy
+
+    store = replay.open_store(tmp_path)
+    with pytest.raises(ValueError, match="writer='process' encodes on the CPU"):
+        store.new_race(env="e", device="cuda", writer="process")
+    with store.new_race(env="CarRacing-v3", device="cuda", shard_size=8) as writer:
+        assert isinstance(writer, ThreadWriter)
+        assert writer.pid == os.getpid()
+        start = time.perf_counter()
+        for step, frame in enumerate(real_frames[:40]):
+            assert writer.append(cupy.asarray(frame), reward=step)
+            while time.perf_counter() < start + (step + 1) / 30:  # a busy-wait holds the GIL
+                pass
+    stats = writer.stats()
+    assert (stats.written, stats.dropped, stats.error) == (40, 0, None)
+    race = store.race(writer.race_id)
+    assert race.steps("reward").tolist() == list(range(40))
+    assert psnr(race.frame(39), real_frames[39]) >= 38.0

@@ -4,7 +4,9 @@
 
 Appends frames from FRAMES.npy (cycling), with reward = step and action = step
 * (1, 2, 3), at `fps`; prints the race id on the first line of stdout, then
-"committed N" lines as the race grows, then "done". Tests kill it or wait.
+"done N" (N committed) at the end. Tests kill it or wait. ``--writer`` picks the
+writer kind (default: thread); ``--hang-after N`` prints "appended N" after N appends and then
+waits forever without closing (for a test to SIGKILL it at a known count).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the replay under test
 import replay
 
 
@@ -27,6 +31,10 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=8)
     parser.add_argument("--flush-interval", type=float, default=0.2)
     parser.add_argument("--env", default="child")
+    # thread (not the library's auto) by default: the crash and recovery tests kill a
+    # writer that dies with its process; the writer-process tests ask for "process"
+    parser.add_argument("--writer", default="thread", choices=["auto", "thread", "process"])
+    parser.add_argument("--hang-after", type=int, default=None)
     args = parser.parse_args()
     frames = np.load(args.frames, mmap_mode="r")
     store = replay.open_store(args.store)
@@ -37,6 +45,7 @@ def main() -> None:
         fps=args.fps,
         shard_size=args.shard_size,
         flush_interval=args.flush_interval,
+        writer=args.writer,
     )
     print(writer.race_id, flush=True)
     with writer:
@@ -47,6 +56,10 @@ def main() -> None:
                 action=np.array([1, 2, 3], dtype=np.float32) * step,
                 reward=float(step),
             )
+            if step + 1 == args.hang_after:
+                print("appended", step + 1, flush=True)
+                while True:
+                    time.sleep(1)
             time.sleep(max(0.0, start + (step + 1) / args.fps - time.monotonic()))
     print("done", writer.stats().written, flush=True)
     sys.exit(0)

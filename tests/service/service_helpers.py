@@ -5,12 +5,14 @@ bit or a bad write would)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import uvicorn
@@ -21,7 +23,8 @@ from replay import format as fmt
 from replay import shards
 from service.app import create_app
 from service.cli import bind
-from service.settings import Settings
+from service.connections import uvicorn_config
+from service.settings import Settings, get_settings
 
 #: Races of the served store: (env, map, policy, number of frames, reversed order).
 RACES = [
@@ -54,14 +57,18 @@ def write_race(
 
 
 class ThreadServer:
-    """An app served by uvicorn in a thread of this process, on 127.0.0.1 and a free port."""
+    """An app served by uvicorn in a thread of this process, on 127.0.0.1 and a free port,
+    configured as `replay serve` configures it (`service.connections.uvicorn_config`)."""
 
     def __init__(self, settings: Settings | None = None, *, app: FastAPI | None = None) -> None:
         self.app = app if app is not None else create_app(settings)
         self._sock = bind("127.0.0.1", 0)
         port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on")
+        # the timeouts of `replay serve` (settings from the environment with `app` alone)
+        config = uvicorn_config(
+            self.app, settings or get_settings(), log_level="warning", lifespan="on"
+        )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True
@@ -95,6 +102,41 @@ def raw_get(url: str, target: str, headers: dict[str, str] | None = None) -> tup
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, body
+
+
+# -- raw clients ---------------------------------------------------------------------------
+
+
+def address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def sample_request(batch_size: int, **extra: object) -> bytes:
+    """A raw ``POST /v1/sample`` (keep-alive, so several can be pipelined)."""
+    body = json.dumps({"batch_size": batch_size, **extra}).encode()
+    return (
+        f"POST /v1/sample HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def non_reader(url: str, requests: int = 2, **params: object) -> socket.socket:
+    """A client that asks for batches (pipelined) and reads none of them: its answer
+    waits for it, holding a batch slot."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+    s.connect(address(url))
+    s.sendall(sample_request(**{"batch_size": 100, **params}) * requests)  # type: ignore[arg-type]
+    return s
+
+
+def batches_drawn(url: str) -> int:
+    """Batches the server has drawn so far (its ``replay_batch_bytes`` histogram)."""
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("replay_batch_bytes_count"):
+            return int(float(line.split()[-1]))
+    return 0
 
 
 # -- damage on disk ------------------------------------------------------------------------

@@ -70,6 +70,21 @@ def test_client_transform_and_filters(client: Client, served_store: Path) -> Non
     assert {race_id for race_id, _ in remote.keys} == {store.race_ids()[1]}
 
 
+def test_one_filter_rule_for_the_race_list_and_samples(client: Client, served_store: Path) -> None:
+    """`replay.Filters` decides for the embedded sampler, the HTTP sampler and the list."""
+    filters: dict[str, Any] = {"contains": "RACK", "min_length": 25, "status": ["complete"]}
+    store = replay.open_store(served_store, mode="r")
+    wanted = {i.race_id for i in store.races() if replay.Filters.of(filters).matches(i)}
+    assert wanted == {store.race_ids()[1]}  # track-b, 32 steps
+    listed = client.races(q="RACK", min_length=25, status=["complete"])
+    assert {info.race_id for info in listed} == wanted
+    seed = next(seeds)
+    with store.sampler(batch_size=8, seed=seed, filters=filters) as embedded:
+        remote = client.sample(batch_size=8, seed=seed, filters=filters)
+        assert_same_batch(remote, embedded.sample())
+    assert {race_id for race_id, _ in remote.keys} == wanted
+
+
 def test_client_decoded_by_the_service(client: Client, served_store: Path) -> None:
     seed = next(seeds)
     store = replay.open_store(served_store, mode="r")
@@ -185,6 +200,8 @@ def test_unreachable_service() -> None:
 def test_client_argument_checks(url: str) -> None:
     with pytest.raises(ValueError, match="retries"):
         Client(url, retries=-1)
+    with pytest.raises(ValueError, match="backoff"):
+        Client(url, max_backoff=-1)
     with Client(url) as client, pytest.raises(ValueError, match="prefetch"):
         next(iter(client.batches(prefetch=0)))
 

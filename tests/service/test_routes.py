@@ -87,6 +87,69 @@ def test_races_list_paging_and_filters(http: httpx.Client, store: replay.Store) 
     assert http.get("/v1/races", params={"offset": -1}).status_code == 422
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"env": "CarRacing-v3"},
+        {"env": ["Other-v0", "CarRacing-v3"], "policy": "random"},
+        {"map": ["arena", "track-b"], "min_length": 25},
+        {"status": ["complete", "aborted"], "q": "RACK"},
+        {"since": "2000-01-01T00:00:00", "until": "2999-01-01T00:00:00+02:00"},
+        {"until": "2000-01-01T00:00:00Z"},
+    ],
+)
+def test_race_list_filters_are_the_samplers_filters(
+    http: httpx.Client, store: replay.Store, params: dict[str, object]
+) -> None:
+    """One filter rule: the HTTP list keeps exactly the races `replay.Filters` keeps."""
+    names = {"q": "contains"}
+    filters = replay.Filters(**{names.get(k, k): v for k, v in params.items()})  # type: ignore[arg-type]
+    embedded = [info.race_id for info in store.races() if filters.matches(info)]
+    r = http.get("/v1/races", params={"order": "oldest", **params})
+    assert r.status_code == 200, r.text
+    assert [item["race_id"] for item in r.json()["items"]] == embedded
+
+
+def test_race_list_takes_both_time_spellings(http: httpx.Client) -> None:
+    def total(**params: str) -> int:
+        r = http.get("/v1/races", params=params)
+        assert r.status_code == 200, r.text
+        return int(r.json()["total"])
+
+    assert total(since="2999-01-01T00:00:00Z") == total(started_after="2999-01-01T00:00:00Z") == 0
+    assert total(until="2999-01-01T00:00:00Z") == total(started_before="2999-01-01T00:00:00Z") == 3
+    both = {"since": "2000-01-01T00:00:00Z", "started_after": "2000-01-01T00:00:00Z"}
+    r = http.get("/v1/races", params=both)
+    assert r.status_code == 422
+    assert "started_after" in r.text
+
+
+def test_the_api_version_is_written_once(http: httpx.Client) -> None:
+    """Every API route is under ``/v1``, which `service.routers.API_PREFIX` alone spells."""
+    import inspect
+
+    from service.routers import API_PREFIX, frames, health, races, sample, stats
+
+    paths = set(http.get("/openapi.json").json()["paths"])
+    assert paths == {
+        "/v1/live",
+        "/v1/health",
+        "/v1/stats",
+        "/v1/races",
+        "/v1/races/{race_id}",
+        "/v1/races/{race_id}/steps",
+        "/v1/races/{race_id}/frames/{step}",
+        "/v1/sample",
+        "/v1/priorities",
+        "/metrics",
+    }
+    assert API_PREFIX == "/v1"
+    for module in (health, stats, races, frames, sample):
+        source = inspect.getsource(module)
+        assert '"/v1' not in source, module.__name__
+        assert module.router.prefix.startswith(API_PREFIX)
+
+
 def test_one_race(http: httpx.Client, store: replay.Store) -> None:
     race_id = store.race_ids()[0]
     r = http.get(f"/v1/races/{race_id}")

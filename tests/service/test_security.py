@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import replay
 from replay import format as fmt
 from replay.client import Client, ServiceError
 from service.cli import serve
+from service.process import ServerProcess
 from service.settings import Settings, is_loopback
 
 TOKEN = "s3cret-token"
@@ -95,6 +97,20 @@ def test_refuses_public_bind_without_token(served_store: Path) -> None:
         True
     ] * 5
     assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "::", "example.com"))
+
+
+def test_allow_public_without_a_token_warns(served_store: Path) -> None:
+    """``replay serve --allow-public`` (bound to loopback here: tests reach no other
+    address) says loudly that anyone who reaches it reads the store."""
+    with ServerProcess(served_store, "--allow-public", stderr=subprocess.STDOUT) as server:
+        assert httpx.get(f"{server.url}/v1/races").status_code == 200
+        deadline = time.monotonic() + 10
+        while "WARNING" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert "WARNING: --allow-public and no token: anyone who can reach" in server.output()
+    with ServerProcess(served_store, stderr=subprocess.STDOUT) as quiet:
+        pass
+    assert "WARNING" not in quiet.output()
 
 
 def test_refuses_public_bind_from_the_environment(

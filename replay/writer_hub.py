@@ -1,0 +1,195 @@
+"""The writer process: records the races of one driver from its shared-memory rings.
+
+Started by `replay.writer_process` (``python -c BOOTSTRAP FD PARENT_PID``, FD:
+its end of a socket to the driver; ``python -m replay.writer_hub FD PARENT_PID``
+works too). For each race the driver opens, a
+`ThreadWriter` (the in-process writer: encoder lanes, shards, flush interval,
+lease) records it, and a feeder thread moves posted frames from the race's
+`FrameRing` into that writer and publishes its stats back into the ring.
+
+The main thread reads the driver's messages. When the socket closes (the driver
+exited or was killed) or the parent pid changes, every open race gets all frames
+already posted to its ring, is closed as aborted, and the process exits: a
+driver that dies loses nothing it appended.
+
+It ignores SIGINT (Ctrl-C reaches the whole process group; the driver closes its
+races) and takes SIGTERM as the driver's end: it commits what was posted and exits.
+
+The process runs at a lower priority (nice 10) so that, on a machine with few
+cores, the driver wins the CPU whenever both want it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import signal
+import sys
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from replay import format as fmt
+from replay.errors import WriterFailedError
+from replay.ring import DONE, RUNNING, FrameRing
+from replay.writer import ENCODE_BATCH, ThreadWriter
+from replay.writer_process import no_stats
+
+log = logging.getLogger(__name__)
+PARENT_CHECK_S = 0.5  # how often the parent pid is checked besides the socket
+PUBLISH_S = 0.05  # stats are published at least this often while a race is open
+
+
+class RaceFeeder:
+    """One race in the writer process: its ring, its `ThreadWriter` and a feeder thread."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        self.ring = FrameRing.attach(
+            Path(setup["ring"]), setup["slots"], tuple(setup["shape"]), setup["layout"]
+        )
+        self._slots: int = setup["slots"]
+        self._tail = 0
+        self._status: str | None = None
+        self._wake = threading.Event()
+        self._failure: str | None = None
+        self.writer: ThreadWriter | None = None
+        try:
+            on_shard = None
+            if setup["enforce_capacity"]:
+                from replay.store import Store
+
+                on_shard = Store(setup["storage"], read_only=False).enforce_capacity
+            self.writer = ThreadWriter(
+                setup["storage"],
+                setup["info"],
+                setup["specs"],
+                flush_interval=setup["flush_interval"],
+                # a frame is copied out of the shared ring at once; this ring only
+                # holds an encoder batch and the frames arriving meanwhile
+                queue_size=min(setup["slots"], ENCODE_BATCH + 4),
+                on_full="block",
+                device="cpu",
+                on_shard=on_shard,
+            )
+        except Exception as e:  # the driver raises it from new_race
+            log.exception("writer process: cannot start race %s", setup["info"].race_id)
+            self.ring.publish(no_stats(f"{type(e).__name__}: {e}"), failed=True)
+            self.ring.state = DONE
+            return
+        self._thread = threading.Thread(target=self._run, name="replay-feeder")
+        self._thread.start()
+        self.ring.state = RUNNING
+
+    def wake(self) -> None:
+        """Frames were posted."""
+        self._wake.set()
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        """Commit what is posted, close the race as `status`, and end the feeder thread;
+        `reason` (the writer process ended the race itself) becomes the driver's error."""
+        self._failure = self._failure or reason
+        self._status = status
+        self._wake.set()
+
+    def join(self) -> None:
+        if self.writer is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        status = fmt.ABORTED
+        try:
+            while True:
+                self._wake.wait(PUBLISH_S)
+                self._wake.clear()
+                finish = self._status
+                self._drain()
+                self._publish()
+                if finish is not None:
+                    status = finish
+                    break
+        except Exception as e:  # never leave the driver waiting on a dead feeder
+            log.exception("writer process: feeding race %s failed", self.ring.path.name)
+            self._failure = f"{type(e).__name__}: {e}"
+        self._close(status)
+
+    def _drain(self) -> None:
+        assert self.writer is not None
+        ring = self.ring
+        while self._tail < ring.head:
+            slot = self._tail % self._slots
+            steps = {name: column[slot].copy() for name, column in ring.steps.items()}
+            taken = self.writer.append(ring.frames[slot], **steps)  # copies the frame out
+            self._tail += 1
+            ring.tail = self._tail
+            if not taken:  # the writer failed: tell the driver now, so it drops too
+                self._publish()
+
+    def _publish(self) -> None:
+        assert self.writer is not None
+        stats = self.writer.stats()
+        if self._failure is not None:
+            stats = dataclasses.replace(stats, error=stats.error or self._failure)
+        self.ring.publish(stats, failed=stats.error is not None)
+
+    def _close(self, status: str) -> None:
+        assert self.writer is not None
+        try:
+            self.writer.close(status)
+        except WriterFailedError:
+            pass  # the error is in the stats published below
+        except Exception:
+            log.exception("writer process: closing race %s failed", self.writer.race_id)
+        self._publish()
+        self.ring.state = DONE
+
+
+def serve(conn: Connection, parent: int, stop: threading.Event) -> None:
+    """Record the races the driver opens until the driver is gone (or `stop` is set)."""
+    races: dict[int, RaceFeeder] = {}
+    closing: list[RaceFeeder] = []
+    while not stop.is_set():
+        try:
+            if not conn.poll(PARENT_CHECK_S):
+                if os.getppid() != parent:
+                    break
+                continue
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            break
+        op, race_no, payload = message[:1], int.from_bytes(message[1:5], "little"), message[5:]
+        if op == b"p":
+            races[race_no].wake()
+        elif op == b"o":
+            races[race_no] = RaceFeeder(pickle.loads(payload))
+        elif op == b"c":
+            feeder = races.pop(race_no)
+            feeder.finish(payload.decode())
+            closing.append(feeder)
+    reason = "the writer process was stopped (SIGTERM)" if stop.is_set() else "the driver died"
+    for feeder in races.values():  # keep everything the driver appended
+        feeder.finish(fmt.ABORTED, f"WriterProcessStopped: {reason}; race closed as aborted")
+    for feeder in [*closing, *races.values()]:
+        feeder.join()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="replay writer process: %(message)s")
+    fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 10)  # threads started from now on inherit it
+    # Ctrl-C in a terminal reaches the whole process group: the driver handles it (its
+    # with-block closes the race); SIGTERM commits what was posted, then exits.
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    conn = Connection(fd)
+    conn.send_bytes(b"ready")
+    serve(conn, parent, stop)
+
+
+if __name__ == "__main__":
+    main()

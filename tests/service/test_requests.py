@@ -1,0 +1,113 @@
+"""What the API answers to odd requests, on the real server: non-finite numbers in
+JSON bodies (422, never 500), priorities of unknown races (404), HEAD on GET routes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+from service_helpers import ThreadServer, write_race
+
+import replay
+from replay import protocol
+from service.settings import Settings
+
+BAD_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e400"]
+#: Bodies with a field to spoil: each `$` is replaced by a non-finite number.
+BODIES = {
+    "/v1/sample": [
+        '{"batch_size": $}',
+        '{"seq_len": $}',
+        '{"stride": $}',
+        '{"seed": $}',
+        '{"kind": $}',
+        '{"skip_corrupt": $}',
+        '{"filters": {"env": $}}',
+        '{"filters": {"race_ids": [$]}}',
+        '{"decoded": {"size": [$, 10]}}',
+        '{"decoded": {"crop": [0, 0, 10, $]}}',
+        '{"decoded": {"grey": $}}',
+        '{"batch_size": 2, "extra": $}',
+    ],
+    "/v1/priorities": [
+        '{"keys": [["01JZ8X6T3N5W2Q7R9B4C1D0E2F", 0]], "priorities": [$]}',
+        '{"keys": [["01JZ8X6T3N5W2Q7R9B4C1D0E2F", $]], "priorities": [1.0]}',
+        '{"keys": [[$, 0]], "priorities": [1.0]}',
+        '{"keys": $, "priorities": $}',
+    ],
+}
+CASES = [
+    (path, body, bad) for path, bodies in BODIES.items() for body in bodies for bad in BAD_NUMBERS
+]
+
+
+@pytest.mark.parametrize(("path", "template", "bad"), CASES)
+def test_non_finite_numbers_are_422_with_a_message(
+    http: httpx.Client, path: str, template: str, bad: str
+) -> None:
+    method = "POST" if path == "/v1/sample" else "PUT"
+    body = template.replace("$", bad)
+    r = http.request(method, path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, (body, r.status_code, r.text)
+    detail = json.loads(r.text)["detail"]  # standard JSON: no NaN in the answer
+    assert detail
+    assert all(d["msg"] for d in detail)
+
+
+def test_priorities_of_an_unknown_race_are_404(http: httpx.Client, served_store: Path) -> None:
+    known = replay.open_store(served_store, mode="r").race_ids()[0]
+    params = {"kind": "prioritized", "batch_size": 4, "seed": 77}
+    http.post("/v1/sample", json=params).raise_for_status()
+    unknown = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
+    body = {"keys": [[known, 0], [unknown, 3]], "priorities": [1.0, 2.0]}
+    r = http.put("/v1/priorities", json=body)
+    assert r.status_code == 404
+    assert r.json()["error"] == "RaceNotFoundError"
+    assert unknown in r.json()["detail"]
+    fine = http.put("/v1/priorities", json={"keys": [[known, 0]], "priorities": [1.0]})
+    assert fine.json() == {"updated": 1}
+
+
+def test_priorities_of_a_race_evicted_since_sampled_are_ignored(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    """Capacity eviction removes races under a learner: its next update of their
+    priorities must not fail (the embedded sampler ignores them too)."""
+    store = replay.open_store(tmp_path / "store")
+    old, new = (write_race(store, frames[:8], shard_size=8) for _ in range(2))
+    with ThreadServer(Settings(store=tmp_path / "store")) as server:
+        params = {"kind": "prioritized", "batch_size": 16, "seed": 1}
+        batch = protocol.unpack(httpx.post(f"{server.url}/v1/sample", json=params).content)
+        assert set(batch.keys.race_ids) == {old, new}
+        store.set_capacity(max_bytes=store.race_nbytes(new))
+        assert [e.race_id for e in store.enforce_capacity().evictions] == [old]
+        keys = [[old, 0], [new, 0]]
+        r = httpx.put(f"{server.url}/v1/priorities", json={"keys": keys, "priorities": [1, 2]})
+        assert r.json() == {"updated": 2}
+
+
+def test_head_answers_like_get_without_a_body(http: httpx.Client, served_store: Path) -> None:
+    race_id = replay.open_store(served_store, mode="r").race_ids()[0]
+    for path in [
+        "/v1/live",
+        "/v1/health",
+        "/v1/stats",
+        "/v1/races",
+        f"/v1/races/{race_id}",
+        f"/v1/races/{race_id}/frames/0",
+        "/metrics",
+        "/",
+    ]:
+        get, head = http.get(path), http.head(path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["content-type"] == get.headers["content-type"]
+        if path.endswith("/frames/0"):  # an unchanging body: the same length and ETag
+            assert head.headers["content-length"] == get.headers["content-length"]
+            assert head.headers["etag"] == get.headers["etag"]
+    assert http.head("/v1/races/01JZ8X6T3N5W2Q7R9B4C1D0E2F").status_code == 404
+    assert http.head("/v1/sample").status_code == 405  # POST only
