@@ -22,6 +22,7 @@ from replay.cli_common import human_bytes, open_for_reading
 from replay.cli_store import prune, recover, verify
 from replay.doctor import doctor
 from replay.errors import CorruptDataError, ReplayError
+from replay.export_cli import export
 from replay.plugins import PluginGroup
 from replay.race import Race, RaceInfo
 from replay.store import Store
@@ -48,6 +49,7 @@ def main() -> None:
 
 main.add_command(bench)
 main.add_command(doctor)
+main.add_command(export)
 for _command in (verify, recover, prune):  # replay.cli_store
     main.add_command(_command)
 

@@ -26,6 +26,7 @@ EXTRAS: Mapping[str, str] = {
     "service.soak:soak": "service",
     "service.bench:serve_bench": "service",
     "replay.bench.s3:command": "s3",
+    "replay.bench.torchrl:command": "torch",
 }
 
 

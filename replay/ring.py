@@ -62,6 +62,18 @@ def _layout(
     return offsets, frames_at, total
 
 
+def _available_memory() -> int:
+    """Bytes of memory the kernel says can be had now (MemAvailable), or no bound."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**63
+
+
 class FrameRing:
     """`slots` frames of `shape` uint8 plus their step values, in a shared mapping."""
 
@@ -91,8 +103,20 @@ class FrameRing:
     @classmethod
     def create(cls, slots: int, shape: tuple[int, ...], steps: StepLayout) -> FrameRing:
         """A new zeroed ring (its pages faulted in now, not on the driver's first appends)."""
+        total = _layout(slots, shape, steps)[2]
+        available = _available_memory()
+        if total > available:
+            raise MemoryError(
+                f"a ring of {slots} frames of {shape} needs {total / 2**30:.1f} GiB of shared "
+                f"memory; {available / 2**30:.1f} GiB is available (lower queue_size)"
+            )
         fd, name = tempfile.mkstemp(prefix="replay-ring-", dir=_memory_dir())
-        os.ftruncate(fd, _layout(slots, shape, steps)[2])
+        try:
+            os.posix_fallocate(fd, 0, total)  # ENOSPC now, not SIGBUS on a later append
+        except OSError as e:
+            os.close(fd)
+            os.unlink(name)
+            raise MemoryError(f"cannot allocate a ring of {total} bytes in {name}: {e}") from e
         ring = cls(Path(name), fd, slots, shape, steps)
         ring.frames.fill(0)
         return ring

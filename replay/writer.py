@@ -217,7 +217,8 @@ class Writer:
         for name, value in steps.items():
             spec = self._specs[name]
             try:
-                array = np.asarray(value, dtype=spec.dtype)
+                # a copy: the caller may reuse its array (an action buffer) after append
+                array = np.array(value, dtype=spec.dtype)
             except (TypeError, ValueError, OverflowError) as e:  # OverflowError: t_ns=2**70
                 raise StepDataError(f"race {self.race_id}: {name}={value!r}: {e}") from e
             if array.shape != spec.shape:

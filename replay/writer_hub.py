@@ -79,6 +79,7 @@ class RaceFeeder:
             log.exception("writer process: cannot start race %s", setup["info"].race_id)
             self.ring.publish(no_stats(f"{type(e).__name__}: {e}"), failed=True)
             self.ring.state = DONE
+            self.ring.close()
             return
         self._thread = threading.Thread(target=self._run, name="replay-feeder")
         self._thread.start()
@@ -145,6 +146,13 @@ class RaceFeeder:
             log.exception("writer process: closing race %s failed", self.writer.race_id)
         self._publish()
         self.ring.state = DONE
+        # Unmap now: the driver reads the last stats through its own mapping, and a
+        # driver that records race after race must not pile up one ring per race here.
+        self.ring.close()
+
+    @property
+    def done(self) -> bool:
+        return self.writer is None or not self._thread.is_alive()
 
 
 def serve(conn: Connection, parent: int, stop: threading.Event) -> None:
@@ -168,6 +176,7 @@ def serve(conn: Connection, parent: int, stop: threading.Event) -> None:
         elif op == b"c":
             feeder = races.pop(race_no)
             feeder.finish(payload.decode())
+            closing = [f for f in closing if not f.done]  # forget the races that ended
             closing.append(feeder)
     reason = "the writer process was stopped (SIGTERM)" if stop.is_set() else "the driver died"
     for feeder in races.values():  # keep everything the driver appended

@@ -373,3 +373,36 @@ def test_an_idle_writer_does_not_rewrite_its_open_shard(tmp_path: Path) -> None:
         while store.race(writer.race_id).length < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert version() != before
+
+
+@KINDS
+def test_step_values_are_copied_at_append(tmp_path: Path, kind: str) -> None:
+    """A driver that reuses its action buffer after append does not change what was stored."""
+    store = replay.open_store(tmp_path)
+    action = np.zeros(3, np.float32)
+    with small_race(store, action_shape=(3,), writer=kind) as writer:
+        for i in range(5):
+            action[:] = i
+            writer.append(small_frame(i), action=action)
+        action[:] = -1
+    stored = store.race(writer.race_id).steps("action")
+    assert stored[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_writer_process_unmaps_the_rings_of_finished_races(tmp_path: Path) -> None:
+    """A driver recording race after race does not pile up shared memory in its writer
+    process (each ring is queue_size frames: 138 MB at 1600x900 by default)."""
+    store = replay.open_store(tmp_path)
+    pids = set()
+    for i in range(4):
+        with small_race(store, writer="process") as writer:
+            writer.append(small_frame(i))
+        pids.add(writer.pid)
+    (pid,) = pids  # one writer process served every race
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        if "replay-ring" not in maps:
+            break
+        time.sleep(0.05)
+    assert "replay-ring" not in maps
