@@ -34,7 +34,7 @@ from rich.table import Table
 import replay
 from capture.registry import DEFAULT_SOURCE, SOURCES, make_source
 from capture.source import Source
-from replay.cli import human_bytes
+from replay.cli_common import human_bytes
 from replay.errors import ReplayError
 
 __all__ = ["RaceResult", "parse_options", "record"]
@@ -201,6 +201,18 @@ def race_map(source: Source, seed: int) -> str:
     return f"{source.map}:{seed}" if source.map == "procedural" else source.map
 
 
+def _race_progress(console: Console) -> Progress:
+    """The progress bar of one race: its id, steps played, reward so far, time."""
+    return Progress(
+        TextColumn("[bold]race {task.fields[race]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("reward {task.fields[reward]:.1f}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 def _record_race(
     store: replay.Store,
     source: Source,
@@ -216,14 +228,7 @@ def _record_race(
     extra["codec"] = codec
     started = time.perf_counter()
     played, total_reward = 0, 0.0
-    progress = Progress(
-        TextColumn("[bold]race {task.fields[race]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("reward {task.fields[reward]:.1f}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = _race_progress(console)
     with (
         store.new_race(
             env=source.env,

@@ -8,8 +8,8 @@ refresh), then its data. Orphan data -- a race folder whose ``zarr.json`` is gon
 (`replay.recovery.orphan_races`) -- is always in the plan, first.
 
     store.set_capacity(max_bytes=50e9, max_age=7 * 86400)   # saved in the store
-    plan = plan_eviction(store)          # what would go, and why (a dry run)
-    evict(store, plan)
+    plan = plan_eviction(store.storage)  # what would go, and why (a dry run)
+    evict(store.storage, plan)           # store.enforce_capacity() does both
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from replay import catalogue
 from replay import format as fmt
 from replay.errors import RaceBusyError
 from replay.lease import remove_race
@@ -28,7 +29,7 @@ from replay.race import read_json
 from replay.recovery import orphan_races, writer_is_dead
 
 if TYPE_CHECKING:
-    from replay.store import Store
+    from replay.storage import ByteStorage
 
 log = logging.getLogger(__name__)
 CAPACITY_ATTR = "capacity"
@@ -95,32 +96,32 @@ def parse_age(text: str) -> float:
     return float(m.group(1)) * unit
 
 
-def read_capacity(store: Store) -> Capacity:
+def read_capacity(storage: ByteStorage) -> Capacity:
     """The capacity saved in the store (unlimited if none)."""
-    attrs = read_json(store.storage, fmt.METADATA).get("attributes", {})
+    attrs = read_json(storage, fmt.METADATA).get("attributes", {})
     saved = attrs.get(CAPACITY_ATTR) or {}
     return Capacity(saved.get("max_bytes"), saved.get("max_age"))
 
 
-def save_capacity(store: Store, capacity: Capacity) -> None:
+def save_capacity(storage: ByteStorage, capacity: Capacity) -> None:
     """Save the capacity in the store's root attributes (writers then enforce it)."""
-    doc = read_json(store.storage, fmt.METADATA)
+    doc = read_json(storage, fmt.METADATA)
     doc.setdefault("attributes", {})[CAPACITY_ATTR] = {
         "max_bytes": capacity.max_bytes,
         "max_age": capacity.max_age,
     }
-    store.storage.write(fmt.METADATA, json.dumps(doc).encode())
+    storage.write(fmt.METADATA, json.dumps(doc).encode())
 
 
 def plan_eviction(
-    store: Store, capacity: Capacity | None = None, now: float | None = None
+    storage: ByteStorage, capacity: Capacity | None = None, now: float | None = None
 ) -> EvictionPlan:
     """The oldest finished races to remove so the store fits `capacity` (default: saved)."""
-    capacity = read_capacity(store) if capacity is None else capacity
+    capacity = read_capacity(storage) if capacity is None else capacity
     now = time.time() if now is None else now
-    races = store.races()
-    sizes = {r.race_id: store.race_nbytes(r.race_id) for r in races}
-    orphans = [(o, _folder_nbytes(store, o)) for o in orphan_races(store.storage, now)]
+    races = catalogue.scan(storage)[0]
+    sizes = {r.race_id: catalogue.folder_nbytes(storage, r.race_id) for r in races}
+    orphans = [(o, catalogue.folder_nbytes(storage, o)) for o in orphan_races(storage, now)]
     total = sum(sizes.values()) + sum(n for _, n in orphans)
     evictions = [Eviction(o, n, "orphan data (its zarr.json is gone)") for o, n in orphans]
     remaining = total - sum(n for _, n in orphans)
@@ -141,17 +142,13 @@ def plan_eviction(
     return EvictionPlan(evictions, total)
 
 
-def _folder_nbytes(store: Store, race_id: str) -> int:
-    return sum(size for _, size in store.storage.walk_sizes(fmt.race_key(race_id)))
-
-
-def evict(store: Store, plan: EvictionPlan) -> list[Eviction]:
+def evict(storage: ByteStorage, plan: EvictionPlan) -> list[Eviction]:
     """Remove the planned races (metadata first: they vanish for readers, then data);
     returns the evictions done. A race whose writer came back to life is skipped."""
     done = []
     for eviction in plan.evictions:
         try:
-            remove_race(store.storage, eviction.race_id)
+            remove_race(storage, eviction.race_id)
         except RaceBusyError as e:
             log.warning("not evicting %s: %s", eviction.race_id, e)
             continue

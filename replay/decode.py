@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +27,7 @@ from replay import fused, jpeg
 from replay import transform as tf
 from replay.batch import Batch, EncodedBatch, Out, corrupt_frame_error, make_batch
 from replay.cpus import usable_cpus
+from replay.frame_codec import JpegFrames, frame_codec
 from replay.gpu import on_device
 from replay.transform import Transform
 
@@ -101,15 +102,15 @@ def _decode_host(
     with one, at the DCT scale the transform allows, then transformed into it.
     """
     h, w = encoded.height, encoded.width
-    jpeg_codec = encoded.codec.get("name", "jpeg") == "jpeg"
+    codec = frame_codec(encoded.codec)
+    jpeg_codec = isinstance(codec, JpegFrames)  # JPEG decodes at a DCT scale, in place
     scale = t.dct_scale(h, w) if jpeg_codec else 1
     expect = (-(-h // scale), -(-w // scale), 3)
-    zstd = None if jpeg_codec else zstd_frame_decoder(h, w)
     in_place = jpeg_codec and t.is_identity
 
     def decode(i: int) -> bool:
-        if zstd is not None:
-            image = zstd(blobs[i])
+        if not jpeg_codec:
+            image = codec.decode(blobs[i], h, w)
         else:
             image = jpeg.decode_host(blobs[i], scale=scale, out=out[i] if in_place else None)
         if image is None or image.shape != expect:
@@ -125,19 +126,6 @@ def _decode_host(
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=usable_cpus(), thread_name_prefix="replay-decode")
-
-
-def zstd_frame_decoder(h: int, w: int) -> Callable[[bytes], npt.NDArray[np.uint8] | None]:
-    """A decoder of a lossless (zstd) race's stored (h, w, 3) frames; None for a bad one."""
-    from numcodecs import Zstd
-
-    def decode(blob: bytes) -> npt.NDArray[np.uint8] | None:
-        try:
-            return np.frombuffer(Zstd().decode(blob), dtype=np.uint8).reshape(h, w, 3)
-        except (RuntimeError, ValueError):
-            return None
-
-    return decode
 
 
 class _HostBuffers:
@@ -191,20 +179,21 @@ def _decode_cuda(
     import cupy
 
     h, w = encoded.height, encoded.width
-    codec = encoded.codec.get("name", "jpeg")
+    codec = frame_codec(encoded.codec)
+    gpu_jpeg = isinstance(codec, JpegFrames)  # nvJPEG; zstd frames decode on the host
     with on_device(index):
         flat = _device_buffer((len(blobs), *t.output_shape(h, w)), fused.output_dtype(t), index)
         failed: list[int] = []
         step = decode_chunk(flat.nbytes, h * w * 3)
         for start in range(0, len(blobs), step):
             chunk = blobs[start : start + step]
-            if codec == "jpeg":
+            if gpu_jpeg:
                 images = jpeg.decoder("cuda", index).decode(chunk)
             else:
-                zstd = zstd_frame_decoder(h, w)
-                images = [None if (a := zstd(b)) is None else cupy.asarray(a) for b in chunk]
+                host = [codec.decode(b, h, w) for b in chunk]
+                images = [None if a is None else cupy.asarray(a) for a in host]
             good = [im is not None and tuple(im.shape) == (h, w, 3) for im in images]
-            if codec == "jpeg":
+            if gpu_jpeg:
                 _confirm_blank(images, chunk, good)
             for j, image in enumerate(images):
                 if good[j] and image is not None:

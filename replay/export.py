@@ -147,26 +147,8 @@ def export_minari(
         raise ExportError(
             "Minari export needs minari with HDF5: pip install 'replay[export]'"
         ) from e
-    ids = (
-        list(race_ids) if race_ids else [i.race_id for i in store.races() if i.status == "complete"]
-    )
-    races = [store.race(r) for r in ids]
-    races = [r for r in races if r.length > 0]
-    if not races:
-        raise ExportError(f"no races with committed frames to export from {store.root}")
+    races = _races_to_export(store, race_ids)
     first = races[0].info
-    for race in races[1:]:
-        info = race.info
-        if (info.height, info.width, info.action_shape) != (
-            first.height,
-            first.width,
-            first.action_shape,
-        ):
-            raise ExportError(
-                f"race {info.race_id} ({info.height}x{info.width}, action {info.action_shape}) "
-                f"differs from race {first.race_id} ({first.height}x{first.width}, action "
-                f"{first.action_shape}); export races of one layout"
-            )
     obs_space = gym.spaces.Box(0, 255, (first.height, first.width, 3), np.uint8)
     act_space = gym.spaces.Box(-np.inf, np.inf, first.action_shape, np.float32)
     envs = sorted({r.info.env for r in races})
@@ -194,6 +176,32 @@ def export_minari(
             else:
                 dataset.update_dataset_from_buffer([episode])
     return len(races)
+
+
+def _races_to_export(store: Store, race_ids: Sequence[str] | None) -> list[Race]:
+    """The races asked for (default: every complete one) that have committed frames;
+    ExportError if there are none or they differ in frame size or action shape."""
+    ids = (
+        list(race_ids) if race_ids else [i.race_id for i in store.races() if i.status == "complete"]
+    )
+    races = [store.race(r) for r in ids]
+    races = [r for r in races if r.length > 0]
+    if not races:
+        raise ExportError(f"no races with committed frames to export from {store.root}")
+    first = races[0].info
+    for race in races[1:]:
+        info = race.info
+        if (info.height, info.width, info.action_shape) != (
+            first.height,
+            first.width,
+            first.action_shape,
+        ):
+            raise ExportError(
+                f"race {info.race_id} ({info.height}x{info.width}, action {info.action_shape}) "
+                f"differs from race {first.race_id} ({first.height}x{first.width}, action "
+                f"{first.action_shape}); export races of one layout"
+            )
+    return races
 
 
 def _episode(race: Race, buffer_type: Any) -> Any:

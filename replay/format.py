@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Final
+from typing import Final, Literal, get_args
 
 FORMAT_VERSION: Final = 1
 FORMAT_ATTR: Final = "replay_format"
@@ -47,6 +47,17 @@ STANDARD_STEPS: Final[dict[str, str]] = {
 RECORDING: Final = "recording"
 COMPLETE: Final = "complete"
 ABORTED: Final = "aborted"
+RaceStatus = Literal["recording", "complete", "aborted"]
+STATUSES: Final[tuple[RaceStatus, ...]] = get_args(RaceStatus)
+
+
+def race_status(value: object) -> RaceStatus:
+    """A race's ``status`` attribute; ValueError for anything else (damaged metadata)."""
+    for status in STATUSES:
+        if value == status:
+            return status
+    raise ValueError(f"unknown race status {value!r} (expected one of {', '.join(STATUSES)})")
+
 
 #: Race ids are ULIDs: 26 Crockford base32 characters that sort by creation time.
 RACE_ID_PATTERN: Final = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")

@@ -109,17 +109,42 @@ def _taps(size: int, out: int, axis: str) -> str:
 
 def kernel_source(t: Transform, height: int, width: int) -> str:
     """CUDA/C source of the kernel for `t` on (height, width, 3) frames (scale 1)."""
-    top, left, ch, cw = t.crop_box(height, width)
-    oh, ow = t.output_hw(height, width)
-    channels = t.channels
     out_t = _C_TYPES[t.dtype]
     lines = [f"/* replay fused transform: {t!r} on {height}x{width} */", _PRELUDE]
+    lines += _sample_source(t, height, width)
     lines.append(
+        "REPLAY_FN void element(const unsigned char* src, long long batch, long long row,\n"
+        f"                       {out_t}* dst, long long i) {{\n"
+        f"{_index_source(t, height, width)}\n  (void)c;\n"
+        "  const unsigned char* img = src + n * batch;\n"
+        f"  float v = {_value_source(t)};\n{_store_source(t)}\n}}"
+    )
+    lines.append(
+        "#if defined(__CUDACC_RTC__) || defined(__CUDACC__)\n"
+        'extern "C" __global__ void replay_fused(const unsigned char* src, long long batch,\n'
+        f"    long long row, {out_t}* dst, long long total) {{\n"
+        "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;\n"
+        "       i += (long long)blockDim.x * gridDim.x)\n"
+        "    element(src, batch, row, dst, i);\n"
+        "}\n#else\n"
+        "void replay_fused_host(const unsigned char* src, long long batch, long long row,\n"
+        f"    {out_t}* dst, long long total) {{\n"
+        "  for (long long i = 0; i < total; ++i) element(src, batch, row, dst, i);\n"
+        "}\n#endif"
+    )
+    return "\n\n".join(lines) + "\n"
+
+
+def _sample_source(t: Transform, height: int, width: int) -> list[str]:
+    """`pix` (a source pixel inside the crop) and `sample` (source channel k at output
+    pixel (oy, ox), after crop and resize)."""
+    top, left, ch, cw = t.crop_box(height, width)
+    oh, ow = t.output_hw(height, width)
+    pix = (
         "REPLAY_FN float pix(const unsigned char* img, long long row, int y, int x, int k) {\n"
         f"  return (float)img[(long long)({top} + y) * row + ({left} + x) * 3 + k];\n"
         "}"
     )
-    # the value of source channel k at output pixel (oy, ox), after crop and resize
     body = [
         "REPLAY_FN float sample(const unsigned char* img, long long row, int oy, int ox, int k) {"
     ]
@@ -142,64 +167,54 @@ def kernel_source(t: Transform, height: int, width: int) -> str:
             "  return t0 * (1.0f - wx) + t1 * wx;",
         ]
     body.append("}")
-    lines.append("\n".join(body))
-    if t.grey:
-        r, g, b = (_f(w) for w in LUMA)
-        value = (
-            f"sample(img, row, oy, ox, 0) * {r} + sample(img, row, oy, ox, 1) * {g}"
-            f" + sample(img, row, oy, ox, 2) * {b}"
-        )
-    else:
-        value = "sample(img, row, oy, ox, c)"
+    return [pix, "\n".join(body)]
+
+
+def _value_source(t: Transform) -> str:
+    """The C expression of output channel c at (oy, ox), before scaling: RGB or luma."""
+    if not t.grey:
+        return "sample(img, row, oy, ox, c)"
+    r, g, b = (_f(w) for w in LUMA)
+    return (
+        f"sample(img, row, oy, ox, 0) * {r} + sample(img, row, oy, ox, 1) * {g}"
+        f" + sample(img, row, oy, ox, 2) * {b}"
+    )
+
+
+def _store_source(t: Transform) -> str:
+    """C statements storing value v into dst[i]: rounded uint8, or normalised floats."""
     if t.dtype == "uint8":
-        store = "  dst[i] = (unsigned char)fminf(fmaxf(rintf(v), 0.0f), 255.0f);"
-    else:
-        means = _per_channel(t.mean, channels)
-        stds = _per_channel(t.std, channels)
+        return "  dst[i] = (unsigned char)fminf(fmaxf(rintf(v), 0.0f), 255.0f);"
+    means = _per_channel(t.mean, t.channels)
+    stds = _per_channel(t.std, t.channels)
 
-        def pick(values: list[float]) -> str:
-            return " : ".join(
-                [f"c == {k} ? {_f(v)}" for k, v in enumerate(values[:-1])] + [_f(values[-1])]
-            )
-
-        convert = {"float32": "v", "float16": "to_half(v)", "bfloat16": "to_bf16(v)"}[t.dtype]
-        store = (
-            f"  float mean = {pick(means)};\n  float std = {pick(stds)};\n"
-            f"  v = (v * {_f(1 / 255)} - mean) / std;\n  dst[i] = {convert};"
+    def pick(values: list[float]) -> str:
+        return " : ".join(
+            [f"c == {k} ? {_f(v)}" for k, v in enumerate(values[:-1])] + [_f(values[-1])]
         )
+
+    convert = {"float32": "v", "float16": "to_half(v)", "bfloat16": "to_bf16(v)"}[t.dtype]
+    return (
+        f"  float mean = {pick(means)};\n  float std = {pick(stds)};\n"
+        f"  v = (v * {_f(1 / 255)} - mean) / std;\n  dst[i] = {convert};"
+    )
+
+
+def _index_source(t: Transform, height: int, width: int) -> str:
+    """C statements splitting flat output index i into (n, c, oy, ox) for `t.layout`."""
+    oh, ow = t.output_hw(height, width)
+    channels = t.channels
     if t.layout == "NCHW":
-        index = (
+        return (
             f"  int ox = (int)(i % {ow}); long long r = i / {ow};\n"
             f"  int oy = (int)(r % {oh}); r /= {oh};\n"
             f"  int c = (int)(r % {channels}); long long n = r / {channels};"
         )
-    else:
-        index = (
-            f"  int c = (int)(i % {channels}); long long r = i / {channels};\n"
-            f"  int ox = (int)(r % {ow}); r /= {ow};\n"
-            f"  int oy = (int)(r % {oh}); long long n = r / {oh};"
-        )
-    lines.append(
-        "REPLAY_FN void element(const unsigned char* src, long long batch, long long row,\n"
-        f"                       {out_t}* dst, long long i) {{\n"
-        f"{index}\n  (void)c;\n"
-        "  const unsigned char* img = src + n * batch;\n"
-        f"  float v = {value};\n{store}\n}}"
+    return (
+        f"  int c = (int)(i % {channels}); long long r = i / {channels};\n"
+        f"  int ox = (int)(r % {ow}); r /= {ow};\n"
+        f"  int oy = (int)(r % {oh}); long long n = r / {oh};"
     )
-    lines.append(
-        "#if defined(__CUDACC_RTC__) || defined(__CUDACC__)\n"
-        'extern "C" __global__ void replay_fused(const unsigned char* src, long long batch,\n'
-        f"    long long row, {out_t}* dst, long long total) {{\n"
-        "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;\n"
-        "       i += (long long)blockDim.x * gridDim.x)\n"
-        "    element(src, batch, row, dst, i);\n"
-        "}\n#else\n"
-        "void replay_fused_host(const unsigned char* src, long long batch, long long row,\n"
-        f"    {out_t}* dst, long long total) {{\n"
-        "  for (long long i = 0; i < total; ++i) element(src, batch, row, dst, i);\n"
-        "}\n#endif"
-    )
-    return "\n\n".join(lines) + "\n"
 
 
 def _check_frames(frames: Any, t: Transform) -> tuple[int, int, int]:

@@ -1,22 +1,16 @@
 """JPEG encode and decode: nvJPEG (through nvImageCodec) on the GPU, libjpeg-turbo on the CPU.
 
-On the GPU, nvImageCodec encodes and decodes batches in device memory (the `gpu`
-extra): decoding with the hardware JPEG decoder where the GPU has one (A100, H100,
-H200), else with nvJPEG's CUDA backend (RTX and other consumer cards), which a
-decoder picks by decoding one frame when it is created; `JpegDecoder.decoded`
-counts the frames each backend decoded. On the CPU, libjpeg-turbo through
-simplejpeg beats nvImageCodec's CPU backend on a 1600x900 frame (encode 1.95 vs
-3.2 ms a core, decode 1.9 vs 2.8 ms, the same sizes and PSNR), releases the GIL so
-threads work in parallel, decodes straight into a caller's buffer, and decodes at
-1/2, 1/4 or 1/8 scale in the DCT domain. `replay.gpu` loads nvImageCodec.
+GPU (the `gpu` extra; `replay.gpu` loads nvImageCodec): batches in device memory,
+decoded by the hardware JPEG decoder where the GPU has one (A100, H100, H200), else by
+nvJPEG's CUDA backend, which a decoder picks by decoding one frame when it is created
+(`JpegDecoder.decoded` counts each backend's frames). CPU: libjpeg-turbo through
+simplejpeg beats nvImageCodec's CPU backend on a 1600x900 frame (encode 1.95 vs 3.2 ms
+a core, decode 1.9 vs 2.8 ms, same sizes and PSNR), releases the GIL, decodes into a
+caller's buffer, and at 1/2, 1/4 or 1/8 scale in the DCT domain.
 
-``device="auto"`` takes the GPU only when a one-frame round trip on it works
-(`gpu_check`, once per process and GPU); otherwise it warns once and takes the CPU,
-so a machine with broken GPU libraries still records and samples.
-
-Use `encoder(...)` / `decoder(...)`: they return one cached instance per
-configuration for the whole process, because creating an nvImageCodec
-Encoder/Decoder per call or per thread leaks memory (nvImageCodec #22).
+``device="auto"`` takes the GPU only when a one-frame round trip on it works (`gpu_check`,
+once per process and GPU), else warns once and takes the CPU. `encoder()`/`decoder()` return
+one cached instance per configuration (a new nvImageCodec one per call leaks: its #22).
 
     enc = encoder(device="cpu")
     blobs = enc.encode([frame1, frame2], quality=90, subsampling="420")

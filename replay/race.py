@@ -14,6 +14,7 @@ and step arrays up to that length::
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,9 +25,9 @@ import numpy.typing as npt
 from numcodecs import Zstd
 
 from replay import format as fmt
-from replay import jpeg, shards
-from replay.decode import zstd_frame_decoder
+from replay import shards
 from replay.errors import CorruptDataError, RaceNotFoundError, StepDataError
+from replay.frame_codec import FrameCodec, frame_codec
 from replay.lease import metadata_key, read_race_doc
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class RaceInfo:
     env: str
     map: str
     policy: str
-    status: str
+    status: fmt.RaceStatus
     length: int
     fps: float
     height: int
@@ -62,13 +63,15 @@ class RaceInfo:
 
     @classmethod
     def from_attrs(cls, race_id: str, attrs: dict[str, Any]) -> RaceInfo:
-        """Parse a race group's attributes (KeyError/TypeError if malformed)."""
+        """Parse a race group's attributes (KeyError/TypeError/ValueError if malformed:
+        a missing field, an unknown status or codec)."""
+        frame_codec(attrs["codec"])  # chosen once here: an unknown codec is damaged metadata
         return cls(
             race_id=race_id,
             env=str(attrs["env"]),
             map=str(attrs.get("map", "")),
             policy=str(attrs.get("policy", "")),
-            status=str(attrs["status"]),
+            status=fmt.race_status(attrs["status"]),
             length=int(attrs["length"]),
             fps=float(attrs["fps"]),
             height=int(attrs["height"]),
@@ -83,6 +86,11 @@ class RaceInfo:
             lease=attrs.get("lease"),
             lost_steps=tuple((int(a), int(b)) for a, b in attrs.get("lost_steps", [])),
         )
+
+    @functools.cached_property
+    def frame_codec(self) -> FrameCodec:
+        """The typed codec of the race's frames (`replay.frame_codec`), from `codec`."""
+        return frame_codec(self.codec)
 
     def is_lost(self, step: int) -> bool:
         """True if `step`'s data was damaged and removed by a repair."""
@@ -192,7 +200,7 @@ class Race:
         return self.info.length
 
     @property
-    def status(self) -> str:
+    def status(self) -> fmt.RaceStatus:
         """``recording``, ``complete`` or ``aborted``."""
         return self.info.status
 
@@ -289,11 +297,4 @@ class Race:
 
 def decode_frame(blob: bytes, info: RaceInfo) -> npt.NDArray[np.uint8] | None:
     """Decode one stored frame of a race (jpeg or lossless zstd); None if it does not decode."""
-    shape = (info.height, info.width, 3)
-    if info.codec["name"] == "jpeg":
-        image = jpeg.decoder("cpu").decode_one(blob)
-    else:
-        image = zstd_frame_decoder(info.height, info.width)(blob)
-    if image is None or image.shape != shape:
-        return None
-    return image
+    return info.frame_codec.decode(blob, info.height, info.width)

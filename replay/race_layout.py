@@ -13,14 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 from zarr.storage import MemoryStore
 
 from replay import format as fmt
-from replay import jpeg
-from replay.codecs import JpegCodec, SingletonDimCodec
-from replay.codecs.jpeg import is_quality
 from replay.errors import ReplayError
+from replay.frame_codec import FrameCodec, frame_codec, new_frame_codec, step_compressors
 from replay.writer import StepSpec
 
 if TYPE_CHECKING:
@@ -36,7 +33,7 @@ def race_attrs(
     height: int,
     width: int,
     shard_size: int,
-    codec: dict[str, Any],
+    codec: FrameCodec,
     action_shape: tuple[int, ...],
     extras: Mapping[str, tuple[str, tuple[int, ...]]],
     meta: Mapping[str, Any],
@@ -54,7 +51,7 @@ def race_attrs(
         "ended_at": None,
         "status": fmt.RECORDING,
         "length": 0,
-        "codec": codec,
+        "codec": codec.attrs,
         "action_shape": list(action_shape),
         "extras": {n: {"dtype": d, "shape": list(s)} for n, (d, s) in extras.items()},
         "meta": dict(meta),
@@ -66,16 +63,7 @@ def race_builder(attrs: dict[str, Any], specs: list[StepSpec]) -> Callable[[zarr
     """What `write_group` needs to add a race's arrays to its group (from its attributes):
     also how a repair rebuilds a torn array document."""
     h, w, s = attrs["height"], attrs["width"], attrs["shard_size"]
-    codec = attrs["codec"]
-    serializer: Any
-    compressors: Any
-    if codec["name"] == "jpeg":
-        serializer = JpegCodec(quality=codec["quality"], subsampling=codec["subsampling"])
-        filters: Any = [SingletonDimCodec()]
-        compressors = [Crc32cCodec()]
-    else:
-        serializer, filters = BytesCodec(), None
-        compressors = [ZstdCodec(level=3), Crc32cCodec()]
+    chain = frame_codec(attrs["codec"]).zarr_chain()
 
     def build(group: zarr.Group) -> None:
         group.create_array(
@@ -84,9 +72,9 @@ def race_builder(attrs: dict[str, Any], specs: list[StepSpec]) -> Callable[[zarr
             chunks=(1, h, w, 3),
             shards=(s, h, w, 3),
             dtype="uint8",
-            filters=filters,
-            serializer=serializer,
-            compressors=compressors,
+            filters=chain.filters,
+            serializer=chain.serializer,
+            compressors=chain.compressors,
             fill_value=0,
             dimension_names=["step", "y", "x", "channel"],
         )
@@ -96,7 +84,7 @@ def race_builder(attrs: dict[str, Any], specs: list[StepSpec]) -> Callable[[zarr
                 shape=(0, *spec.shape),
                 chunks=(s, *spec.shape),
                 dtype=spec.dtype,
-                compressors=[ZstdCodec(level=3)],
+                compressors=step_compressors(),
                 fill_value=0,
             )
 
@@ -124,9 +112,10 @@ def check_race_args(
     quality: int,
     subsampling: str,
     meta: Mapping[str, Any] | None,
-) -> None:
-    """ValueError (naming the value) for a bad argument of `Store.new_race`, before
-    anything is written: sizes, a non-finite fps, the codec, non-JSON or NaN meta."""
+) -> FrameCodec:
+    """The frame codec of a new race; ValueError (naming the value) for a bad argument
+    of `Store.new_race`, before anything is written: sizes, a non-finite fps, the codec
+    (`replay.frame_codec.new_frame_codec`), non-JSON or NaN meta."""
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     try:
@@ -137,18 +126,14 @@ def check_race_args(
         raise ValueError(f"fps must be a positive finite number, got {fps!r}")
     if not 1 <= shard_size <= 65536:
         raise ValueError(f"shard_size must be in 1..65536, got {shard_size}")
-    if codec not in ("jpeg", "zstd"):
-        raise ValueError(f"codec must be 'jpeg' or 'zstd', got {codec!r}")
-    if codec == "jpeg" and not is_quality(quality):
-        raise ValueError(f"quality must be an integer in 1..100, got {quality!r}")
-    if subsampling not in jpeg.SUBSAMPLING_FACTORS:
-        raise ValueError(f"subsampling must be '420', '422' or '444', got {subsampling!r}")
+    frames = new_frame_codec(codec, quality, subsampling)
     try:
         json.dumps(dict(meta or {}), allow_nan=False)
     except TypeError as e:
         raise ValueError(f"meta must be JSON-serialisable: {e}") from e
     except ValueError as e:  # NaN or infinity: not JSON (zarr.json must stay standard)
         raise ValueError(f"meta must hold finite numbers only (no NaN/inf): {e}") from e
+    return frames
 
 
 def step_specs(

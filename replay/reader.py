@@ -80,18 +80,7 @@ class Reader:
         b, seq = keys.steps.shape
         entries = [self.index.entry(r) for r in keys.race_ids]
         first = entries[0].info
-        for e in entries:
-            if (e.info.height, e.info.width) != (first.height, first.width):
-                raise SamplingError(
-                    f"races {first.race_id} ({first.height}x{first.width}) and {e.race_id} "
-                    f"({e.info.height}x{e.info.width}) differ in frame size; "
-                    "use filters to sample races of one size"
-                )
-            if e.info.codec.get("name") != first.codec.get("name"):
-                raise SamplingError(
-                    f"races {first.race_id} and {e.race_id} use different frame codecs; "
-                    "use filters to sample one codec"
-                )
+        _check_alike(entries)
         names = _common_step_arrays([e.info for e in entries])
         groups: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
         steps_flat = keys.steps.reshape(-1).tolist()
@@ -205,6 +194,23 @@ def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tup
         else:
             out.append((offset, nbytes))
     return out
+
+
+def _check_alike(entries: list[RaceEntry]) -> None:
+    """SamplingError unless the races of one batch share frame size and codec."""
+    first = entries[0].info
+    for e in entries:
+        if (e.info.height, e.info.width) != (first.height, first.width):
+            raise SamplingError(
+                f"races {first.race_id} ({first.height}x{first.width}) and {e.race_id} "
+                f"({e.info.height}x{e.info.width}) differ in frame size; "
+                "use filters to sample races of one size"
+            )
+        if e.info.frame_codec.name != first.frame_codec.name:
+            raise SamplingError(
+                f"races {first.race_id} and {e.race_id} use different frame codecs; "
+                "use filters to sample one codec"
+            )
 
 
 def _common_step_arrays(infos: list[Any]) -> list[str]:

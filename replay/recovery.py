@@ -4,7 +4,7 @@ A race whose writer died stays ``recording`` with the ``length`` of its last
 commit. Whether its writer is dead is decided by `replay.lease`: on the writer's
 host by its process (a paused writer is alive), elsewhere by its heartbeat.
 
-    report = recover(store)     # marks dead races aborted, deletes stale temp files
+    report = recover(store.storage)  # or store.recover(): dead races aborted, temp files gone
     report.aborted, report.live, report.damaged, report.orphans, report.temp_files_removed
 
 `recover` also adds the group documents of ``races/`` that stores written by older
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ulid import ULID
 
+from replay import catalogue
 from replay import format as fmt
 from replay.errors import CorruptDataError, RaceBusyError, RaceNotFoundError
 from replay.hierarchy import ensure_groups
@@ -31,7 +32,6 @@ from replay.storage import TEMP_PREFIX
 
 if TYPE_CHECKING:
     from replay.storage import ByteStorage
-    from replay.store import Store
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,17 @@ def orphan_races(storage: ByteStorage, now: float | None = None) -> list[str]:
     ]
 
 
-def recover(store: Store, *, dry_run: bool = False, now: float | None = None) -> RecoveryReport:
+def recover(
+    storage: ByteStorage, *, dry_run: bool = False, now: float | None = None
+) -> RecoveryReport:
     """Mark races of dead writers ``aborted`` (keeping their committed length), delete
     temp files that no live writer can still be renaming, and add missing group documents."""
-    storage = store.storage
     report = RecoveryReport()
     if not dry_run:
         ensure_groups(storage)
     dead_or_done: set[str] = set(orphan_races(storage, now))
     report.orphans.extend(sorted(dead_or_done))
-    for race_id in store.race_ids():
+    for race_id in catalogue.race_ids(storage):
         try:
             info = read_race_info(storage, race_id)
         except RaceNotFoundError:

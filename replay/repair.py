@@ -1,8 +1,8 @@
 """Repair of a damaged race: keep every intact frame, drop the damaged ones, reclaim
 their bytes, and record what was lost (docs/format.md, "Damaged steps").
 
-    check = verify_store(store).races[0]
-    result = repair(store, check)
+    check = store.verify().races[0]       # or verify_store(store.storage)
+    result = store.repair(check)           # or repair(store.storage, check)
     result.kept, result.lost, result.refused     # refused: why nothing was done
 
 A damaged shard is rebuilt from the frames that still read back (checksum and
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numcodecs import Zstd
 
 from replay import format as fmt
 from replay import shards
 from replay.errors import RaceBusyError
+from replay.frame_codec import encode_steps
 from replay.lease import check_not_live, update_race
 from replay.race import RaceInfo, decode_frame, read_race_info
 from replay.race_layout import race_documents
@@ -35,7 +35,6 @@ from replay.verify import DOCUMENT, RaceCheck
 
 if TYPE_CHECKING:
     from replay.storage import ByteStorage
-    from replay.store import Store
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Repair:
     refused: str | None = None
 
 
-def repair(store: Store, check: RaceCheck, *, now: float | None = None) -> Repair:
+def repair(storage: ByteStorage, check: RaceCheck, *, now: float | None = None) -> Repair:
     """Repair the damage `check` found in one race (see the module doc)."""
     race_id = check.race_id
     if check.ok:
@@ -62,7 +61,6 @@ def repair(store: Store, check: RaceCheck, *, now: float | None = None) -> Repai
             refused="its metadata (env, fps, frame size...) is damaged and cannot be rebuilt; "
             "its data is left as it is",
         )
-    storage = store.storage
     try:
         check_not_live(storage, race_id, now=now)
     except RaceBusyError as e:
@@ -72,7 +70,7 @@ def repair(store: Store, check: RaceCheck, *, now: float | None = None) -> Repai
     for shard in check.damaged_shards:
         lost |= _rebuild_shard(storage, info, shard)
     for name, chunks in check.damaged_arrays.items():
-        lost |= _repair_array(store, info, name, chunks)
+        lost |= _repair_array(storage, info, name, chunks)
     lost -= {s for s in range(info.length) if info.is_lost(s)}  # newly lost only
     all_lost = lost | {s for a, b in info.lost_steps for s in range(a, b)}
 
@@ -127,9 +125,9 @@ def _intact(chunk: bytes, info: RaceInfo) -> bool:
         return False
 
 
-def _repair_array(store: Store, info: RaceInfo, name: str, chunks: list[int]) -> set[int]:
+def _repair_array(storage: ByteStorage, info: RaceInfo, name: str, chunks: list[int]) -> set[int]:
     """Rebuild a torn array document; rewrite undecodable step chunks as zeros."""
-    storage, s = store.storage, info.shard_size
+    s = info.shard_size
     lost: set[int] = set()
     for shard in chunks:
         if shard == DOCUMENT:
@@ -142,6 +140,6 @@ def _repair_array(store: Store, info: RaceInfo, name: str, chunks: list[int]) ->
         dtype, shape = info.step_layout(name)
         zeros = np.zeros((s, *shape), dtype=dtype.newbyteorder("<"))
         key = fmt.shard_key(info.race_id, name, shard, 1 + len(shape))
-        storage.write(key, bytes(Zstd(level=3).encode(zeros)))
+        storage.write(key, encode_steps(zeros))
         lost |= set(range(shard * s, min((shard + 1) * s, info.length)))
     return lost

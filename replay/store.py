@@ -10,16 +10,17 @@ for info in store.races():
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
 from ulid import ULID
-from zarr.storage import LocalStore
 
+from replay import catalogue
 from replay import format as fmt
 from replay.capacity import (
     Capacity,
@@ -30,30 +31,31 @@ from replay.capacity import (
     save_capacity,
 )
 from replay.errors import (
-    CorruptDataError,
     RaceNotFoundError,
     ReadOnlyStoreError,
     ReplayError,
     StoreError,
 )
 from replay.filters import Filters
+from replay.frame_codec import CodecName
 from replay.hierarchy import ensure_groups, write_group
 from replay.race import Race, RaceInfo, read_json, read_race_info
 from replay.race_layout import check_race_args, race_attrs, race_builder, step_specs
 from replay.recovery import RecoveryReport, recover
+from replay.repair import Repair, repair
 from replay.samplers import Kind, Sampler
 from replay.storage import ByteStorage, LocalStorage, is_read_only_error
-from replay.writer import QueuePolicy, ThreadWriter, Writer, check_settings
+from replay.verify import RaceCheck, StoreCheck, verify_store
+from replay.writer import QueuePolicy, StepSpec, ThreadWriter, Writer, check_settings
 from replay.writer_process import ProcessWriter, WriterKind, resolve_writer_kind
 
 if TYPE_CHECKING:
-    from zarr.abc.store import Store as ZarrStore
+    from collections.abc import Callable
 
     from replay.object_storage import ObjectStorage
 
 Mode = Literal["a", "r"]
 log = logging.getLogger(__name__)
-Codec = Literal["jpeg", "zstd"]
 #: Paths that name an object store rather than a directory.
 OBJECT_STORE_PREFIXES = ("s3://",)
 
@@ -155,17 +157,12 @@ class Store:
     def zarr(self) -> zarr.Group:
         """The store as a read-only zarr Group (for plain zarr-python access)."""
         if self._zarr is None:
-            zarr_store: ZarrStore = (
-                LocalStore(self.storage.root, read_only=True)
-                if isinstance(self.storage, LocalStorage)
-                else self.storage.zarr_store()
-            )
-            self._zarr = zarr.open_group(store=zarr_store, mode="r")
+            self._zarr = catalogue.zarr_group(self.storage)
         return self._zarr
 
     def race_ids(self) -> list[str]:
         """Ids of all races, oldest first (ids sort by creation time)."""
-        return [n for n in self.storage.list_dir(fmt.RACES) if fmt.is_race_id(n)]
+        return catalogue.race_ids(self.storage)
 
     def races(self) -> list[RaceInfo]:
         """Metadata of every race, oldest first.
@@ -178,20 +175,11 @@ class Store:
 
     def scan(self) -> tuple[list[RaceInfo], dict[str, str]]:
         """(metadata of every readable race, {race id: damage} of those that cannot be read)."""
-        out, damaged = [], {}
-        for race_id in self.race_ids():
-            try:
-                out.append(read_race_info(self.storage, race_id))
-            except RaceNotFoundError:  # being created right now
-                continue
-            except CorruptDataError as e:
-                log.warning("skipping race %s: %s", race_id, e)
-                damaged[race_id] = str(e)
-        return out, damaged
+        return catalogue.scan(self.storage)
 
     def race(self, race_id: str) -> Race:
         """One race; `RaceNotFoundError` if the id is malformed or absent."""
-        return Race(self.storage, read_race_info(self.storage, race_id), self.zarr)
+        return catalogue.open_race(self.storage, race_id, self.zarr)
 
     def resolve(self, ref: str) -> str:
         """The full id of the one race whose id starts with `ref` (as git resolves hashes).
@@ -258,7 +246,7 @@ class Store:
     def race_nbytes(self, race_id: str) -> int:
         """Bytes the race takes on disk."""
         read_race_info(self.storage, race_id)  # validates the id
-        return sum(size for _, size in self.storage.walk_sizes(fmt.race_key(race_id)))
+        return catalogue.folder_nbytes(self.storage, race_id)
 
     def new_race(
         self,
@@ -272,7 +260,7 @@ class Store:
         action_shape: tuple[int, ...] = (3,),
         extras: Mapping[str, tuple[str, tuple[int, ...]]] | None = None,
         meta: Mapping[str, Any] | None = None,
-        codec: Codec = "jpeg",
+        codec: CodecName = "jpeg",
         quality: int = fmt.DEFAULT_QUALITY,
         subsampling: str = "420",
         shard_size: int = fmt.DEFAULT_SHARD_SIZE,
@@ -293,12 +281,11 @@ class Store:
         """
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
-        check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
+        frames = check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
         kind = resolve_writer_kind(
             writer, check_settings(flush_interval, queue_size, on_full, device)
         )
         specs = step_specs(action_shape, extras or {})
-        race_id = str(ULID())
         attrs = race_attrs(
             env=env,
             map=map,
@@ -307,17 +294,39 @@ class Store:
             height=height,
             width=width,
             shard_size=shard_size,
-            codec={"name": "jpeg", "quality": quality, "subsampling": subsampling}
-            if codec == "jpeg"
-            else {"name": "zstd", "level": 3},
+            codec=frames,
             action_shape=action_shape,
             extras=extras or {},
             meta=meta or {},
         )
-        try:
+        return self._create_race(
+            attrs,
+            specs,
+            kind,
+            flush_interval=flush_interval,
+            queue_size=queue_size,
+            on_full=on_full,
+            device=device,
+        )
+
+    def _create_race(
+        self,
+        attrs: dict[str, Any],
+        specs: list[StepSpec],
+        kind: Literal["thread", "process"],
+        *,
+        flush_interval: float,
+        queue_size: int,
+        on_full: QueuePolicy,
+        device: str,
+    ) -> Writer:
+        """Write a new race's group, then start its writer: a process or a thread
+        (`replay.writer_process`); on any failure, no half-made race is left."""
+        race_id = str(ULID())
+        with self._whole_race(race_id):
             write_group(self.storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
             info = RaceInfo.from_attrs(race_id, attrs)
-            enforce = None if read_capacity(self).unlimited else self.enforce_capacity
+            enforce = None if read_capacity(self.storage).unlimited else self.enforce_capacity
             if kind == "process":
                 return ProcessWriter(
                     self.storage,
@@ -338,7 +347,14 @@ class Store:
                 device=device,
                 on_shard=enforce,
             )
-        except BaseException as e:  # ENOSPC, MemoryError...: leave no half-made race
+
+    @contextlib.contextmanager
+    def _whole_race(self, race_id: str) -> Iterator[None]:
+        """Leave no half-made race: on any failure (ENOSPC, MemoryError...) remove it,
+        and name the store in a read-only or OS error."""
+        try:
+            yield
+        except BaseException as e:
             self._discard_race(race_id)
             if isinstance(e, ReadOnlyStoreError):
                 raise ReadOnlyStoreError(f"cannot write a race into {self.root}: {e}") from e
@@ -358,14 +374,26 @@ class Store:
         Writers started afterwards evict the oldest finished races as they commit
         shards; `enforce_capacity` (or ``replay prune``) does it on demand.
         """
-        save_capacity(self, Capacity(None if max_bytes is None else int(max_bytes), max_age))
+        save_capacity(
+            self.storage, Capacity(None if max_bytes is None else int(max_bytes), max_age)
+        )
 
     def enforce_capacity(self) -> EvictionPlan:
         """Evict the oldest finished races that exceed the saved capacity; returns what went."""
-        plan = plan_eviction(self)
-        evict(self, plan)
+        plan = plan_eviction(self.storage)
+        evict(self.storage, plan)
         return plan
 
     def recover(self, *, dry_run: bool = False) -> RecoveryReport:
         """Mark dead writers' races aborted and delete their temp files (`replay.recovery`)."""
-        return recover(self, dry_run=dry_run)
+        return recover(self.storage, dry_run=dry_run)
+
+    def verify(self, progress: Callable[[int], None] = lambda n: None) -> StoreCheck:
+        """Check every committed frame, step chunk and document of every race
+        (`replay.verify`); `progress` gets the number of frames checked as it goes."""
+        return verify_store(self.storage, progress)
+
+    def repair(self, check: RaceCheck) -> Repair:
+        """Repair the damage `check` (from `verify`) found in one race (`replay.repair`):
+        keep every intact frame, record the lost steps; refused for a live writer's race."""
+        return repair(self.storage, check)

@@ -1,11 +1,11 @@
 """Integrity check of a store: every shard index, every frame, every step chunk, every
 array document, and every race folder's metadata.
 
-    report = verify_store(store, progress=lambda n: ...)   # n = frames checked so far
+    report = store.verify(progress=lambda n: ...)   # n = frames checked so far
     for race in report.races:
         race.race_id, race.frames_checked, race.damaged_shards, race.bad_steps,
         race.damaged_arrays, race.problem
-    repair(store, race)     # replay.repair: keep every intact frame, drop the damaged ones
+    store.repair(race)     # replay.repair: keep every intact frame, drop the damaged ones
 
 Frames are read and decoded in parallel (the JPEG decoder releases the GIL). Steps a
 repair already removed (``lost_steps``, docs/format.md) are not reported again.
@@ -19,13 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from replay import catalogue
 from replay import format as fmt
 from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError
 from replay.race import Race, read_step_chunk
 from replay.recovery import orphan_races
 
 if TYPE_CHECKING:
-    from replay.store import Store
+    import zarr
+
+    from replay.object_storage import ObjectStorage
+    from replay.storage import ByteStorage, LocalStorage
 
 #: What is wrong with a race as a whole: its metadata cannot be read, or its folder has
 #: data but no metadata at all.
@@ -99,14 +103,14 @@ def _check_shard(race: Race, shard: int) -> tuple[int, list[int], list[str]]:
     return len(steps), bad, errors
 
 
-def _check_documents(store: Store, race: Race) -> tuple[dict[str, list[int]], list[str]]:
+def _check_documents(storage: ByteStorage, race: Race) -> tuple[dict[str, list[int]], list[str]]:
     """Array zarr.json documents that do not parse or are shorter than the race."""
     damaged: dict[str, list[int]] = {}
     errors = []
     for name in [fmt.FRAMES, *race.info.step_arrays]:
         key = f"{fmt.race_key(race.race_id)}/{name}/{fmt.METADATA}"
         try:
-            doc = json.loads(store.storage.read(key))
+            doc = json.loads(storage.read(key))
             if doc.get("node_type") != "array" or int(doc["shape"][0]) < race.length:
                 raise ValueError(f"not an array of {race.length} steps")
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
@@ -115,13 +119,13 @@ def _check_documents(store: Store, race: Race) -> tuple[dict[str, list[int]], li
     return damaged, errors
 
 
-def _check_steps(store: Store, race: Race, damaged: dict[str, list[int]]) -> list[str]:
+def _check_steps(storage: ByteStorage, race: Race, damaged: dict[str, list[int]]) -> list[str]:
     """Add the step-array chunks that do not decode to `damaged`; their messages."""
     errors = []
     for name in race.info.step_arrays:
         for shard in range(race.info.n_shards):
             try:
-                read_step_chunk(store.storage, race.info, name, shard)
+                read_step_chunk(storage, race.info, name, shard)
             except CorruptDataError as e:
                 damaged.setdefault(name, []).append(shard)
                 errors.append(str(e))
@@ -129,7 +133,7 @@ def _check_steps(store: Store, race: Race, damaged: dict[str, list[int]]) -> lis
 
 
 def verify_race(
-    store: Store, race: Race, pool: ThreadPoolExecutor, progress: Callable[[int], None]
+    storage: ByteStorage, race: Race, pool: ThreadPoolExecutor, progress: Callable[[int], None]
 ) -> RaceCheck:
     """Check one race's shards, frames, step chunks and array documents."""
     futures = [pool.submit(_check_shard, race, k) for k in range(race.info.n_shards)]
@@ -142,19 +146,22 @@ def verify_race(
             damaged.append(shard)
             bad_steps += bad
             errors += messages[:3]  # one shard can hold many bad frames: keep it readable
-    arrays, doc_errors = _check_documents(store, race)
-    errors += doc_errors + _check_steps(store, race, arrays)
+    arrays, doc_errors = _check_documents(storage, race)
+    errors += doc_errors + _check_steps(storage, race, arrays)
     return RaceCheck(race.race_id, race.length, checked, damaged, sorted(bad_steps), errors, arrays)
 
 
 def verify_store(
-    store: Store, progress: Callable[[int], None] = lambda n: None, threads: int = 4
+    storage: LocalStorage | ObjectStorage,
+    progress: Callable[[int], None] = lambda n: None,
+    threads: int = 4,
 ) -> StoreCheck:
     """Check every committed frame of every race, and every race folder."""
     checks = []
-    orphans = set(orphan_races(store.storage))
+    orphans = set(orphan_races(storage))
+    root: zarr.Group | None = None
     with ThreadPoolExecutor(threads) as pool:
-        for race_id in store.race_ids():  # not races(): that skips damaged metadata
+        for race_id in catalogue.race_ids(storage):  # not races(): that skips damaged metadata
             if race_id in orphans:
                 message = (
                     f"race {race_id}: orphan data (races/{race_id} has no {fmt.METADATA}); "
@@ -163,11 +170,12 @@ def verify_store(
                 checks.append(RaceCheck(race_id, 0, 0, errors=[message], problem="orphan"))
                 continue
             try:
-                race = store.race(race_id)
+                root = catalogue.zarr_group(storage) if root is None else root
+                race = catalogue.open_race(storage, race_id, root)
             except RaceNotFoundError:  # being created
                 continue
             except ReplayError as e:
                 checks.append(RaceCheck(race_id, 0, 0, errors=[str(e)], problem="metadata"))
                 continue
-            checks.append(verify_race(store, race, pool, progress))
+            checks.append(verify_race(storage, race, pool, progress))
     return StoreCheck(checks)

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from numcodecs import Zstd
 
 from replay import format as fmt
 from replay import gpu, jpeg, shards
@@ -54,6 +53,7 @@ from replay.errors import (
     WriterClosedError,
     WriterFailedError,
 )
+from replay.frame_codec import encode_steps
 from replay.lease import check_owner, new_lease, update_race
 
 if TYPE_CHECKING:
@@ -303,8 +303,8 @@ class ThreadWriter(Writer):
             for name in [fmt.FRAMES, *self._specs]
         }
         self._lease = new_lease(flush_interval)
-        if info.codec["name"] == "jpeg":
-            jpeg.encoder(self.device, self._gpu)  # created now, not on the driver's first frames
+        self._codec = info.frame_codec
+        self._codec.prepare(self.device, self._gpu)  # now, not on the driver's first frames
         self._write_attrs()  # takes the lease
         self._thread = threading.Thread(
             target=self._run, name=f"replay-writer-{self.race_id}", daemon=True
@@ -459,23 +459,16 @@ class ThreadWriter(Writer):
     def _encode(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         images = [self._ring[p.slot] for p in batch]
-        codec = self._info.codec
         if self.device == "cuda":
             for p in batch:
                 self._events[p.slot].synchronize()
-        if codec["name"] == "jpeg":
-            encoder = jpeg.encoder(self.device, self._gpu)
-            # Leave a core to the driver (encoding on every core makes its appends wait
-            # for a time slice: p99 11 ms instead of < 1 ms on 2 cores), unless it is
-            # waiting for us anyway: a backlog, the ring more than half full.
-            backlog = self._slots - self._free.qsize() > self._slots // 2
-            lanes = encoder.max_lanes if backlog else max(1, encoder.max_lanes - 1)
-            blobs = encoder.encode(
-                images, quality=codec["quality"], subsampling=codec["subsampling"], lanes=lanes
-            )
-        else:
-            zstd = Zstd(level=codec.get("level", 3))
-            blobs = [bytes(zstd.encode(np.ascontiguousarray(im))) for im in images]
+        # Leave a core to the driver (encoding on every core makes its appends wait
+        # for a time slice: p99 11 ms instead of < 1 ms on 2 cores), unless it is
+        # waiting for us anyway: a backlog, the ring more than half full.
+        backlog = self._slots - self._free.qsize() > self._slots // 2
+        blobs = self._codec.encode(
+            images, device=self.device, gpu=self._gpu, spare_core=not backlog
+        )
         took = time.perf_counter() - started
         self._encode_s += took
         self._encoded += len(batch)
@@ -513,11 +506,8 @@ class ThreadWriter(Writer):
         blob = shards.build_shard(self._chunks, s)
         self._storage.write(fmt.frames_key(race, k), blob)
         written = len(blob)
-        zstd = Zstd(level=3)
         for name, buf in self._step_buf.items():
-            chunk = bytes(
-                zstd.encode(np.ascontiguousarray(buf).astype(buf.dtype.newbyteorder("<")))
-            )
+            chunk = encode_steps(buf)
             self._storage.write(fmt.shard_key(race, name, k, buf.ndim), chunk)
             written += len(chunk)
         length = k * s + n

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import pydantic
@@ -16,6 +16,9 @@ import pydantic
 from replay.errors import StoreError
 from replay.store import open_store
 from service.redact import RedactSecrets
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -112,16 +115,7 @@ def serve(
         raise click.ClickException(
             f"cannot bind {settings.host}:{settings.port}: {e.strerror}"
         ) from None
-    url = url_of(sock)
-    click.echo(f"replay: serving {settings.store} at {url}  (API docs: {url}docs)", err=False)
-    if settings.token is not None:
-        click.echo("replay: a bearer token is required; open the viewer as <url>#token=<token>")
-    elif settings.allow_public:
-        click.echo(
-            f"replay: WARNING: --allow-public and no token: anyone who can reach {url} "
-            "reads the whole store. Set REPLAY_TOKEN (--token) unless that is intended.",
-            err=True,
-        )
+    _announce(settings, url_of(sock))
     config = uvicorn_config(
         create_app(settings),
         settings,
@@ -136,6 +130,19 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _announce(settings: Settings, url: str) -> None:
+    """Say where the store is served, and how it is protected (a warning if it is not)."""
+    click.echo(f"replay: serving {settings.store} at {url}  (API docs: {url}docs)", err=False)
+    if settings.token is not None:
+        click.echo("replay: a bearer token is required; open the viewer as <url>#token=<token>")
+    elif settings.allow_public:
+        click.echo(
+            f"replay: WARNING: --allow-public and no token: anyone who can reach {url} "
+            "reads the whole store. Set REPLAY_TOKEN (--token) unless that is intended.",
+            err=True,
+        )
 
 
 if __name__ == "__main__":  # python -m service.cli STORE ...

@@ -11,7 +11,7 @@ from replay.race import RaceInfo
 
 EXAMPLE_RACE_ID = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
 
-Status = Literal["recording", "complete", "aborted"]
+Status = fmt.RaceStatus
 RaceIdStr = Annotated[str, Field(pattern=fmt.RACE_ID_PATTERN.pattern)]
 
 
@@ -76,7 +76,7 @@ class RaceSummary(BaseModel):
             env=info.env,
             map=info.map,
             policy=info.policy,
-            status=info.status if info.status in (fmt.RECORDING, fmt.ABORTED) else fmt.COMPLETE,  # type: ignore[arg-type]
+            status=info.status,
             length=info.length,
             fps=info.fps,
             height=info.height,

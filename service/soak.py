@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import psutil
 from replay.bench.cli import load_frames, write_results
 from replay.client import Client
 from replay.errors import ReplayError, SamplingError
-from replay.store import open_store
+from replay.store import Store, open_store
 from service.process import ServerProcess
 
 
@@ -47,6 +48,62 @@ def _quarters(samples: Sequence[tuple[float, float]], duration: float) -> list[d
     return out
 
 
+@dataclass
+class _Run:
+    """What the soak's threads share: its clock, its stop signal and its figures."""
+
+    start: float = field(default_factory=time.monotonic)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (t, seconds)
+    errors: list[str] = field(default_factory=list)
+
+
+def _write(run: _Run, store: Store, frames: Sequence[npt.NDArray[np.uint8]], fps: float) -> None:
+    """Record one race at `fps` (real time) until the run stops."""
+    h, w = frames[0].shape[:2]
+    with store.new_race(env="soak", height=h, width=w, fps=fps) as writer:
+        i = 0
+        while not run.stop.is_set():
+            writer.append(frames[i % len(frames)], reward=float(i))
+            i += 1
+            time.sleep(max(0.0, run.start + i / fps - time.monotonic()))
+
+
+def _sample(run: _Run, url: str, batch_size: int) -> None:
+    """Sample batches from the server until the run stops, timing each."""
+    with Client(url) as client:
+        while not run.stop.is_set():
+            t = time.monotonic()
+            try:
+                client.sample(batch_size=batch_size)
+            except SamplingError:  # nothing committed yet
+                time.sleep(0.05)
+                continue
+            except (ReplayError, httpx.HTTPError) as e:
+                with run.lock:
+                    run.errors.append(f"{type(e).__name__}: {e}")
+                continue
+            with run.lock:
+                run.latencies.append((t - run.start, time.monotonic() - t))
+
+
+def _watch_memory(run: _Run, server: ServerProcess, duration: float) -> list[dict[str, float]]:
+    """The server's and this process's RSS (MB), sampled until `duration` has passed."""
+    me = psutil.Process()
+    rss = []
+    while time.monotonic() - run.start < duration:
+        rss.append(
+            {
+                "t": time.monotonic() - run.start,
+                "server_mb": server.last_rss / 1e6,
+                "soak_mb": me.memory_info().rss / 1e6,
+            }
+        )
+        time.sleep(min(1.0, duration / 20))
+    return rss
+
+
 def run_soak(
     store_path: Path,
     frames: Sequence[npt.NDArray[np.uint8]],
@@ -58,56 +115,19 @@ def run_soak(
 ) -> dict[str, Any]:
     """Run the soak and return its figures (see the module docstring)."""
     store = open_store(store_path)
-    h, w = frames[0].shape[:2]
     server = ServerProcess(str(store_path))
-    me = psutil.Process()
-    stop = threading.Event()
-    start = time.monotonic()
-    latencies: list[tuple[float, float]] = []
-    errors: list[str] = []
-    rss: list[dict[str, float]] = []
-    lock = threading.Lock()
-
-    def write() -> None:
-        with store.new_race(env="soak", height=h, width=w, fps=fps) as writer:
-            i = 0
-            while not stop.is_set():
-                writer.append(frames[i % len(frames)], reward=float(i))
-                i += 1
-                time.sleep(max(0.0, start + i / fps - time.monotonic()))
-
-    def sample() -> None:
-        with Client(server.url) as client:
-            while not stop.is_set():
-                t = time.monotonic()
-                try:
-                    client.sample(batch_size=batch_size)
-                except SamplingError:  # nothing committed yet
-                    time.sleep(0.05)
-                    continue
-                except (ReplayError, httpx.HTTPError) as e:
-                    with lock:
-                        errors.append(f"{type(e).__name__}: {e}")
-                    continue
-                with lock:
-                    latencies.append((t - start, time.monotonic() - t))
-
-    threads = [threading.Thread(target=write, name="soak-writer")]
-    threads += [threading.Thread(target=sample, name=f"soak-{i}") for i in range(clients)]
+    run = _Run()
+    threads = [threading.Thread(target=_write, args=(run, store, frames, fps), name="soak-writer")]
+    threads += [
+        threading.Thread(target=_sample, args=(run, server.url, batch_size), name=f"soak-{i}")
+        for i in range(clients)
+    ]
     try:
         for thread in threads:
             thread.start()
-        while time.monotonic() - start < duration:
-            rss.append(
-                {
-                    "t": time.monotonic() - start,
-                    "server_mb": server.last_rss / 1e6,
-                    "soak_mb": me.memory_info().rss / 1e6,
-                }
-            )
-            time.sleep(min(1.0, duration / 20))
+        rss = _watch_memory(run, server, duration)
     finally:
-        stop.set()
+        run.stop.set()
         for thread in threads:
             thread.join(timeout=60)
         server.close()
@@ -119,11 +139,11 @@ def run_soak(
         "clients": clients,
         "batch_size": batch_size,
         "frames_written": sum(r.length for r in races),
-        "batches": len(latencies),
-        "frames_per_s": len(latencies) * batch_size / duration,
-        "errors": len(errors),
-        "first_errors": errors[:5],
-        "latency_by_quarter": _quarters(latencies, duration),
+        "batches": len(run.latencies),
+        "frames_per_s": len(run.latencies) * batch_size / duration,
+        "errors": len(run.errors),
+        "first_errors": run.errors[:5],
+        "latency_by_quarter": _quarters(run.latencies, duration),
         "server_rss_mb": {
             "after_warmup": warm[0]["server_mb"],
             "end": rss[-1]["server_mb"],

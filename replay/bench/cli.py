@@ -15,6 +15,7 @@ from replay.bench.environment import environment
 from replay.bench.footprint import run_footprint_bench
 from replay.bench.ingest import Frame, run_ingest_bench, run_writer_bench
 from replay.errors import ReplayError
+from replay.frame_codec import ZstdFrames
 from replay.plugins import PluginGroup
 from replay.store import Store, open_store
 
@@ -154,7 +155,7 @@ def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | N
     store = _frames_store(frames_from)
     races = store.races()
     envs = sorted({info.env for info in races})
-    lossless = all(info.codec["name"] == "zstd" for info in races)
+    lossless = all(isinstance(info.frame_codec, ZstdFrames) for info in races)
     if not lossless:
         click.echo(
             "warning: some races are JPEG; PSNR/SSIM are then measured against "

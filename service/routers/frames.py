@@ -67,7 +67,7 @@ def get_frame(
     race = store.race(race_id)
     if step >= race.length:
         raise HTTPException(404, f"race {race_id} has {race.length} committed steps, not {step}")
-    codec = str(race.info.codec.get("name"))
+    codec: str = race.info.frame_codec.name
     if format == "jpeg" and codec != "jpeg":
         # CorruptDataError (409) names a damaged shard or frame
         blob = JpegCodec(quality=DISPLAY_QUALITY).encode_image(race.frame(step))

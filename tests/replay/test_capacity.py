@@ -45,7 +45,7 @@ def test_byte_budget_evicts_oldest_finished_races_not_live_ones(tmp_path: Path) 
     with store.new_race(env="live", height=FRAME[0], width=FRAME[1]) as live:
         live.append(np.zeros(FRAME, np.uint8))
         budget = sizes[2] + store.race_nbytes(live.race_id) + 10
-        plan = plan_eviction(store, Capacity(max_bytes=budget))
+        plan = plan_eviction(store.storage, Capacity(max_bytes=budget))
         assert [e.race_id for e in plan.evictions] == old[:2]
         assert plan.bytes_after <= budget
         store.set_capacity(max_bytes=budget)
@@ -57,9 +57,9 @@ def test_byte_budget_evicts_oldest_finished_races_not_live_ones(tmp_path: Path) 
 def test_age_limit(tmp_path: Path) -> None:
     store = replay.open_store(tmp_path)
     ids = [race(store) for _ in range(2)]
-    plan = plan_eviction(store, Capacity(max_age=60), now=time.time() + 3600)
+    plan = plan_eviction(store.storage, Capacity(max_age=60), now=time.time() + 3600)
     assert [e.race_id for e in plan.evictions] == ids
-    assert plan_eviction(store, Capacity(max_age=3600)).evictions == []
+    assert plan_eviction(store.storage, Capacity(max_age=3600)).evictions == []
 
 
 def test_writer_enforces_saved_capacity(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from ulid import ULID
 import replay
 from replay import format as fmt
 from replay.cli import main
-from replay.verify import verify_store
 
 
 def damage(store_path: Path, race_id: str, how: str) -> None:
@@ -47,7 +46,7 @@ def test_a_damaged_race_drops_out_of_sampling_and_is_counted(tmp_path: Path, how
     assert [i.race_id for i in infos] == [a, c]
     assert list(damaged) == [b]
     assert "damaged" in damaged[b]
-    report = verify_store(store)
+    report = store.verify()
     assert [(r.race_id, r.problem) for r in report.races if not r.ok] == [(b, "metadata")]
 
 
@@ -99,7 +98,7 @@ def test_a_race_without_zarr_json_is_orphan_data_that_prune_removes(tmp_path: Pa
     fresh = tmp_path / "s" / fmt.race_key(str(ULID())) / "frames"
     fresh.mkdir(parents=True)
 
-    report = verify_store(store)
+    report = store.verify()
     assert [(r.race_id, r.problem) for r in report.races if not r.ok] == [(orphan, "orphan")]
     result = CliRunner().invoke(main, ["verify", str(tmp_path / "s")])
     assert f"{orphan}        0 frames  ORPHAN DATA" in result.output
@@ -115,7 +114,7 @@ def test_a_race_without_zarr_json_is_orphan_data_that_prune_removes(tmp_path: Pa
     assert not (tmp_path / "s" / fmt.race_key(orphan)).exists()
     assert fresh.exists()
     assert [r.race_id for r in store.races()] == [b]
-    assert verify_store(store).ok
+    assert store.verify().ok
 
 
 def test_the_store_is_a_complete_zarr_hierarchy(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from sampling_helpers import keys_of, write_race
 import replay
 from replay import jpeg
 from replay.batch import Batch, EncodedBatch, SampleKeys, corrupt_frame_error
-from replay.decode import decode_batch, decode_frames, zstd_frame_decoder
+from replay.decode import decode_batch, decode_frames
+from replay.frame_codec import ZstdFrames
 
 SHARD = 4
 
@@ -119,10 +120,10 @@ def test_lossless_zstd_frames_decode_bit_exact(real_frames: npt.NDArray[np.uint8
     encoded = EncodedBatch(keys, [blobs[:2], blobs[2:]], 900, 1600, {}, {"name": "zstd"}, SHARD)
     batch = decode_batch(encoded)
     np.testing.assert_array_equal(batch.frames, frames.reshape(2, 2, 900, 1600, 3))
-    decode = zstd_frame_decoder(900, 1600)
-    np.testing.assert_array_equal(decode(blobs[3]), frames[3])
-    assert decode(b"not zstd") is None
-    assert zstd_frame_decoder(900, 1599)(blobs[0]) is None  # the wrong frame size
+    codec = ZstdFrames()
+    np.testing.assert_array_equal(codec.decode(blobs[3], 900, 1600), frames[3])
+    assert codec.decode(b"not zstd", 900, 1600) is None
+    assert codec.decode(blobs[0], 900, 1599) is None  # the wrong frame size
 
 
 def test_bad_batches_and_devices_are_refused(store_path: Path, race: replay.Race) -> None:

@@ -20,7 +20,6 @@ from replay.capacity import Capacity, plan_eviction
 from replay.cli import main
 from replay.lease import remove_race
 from replay.recovery import recover, writer_is_dead
-from replay.verify import verify_store
 
 CHILD = Path(__file__).with_name("writer_child.py")
 
@@ -131,7 +130,7 @@ def test_damaged_race_metadata_is_a_clear_error(tmp_path: Path, field: str) -> N
     with store.new_race(env="fine", height=8, width=8) as other:
         other.append(np.zeros((8, 8, 3), np.uint8))
     assert [r.race_id for r in store.races()] == [other.race_id]  # one bad race hides nothing
-    report = verify_store(store)
+    report = store.verify()
     assert [c.race_id for c in report.races if not c.ok] == [writer.race_id]
 
 
@@ -157,9 +156,9 @@ def test_a_paused_writer_on_this_host_is_alive_whatever_its_heartbeat(
         assert info.lease is not None
         later = info.lease["heartbeat"] + info.lease["ttl"] + 3600  # long past its lease
         assert not writer_is_dead(info, now=later)
-        report = recover(store, now=later)
+        report = recover(store.storage, now=later)
         assert (report.aborted, report.live) == ([], [race_id])
-        plan = plan_eviction(store, Capacity(max_age=1), now=later)
+        plan = plan_eviction(store.storage, Capacity(max_age=1), now=later)
         assert plan.evictions == []
         with pytest.raises(replay.RaceBusyError, match="live writer"):
             remove_race(store.storage, race_id, now=later)

@@ -13,8 +13,6 @@ from click.testing import CliRunner
 import replay
 from replay import format as fmt
 from replay.cli import main
-from replay.repair import repair
-from replay.verify import verify_store
 
 
 @pytest.fixture
@@ -32,7 +30,7 @@ def shard_file(store_path: Path, race_id: str, shard: int) -> Path:
 
 
 def test_clean_store_verifies(store_path: Path) -> None:
-    report = verify_store(replay.open_store(store_path, mode="r"))
+    report = replay.open_store(store_path, mode="r").verify()
     assert report.ok
     assert report.frames_checked == 26
     result = CliRunner().invoke(main, ["verify", str(store_path)])
@@ -53,7 +51,7 @@ def test_bit_flip_in_a_frame_is_found_and_only_that_frame_lost(store_path: Path)
     with pytest.raises(replay.CorruptDataError, match=f"race {race_id}, shard 1: frame at step 11"):
         race.frame(11)
     assert race.frame(10).shape == (900, 1600, 3)  # the rest of the shard is fine
-    report = verify_store(store)
+    report = store.verify()
     (damaged,) = [c for c in report.races if not c.ok]
     assert (damaged.race_id, damaged.damaged_shards, damaged.bad_steps) == (race_id, [1], [11])
     result = CliRunner().invoke(main, ["verify", str(store_path)])
@@ -98,8 +96,8 @@ def test_truncated_shard_is_rebuilt_from_its_intact_frames(store_path: Path) -> 
     assert repaired.length == 20
     assert frames_of(store_path, race_id) == before  # every frame kept, bit for bit
     assert repaired.attrs["lost_steps"] == []
-    assert verify_store(replay.open_store(store_path, mode="r")).ok
-    assert repair(store, verify_store(store).races[0]).lost == 0  # nothing more to do
+    assert replay.open_store(store_path, mode="r").verify().ok
+    assert store.repair(store.verify().races[0]).lost == 0  # nothing more to do
 
 
 def test_flipped_byte_in_a_shard_index_loses_no_frame(store_path: Path) -> None:
@@ -113,12 +111,12 @@ def test_flipped_byte_in_a_shard_index_loses_no_frame(store_path: Path) -> None:
     path.write_bytes(bytes(data))
     assert frames_of(store_path, race_id)[:8] == [None] * 8
 
-    (check, _) = verify_store(store).races
+    (check, _) = store.verify().races
     assert check.damaged_shards == [0]
-    result = repair(store, check)
+    result = store.repair(check)
     assert (result.kept, result.lost, result.refused) == (20, 0, None)
     assert frames_of(store_path, race_id) == before
-    assert verify_store(store).ok
+    assert store.verify().ok
 
 
 def test_bit_flip_repair_drops_only_that_frame_and_reclaims_its_bytes(
@@ -134,8 +132,8 @@ def test_bit_flip_repair_drops_only_that_frame_and_reclaims_its_bytes(
     path.write_bytes(bytes(data))
     size = path.stat().st_size
 
-    (check, _) = verify_store(store).races
-    result = repair(store, check)
+    (check, _) = store.verify().races
+    result = store.repair(check)
     assert (result.kept, result.lost) == (19, 1)
     assert path.stat().st_size <= size - nbytes  # the damaged frame's bytes are gone
     race = replay.open_store(store_path, mode="r").race(race_id)
@@ -146,7 +144,7 @@ def test_bit_flip_repair_drops_only_that_frame_and_reclaims_its_bytes(
     assert after[:11] + after[12:] == before[:11] + before[12:]
     with pytest.raises(replay.CorruptDataError, match="step 11 was lost to damage"):
         race.frame(11)
-    assert verify_store(store).ok  # a known, recorded loss is not damage any more
+    assert store.verify().ok  # a known, recorded loss is not damage any more
     # plain zarr reads the removed frame as zeros and every other frame as written
     frames = replay.open_store(store_path, mode="r").zarr[f"races/{race_id}/frames"]
     assert not frames[11].any()
@@ -177,7 +175,7 @@ def test_damaged_step_chunk_is_a_clear_error_and_repair_repairs(store_path: Path
     assert "step array 'reward' is damaged" in result.output
     assert "Traceback" not in result.output
 
-    (_, check) = verify_store(store).races
+    (_, check) = store.verify().races
     assert check.damaged_arrays == {"reward": [0]}
     assert "step array 'reward' is damaged" in check.errors[0]
     result = CliRunner().invoke(main, ["verify", str(store_path), "--repair"])
@@ -187,7 +185,7 @@ def test_damaged_step_chunk_is_a_clear_error_and_repair_repairs(store_path: Path
     assert repaired.info.lost_steps == ((0, 6),)
     assert repaired.steps("reward").tolist() == [0.0] * 6  # lost values read as zero
     assert repaired.frame(3).shape == (900, 1600, 3)  # its frames are kept
-    assert verify_store(store).ok
+    assert store.verify().ok
 
 
 def test_torn_step_array_document_is_rebuilt(store_path: Path) -> None:
@@ -196,11 +194,11 @@ def test_torn_step_array_document_is_rebuilt(store_path: Path) -> None:
     doc = store_path / fmt.race_key(race_id) / "reward" / fmt.METADATA
     doc.write_text(doc.read_text()[:40])
     assert store.race(race_id).steps("reward").tolist() == [1.0] * 20  # replay's reads cope
-    (check, _) = verify_store(store).races
+    (check, _) = store.verify().races
     assert check.damaged_arrays == {"reward": [-1]}
-    result = repair(store, check)
+    result = store.repair(check)
     assert (result.kept, result.lost) == (20, 0)
-    assert verify_store(store).ok
+    assert store.verify().ok
     reward = replay.open_store(store_path, mode="r").zarr[f"races/{race_id}/reward"]
     assert reward[:].tolist() == [1.0] * 20  # plain zarr reads it again
 
@@ -218,9 +216,9 @@ def test_repair_refuses_a_race_whose_writer_is_alive(
         data = bytearray(path.read_bytes())
         data[100] ^= 0x01
         path.write_bytes(bytes(data))
-        (check,) = verify_store(store).races
+        (check,) = store.verify().races
         assert not check.ok
-        result = repair(store, check)
+        result = store.repair(check)
         assert result.refused is not None
         assert "live writer" in result.refused
         assert path.read_bytes() == bytes(data)  # untouched
