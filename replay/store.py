@@ -45,8 +45,9 @@ from replay.recovery import RecoveryReport, recover
 from replay.repair import Repair, repair
 from replay.samplers import Kind, Sampler
 from replay.storage import ByteStorage, LocalStorage, is_read_only_error
+from replay.thread_writer import ThreadWriter
 from replay.verify import RaceCheck, StoreCheck, verify_store
-from replay.writer import QueuePolicy, StepSpec, ThreadWriter, Writer, check_settings
+from replay.writer import QueuePolicy, StepSpec, Writer, check_settings
 from replay.writer_process import ProcessWriter, WriterKind, resolve_writer_kind
 
 if TYPE_CHECKING:

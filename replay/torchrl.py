@@ -65,6 +65,7 @@ from replay.errors import SamplingError, StoreError
 from replay.filters import Filters
 from replay.index import Index
 from replay.reader import Reader
+from replay.torchrl_convert import empty_columns, identity, index_array, step_arrays, to_tensordict
 
 if TYPE_CHECKING:
     from replay.store import Store
@@ -72,8 +73,6 @@ if TYPE_CHECKING:
 
 #: TorchRL needs a capacity; a store's is its disk, so positions never wrap.
 MAX_SIZE = 2**62
-#: Keys of a step that came from the step after it, in TorchRL's layout.
-NEXT_KEYS = ("reward", "terminated", "truncated")
 
 
 class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
@@ -143,7 +142,7 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
         TensorDicts, so the buffer gets the identity unless it was given one."""
         super().attach(buffer)
         if getattr(buffer, "_init_collate_fn", False) is None:
-            buffer._init_collate_fn = _identity
+            buffer._init_collate_fn = identity
 
     def refresh(self) -> bool:
         """Add the store's new races and new steps as positions; True if any were added."""
@@ -185,7 +184,7 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
     def positions(self, index: Any) -> npt.NDArray[np.int64]:
         """TorchRL's index (int, slice, sequence, tensor, 1-tuple) as positions, checked."""
         n = int(self._starts[-1])
-        out = _index_array(index, n)
+        out = index_array(index, n)
         out = np.where(out < 0, out + n, out)
         bad = out[(out < 0) | (out >= n)]
         if bad.size:
@@ -207,13 +206,13 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
         """Every position's step data, without pixels (what ``storage[:]`` returns)."""
         with self._lock:
             if self._columns is None:
-                self._columns = _to_tensordict(
+                self._columns = to_tensordict(
                     {
                         name: np.concatenate([p[name] for p in self._parts])
                         for name in (*fmt.STANDARD_STEPS, "episode", "step")
                     }
                     if self._parts
-                    else _empty_columns(),
+                    else empty_columns(),
                     int(self._starts[-1]),
                 )
             return self._columns
@@ -251,7 +250,7 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
         index = torch.from_numpy(positions)
         values["episode"] = cols["episode"][index]
         values["step"] = cols["step"][index]
-        data = _to_tensordict(values, len(positions))
+        data = to_tensordict(values, len(positions))
         data["pixels"] = batch.frames[:, 0]
         return data
 
@@ -264,7 +263,7 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
         `AppendWriter`, which always writes at the end.
         """
         n = len(self)
-        wanted = _index_array(cursor, MAX_SIZE)
+        wanted = index_array(cursor, MAX_SIZE)
         if wanted.size and (int(wanted[0]) != n or np.any(np.diff(wanted) != 1)):
             raise StoreError(
                 f"a ReplayStorage appends only: asked to write at position {int(wanted[0])} "
@@ -285,7 +284,7 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
             data = data.unsqueeze(0)
         if data.batch_dims != 1:
             raise StoreError(f"extend takes a TensorDict of batch [n], got {data.batch_size}")
-        steps = _step_arrays(data)
+        steps = step_arrays(data)
         pixels = data.get("pixels").cpu().numpy()
         if pixels.ndim != 4 or pixels.shape[-1] != 3 or pixels.dtype != np.uint8:
             raise StoreError(
@@ -384,63 +383,6 @@ class AppendWriter(TorchRLWriter):  # type: ignore[misc]  # torchrl is untyped
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         pass
-
-
-def _identity(data: Any) -> Any:
-    return data
-
-
-def _index_array(index: Any, n: int) -> npt.NDArray[np.int64]:
-    """An index as TorchRL passes it (int, slice, sequence, tensor, 1-tuple) as an array."""
-    if isinstance(index, tuple):
-        if len(index) != 1:
-            raise IndexError(f"a ReplayStorage is one-dimensional, got index {index!r}")
-        index = index[0]
-    if isinstance(index, slice):
-        return np.arange(*index.indices(n), dtype=np.int64)
-    if isinstance(index, torch.Tensor):
-        index = index.cpu().numpy()
-    return np.asarray(index, dtype=np.int64).reshape(-1)
-
-
-def _step_arrays(data: TensorDictBase) -> dict[str, npt.NDArray[Any]]:
-    """The step arrays of a TensorDict of batch [n], from the top level or ``"next"``."""
-    n = data.batch_size[0]
-    out: dict[str, npt.NDArray[Any]] = {}
-    for name, dtype in fmt.STANDARD_STEPS.items():
-        if name == "t_ns":
-            continue
-        value = data.get(("next", name), None) if name in NEXT_KEYS else None
-        if value is None:
-            value = data.get(name, None)
-        if value is None:
-            if name == "action":
-                raise StoreError("extend needs an 'action' entry")
-            value = torch.zeros(n)
-        array = value.detach().cpu().numpy().astype(dtype)
-        out[name] = array.reshape(n) if name != "action" else array.reshape(n, -1)
-    return out
-
-
-def _to_tensordict(values: Mapping[str, Any], n: int) -> TensorDict:
-    """Columns named as TorchRL names them: reward and done flags under ``"next"``."""
-    tensors = {
-        name: torch.as_tensor(np.asarray(v)) if isinstance(v, np.ndarray) else v
-        for name, v in values.items()
-    }
-    nxt = {name: tensors.pop(name) for name in NEXT_KEYS if name in tensors}
-    if "terminated" in nxt and "truncated" in nxt:
-        nxt["done"] = nxt["terminated"] | nxt["truncated"]
-    return TensorDict({**tensors, "next": TensorDict(nxt, batch_size=[n])}, batch_size=[n])
-
-
-def _empty_columns() -> dict[str, npt.NDArray[Any]]:
-    out: dict[str, npt.NDArray[Any]] = {
-        name: np.zeros(0, dtype=dtype) for name, dtype in fmt.STANDARD_STEPS.items()
-    }
-    out["episode"] = np.zeros(0, dtype=np.int64)
-    out["step"] = np.zeros(0, dtype=np.int64)
-    return out
 
 
 __all__ = ["AppendWriter", "ReplayStorage"]

@@ -36,7 +36,7 @@ from typing import Any
 from replay import format as fmt
 from replay.errors import WriterFailedError
 from replay.ring import DONE, RUNNING, FrameRing
-from replay.writer import ENCODE_BATCH, ThreadWriter
+from replay.thread_writer import ENCODE_BATCH, ThreadWriter
 from replay.writer_process import no_stats
 
 log = logging.getLogger(__name__)

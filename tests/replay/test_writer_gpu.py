@@ -13,7 +13,7 @@ import pytest
 import replay
 from replay import jpeg
 from replay.bench.footprint import psnr
-from replay.writer import ThreadWriter
+from replay.thread_writer import ThreadWriter
 
 pytestmark = [
     pytest.mark.gpu,
