@@ -15,6 +15,12 @@ boundary. With ``seq_len=1`` an item is one frame.
     for batch in sampler:                       # prefetches the next batch meanwhile
         ...
 
+``n_step=N, gamma=g`` (and ``next_frames=True``) add n-step returns, discounts and
+bootstrap steps (and frames) to every batch (`replay.nstep`); ``min_size``,
+``samples_per_insert``, ``error_margin`` and ``timeout`` hold a learner back until
+its actors have written enough (`replay.rate_limit`). ``out="tensordict"`` gives
+TensorDicts (`replay.tensordicts`).
+
 Memory: the index's few bytes per cached frame (see `replay.index`); the
 prioritized selector adds 16 bytes per item (a float64 sum tree, leaves and
 nodes); `Uniform` and `Recent` add nothing per item.
@@ -36,12 +42,15 @@ import numpy as np
 import numpy.typing as npt
 
 from replay import format as fmt
-from replay.batch import Batch, EncodedBatch, Out, SampleKeys, corrupt_frame_error, make_batch
+from replay import nstep
+from replay.batch import EncodedBatch, Out, SampleKeys, Sampled, corrupt_frame_error, make_batch
 from replay.closing import Closing
 from replay.decode import decode_frames
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
 from replay.index import Filters, Index, RaceEntry
 from replay.jpeg import resolve_device
+from replay.nstep import NStep
+from replay.rate_limit import RateLimit, RateLimiter
 from replay.reader import Reader
 from replay.selectors import Draw, ItemSpace, Prioritized, Recent, Uniform
 
@@ -121,6 +130,13 @@ class Sampler(Closing):
         checkpoint_interval: float | None = 60.0,
         io_threads: int | None = None,
         read_only: bool = False,
+        n_step: int | None = None,
+        gamma: float = 0.99,
+        next_frames: bool = False,
+        min_size: int = 0,
+        samples_per_insert: float | None = None,
+        error_margin: float | None = None,
+        timeout: float | None = 60.0,
     ) -> None:
         for arg, value in (("batch_size", batch_size), ("seq_len", seq_len), ("stride", stride)):
             if not isinstance(value, int) or value < 1:
@@ -149,6 +165,11 @@ class Sampler(Closing):
             self.selector = Recent(self.reader, seconds=recent_seconds, fraction=recent_fraction)
         else:
             self.selector = Prioritized(alpha=alpha, beta=beta)
+        #: n-step returns (`replay.nstep`); None without ``n_step``
+        self.nstep = NStep.of(n_step, gamma, next_frames)
+        limit = RateLimit(min_size, samples_per_insert, error_margin, timeout)
+        #: waits for ``min_size`` / ``samples_per_insert`` (`replay.rate_limit`); None: no limit
+        self.limiter = RateLimiter(limit, batch_size) if limit.active else None
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._lock = threading.RLock()
@@ -194,9 +215,17 @@ class Sampler(Closing):
 
     # -- sampling ----------------------------------------------------------------------
 
-    def sample_keys(self, batch_size: int | None = None) -> SampleKeys:
-        """Choose the items of one batch; reads nothing but the index."""
+    def sample_keys(
+        self, batch_size: int | None = None, *, timeout: float | None = None
+    ) -> SampleKeys:
+        """Choose the items of one batch; reads nothing but the index.
+
+        With a rate limit (``min_size``, ``samples_per_insert``) it first waits, up to
+        `timeout` (None: the sampler's), and raises `RateLimitedError` past it.
+        """
         n = batch_size or self.batch_size
+        if self.limiter is not None:
+            self.limiter.acquire(n, self._look, timeout)
         with self._lock:
             self._maybe_refresh()
             space = self._space
@@ -211,6 +240,15 @@ class Sampler(Closing):
                 weights=d.weights,
                 probabilities=d.probabilities.astype(np.float64),
             )
+
+    def _look(self, fresh: bool) -> tuple[list[RaceEntry], int]:
+        """The races and items a rate limiter checks (`fresh`: re-read the store first)."""
+        if fresh:
+            self.refresh()
+        else:
+            self._maybe_refresh()
+        space = self._space
+        return space.entries, space.total
 
     def _check_space(self, space: ItemSpace, n: int) -> None:
         if space.total >= n:
@@ -256,6 +294,8 @@ class Sampler(Closing):
         with self._lock:
             if self._generation < 0 or any(r not in self.index for r in set(keys.race_ids)):
                 self.refresh()
+        if self.nstep is not None:
+            return nstep.fetch(self.reader, keys, self.nstep)
         return self.reader.fetch(keys)
 
     def sample(
@@ -263,7 +303,7 @@ class Sampler(Closing):
         device: str | None = None,
         out: Out | None = None,
         transform: Transform | None = None,
-    ) -> Batch:
+    ) -> Sampled:
         """One decoded batch: ``decode_batch(fetch(sample_keys()))``.
 
         With ``skip_corrupt=True`` an item whose shard or frame is corrupt is
@@ -274,13 +314,25 @@ class Sampler(Closing):
         out = out or self.out
         transform = transform if transform is not None else self.transform
         drawn = self.draw(
-            lambda encoded: decode_frames(encoded, device=device, transform=transform)
+            lambda encoded: decode_frames(
+                nstep.with_next_frames(encoded), device=device, transform=transform
+            )
         )
         return make_batch(
-            drawn.keys, drawn.decoded, drawn.encoded.steps, out=out, transform=transform
+            drawn.keys,
+            drawn.decoded,
+            drawn.encoded.steps,
+            out=out,
+            transform=transform,
+            nstep=drawn.encoded.nstep,
         )
 
-    def draw(self, decode: Callable[[EncodedBatch], tuple[R, list[int]]]) -> Drawn[R]:
+    def draw(
+        self,
+        decode: Callable[[EncodedBatch], tuple[R, list[int]]],
+        *,
+        timeout: float | None = None,
+    ) -> Drawn[R]:
         """Draw keys, fetch their stored bytes and `decode` them, past damaged data.
 
         `decode` returns its result and the flat indices of the frames that did not
@@ -289,10 +341,11 @@ class Sampler(Closing):
         refresh is redrawn. A damaged shard or frame raises `CorruptDataError`, or
         with ``skip_corrupt`` is remembered (never drawn again, priority zero,
         `stats().corrupt_skipped`), named in `Drawn.skipped`, and the batch redrawn.
+        `timeout` bounds a rate limit's wait (`sample_keys`).
         """
         skipped: list[Skipped] = []
         for _ in range(MAX_REDRAWS):
-            keys = self.sample_keys()
+            keys = self.sample_keys(timeout=timeout)
             try:
                 encoded = self.fetch(keys)
             except CorruptDataError as e:
@@ -355,7 +408,7 @@ class Sampler(Closing):
         log.warning("skipping corrupt data: %s", e)
         return Skipped(e.race_id, e.shard, step)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Sampled]:
         return self.batches()
 
     def batches(
@@ -365,13 +418,13 @@ class Sampler(Closing):
         transform: Transform | None = None,
         *,
         limit: int | None = None,
-    ) -> Iterator[Batch]:
+    ) -> Iterator[Sampled]:
         """Batches for ever (or `limit` of them), the next one read while you train.
 
         A background thread prepares batch k+1 while the caller holds batch k, so
         at most two batches are in memory. Closing the iterator stops the thread.
         """
-        results: queue.SimpleQueue[Batch | BaseException] = queue.SimpleQueue()
+        results: queue.SimpleQueue[Sampled | BaseException] = queue.SimpleQueue()
         slots = threading.Semaphore(1)
         stop = threading.Event()
 

@@ -235,7 +235,9 @@ class Store:
         of `seq_len` steps `stride` apart inside one race. More `options` (`Sampler`'s
         keywords): ``device, out, transform`` (defaults for `sample` and iteration),
         ``alpha, beta, name, checkpoint_interval`` (prioritized),
-        ``recent_seconds, recent_fraction`` (recent), ``refresh_interval, io_threads``.
+        ``recent_seconds, recent_fraction`` (recent), ``refresh_interval, io_threads``,
+        ``n_step, gamma, next_frames`` (n-step returns, `replay.nstep`),
+        ``min_size, samples_per_insert, error_margin, timeout`` (`replay.rate_limit`).
 
             sampler = store.sampler("uniform", batch_size=32, seq_len=4, seed=0)
             batch = sampler.sample()        # batch.frames: (32, 4, 900, 1600, 3) uint8
