@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from replay import format as fmt
 from replay import nstep
-from replay.batch import EncodedBatch, Out, SampleKeys, Sampled, corrupt_frame_error, make_batch
+from replay.batch import EncodedBatch, Out, Sampled, SampleKeys, corrupt_frame_error, make_batch
 from replay.closing import Closing
 from replay.decode import decode_frames
 from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError

@@ -105,7 +105,8 @@ def test_every_step_of_every_race(store: replay.Store) -> None:
             assert got[1][t, 0] == pytest.approx(want[1], rel=1e-6)
             assert got[2][t, 0] == want[2]
         if terminated[-1]:
-            assert got[1][-1, 0] == 0.0 and got[2][-1, 0] == length - 1
+            assert got[1][-1, 0] == 0.0
+            assert got[2][-1, 0] == length - 1
         else:  # no committed successor: nothing summed, bootstrap from the step itself
             assert (got[0][-1, 0], got[1][-1, 0], got[2][-1, 0]) == (0.0, 1.0, length - 1)
 
@@ -136,7 +137,8 @@ def test_torch_out(store: replay.Store) -> None:
     with store.sampler(batch_size=4, seed=0, n_step=2, out="torch") as s:
         batch = s.sample(device="cpu")
     assert str(batch.returns.dtype) == "torch.float32"
-    assert batch.next_keys is not None and len(batch.next_keys) == 4
+    assert batch.next_keys is not None
+    assert len(batch.next_keys) == 4
 
 
 @pytest.mark.parametrize(
