@@ -96,6 +96,12 @@ def sampler_params(req: SampleRequest) -> dict[str, Any]:
         "seed": req.seed,
         "filters": filters or None,
         "skip_corrupt": req.skip_corrupt,
+        "n_step": req.n_step,
+        "gamma": req.gamma,
+        "next_frames": req.next_frames,
+        "min_size": req.min_size,
+        "samples_per_insert": req.samples_per_insert,
+        "error_margin": req.error_margin,
     }
 
 
@@ -148,7 +154,8 @@ def draw(entry: Cached[Sampler], req: SampleRequest, settings: Settings) -> Draw
             return None, []
         return decode_frames(encoded, transform=_view(req, encoded, settings))
 
-    return entry.value.draw(decode)
+    wait = settings.max_rate_wait_s if req.timeout is None else req.timeout
+    return entry.value.draw(decode, timeout=min(wait, settings.max_rate_wait_s))
 
 
 def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
@@ -185,6 +192,7 @@ def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
         },
         409: {"model": Error, "description": "A shard holding a sampled frame is damaged."},
         422: {"model": Error, "description": "Over a limit, or nothing (enough) to sample."},
+        429: {"model": Error, "description": "Rate limited (min_size, samples_per_insert)."},
         503: {"model": Error, "description": "Too many batches in flight for too long; retry."},
     },
 )
