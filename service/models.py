@@ -291,7 +291,7 @@ class SampleRequest(BaseModel):
     n_step: int | None = Field(
         None,
         ge=1,
-        le=4096,
+        le=256,
         description="Add n-step returns, discounts and bootstrap steps over this many rewards "
         "(`replay.nstep`; docs/protocol.md, the header's `nstep`).",
     )

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         32, ge=1, description="Samplers kept (one per kind and parameters), least recent out."
     )
     max_rate_wait_s: float = Field(
-        5.0,
+        2.0,
         ge=0,
         description="Longest a rate-limited /v1/sample waits (min_size, samples_per_insert) "
         "before answering 429 with Retry-After; the client waits and retries.",

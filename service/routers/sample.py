@@ -76,11 +76,12 @@ def _check_limits(req: SampleRequest, settings: Settings) -> None:
         raise HTTPException(
             422, f"seq_len {req.seq_len} is over the limit of {settings.max_seq_len}"
         )
-    frames = req.batch_size * req.seq_len
+    frames = req.batch_size * req.seq_len * (2 if req.next_frames else 1)
     if frames > settings.max_batch_frames:
+        both = " * 2 (next_frames)" if req.next_frames else ""
         raise HTTPException(
             422,
-            f"batch_size * seq_len = {frames} frames is over the limit of "
+            f"batch_size * seq_len{both} = {frames} frames is over the limit of "
             f"{settings.max_batch_frames}",
         )
 

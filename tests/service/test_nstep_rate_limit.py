@@ -145,3 +145,13 @@ def test_tensordict_over_http(server: ThreadServer, served_store: Path) -> None:
     np.testing.assert_array_equal(td["frames"].numpy(), want.frames)
     np.testing.assert_array_equal(td["returns"].numpy(), want.returns)
     assert keys_of(td) == want.keys
+
+
+def test_next_frames_count_against_the_frame_limit(tmp_path: Path, served_store: Path) -> None:
+    with ThreadServer(Settings(store=served_store, max_batch_frames=16)) as server:
+        body = {"batch_size": 8, "n_step": 2, "next_frames": True}
+        r = httpx.post(f"{server.url}/v1/sample", json=body, timeout=60)
+        assert r.status_code == 200
+        r = httpx.post(f"{server.url}/v1/sample", json={**body, "batch_size": 9}, timeout=60)
+        assert r.status_code == 422
+        assert "next_frames" in r.json()["detail"]
