@@ -33,6 +33,7 @@ Errors (all `ReplayError`)::
     ServiceError            any other error answer, or the service is unreachable
     RaceNotFoundError       404 for a race (also a malformed race id)
     SamplingError           422 nothing (enough) to sample, or a parameter over a limit
+    RateLimitedError        429 past `timeout`: min_size / samples_per_insert still held
     CorruptDataError        409 a damaged shard (race_id, shard, step as the service named them)
     ProtocolError           a batch body that does not parse (replay.protocol)
 """
@@ -50,10 +51,16 @@ from typing import Any
 import httpx
 
 from replay import protocol
-from replay.batch import MAX_REDRAWS, Batch, EncodedBatch, Out, make_batch, to_numpy
+from replay.batch import MAX_REDRAWS, EncodedBatch, Out, Sampled, make_batch, to_numpy
 from replay.closing import Closing
 from replay.decode import decode_batch
-from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError, SamplingError
+from replay.errors import (
+    CorruptDataError,
+    RaceNotFoundError,
+    RateLimitedError,
+    ReplayError,
+    SamplingError,
+)
 from replay.race import RaceInfo
 from replay.transform import Transform
 
@@ -218,11 +225,22 @@ class Client(Closing):
         seed: int | None = None,
         filters: Mapping[str, Any] | None = None,
         skip_corrupt: bool = False,
+        n_step: int | None = None,
+        gamma: float = 0.99,
+        next_frames: bool = False,
+        min_size: int = 0,
+        samples_per_insert: float | None = None,
+        error_margin: float | None = None,
+        timeout: float | None = 60.0,
     ) -> EncodedBatch:
         """One batch as the service sends it: stored JPEG bytes and step arrays.
 
         With `skip_corrupt` the service redraws items on damaged shards or frames
         (counted in `corrupt_skipped`) instead of raising `CorruptDataError`.
+        ``n_step, gamma, next_frames`` add n-step values (`replay.nstep`);
+        ``min_size, samples_per_insert, error_margin`` rate-limit as the embedded
+        sampler does: on the service's 429 this waits its Retry-After and asks again,
+        for up to `timeout` seconds in all, then raises `RateLimitedError`.
         """
         body = {
             "kind": kind,
@@ -232,11 +250,11 @@ class Client(Closing):
             "seed": seed,
             "filters": None if filters is None else dict(filters),
             "skip_corrupt": skip_corrupt,
+            **sample_options(
+                n_step, gamma, next_frames, min_size, samples_per_insert, error_margin
+            ),
         }
-        response = self._acting(
-            "POST", "/v1/sample", json=body, headers={"Accept": protocol.MEDIA_TYPE}
-        )
-        self._count_skipped(response)
+        response = self._rate_limited(body, timeout, headers={"Accept": protocol.MEDIA_TYPE})
         message = protocol.unpack(response.content)
         if not isinstance(message, EncodedBatch):
             raise protocol.ProtocolError("asked for stored frames, got decoded ones")
@@ -252,10 +270,17 @@ class Client(Closing):
         seed: int | None = None,
         filters: Mapping[str, Any] | None = None,
         skip_corrupt: bool = False,
+        n_step: int | None = None,
+        gamma: float = 0.99,
+        next_frames: bool = False,
+        min_size: int = 0,
+        samples_per_insert: float | None = None,
+        error_margin: float | None = None,
+        timeout: float | None = 60.0,
         device: str | None = None,
         out: Out | None = None,
         transform: Transform | None = None,
-    ) -> Batch:
+    ) -> Sampled:
         """One batch, decoded here on `device` (as `Sampler.sample` decodes it).
 
         A frame that does not decode raises `CorruptDataError` naming race, shard
@@ -271,6 +296,13 @@ class Client(Closing):
                 seed=seed,
                 filters=filters,
                 skip_corrupt=skip_corrupt,
+                n_step=n_step,
+                gamma=gamma,
+                next_frames=next_frames,
+                min_size=min_size,
+                samples_per_insert=samples_per_insert,
+                error_margin=error_margin,
+                timeout=timeout,
             )
             try:
                 return decode_batch(
@@ -301,8 +333,16 @@ class Client(Closing):
         grey: bool = False,
         out: Out = "numpy",
         skip_corrupt: bool = False,
-    ) -> Batch:
-        """One batch the service decodes (for clients without a JPEG decoder); uint8 pixels."""
+        n_step: int | None = None,
+        gamma: float = 0.99,
+        min_size: int = 0,
+        samples_per_insert: float | None = None,
+        error_margin: float | None = None,
+        timeout: float | None = 60.0,
+    ) -> Sampled:
+        """One batch the service decodes (for clients without a JPEG decoder); uint8 pixels.
+
+        n-step values and rate limits as `sample_encoded` (no bootstrap frames here)."""
         body = {
             "kind": kind,
             "batch_size": batch_size,
@@ -312,13 +352,47 @@ class Client(Closing):
             "filters": None if filters is None else dict(filters),
             "decoded": {"crop": crop, "size": size, "grey": grey},
             "skip_corrupt": skip_corrupt,
+            **sample_options(n_step, gamma, False, min_size, samples_per_insert, error_margin),
         }
-        response = self._acting("POST", "/v1/sample", json=body)
-        self._count_skipped(response)
+        response = self._rate_limited(body, timeout)
         message = protocol.unpack(response.content)
         if not isinstance(message, protocol.RawBatch):
             raise protocol.ProtocolError("asked for decoded frames, got stored ones")
-        return make_batch(message.keys, message.frames, message.steps, out=out, transform=None)
+        return make_batch(
+            message.keys,
+            message.frames,
+            message.steps,
+            out=out,
+            transform=None,
+            nstep=message.nstep,
+        )
+
+    def _rate_limited(
+        self, body: dict[str, Any], timeout: float | None, headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        """``POST /v1/sample``, asked again after each 429 (its Retry-After later) until
+        `timeout` seconds have passed (None: for ever); skipped damage counted."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        limited = "min_size" in body or "samples_per_insert" in body
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if limited and left is not None:
+                body["timeout"] = left  # the service waits at most this (and its own bound)
+            try:
+                # a fresh request id per try: a 429 means the service did nothing
+                response = self._acting(
+                    "POST", "/v1/sample", json=body, headers=dict(headers or {})
+                )
+            except RateLimitedError as e:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise RateLimitedError(
+                        f"{e} (the client waited {timeout:g} s)", retry_after=e.retry_after
+                    ) from e
+                time.sleep(e.retry_after if left is None else min(e.retry_after, left))
+                continue
+            self._count_skipped(response)
+            return response
 
     def batches(
         self,
@@ -329,7 +403,7 @@ class Client(Closing):
         out: Out | None = None,
         transform: Transform | None = None,
         **params: Any,
-    ) -> Iterator[Batch]:
+    ) -> Iterator[Sampled]:
         """Batches for ever (or `limit` of them); a thread fetches and decodes the next
         `prefetch` while you use the current one. `params` are `sample_encoded`'s.
 
@@ -337,14 +411,14 @@ class Client(Closing):
         """
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
-        results: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=prefetch)
+        results: queue.Queue[Sampled | BaseException] = queue.Queue(maxsize=prefetch)
         stop = threading.Event()
 
         def produce() -> None:
             made = 0
             while not stop.is_set() and (limit is None or made < limit):
                 try:
-                    item: Batch | BaseException = self.sample(
+                    item: Sampled | BaseException = self.sample(
                         device=device, out=out, transform=transform, **params
                     )
                 except BaseException as e:  # handed to the consumer
@@ -397,6 +471,30 @@ class Client(Closing):
         return updated
 
 
+def sample_options(
+    n_step: int | None,
+    gamma: float,
+    next_frames: bool,
+    min_size: int,
+    samples_per_insert: float | None,
+    error_margin: float | None,
+) -> dict[str, Any]:
+    """The n-step and rate-limit fields of a sample request, only those set (a service
+    older than them still answers requests that do not use them)."""
+    options: dict[str, Any] = {}
+    if n_step is not None:
+        options.update(n_step=n_step, gamma=gamma, next_frames=next_frames)
+    elif next_frames:
+        raise ValueError("next_frames=True needs n_step (the bootstrap is n steps on)")
+    if min_size:
+        options["min_size"] = min_size
+    if samples_per_insert is not None:
+        options["samples_per_insert"] = samples_per_insert
+        if error_margin is not None:
+            options["error_margin"] = error_margin
+    return options
+
+
 def _race_path(race_id: str) -> str:
     """A race id as a path segment; anything but a race id is refused here already."""
     from replay import format as fmt
@@ -425,6 +523,12 @@ def error_of(response: httpx.Response) -> ReplayError:
     where = f"{response.request.method} {response.request.url.path}"
     if name == "RaceNotFoundError":
         return RaceNotFoundError(message)
+    if name == "RateLimitedError":
+        try:
+            retry_after = float(response.headers.get("Retry-After", "1"))
+        except ValueError:
+            retry_after = 1.0
+        return RateLimitedError(message, retry_after=max(0.0, retry_after))
     if name == "SamplingError":
         return SamplingError(message)
     if name == "CorruptDataError":

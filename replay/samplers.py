@@ -22,6 +22,12 @@ sampler of the same name starts from them. On a read-only store without a
 `checkpoint_path`, `update_priorities` raises `ReadOnlyStoreError` rather than drop
 them; ``save_priorities=False`` keeps them in memory, for the sampler's life only.
 
+``n_step=N, gamma=g`` (and ``next_frames=True``) add n-step returns, discounts and
+bootstrap steps (and frames) to every batch (`replay.nstep`); ``min_size``,
+``samples_per_insert``, ``error_margin`` and ``timeout`` hold a learner back until
+its actors have written enough (`replay.rate_limit`). ``out="tensordict"`` gives
+TensorDicts (`replay.tensordicts`).
+
 Memory: the index's few bytes per cached frame (see `replay.index`); the
 prioritized selector adds 16 bytes per item (a float64 sum tree, leaves and
 nodes); `Uniform` and `Recent` add nothing per item.
@@ -43,11 +49,12 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 import numpy as np
 
 from replay import format as fmt
+from replay import nstep
 from replay.batch import (
     MAX_REDRAWS,
-    Batch,
     EncodedBatch,
     Out,
+    Sampled,
     SampleKeys,
     corrupt_frame_error,
     make_batch,
@@ -59,7 +66,9 @@ from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
 from replay.filters import Filters
 from replay.index import Index, RaceEntry
 from replay.jpeg import resolve_device
+from replay.nstep import NStep
 from replay.prefetch import prefetched
+from replay.rate_limit import RateLimit, RateLimiter
 from replay.reader import Reader
 from replay.selectors import Draw, ItemSpace, Prioritized, Recent, Uniform
 from replay.storage import LocalStorage
@@ -140,6 +149,13 @@ class Sampler(Closing):
         save_priorities: bool = True,
         io_threads: int | None = None,
         read_only: bool = False,
+        n_step: int | None = None,
+        gamma: float = 0.99,
+        next_frames: bool = False,
+        min_size: int = 0,
+        samples_per_insert: float | None = None,
+        error_margin: float | None = None,
+        timeout: float | None = 60.0,
     ) -> None:
         for arg, value in (("batch_size", batch_size), ("seq_len", seq_len), ("stride", stride)):
             if not isinstance(value, int) or value < 1:
@@ -170,6 +186,11 @@ class Sampler(Closing):
             self.selector = Recent(self.reader, seconds=recent_seconds, fraction=recent_fraction)
         else:
             self.selector = Prioritized(alpha=alpha, beta=beta)
+        #: n-step returns (`replay.nstep`); None without ``n_step``
+        self.nstep = NStep.of(n_step, gamma, next_frames)
+        limit = RateLimit(min_size, samples_per_insert, error_margin, timeout)
+        #: waits for ``min_size`` / ``samples_per_insert`` (`replay.rate_limit`); None: no limit
+        self.limiter = RateLimiter(limit, batch_size) if limit.active else None
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._lock = threading.RLock()
@@ -215,9 +236,17 @@ class Sampler(Closing):
 
     # -- sampling ----------------------------------------------------------------------
 
-    def sample_keys(self, batch_size: int | None = None) -> SampleKeys:
-        """Choose the items of one batch; reads nothing but the index."""
+    def sample_keys(
+        self, batch_size: int | None = None, *, timeout: float | None = None
+    ) -> SampleKeys:
+        """Choose the items of one batch; reads nothing but the index.
+
+        With a rate limit (``min_size``, ``samples_per_insert``) it first waits, up to
+        `timeout` (None: the sampler's), and raises `RateLimitedError` past it.
+        """
         n = batch_size or self.batch_size
+        if self.limiter is not None:
+            self.limiter.acquire(n, self._look, timeout)
         with self._lock:
             self._maybe_refresh()
             space = self._space
@@ -232,6 +261,15 @@ class Sampler(Closing):
                 weights=d.weights,
                 probabilities=d.probabilities.astype(np.float64),
             )
+
+    def _look(self, fresh: bool) -> tuple[list[RaceEntry], int]:
+        """The races and items a rate limiter checks (`fresh`: re-read the store first)."""
+        if fresh:
+            self.refresh()
+        else:
+            self._maybe_refresh()
+        space = self._space
+        return space.entries, space.total
 
     def _check_space(self, space: ItemSpace, n: int) -> None:
         if space.total >= n:
@@ -277,6 +315,8 @@ class Sampler(Closing):
         with self._lock:
             if self._generation < 0 or any(r not in self.index for r in set(keys.race_ids)):
                 self.refresh()
+        if self.nstep is not None:
+            return nstep.fetch(self.reader, keys, self.nstep)
         return self.reader.fetch(keys)
 
     def sample(
@@ -284,7 +324,7 @@ class Sampler(Closing):
         device: str | None = None,
         out: Out | None = None,
         transform: Transform | None = None,
-    ) -> Batch:
+    ) -> Sampled:
         """One decoded batch: ``decode_batch(fetch(sample_keys()))``.
 
         With ``skip_corrupt=True`` an item whose shard or frame is corrupt is
@@ -295,13 +335,25 @@ class Sampler(Closing):
         out = out or self.out
         transform = transform if transform is not None else self.transform
         drawn = self.draw(
-            lambda encoded: decode_frames(encoded, device=device, transform=transform)
+            lambda encoded: decode_frames(
+                nstep.with_next_frames(encoded), device=device, transform=transform
+            )
         )
         return make_batch(
-            drawn.keys, drawn.decoded, drawn.encoded.steps, out=out, transform=transform
+            drawn.keys,
+            drawn.decoded,
+            drawn.encoded.steps,
+            out=out,
+            transform=transform,
+            nstep=drawn.encoded.nstep,
         )
 
-    def draw(self, decode: Callable[[EncodedBatch], tuple[R, list[int]]]) -> Drawn[R]:
+    def draw(
+        self,
+        decode: Callable[[EncodedBatch], tuple[R, list[int]]],
+        *,
+        timeout: float | None = None,
+    ) -> Drawn[R]:
         """Draw keys, fetch their stored bytes and `decode` them, past damaged data.
 
         `decode` returns its result and the flat indices of the frames that did not
@@ -310,10 +362,11 @@ class Sampler(Closing):
         refresh is redrawn. A damaged shard or frame raises `CorruptDataError`, or
         with ``skip_corrupt`` is remembered (never drawn again, priority zero,
         `stats().corrupt_skipped`), named in `Drawn.skipped`, and the batch redrawn.
+        `timeout` bounds a rate limit's wait (`sample_keys`).
         """
         skipped: list[Skipped] = []
         for _ in range(MAX_REDRAWS):
-            keys = self.sample_keys()
+            keys = self.sample_keys(timeout=timeout)
             try:
                 encoded = self.fetch(keys)
             except CorruptDataError as e:
@@ -376,7 +429,7 @@ class Sampler(Closing):
         log.warning("skipping corrupt data: %s", e)
         return Skipped(e.race_id, e.shard, step)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Sampled]:
         return self.batches()
 
     def batches(
@@ -386,7 +439,7 @@ class Sampler(Closing):
         transform: Transform | None = None,
         *,
         limit: int | None = None,
-    ) -> Iterator[Batch]:
+    ) -> Iterator[Sampled]:
         """Batches for ever (or `limit` of them), the next one read while you train.
 
         A background thread prepares batch k+1 while the caller holds batch k, so

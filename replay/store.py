@@ -237,7 +237,9 @@ class Store:
         keywords): ``device, out, transform`` (defaults for `sample` and iteration),
         ``alpha, beta, name, checkpoint_interval, checkpoint_path, save_priorities``
         (prioritized; where priorities are saved: `replay.samplers`),
-        ``recent_seconds, recent_fraction`` (recent), ``refresh_interval, io_threads``.
+        ``recent_seconds, recent_fraction`` (recent), ``refresh_interval, io_threads``,
+        ``n_step, gamma, next_frames`` (n-step returns, `replay.nstep`),
+        ``min_size, samples_per_insert, error_margin, timeout`` (`replay.rate_limit`).
 
             sampler = store.sampler("uniform", batch_size=32, seq_len=4, seed=0)
             batch = sampler.sample()        # batch.frames: (32, 4, 900, 1600, 3) uint8

@@ -87,11 +87,12 @@ def _check_limits(req: SampleRequest, settings: Settings) -> None:
         raise HTTPException(
             422, f"seq_len {req.seq_len} is over the limit of {settings.max_seq_len}"
         )
-    frames = req.batch_size * req.seq_len
+    frames = req.batch_size * req.seq_len * (2 if req.next_frames else 1)
     if frames > settings.max_batch_frames:
+        both = " * 2 (next_frames)" if req.next_frames else ""
         raise HTTPException(
             422,
-            f"batch_size * seq_len = {frames} frames is over the limit of "
+            f"batch_size * seq_len{both} = {frames} frames is over the limit of "
             f"{settings.max_batch_frames}",
         )
 
@@ -107,6 +108,12 @@ def sampler_params(req: SampleRequest) -> dict[str, Any]:
         "seed": req.seed,
         "filters": filters or None,
         "skip_corrupt": req.skip_corrupt,
+        "n_step": req.n_step,
+        "gamma": req.gamma,
+        "next_frames": req.next_frames,
+        "min_size": req.min_size,
+        "samples_per_insert": req.samples_per_insert,
+        "error_margin": req.error_margin,
     }
 
 
@@ -163,7 +170,8 @@ def draw(
         return decode_frames(encoded, transform=_view(req, encoded, settings))
 
     if known is None:
-        return entry.value.draw(decode)
+        wait = settings.max_rate_wait_s if req.timeout is None else req.timeout
+        return entry.value.draw(decode, timeout=min(wait, settings.max_rate_wait_s))
     encoded = entry.value.fetch(known.keys)  # a repeat: the same keys, read again
     pixels, failed = decode(encoded)
     if failed:
@@ -205,6 +213,7 @@ def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
         },
         409: {"model": Error, "description": "A shard holding a sampled frame is damaged."},
         422: {"model": Error, "description": "Over a limit, or nothing (enough) to sample."},
+        429: {"model": Error, "description": "Rate limited (min_size, samples_per_insert)."},
         503: {"model": Error, "description": "Too many batches in flight for too long; retry."},
     },
 )

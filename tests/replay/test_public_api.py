@@ -37,6 +37,7 @@ CONTRACT = {
     "WriterFailedError",
     "CorruptDataError",
     "SamplingError",
+    "RateLimitedError",
     "ServiceError",
     "ProtocolError",
 }
