@@ -35,7 +35,6 @@ nodes); `Uniform` and `Recent` add nothing per item.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -44,7 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -60,9 +59,11 @@ from replay.batch import (
     make_batch,
     to_numpy,
 )
+from replay.checkpoints import SelectorFile
 from replay.closing import Closing
+from replay.damage import Damage, Skipped
 from replay.decode import decode_frames
-from replay.errors import CorruptDataError, ReadOnlyStoreError, SamplingError
+from replay.errors import CorruptDataError, SamplingError
 from replay.filters import Filters
 from replay.index import Index, RaceEntry
 from replay.jpeg import resolve_device
@@ -70,8 +71,7 @@ from replay.nstep import NStep
 from replay.prefetch import prefetched
 from replay.rate_limit import RateLimit, RateLimiter
 from replay.reader import Reader
-from replay.selectors import Draw, ItemSpace, Prioritized, Recent, Uniform
-from replay.storage import LocalStorage
+from replay.selectors import ItemSpace, Selector, make_selector
 
 if TYPE_CHECKING:
     from replay.storage import ByteStorage
@@ -81,18 +81,7 @@ Kind = Literal["uniform", "prioritized", "recent"]
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
 R = TypeVar("R")
-
-
-class Skipped(NamedTuple):
-    """A damaged place a ``skip_corrupt`` sampler skipped: a whole shard (`step` None), or
-    one frame. ``str()`` gives ``race:shard`` or ``race:shard:step``."""
-
-    race_id: str
-    shard: int
-    step: int | None
-
-    def __str__(self) -> str:
-        return f"{self.race_id}:{self.shard}" + ("" if self.step is None else f":{self.step}")
+__all__ = ["Drawn", "Kind", "Sampler", "SamplerStats", "Skipped"]
 
 
 @dataclass(frozen=True)
@@ -160,8 +149,13 @@ class Sampler(Closing):
         for arg, value in (("batch_size", batch_size), ("seq_len", seq_len), ("stride", stride)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-        if kind not in ("uniform", "prioritized", "recent"):
-            raise ValueError(f"kind must be 'uniform', 'prioritized' or 'recent', not {kind!r}")
+        self.selector: Selector = make_selector(
+            kind,
+            alpha=alpha,
+            beta=beta,
+            recent_seconds=recent_seconds,
+            recent_fraction=recent_fraction,
+        )
         if not _NAME.match(name):
             raise ValueError(f"name must be 1-64 of [A-Za-z0-9_.-], not {name!r}")
         self.storage = storage
@@ -176,16 +170,11 @@ class Sampler(Closing):
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.save_priorities = save_priorities
         self.read_only = read_only
+        #: where the selector's state (priorities) is saved (`replay.checkpoints`)
+        self.saved = SelectorFile(storage, name, self.checkpoint_path, read_only=read_only)
         self.filters = Filters.of(filters)
         self.index = Index(storage, self.filters)
         self.reader = Reader(storage, self.index, threads=io_threads)
-        self.selector: Uniform | Recent | Prioritized
-        if kind == "uniform":
-            self.selector = Uniform()
-        elif kind == "recent":
-            self.selector = Recent(self.reader, seconds=recent_seconds, fraction=recent_fraction)
-        else:
-            self.selector = Prioritized(alpha=alpha, beta=beta)
         #: n-step returns (`replay.nstep`); None without ``n_step``
         self.nstep = NStep.of(n_step, gamma, next_frames)
         limit = RateLimit(min_size, samples_per_insert, error_margin, timeout)
@@ -197,13 +186,14 @@ class Sampler(Closing):
         self._space = ItemSpace([], np.zeros(0, np.int64), self.span)
         self._generation = -1
         self._last_refresh = -np.inf
-        self._bad_shards: set[tuple[str, int]] = set()
-        self._bad_frames: set[tuple[str, int]] = set()
-        self._batches = self._items = self._skipped = self._refreshes = 0
+        #: corrupt shards and frames met (`replay.damage`), never drawn again
+        self.damage = Damage(self.span, stride)
+        self._batches = self._items = self._refreshes = 0
         self._dirty = False
         self._last_checkpoint = time.monotonic()
-        if isinstance(self.selector, Prioritized):
-            self._load_checkpoint()
+        saved = self.saved.load()
+        if saved is not None:
+            self.selector.load_state_dict(saved)
 
     def __repr__(self) -> str:
         return (
@@ -222,8 +212,13 @@ class Sampler(Closing):
             if self.index.generation != self._generation:
                 entries = self.index.entries
                 counts = np.array([max(0, e.length - self.span + 1) for e in entries], np.int64)
-                self._space = ItemSpace(entries, counts, self.span)
+                self._space = ItemSpace(entries, counts, self.span, self._step_times)
                 self._generation = self.index.generation
+                self.selector.on_refresh(self._space)
+
+    def _step_times(self, entry: RaceEntry, steps: Any) -> Any:
+        """The ``t_ns`` of some steps of a race (what `Recent` chooses by), read lazily."""
+        return self.reader.step_values(entry, "t_ns", steps)
 
     def _maybe_refresh(self) -> None:
         if time.monotonic() - self._last_refresh >= self.refresh_interval:
@@ -252,8 +247,8 @@ class Sampler(Closing):
             space = self._space
             self._check_space(space, n)
             d = self.selector.draw(space, self._rng, n)
-            if self._bad_shards or self._bad_frames:
-                d = self._avoid_bad(space, d, n)
+            if self.damage:
+                d = self.damage.avoid(space, d, lambda k: self.selector.draw(space, self._rng, k))
             steps = d.starts[:, None] + np.arange(self.seq_len, dtype=np.int64) * self.stride
             return SampleKeys(
                 race_ids=[space.entries[i].race_id for i in d.races.tolist()],
@@ -289,26 +284,6 @@ class Sampler(Closing):
             f"batch_size={n} is more than the {space.total} items (windows of {self.span} "
             f"steps) available in {where}"
         )
-
-    def _avoid_bad(self, space: ItemSpace, d: Draw, n: int) -> Draw:
-        """Redraw items whose windows touch known-corrupt frames or shards."""
-        races, starts = d.races.copy(), d.starts.copy()
-        p, w = d.probabilities.copy(), d.weights.copy()
-        for _ in range(MAX_REDRAWS):
-            bad = [i for i in range(n) if self._is_bad(space.entries[races[i]], int(starts[i]))]
-            if not bad:
-                return Draw(races, starts, p, w)
-            redo = self.selector.draw(space, self._rng, len(bad))
-            races[bad], starts[bad] = redo.races, redo.starts
-            p[bad], w[bad] = redo.probabilities, redo.weights
-        raise SamplingError(f"no {n} items clear of corrupt data after {MAX_REDRAWS} tries")
-
-    def _is_bad(self, e: RaceEntry, start: int) -> bool:
-        s = e.info.shard_size
-        for step in range(start, start + self.span, self.stride):
-            if (e.race_id, step // s) in self._bad_shards or (e.race_id, step) in self._bad_frames:
-                return True
-        return False
 
     def fetch(self, keys: SampleKeys) -> EncodedBatch:
         """The stored bytes and step arrays of `keys` (see `replay.reader.Reader.fetch`)."""
@@ -404,30 +379,12 @@ class Sampler(Closing):
 
     def _mark_bad(self, e: CorruptDataError, *, whole: bool) -> Skipped:
         """Never draw this shard (`whole`) or frame again; zero its items' priorities."""
-        step = None if whole else e.step  # None: the whole shard
         with self._lock:
-            self._skipped += 1
-            if step is None:
-                self._bad_shards.add((e.race_id, e.shard))
-            else:
-                self._bad_frames.add((e.race_id, step))
-            if isinstance(self.selector, Prioritized):
-                entry = self.index.entry(e.race_id)
-                size = entry.info.shard_size
-                steps = (
-                    range(e.shard * size, (e.shard + 1) * size)
-                    if step is None
-                    else range(step, step + 1)
-                )
-                keys = {
-                    (e.race_id, start)
-                    for bad in steps
-                    for start in range(bad - self.span + 1, bad + 1)
-                    if start >= 0 and (bad - start) % self.stride == 0
-                }
-                self.selector.zero(sorted(keys))
+            size = self.index.entry(e.race_id).info.shard_size
+            skipped, keys = self.damage.mark(e, size, whole=whole)
+            self.selector.zero(keys)
         log.warning("skipping corrupt data: %s", e)
-        return Skipped(e.race_id, e.shard, step)
+        return skipped
 
     def __iter__(self) -> Iterator[Sampled]:
         return self.batches()
@@ -457,15 +414,15 @@ class Sampler(Closing):
         Keys are (race id, first step), as in `Batch.keys`; keys of races gone from
         the store are ignored. Raises `SamplingError` on a non-prioritized sampler.
         """
-        if not isinstance(self.selector, Prioritized):
-            raise SamplingError(f"update_priorities needs kind='prioritized', not {self.kind!r}")
-        if self.save_priorities:
-            self._check_can_save()
         keys = [(str(r), int(s)) for r, s in keys]
+        values = to_numpy(priorities)
+        self.selector.update_priorities([], np.zeros(0))  # a selector without priorities refuses
+        if self.save_priorities:
+            self.saved.check_can_save()
         with self._lock:
             self._maybe_refresh()
-            self.selector.sync(self._space)
-            self.selector.update(keys, to_numpy(priorities))
+            self.selector.on_refresh(self._space)  # a loaded state_dict waits for a space
+            self.selector.update_priorities(keys, values)
             self._dirty = True
             due = self.checkpoint_interval is not None and (
                 time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
@@ -476,56 +433,25 @@ class Sampler(Closing):
     @property
     def checkpoint_key(self) -> str:
         """Where this sampler's priorities live in the store."""
-        return f"samplers/{self.name}/priorities.npz"
+        return self.saved.key
 
     @property
     def checkpoint_location(self) -> str:
         """Where `checkpoint` saves the priorities: `checkpoint_path`, or a file in the store."""
-        if self.checkpoint_path is not None:
-            return str(self.checkpoint_path)
-        return f"{getattr(self.storage, 'root', self.storage)}/{self.checkpoint_key}"
-
-    def _check_can_save(self) -> None:
-        """Refuse to take priorities that could never be saved (a read-only store)."""
-        if self.read_only and self.checkpoint_path is None:
-            raise ReadOnlyStoreError(
-                f"store {getattr(self.storage, 'root', self.storage)} is open read-only, so "
-                f"the priorities of sampler {self.name!r} cannot be saved in it: open it "
-                "writable (replay.open_store(path)), give the sampler a file of yours "
-                "(checkpoint_path='priorities.npz'), or keep them in memory only "
-                "(save_priorities=False)"
-            )
+        return self.saved.location
 
     def checkpoint(self) -> None:
         """Save the priorities (atomic) to `checkpoint_location`; a prioritized sampler
-        of the same name (and `checkpoint_path`) starts from them."""
-        if not isinstance(self.selector, Prioritized):
-            return
-        self._check_can_save()
+        of the same name (and `checkpoint_path`) starts from them. A selector without
+        state (uniform, recent) saves nothing."""
         with self._lock:
-            state = self.selector.state()
-            state["alpha"] = np.float64(self.selector.alpha)
+            state = self.selector.state_dict()
+            if not state:
+                return
+            self.saved.check_can_save()
             self._dirty = False
             self._last_checkpoint = time.monotonic()
-        buf = io.BytesIO()
-        np.savez(buf, **state)
-        if self.checkpoint_path is None:
-            self.storage.write(self.checkpoint_key, buf.getvalue())
-        else:  # the store's atomic, fsynced write, into the file's own folder
-            path = self.checkpoint_path
-            LocalStorage(path.parent).write(path.name, buf.getvalue())
-
-    def _load_checkpoint(self) -> None:
-        """Start from the saved priorities: `checkpoint_path` if it exists, else the store's."""
-        assert isinstance(self.selector, Prioritized)
-        if self.checkpoint_path is not None and self.checkpoint_path.exists():
-            raw = self.checkpoint_path.read_bytes()
-        elif self.storage.exists(self.checkpoint_key):
-            raw = self.storage.read(self.checkpoint_key)
-        else:
-            return
-        with np.load(io.BytesIO(raw)) as data:
-            self.selector.load_state({k: data[k] for k in data.files})
+        self.saved.save(state)
 
     # -- state -------------------------------------------------------------------------
 
@@ -535,13 +461,13 @@ class Sampler(Closing):
             state: dict[str, Any] = {
                 "kind": self.kind,
                 "rng": self._rng.bit_generator.state,
-                "bad_shards": sorted(self._bad_shards),
-                "bad_frames": sorted(self._bad_frames),
+                **self.damage.state(),
             }
-            if isinstance(self.selector, Prioritized):
-                self._maybe_refresh()
-                self.selector.sync(self._space)
-                state["priorities"] = self.selector.state()
+            self._maybe_refresh()
+            self.selector.on_refresh(self._space)
+            selected = self.selector.state_dict()
+            if selected:
+                state["priorities"] = selected
             return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -550,17 +476,16 @@ class Sampler(Closing):
             raise ValueError(f"state is of a {state.get('kind')!r} sampler, not {self.kind!r}")
         with self._lock:
             self._rng.bit_generator.state = state["rng"]
-            self._bad_shards = {(str(r), int(s)) for r, s in state.get("bad_shards", [])}
-            self._bad_frames = {(str(r), int(s)) for r, s in state.get("bad_frames", [])}
-            if isinstance(self.selector, Prioritized) and "priorities" in state:
-                self.selector.load_state(state["priorities"])
+            self.damage.load(state)
+            if "priorities" in state:
+                self.selector.load_state_dict(state["priorities"])
 
     def stats(self) -> SamplerStats:
         """A snapshot of the counters."""
         return SamplerStats(
             batches=self._batches,
             items=self._items,
-            corrupt_skipped=self._skipped,
+            corrupt_skipped=self.damage.skipped,
             damaged_races=len(self.index.damaged),
             refreshes=self._refreshes,
             races=len(self._space.entries),
