@@ -2,12 +2,17 @@
 
 `SelectorFile` writes ``samplers/<name>/priorities.npz`` in the store, or the local file
 `path` when one is given (the way to keep priorities when the store is open
-read-only), atomically; `load` gives back what was saved, from `path` first.
+read-only), atomically; `load` gives back what was saved, from `path` first. It also
+keeps the schedule: a change (`changed`) is due for saving every `interval` seconds,
+and `pending` at close; with ``enabled=False`` (``save_priorities=False``) nothing is
+due, and a read-only store takes priorities (`check_can_take`).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +32,45 @@ class SelectorFile:
     """The saved state of sampler `name`: in the store, or at `path`."""
 
     def __init__(
-        self, storage: ByteStorage, name: str, path: Path | None, *, read_only: bool
+        self,
+        storage: ByteStorage,
+        name: str,
+        path: str | os.PathLike[str] | None,
+        read_only: bool,
+        interval: float | None = None,
+        enabled: bool = True,
     ) -> None:
-        self.storage, self.name, self.path, self.read_only = storage, name, path, read_only
+        self.storage, self.name, self.read_only = storage, name, read_only
+        self.path = None if path is None else Path(path)
+        self.interval, self.enabled = interval, enabled
+        self._dirty = False
+        self._last = time.monotonic()
+
+    @property
+    def pending(self) -> bool:
+        """True when a change is not saved yet (and saving is enabled)."""
+        return self._dirty and self.enabled
+
+    def changed(self) -> bool:
+        """Note a change; True when a save is due (`interval` seconds since the last)."""
+        self._dirty = True
+        return (
+            self.enabled
+            and self.interval is not None
+            and time.monotonic() - self._last >= self.interval
+        )
+
+    def saving(self) -> None:
+        """A save starts now: nothing pending; `changed` counts the interval from here.
+        Refuses (`ReadOnlyStoreError`) where it could not be saved."""
+        self.check_can_save()
+        self._dirty = False
+        self._last = time.monotonic()
+
+    def check_can_take(self) -> None:
+        """Refuse a change that could never be saved (unless saving is not enabled)."""
+        if self.enabled:
+            self.check_can_save()
 
     @property
     def key(self) -> str:
@@ -44,7 +85,7 @@ class SelectorFile:
         return f"{getattr(self.storage, 'root', self.storage)}/{self.key}"
 
     def check_can_save(self) -> None:
-        """Refuse to take priorities that could never be saved (a read-only store)."""
+        """Refuse to save priorities where they cannot go (a read-only store, no `path`)."""
         if self.read_only and self.path is None:
             raise ReadOnlyStoreError(
                 f"store {getattr(self.storage, 'root', self.storage)} is open read-only, so "
@@ -56,7 +97,6 @@ class SelectorFile:
 
     def save(self, state: Mapping[str, Any]) -> None:
         """Write `state` (arrays) atomically to `location`."""
-        self.check_can_save()
         buf = io.BytesIO()
         np.savez(buf, **state)
         if self.path is None:

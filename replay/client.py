@@ -41,12 +41,11 @@ Errors (all `ReplayError`)::
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
@@ -61,6 +60,8 @@ from replay.errors import (
     ReplayError,
     SamplingError,
 )
+from replay.params import SamplerKwargs, SamplerParams
+from replay.prefetch import prefetched
 from replay.race import RaceInfo
 from replay.transform import Transform
 
@@ -216,44 +217,19 @@ class Client(Closing):
     # -- sampling --------------------------------------------------------------------------
 
     def sample_encoded(
-        self,
-        *,
-        kind: str = "uniform",
-        batch_size: int = 64,
-        seq_len: int = 1,
-        stride: int = 1,
-        seed: int | None = None,
-        filters: Mapping[str, Any] | None = None,
-        skip_corrupt: bool = False,
-        n_step: int | None = None,
-        gamma: float = 0.99,
-        next_frames: bool = False,
-        min_size: int = 0,
-        samples_per_insert: float | None = None,
-        error_margin: float | None = None,
-        timeout: float | None = 60.0,
+        self, *, timeout: float | None = 60.0, **params: Unpack[SamplerKwargs]
     ) -> EncodedBatch:
         """One batch as the service sends it: stored JPEG bytes and step arrays.
 
-        With `skip_corrupt` the service redraws items on damaged shards or frames
-        (counted in `corrupt_skipped`) instead of raising `CorruptDataError`.
-        ``n_step, gamma, next_frames`` add n-step values (`replay.nstep`);
-        ``min_size, samples_per_insert, error_margin`` rate-limit as the embedded
-        sampler does: on the service's 429 this waits its Retry-After and asks again,
-        for up to `timeout` seconds in all, then raises `RateLimitedError`.
+        `params` are the sampler parameters (`replay.params.SamplerParams`, checked
+        here before anything is sent). With `skip_corrupt` the service redraws items
+        on damaged shards or frames (counted in `corrupt_skipped`) instead of raising
+        `CorruptDataError`. ``n_step, gamma, next_frames`` add n-step values
+        (`replay.nstep`); ``min_size, samples_per_insert, error_margin`` rate-limit as
+        the embedded sampler does: on the service's 429 this waits its Retry-After and
+        asks again, for up to `timeout` seconds in all, then raises `RateLimitedError`.
         """
-        body = {
-            "kind": kind,
-            "batch_size": batch_size,
-            "seq_len": seq_len,
-            "stride": stride,
-            "seed": seed,
-            "filters": None if filters is None else dict(filters),
-            "skip_corrupt": skip_corrupt,
-            **sample_options(
-                n_step, gamma, next_frames, min_size, samples_per_insert, error_margin
-            ),
-        }
+        body = SamplerParams(**params).request_body()
         response = self._rate_limited(body, timeout, headers={"Accept": protocol.MEDIA_TYPE})
         message = protocol.unpack(response.content)
         if not isinstance(message, EncodedBatch):
@@ -263,47 +239,21 @@ class Client(Closing):
     def sample(
         self,
         *,
-        kind: str = "uniform",
-        batch_size: int = 64,
-        seq_len: int = 1,
-        stride: int = 1,
-        seed: int | None = None,
-        filters: Mapping[str, Any] | None = None,
-        skip_corrupt: bool = False,
-        n_step: int | None = None,
-        gamma: float = 0.99,
-        next_frames: bool = False,
-        min_size: int = 0,
-        samples_per_insert: float | None = None,
-        error_margin: float | None = None,
         timeout: float | None = 60.0,
         device: str | None = None,
         out: Out | None = None,
         transform: Transform | None = None,
+        **params: Unpack[SamplerKwargs],
     ) -> Sampled:
         """One batch, decoded here on `device` (as `Sampler.sample` decodes it).
 
         A frame that does not decode raises `CorruptDataError` naming race, shard
         and step; with `skip_corrupt` the service skips damaged data and a batch
         with such a frame is drawn again (and counted), as the embedded sampler does.
+        `params` and `timeout` are `sample_encoded`'s.
         """
         for _ in range(MAX_REDRAWS):
-            encoded = self.sample_encoded(
-                kind=kind,
-                batch_size=batch_size,
-                seq_len=seq_len,
-                stride=stride,
-                seed=seed,
-                filters=filters,
-                skip_corrupt=skip_corrupt,
-                n_step=n_step,
-                gamma=gamma,
-                next_frames=next_frames,
-                min_size=min_size,
-                samples_per_insert=samples_per_insert,
-                error_margin=error_margin,
-                timeout=timeout,
-            )
+            encoded = self.sample_encoded(timeout=timeout, **params)
             try:
                 return decode_batch(
                     encoded,
@@ -312,7 +262,7 @@ class Client(Closing):
                     transform=transform if transform is not None else self.transform,
                 )
             except CorruptDataError as e:
-                if not skip_corrupt:
+                if not params.get("skip_corrupt", False):
                     raise
                 log.warning("skipping corrupt data: %s", e)
                 with self._skipped_lock:
@@ -322,38 +272,20 @@ class Client(Closing):
     def sample_decoded(
         self,
         *,
-        kind: str = "uniform",
-        batch_size: int = 8,
-        seq_len: int = 1,
-        stride: int = 1,
-        seed: int | None = None,
-        filters: Mapping[str, Any] | None = None,
         crop: tuple[int, int, int, int] | None = None,
         size: tuple[int, int] | None = None,
         grey: bool = False,
         out: Out = "numpy",
-        skip_corrupt: bool = False,
-        n_step: int | None = None,
-        gamma: float = 0.99,
-        min_size: int = 0,
-        samples_per_insert: float | None = None,
-        error_margin: float | None = None,
         timeout: float | None = 60.0,
+        **params: Unpack[SamplerKwargs],
     ) -> Sampled:
         """One batch the service decodes (for clients without a JPEG decoder); uint8 pixels.
 
-        n-step values and rate limits as `sample_encoded` (no bootstrap frames here)."""
-        body = {
-            "kind": kind,
-            "batch_size": batch_size,
-            "seq_len": seq_len,
-            "stride": stride,
-            "seed": seed,
-            "filters": None if filters is None else dict(filters),
-            "decoded": {"crop": crop, "size": size, "grey": grey},
-            "skip_corrupt": skip_corrupt,
-            **sample_options(n_step, gamma, False, min_size, samples_per_insert, error_margin),
-        }
+        `params` as `sample_encoded`'s (``batch_size`` 8 unless given; no bootstrap
+        frames here)."""
+        params.setdefault("batch_size", 8)
+        body = SamplerParams(**params).request_body()
+        body["decoded"] = {"crop": crop, "size": size, "grey": grey}
         response = self._rate_limited(body, timeout)
         message = protocol.unpack(response.content)
         if not isinstance(message, protocol.RawBatch):
@@ -402,50 +334,24 @@ class Client(Closing):
         device: str | None = None,
         out: Out | None = None,
         transform: Transform | None = None,
-        **params: Any,
+        timeout: float | None = 60.0,
+        **params: Unpack[SamplerKwargs],
     ) -> Iterator[Sampled]:
         """Batches for ever (or `limit` of them); a thread fetches and decodes the next
-        `prefetch` while you use the current one. `params` are `sample_encoded`'s.
+        `prefetch` while you use the current one (`replay.prefetch`: at most
+        ``prefetch + 1`` batches in memory). `params` are `sample_encoded`'s.
 
-        Closing the iterator (or leaving the ``for`` loop) stops the thread.
+        Closing the iterator (or leaving the ``for`` loop) stops the thread, as does
+        the interpreter's exit for an iterator left open.
         """
-        if prefetch < 1:
-            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
-        results: queue.Queue[Sampled | BaseException] = queue.Queue(maxsize=prefetch)
-        stop = threading.Event()
-
-        def produce() -> None:
-            made = 0
-            while not stop.is_set() and (limit is None or made < limit):
-                try:
-                    item: Sampled | BaseException = self.sample(
-                        device=device, out=out, transform=transform, **params
-                    )
-                except BaseException as e:  # handed to the consumer
-                    item = e
-                while not stop.is_set():
-                    try:
-                        results.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if isinstance(item, BaseException):
-                    return
-                made += 1
-
-        thread = threading.Thread(target=produce, name="replay-client-prefetch", daemon=True)
-        thread.start()
-        try:
-            made = 0
-            while limit is None or made < limit:
-                got = results.get()
-                if isinstance(got, BaseException):
-                    raise got
-                made += 1
-                yield got
-        finally:
-            stop.set()
-            thread.join()
+        return prefetched(
+            lambda: self.sample(
+                timeout=timeout, device=device, out=out, transform=transform, **params
+            ),
+            limit=limit,
+            ahead=prefetch,
+            name="replay-client-prefetch",
+        )
 
     def _count_skipped(self, response: httpx.Response) -> None:
         """Log and count what the service skipped for a ``skip_corrupt`` batch."""
@@ -469,30 +375,6 @@ class Client(Closing):
         body = {"keys": [[str(r), int(s)] for r, s in keys], "priorities": values}
         updated: int = self._acting("PUT", "/v1/priorities", json=body).json()["updated"]
         return updated
-
-
-def sample_options(
-    n_step: int | None,
-    gamma: float,
-    next_frames: bool,
-    min_size: int,
-    samples_per_insert: float | None,
-    error_margin: float | None,
-) -> dict[str, Any]:
-    """The n-step and rate-limit fields of a sample request, only those set (a service
-    older than them still answers requests that do not use them)."""
-    options: dict[str, Any] = {}
-    if n_step is not None:
-        options.update(n_step=n_step, gamma=gamma, next_frames=next_frames)
-    elif next_frames:
-        raise ValueError("next_frames=True needs n_step (the bootstrap is n steps on)")
-    if min_size:
-        options["min_size"] = min_size
-    if samples_per_insert is not None:
-        options["samples_per_insert"] = samples_per_insert
-        if error_margin is not None:
-            options["error_margin"] = error_margin
-    return options
 
 
 def _race_path(race_id: str) -> str:

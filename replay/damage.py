@@ -10,14 +10,16 @@ read or choose.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, TypeVar
 
-from replay.batch import MAX_REDRAWS
+from replay.batch import MAX_REDRAWS, EncodedBatch, SampleKeys, corrupt_frame_error
 from replay.errors import CorruptDataError, SamplingError
 from replay.index import RaceEntry
-from replay.selectors import Draw, ItemSpace
+from replay.items import Draw, ItemSpace
 
-__all__ = ["Damage", "Skipped"]
+__all__ = ["Damage", "Drawn", "Skipped", "frame_errors"]
+R = TypeVar("R")
 
 
 class Skipped(NamedTuple):
@@ -30,6 +32,27 @@ class Skipped(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.race_id}:{self.shard}" + ("" if self.step is None else f":{self.step}")
+
+
+@dataclass(frozen=True)
+class Drawn(Generic[R]):
+    """One batch clear of damaged data (`Sampler.draw`): its keys, its stored bytes,
+    what the decode function made of them, and the damaged places skipped to get it."""
+
+    keys: SampleKeys
+    encoded: EncodedBatch
+    decoded: R
+    skipped: list[Skipped]
+
+
+def frame_errors(encoded: EncodedBatch, failed: list[int]) -> list[CorruptDataError]:
+    """The errors of the frames (flat indices) of `encoded` that did not decode, one per
+    damaged place (a frame drawn twice in one batch is one place)."""
+    errors: dict[tuple[str, int | None], CorruptDataError] = {}
+    for i in failed:
+        error = corrupt_frame_error(encoded, i)
+        errors.setdefault((error.race_id, error.step), error)
+    return list(errors.values())
 
 
 class Damage:

@@ -6,10 +6,11 @@ index's races allow) and say how likely each was; `replay.samplers.Sampler`
 composes one with the index and the reader. They read no storage: `Recent` takes
 step times from the space (`ItemSpace.step_times`, the sampler's reader behind it).
 
-All three are `Selector`s, one protocol with no-op defaults (as TorchRL's ``Sampler``
-base class): `Selector.on_refresh`, `Selector.zero`, `Selector.state_dict` and
-`Selector.load_state_dict` do nothing, and `Selector.update_priorities` refuses,
-unless a selector keeps priorities; the sampler never asks which selector it holds.
+All three are `Selector`s (`replay.items`): one protocol with no-op defaults, as
+TorchRL's ``Sampler`` base class has. `Selector.on_refresh`, `Selector.zero`,
+`Selector.state_dict` and `Selector.load_state_dict` do nothing and
+`Selector.update_priorities` refuses, unless a selector keeps priorities; the
+sampler never asks which selector it holds.
 `make_selector` builds one from a sampler's ``kind``.
 
 Memory: `Uniform` and `Recent` keep nothing per item; `Prioritized` keeps 16 bytes
@@ -19,88 +20,27 @@ per item (a float64 sum tree, leaves and nodes).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from replay.errors import SamplingError
 from replay.index import RaceEntry
+from replay.items import Draw, ItemSpace, Selector, StepTimes
 from replay.sumtree import SumTree
 
-#: A race's ``t_ns`` (time at append) at some of its steps.
-StepTimes = Callable[[RaceEntry, npt.NDArray[np.int64]], npt.NDArray[np.int64]]
-
-
-@dataclass
-class ItemSpace:
-    """The items a sampler can draw at one moment: per race, how many windows fit."""
-
-    entries: list[RaceEntry]
-    counts: npt.NDArray[np.int64]
-    span: int
-    #: the steps' times, read when a selector asks (`Recent`); None: not available
-    step_times: StepTimes | None = None
-    ends: npt.NDArray[np.int64] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ends = np.cumsum(self.counts)
-
-    @property
-    def total(self) -> int:
-        """Items in the space."""
-        return int(self.ends[-1]) if len(self.ends) else 0
-
-    def locate(self, items: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], Any]:
-        """(race position, start step) of global item numbers."""
-        race = np.searchsorted(self.ends, items, side="right")
-        before = np.where(race > 0, self.ends[np.maximum(race - 1, 0)], 0)
-        return race, items - before
-
-
-@dataclass(frozen=True)
-class Draw:
-    """Chosen items: race positions in the space, start steps, probabilities, weights."""
-
-    races: npt.NDArray[np.int64]
-    starts: npt.NDArray[np.int64]
-    probabilities: npt.NDArray[np.float64]
-    weights: npt.NDArray[np.float32]
-
-
-class Selector:
-    """What every selector does: `draw`; the rest are no-ops unless a selector keeps state.
-
-    `on_refresh` sees each new `ItemSpace` (after the index changed); `zero` stops
-    items from being drawn (corrupt data) where a selector can; `state_dict` is what a
-    checkpoint keeps (``{}``: nothing) and `load_state_dict` takes it back.
-    """
-
-    #: the sampler ``kind`` that makes this selector
-    kind: ClassVar[str]
-
-    def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
-        """`n` items of `space`, their probabilities and importance weights."""
-        raise NotImplementedError
-
-    def on_refresh(self, space: ItemSpace) -> None:
-        """The index changed: `space` is what can be drawn now."""
-
-    def update_priorities(self, keys: Sequence[tuple[str, int]], priorities: Any) -> None:
-        """New priorities of `keys`; refused (`SamplingError`) by a selector without them."""
-        raise SamplingError(f"update_priorities needs kind='prioritized', not {self.kind!r}")
-
-    def zero(self, keys: Sequence[tuple[str, int]]) -> None:
-        """Never draw these items again, where the selector can tell them apart."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """The state worth saving (arrays for np.savez); empty when there is none."""
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from `state_dict` output."""
+__all__ = [
+    "Draw",
+    "ItemSpace",
+    "Prioritized",
+    "Recent",
+    "Selector",
+    "StepTimes",
+    "Uniform",
+    "make_selector",
+]
 
 
 class Uniform(Selector):
@@ -409,7 +349,7 @@ class Prioritized(Selector):
 
 
 def make_selector(
-    kind: str, *, alpha: float, beta: float, recent_seconds: float, recent_fraction: float
+    kind: str, alpha: float, beta: float, recent_seconds: float, recent_fraction: float
 ) -> Selector:
     """The selector of a sampler ``kind``: "uniform", "recent" or "prioritized"."""
     if kind == "uniform":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,6 +16,7 @@ from pydantic import (
 )
 
 from replay import format as fmt
+from replay.params import SamplerParams
 from replay.race import RaceInfo
 
 EXAMPLE_RACE_ID = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
@@ -320,6 +322,13 @@ class SampleRequest(BaseModel):
         description="Seconds this request may wait for a rate limit (at most the service's "
         "max_rate_wait_s, the default); then 429 with Retry-After.",
     )
+
+    def params(self) -> SamplerParams:
+        """The sampler parameters of this request (`replay.params`): its fields of the same
+        names, the filters as the fields set (`ValueError` for values it refuses)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(SamplerParams)}
+        values["filters"] = None if self.filters is None else self.filters.as_filters() or None
+        return SamplerParams(**values)
 
     @model_validator(mode="after")
     def _nstep_options(self) -> SampleRequest:

@@ -18,7 +18,6 @@ import contextlib
 import json
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import numpy as np
@@ -30,6 +29,7 @@ from replay import protocol
 from replay.batch import EncodedBatch, SampleKeys, corrupt_frame_error
 from replay.decode import decode_frames
 from replay.errors import RaceNotFoundError, ReplayError
+from replay.params import SamplerParams
 from replay.samplers import Drawn, Sampler, Skipped
 from replay.store import Store
 from replay.transform import Transform
@@ -97,41 +97,30 @@ def _check_limits(req: SampleRequest, settings: Settings) -> None:
         )
 
 
-def sampler_params(req: SampleRequest) -> dict[str, Any]:
+def sampler_params(req: SampleRequest) -> SamplerParams:
     """The parameters that identify a sampler (and are shown in /v1/stats)."""
-    filters = None if req.filters is None else req.filters.as_filters()
-    return {
-        "kind": req.kind,
-        "batch_size": req.batch_size,
-        "seq_len": req.seq_len,
-        "stride": req.stride,
-        "seed": req.seed,
-        "filters": filters or None,
-        "skip_corrupt": req.skip_corrupt,
-        "n_step": req.n_step,
-        "gamma": req.gamma,
-        "next_frames": req.next_frames,
-        "min_size": req.min_size,
-        "samples_per_insert": req.samples_per_insert,
-        "error_margin": req.error_margin,
-    }
+    try:
+        return req.params()
+    except ValueError as e:
+        raise HTTPException(422, f"cannot make this sampler: {e}") from e
 
 
 def borrow_sampler(
-    store: Store, state: ServiceState, params: dict[str, Any]
+    store: Store, state: ServiceState, params: SamplerParams
 ) -> contextlib.AbstractContextManager[Cached[Sampler]]:
     """The cached sampler for `params` (made on first use), borrowed for one request."""
-    key = json.dumps(params, sort_keys=True)
+    shown = params.key()
+    key = json.dumps(shown, sort_keys=True)
 
     def build() -> Sampler:
         try:
-            return store.sampler(**params, save_priorities=False)  # the store is read-only
+            return store.sampler(**params.kwargs(), save_priorities=False)  # the store is read-only
         except ReplayError:
             raise
         except (TypeError, ValueError) as e:
             raise HTTPException(422, f"cannot make this sampler: {e}") from e
 
-    return state.samplers.borrow(key, params, build)
+    return state.samplers.borrow(key, shown, build)
 
 
 def _view(req: SampleRequest, encoded: EncodedBatch, settings: Settings) -> Transform:
