@@ -29,6 +29,7 @@ from replay.errors import (
     WriterFailedError,
 )
 from replay.filters import Filters
+from replay.params import SamplerParams
 from replay.protocol import ProtocolError
 from replay.race import Race, RaceInfo
 from replay.samplers import Sampler
@@ -54,6 +55,7 @@ __all__ = [
     "ReplayError",
     "SampleKeys",
     "Sampler",
+    "SamplerParams",
     "SamplingError",
     "ServiceError",
     "StepDataError",

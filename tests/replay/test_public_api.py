@@ -16,6 +16,7 @@ CONTRACT = {
     "RaceInfo",
     # the sampling issue
     "Sampler",
+    "SamplerParams",
     "Batch",
     "EncodedBatch",
     "SampleKeys",
