@@ -277,8 +277,9 @@ class Prioritized(Selector):
         self.sync(space)
 
     def update_priorities(self, keys: Sequence[tuple[str, int]], priorities: Any) -> None:
-        """Set the priorities of `keys` (`update`)."""
-        self.update(keys, priorities)
+        """Set the priorities of `keys` (`update`); nothing to do for none."""
+        if len(keys) or np.size(priorities):
+            self.update(keys, priorities)
 
     def update(self, keys: Sequence[tuple[str, int]], priorities: Any) -> int:
         """Set the priorities of `keys`; returns how many keys were known."""

@@ -301,3 +301,33 @@ def test_recent_takes_its_share_from_the_newest_seconds(index: Index) -> None:
     np.testing.assert_allclose(draw.probabilities, p)
     assert set(draw.races[:10].tolist()) <= {1, 2}
     assert set(draw.starts[:10][draw.races[:10] == 1].tolist()) <= {2, 3}
+
+
+def test_every_selector_speaks_one_protocol(index: Index) -> None:
+    """Issue 14, item 1: the sampler never asks which selector it holds; the ones
+    without priorities answer the protocol with no-ops (and refuse new priorities)."""
+    space = space_of(index)
+    keys = keys_of(space)[:2]
+    made = [
+        selectors.make_selector(kind, 0.6, 0.4, 60.0, 0.5)
+        for kind in ("uniform", "recent", "prioritized")
+    ]
+    assert [s.kind for s in made] == ["uniform", "recent", "prioritized"]
+    for selector in made[:2]:
+        selector.on_refresh(space)
+        selector.zero(keys)
+        selector.load_state_dict({})
+        assert selector.state_dict() == {}
+        with pytest.raises(replay.SamplingError, match=f"not '{selector.kind}'"):
+            selector.update_priorities(keys, [1.0, 2.0])
+    prioritized = made[2]
+    prioritized.on_refresh(space)  # gives the space's items their leaves
+    prioritized.update_priorities(keys, [4.0, 2.0])
+    state = prioritized.state_dict()
+    np.testing.assert_allclose(state["priorities"][:2], [4.0, 2.0])
+    again = selectors.make_selector("prioritized", 0.6, 0.4, 60.0, 0.5)
+    again.load_state_dict(state)
+    again.on_refresh(space)
+    np.testing.assert_allclose(again.state_dict()["priorities"], state["priorities"])
+    with pytest.raises(ValueError, match="kind must be"):
+        selectors.make_selector("lifo", 0.6, 0.4, 60.0, 0.5)
