@@ -19,6 +19,7 @@ from replay.errors import (
     RaceBusyError,
     RaceNotFoundError,
     RaceTakenOverError,
+    RateLimitedError,
     ReadOnlyStoreError,
     ReplayError,
     SamplingError,
@@ -28,6 +29,7 @@ from replay.errors import (
     WriterFailedError,
 )
 from replay.filters import Filters
+from replay.params import SamplerParams
 from replay.protocol import ProtocolError
 from replay.race import Race, RaceInfo
 from replay.samplers import Sampler
@@ -48,10 +50,12 @@ __all__ = [
     "RaceInfo",
     "RaceNotFoundError",
     "RaceTakenOverError",
+    "RateLimitedError",
     "ReadOnlyStoreError",
     "ReplayError",
     "SampleKeys",
     "Sampler",
+    "SamplerParams",
     "SamplingError",
     "ServiceError",
     "StepDataError",

@@ -8,23 +8,30 @@ stop after the second and let its client do the third on its own GPU:
     batch = decode_batch(encoded, device="cuda", out="torch", transform=t)   # Batch
 
 This module holds the three value types and `make_batch`, which wraps decoded
-frames as NumPy, torch (zero-copy from NumPy / DLPack from CuPy) or CuPy;
-`replay.decode` turns stored bytes into pixels.
+frames as NumPy, torch (zero-copy from NumPy / DLPack from CuPy), CuPy or a
+`tensordict.TensorDict` (`replay.tensordicts`); `replay.decode` turns stored bytes
+into pixels. n-step values (`replay.nstep`) ride along in both batch types.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from replay.errors import CorruptDataError
+from replay.nstep import NStepArrays
 from replay.transform import Transform
 
-Out = Literal["numpy", "torch", "cupy"]
+if TYPE_CHECKING:
+    from tensordict import TensorDict
+
+Out = Literal["numpy", "torch", "cupy", "tensordict"]
+#: What sampling gives: a `Batch`, or a `tensordict.TensorDict` for ``out="tensordict"``.
+Sampled: TypeAlias = "Batch | TensorDict"
 
 #: Draws a ``skip_corrupt`` sampler (embedded or over HTTP) tries before it gives up.
 MAX_REDRAWS = 100
@@ -82,6 +89,8 @@ class EncodedBatch:
             truncated, t_ns and the extras common to all races of the batch.
         codec: the races' codec attributes (``{"name": "jpeg", "quality": 90, ...}``).
         shard_size: frames per shard, to name the shard in errors (0: unknown).
+        nstep: n-step returns, discounts, bootstrap steps (and frames) of an ``n_step``
+            sampler (`replay.nstep`); None otherwise.
     """
 
     keys: SampleKeys
@@ -91,6 +100,7 @@ class EncodedBatch:
     steps: dict[str, npt.NDArray[Any]]
     codec: dict[str, Any]
     shard_size: int = 0
+    nstep: NStepArrays | None = None
 
     @property
     def nbytes(self) -> int:
@@ -108,12 +118,20 @@ class Batch:
         keys: (race id, first step) per item, for `update_priorities`.
         weights: (B,) float32 importance weights, same kind and device as `frames`.
         steps: per-step arrays, each (B, L, ...), same kind and device as `frames`.
+        returns, discount: (B, L) float32 n-step returns and bootstrap discounts
+            (``n_step`` samplers, `replay.nstep`; None otherwise).
+        next_steps: (B, L) int64 bootstrap step of every step (``n_step``).
+        next_frames: the bootstrap frames, shaped like `frames` (``next_frames=True``).
     """
 
     frames: Any
     keys: list[tuple[str, int]]
     weights: Any
     steps: dict[str, Any] = field(default_factory=dict)
+    returns: Any = None
+    discount: Any = None
+    next_steps: Any = None
+    next_frames: Any = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -143,6 +161,14 @@ class Batch:
         """(B, L) int64 wall-clock time of each step (ns since the epoch)."""
         return self.steps["t_ns"]
 
+    @property
+    def next_keys(self) -> list[tuple[str, int]] | None:
+        """(race id, bootstrap step of the first step) per item, as `keys` (``n_step``)."""
+        if self.next_steps is None:
+            return None
+        firsts = self.next_steps[:, 0].tolist()
+        return [(r, int(s)) for (r, _), s in zip(self.keys, firsts, strict=True)]
+
     def pin_memory(self) -> Batch:
         """Page-locked copies of torch tensors (``DataLoader(pin_memory=True)`` calls this)."""
 
@@ -154,14 +180,22 @@ class Batch:
             keys=self.keys,
             weights=pin(self.weights),
             steps={name: pin(value) for name, value in self.steps.items()},
+            returns=pin(self.returns),
+            discount=pin(self.discount),
+            next_steps=pin(self.next_steps),
+            next_frames=pin(self.next_frames),
         )
 
 
 def corrupt_frame_error(encoded: EncodedBatch, flat_index: int) -> CorruptDataError:
-    """The error for frame `flat_index` (row-major over B x L) of a batch."""
-    item, pos = divmod(flat_index, encoded.keys.seq_len)
+    """The error for frame `flat_index` (row-major over B x L, or B x 2L where the
+    bootstrap frames follow each window: `replay.nstep.with_next_frames`) of a batch."""
+    steps = encoded.keys.steps
+    if encoded.nstep is not None and encoded.nstep.next_frames is not None:
+        steps = np.concatenate([steps, encoded.nstep.next_steps], axis=1)
+    item, pos = divmod(flat_index, steps.shape[1])
     race_id = encoded.keys.race_ids[item]
-    step = int(encoded.keys.steps[item, pos])
+    step = int(steps[item, pos])
     shard = step // encoded.shard_size if encoded.shard_size else -1
     return CorruptDataError.at(
         race_id, shard, f"frame at step {step} is damaged or does not decode", step
@@ -175,11 +209,20 @@ def make_batch(
     *,
     out: Out,
     transform: Transform | None,
-) -> Batch:
-    """Wrap decoded frames and host step arrays as a `Batch` of kind `out`."""
+    nstep: NStepArrays | None = None,
+) -> Sampled:
+    """Wrap decoded frames and host step arrays as a `Batch` of kind `out` (a TensorDict
+    for ``out="tensordict"``). With `nstep` bootstrap frames, `frames` is (B, 2L, ...):
+    each window, then its bootstrap frames (`replay.nstep.with_next_frames`)."""
     on_cuda = not isinstance(frames, np.ndarray)
-    if out not in ("numpy", "torch", "cupy"):
-        raise ValueError(f"out must be 'numpy', 'torch' or 'cupy', not {out!r}")
+    if out not in ("numpy", "torch", "cupy", "tensordict"):
+        raise ValueError(f"out must be 'numpy', 'torch', 'cupy' or 'tensordict', not {out!r}")
+    if out == "tensordict":
+        from replay.tensordicts import to_tensordict
+
+        torch_batch = make_batch(keys, frames, steps, out="torch", transform=transform, nstep=nstep)
+        assert isinstance(torch_batch, Batch)
+        return to_tensordict(torch_batch, keys)
     bf16 = transform is not None and transform.dtype == "bfloat16"
     if bf16 and out != "torch":
         raise ValueError("dtype='bfloat16' needs out='torch' (NumPy and CuPy have no bfloat16)")
@@ -188,11 +231,19 @@ def make_batch(
     if bf16:  # float32 from the CPU path; bfloat16 bits (uint16) from the CUDA kernel
         bits = str(frames_out.dtype) == "torch.uint16"
         frames_out = frames_out.view(torch_bf16()) if bits else frames_out.bfloat16()
+    next_frames = None
+    if nstep is not None and nstep.next_frames is not None:
+        seq = keys.seq_len
+        frames_out, next_frames = frames_out[:, :seq], frames_out[:, seq:]
     return Batch(
         frames=frames_out,
         keys=keys.keys,
         weights=convert(keys.weights),
         steps={name: convert(value) for name, value in steps.items()},
+        returns=None if nstep is None else convert(nstep.returns),
+        discount=None if nstep is None else convert(nstep.discount),
+        next_steps=None if nstep is None else convert(nstep.next_steps),
+        next_frames=next_frames,
     )
 
 

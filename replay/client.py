@@ -33,6 +33,7 @@ Errors (all `ReplayError`)::
     ServiceError            any other error answer, or the service is unreachable
     RaceNotFoundError       404 for a race (also a malformed race id)
     SamplingError           422 nothing (enough) to sample, or a parameter over a limit
+    RateLimitedError        429 past `timeout`: min_size / samples_per_insert still held
     CorruptDataError        409 a damaged shard (race_id, shard, step as the service named them)
     ProtocolError           a batch body that does not parse (replay.protocol)
 """
@@ -40,20 +41,27 @@ Errors (all `ReplayError`)::
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 
 from replay import protocol
-from replay.batch import MAX_REDRAWS, Batch, EncodedBatch, Out, make_batch, to_numpy
+from replay.batch import MAX_REDRAWS, EncodedBatch, Out, Sampled, make_batch, to_numpy
 from replay.closing import Closing
 from replay.decode import decode_batch
-from replay.errors import CorruptDataError, RaceNotFoundError, ReplayError, SamplingError
+from replay.errors import (
+    CorruptDataError,
+    RaceNotFoundError,
+    RateLimitedError,
+    ReplayError,
+    SamplingError,
+)
+from replay.params import SamplerKwargs, SamplerParams
+from replay.prefetch import prefetched
 from replay.race import RaceInfo
 from replay.transform import Transform
 
@@ -209,34 +217,20 @@ class Client(Closing):
     # -- sampling --------------------------------------------------------------------------
 
     def sample_encoded(
-        self,
-        *,
-        kind: str = "uniform",
-        batch_size: int = 64,
-        seq_len: int = 1,
-        stride: int = 1,
-        seed: int | None = None,
-        filters: Mapping[str, Any] | None = None,
-        skip_corrupt: bool = False,
+        self, *, timeout: float | None = 60.0, **params: Unpack[SamplerKwargs]
     ) -> EncodedBatch:
         """One batch as the service sends it: stored JPEG bytes and step arrays.
 
-        With `skip_corrupt` the service redraws items on damaged shards or frames
-        (counted in `corrupt_skipped`) instead of raising `CorruptDataError`.
+        `params` are the sampler parameters (`replay.params.SamplerParams`, checked
+        here before anything is sent). With `skip_corrupt` the service redraws items
+        on damaged shards or frames (counted in `corrupt_skipped`) instead of raising
+        `CorruptDataError`. ``n_step, gamma, next_frames`` add n-step values
+        (`replay.nstep`); ``min_size, samples_per_insert, error_margin`` rate-limit as
+        the embedded sampler does: on the service's 429 this waits its Retry-After and
+        asks again, for up to `timeout` seconds in all, then raises `RateLimitedError`.
         """
-        body = {
-            "kind": kind,
-            "batch_size": batch_size,
-            "seq_len": seq_len,
-            "stride": stride,
-            "seed": seed,
-            "filters": None if filters is None else dict(filters),
-            "skip_corrupt": skip_corrupt,
-        }
-        response = self._acting(
-            "POST", "/v1/sample", json=body, headers={"Accept": protocol.MEDIA_TYPE}
-        )
-        self._count_skipped(response)
+        body = SamplerParams(**params).request_body()
+        response = self._rate_limited(body, timeout, headers={"Accept": protocol.MEDIA_TYPE})
         message = protocol.unpack(response.content)
         if not isinstance(message, EncodedBatch):
             raise protocol.ProtocolError("asked for stored frames, got decoded ones")
@@ -245,33 +239,21 @@ class Client(Closing):
     def sample(
         self,
         *,
-        kind: str = "uniform",
-        batch_size: int = 64,
-        seq_len: int = 1,
-        stride: int = 1,
-        seed: int | None = None,
-        filters: Mapping[str, Any] | None = None,
-        skip_corrupt: bool = False,
+        timeout: float | None = 60.0,
         device: str | None = None,
         out: Out | None = None,
         transform: Transform | None = None,
-    ) -> Batch:
+        **params: Unpack[SamplerKwargs],
+    ) -> Sampled:
         """One batch, decoded here on `device` (as `Sampler.sample` decodes it).
 
         A frame that does not decode raises `CorruptDataError` naming race, shard
         and step; with `skip_corrupt` the service skips damaged data and a batch
         with such a frame is drawn again (and counted), as the embedded sampler does.
+        `params` and `timeout` are `sample_encoded`'s.
         """
         for _ in range(MAX_REDRAWS):
-            encoded = self.sample_encoded(
-                kind=kind,
-                batch_size=batch_size,
-                seq_len=seq_len,
-                stride=stride,
-                seed=seed,
-                filters=filters,
-                skip_corrupt=skip_corrupt,
-            )
+            encoded = self.sample_encoded(timeout=timeout, **params)
             try:
                 return decode_batch(
                     encoded,
@@ -280,7 +262,7 @@ class Client(Closing):
                     transform=transform if transform is not None else self.transform,
                 )
             except CorruptDataError as e:
-                if not skip_corrupt:
+                if not params.get("skip_corrupt", False):
                     raise
                 log.warning("skipping corrupt data: %s", e)
                 with self._skipped_lock:
@@ -290,35 +272,59 @@ class Client(Closing):
     def sample_decoded(
         self,
         *,
-        kind: str = "uniform",
-        batch_size: int = 8,
-        seq_len: int = 1,
-        stride: int = 1,
-        seed: int | None = None,
-        filters: Mapping[str, Any] | None = None,
         crop: tuple[int, int, int, int] | None = None,
         size: tuple[int, int] | None = None,
         grey: bool = False,
         out: Out = "numpy",
-        skip_corrupt: bool = False,
-    ) -> Batch:
-        """One batch the service decodes (for clients without a JPEG decoder); uint8 pixels."""
-        body = {
-            "kind": kind,
-            "batch_size": batch_size,
-            "seq_len": seq_len,
-            "stride": stride,
-            "seed": seed,
-            "filters": None if filters is None else dict(filters),
-            "decoded": {"crop": crop, "size": size, "grey": grey},
-            "skip_corrupt": skip_corrupt,
-        }
-        response = self._acting("POST", "/v1/sample", json=body)
-        self._count_skipped(response)
+        timeout: float | None = 60.0,
+        **params: Unpack[SamplerKwargs],
+    ) -> Sampled:
+        """One batch the service decodes (for clients without a JPEG decoder); uint8 pixels.
+
+        `params` as `sample_encoded`'s (``batch_size`` 8 unless given; no bootstrap
+        frames here)."""
+        params.setdefault("batch_size", 8)
+        body = SamplerParams(**params).request_body()
+        body["decoded"] = {"crop": crop, "size": size, "grey": grey}
+        response = self._rate_limited(body, timeout)
         message = protocol.unpack(response.content)
         if not isinstance(message, protocol.RawBatch):
             raise protocol.ProtocolError("asked for decoded frames, got stored ones")
-        return make_batch(message.keys, message.frames, message.steps, out=out, transform=None)
+        return make_batch(
+            message.keys,
+            message.frames,
+            message.steps,
+            out=out,
+            transform=None,
+            nstep=message.nstep,
+        )
+
+    def _rate_limited(
+        self, body: dict[str, Any], timeout: float | None, headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        """``POST /v1/sample``, asked again after each 429 (its Retry-After later) until
+        `timeout` seconds have passed (None: for ever); skipped damage counted."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        limited = "min_size" in body or "samples_per_insert" in body
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if limited and left is not None:
+                body["timeout"] = left  # the service waits at most this (and its own bound)
+            try:
+                # a fresh request id per try: a 429 means the service did nothing
+                response = self._acting(
+                    "POST", "/v1/sample", json=body, headers=dict(headers or {})
+                )
+            except RateLimitedError as e:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise RateLimitedError(
+                        f"{e} (the client waited {timeout:g} s)", retry_after=e.retry_after
+                    ) from e
+                time.sleep(e.retry_after if left is None else min(e.retry_after, left))
+                continue
+            self._count_skipped(response)
+            return response
 
     def batches(
         self,
@@ -328,50 +334,24 @@ class Client(Closing):
         device: str | None = None,
         out: Out | None = None,
         transform: Transform | None = None,
-        **params: Any,
-    ) -> Iterator[Batch]:
+        timeout: float | None = 60.0,
+        **params: Unpack[SamplerKwargs],
+    ) -> Iterator[Sampled]:
         """Batches for ever (or `limit` of them); a thread fetches and decodes the next
-        `prefetch` while you use the current one. `params` are `sample_encoded`'s.
+        `prefetch` while you use the current one (`replay.prefetch`: at most
+        ``prefetch + 1`` batches in memory). `params` are `sample_encoded`'s.
 
-        Closing the iterator (or leaving the ``for`` loop) stops the thread.
+        Closing the iterator (or leaving the ``for`` loop) stops the thread, as does
+        the interpreter's exit for an iterator left open.
         """
-        if prefetch < 1:
-            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
-        results: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=prefetch)
-        stop = threading.Event()
-
-        def produce() -> None:
-            made = 0
-            while not stop.is_set() and (limit is None or made < limit):
-                try:
-                    item: Batch | BaseException = self.sample(
-                        device=device, out=out, transform=transform, **params
-                    )
-                except BaseException as e:  # handed to the consumer
-                    item = e
-                while not stop.is_set():
-                    try:
-                        results.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if isinstance(item, BaseException):
-                    return
-                made += 1
-
-        thread = threading.Thread(target=produce, name="replay-client-prefetch", daemon=True)
-        thread.start()
-        try:
-            made = 0
-            while limit is None or made < limit:
-                got = results.get()
-                if isinstance(got, BaseException):
-                    raise got
-                made += 1
-                yield got
-        finally:
-            stop.set()
-            thread.join()
+        return prefetched(
+            lambda: self.sample(
+                timeout=timeout, device=device, out=out, transform=transform, **params
+            ),
+            limit=limit,
+            ahead=prefetch,
+            name="replay-client-prefetch",
+        )
 
     def _count_skipped(self, response: httpx.Response) -> None:
         """Log and count what the service skipped for a ``skip_corrupt`` batch."""
@@ -425,6 +405,12 @@ def error_of(response: httpx.Response) -> ReplayError:
     where = f"{response.request.method} {response.request.url.path}"
     if name == "RaceNotFoundError":
         return RaceNotFoundError(message)
+    if name == "RateLimitedError":
+        try:
+            retry_after = float(response.headers.get("Retry-After", "1"))
+        except ValueError:
+            retry_after = 1.0
+        return RateLimitedError(message, retry_after=max(0.0, retry_after))
     if name == "SamplingError":
         return SamplingError(message)
     if name == "CorruptDataError":

@@ -25,10 +25,11 @@ import numpy.typing as npt
 
 from replay import fused, jpeg
 from replay import transform as tf
-from replay.batch import Batch, EncodedBatch, Out, corrupt_frame_error, make_batch
+from replay.batch import EncodedBatch, Out, Sampled, corrupt_frame_error, make_batch
 from replay.cpus import usable_cpus
 from replay.frame_codec import JpegFrames, frame_codec
 from replay.gpu import on_device
+from replay.nstep import with_next_frames
 from replay.transform import Transform
 
 #: Most frames decoded per nvJPEG call (batched decode is faster; memory bounds it).
@@ -50,16 +51,19 @@ def decode_batch(
     device: str = "cpu",
     out: Out = "numpy",
     transform: Transform | None = None,
-) -> Batch:
-    """Decode an `EncodedBatch` into a `Batch` on `device` ("cpu", "cuda" or "auto").
+) -> Sampled:
+    """Decode an `EncodedBatch` into a `Batch` on `device` ("cpu", "cuda" or "auto")
+    (with its bootstrap frames, in the same decode, for ``next_frames`` batches).
 
     Raises `CorruptDataError` naming race, shard and step for a frame that does
     not decode. `out` picks NumPy, torch or CuPy (CuPy needs CUDA).
     """
-    frames, failed = decode_frames(encoded, device=device, transform=transform)
+    frames, failed = decode_frames(with_next_frames(encoded), device=device, transform=transform)
     if failed:
         raise corrupt_frame_error(encoded, failed[0])
-    return make_batch(encoded.keys, frames, encoded.steps, out=out, transform=transform)
+    return make_batch(
+        encoded.keys, frames, encoded.steps, out=out, transform=transform, nstep=encoded.nstep
+    )
 
 
 def decode_frames(

@@ -16,6 +16,7 @@ messages. Messages name the offending value (the path, race, shard or step).
     │   └── RaceTakenOverError  its race was aborted or removed while it was paused
     ├── CorruptDataError        a shard or frame that cannot be read back
     └── SamplingError           nothing (or not enough) to sample
+        └── RateLimitedError    min_size / samples_per_insert not met within the timeout
 """
 
 from __future__ import annotations
@@ -110,3 +111,13 @@ class CorruptDataError(ReplayError):
 
 class SamplingError(ReplayError, ValueError):
     """A sample request that the store cannot satisfy (empty, too short, too large)."""
+
+
+class RateLimitedError(SamplingError):
+    """Sampling waited its `timeout` for a rate limit (``min_size``, ``samples_per_insert``)
+    that the writers did not lift; the message says which. `retry_after` is a hint in
+    seconds (the service sends it as ``Retry-After`` with its 429)."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

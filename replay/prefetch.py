@@ -3,8 +3,10 @@
     for batch in prefetched(sampler.sample, limit=100):
         train(batch)                 # batch k+1 is being read and decoded meanwhile
 
-At most two items exist at once (the caller's and the next). Closing the iterator
-(leaving the ``for`` loop normally, or ``close()``) stops and joins the thread.
+At most ``ahead + 1`` items exist at once (the caller's and `ahead` made in advance;
+one by default: `Sampler.batches`; the HTTP client's `Client.batches` sets its
+``prefetch``). Closing the iterator (leaving the ``for`` loop normally, or
+``close()``) stops and joins the thread.
 
 A ``break`` in a script, or a DataLoader worker that exits, may leave the iterator
 unclosed until the interpreter exits. An interpreter that exits while a daemon thread
@@ -28,14 +30,24 @@ __all__ = ["prefetched"]
 
 
 def prefetched(
-    make: Callable[[], T], *, limit: int | None = None, name: str = "replay-prefetch"
+    make: Callable[[], T],
+    *,
+    limit: int | None = None,
+    ahead: int = 1,
+    name: str = "replay-prefetch",
 ) -> Iterator[T]:
-    """``make()`` called for ever (or `limit` times) on a thread, one call ahead.
+    """``make()`` called for ever (or `limit` times) on a thread, `ahead` calls ahead.
 
     An exception from `make` is raised to the caller in place of the item.
     """
+    if ahead < 1:
+        raise ValueError(f"prefetch must be >= 1, got {ahead}")
+    return _prefetched(make, limit, ahead, name)
+
+
+def _prefetched(make: Callable[[], T], limit: int | None, ahead: int, name: str) -> Iterator[T]:
     results: queue.SimpleQueue[T | BaseException] = queue.SimpleQueue()
-    slots = threading.Semaphore(1)
+    slots = threading.Semaphore(ahead)
     stop = threading.Event()
 
     def produce() -> None:

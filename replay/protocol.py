@@ -17,6 +17,9 @@ Numeric arrays are described as ``{"dtype": "<f4", "shape": [...], "offset": o,
 are either the stored chunks (``"encoding": "stored"``, JPEG bytes for JPEG
 races, one after another in (b, l) row-major order, sizes in ``nbytes``) or
 decoded pixels (``"encoding": "raw"``, one uint8 array (B, L, h, w, c)).
+An ``n_step`` batch adds an optional ``"nstep"`` object (returns, discount,
+next_steps arrays; stored ``next_frames`` when asked); readers that do not know
+it skip it, and a message without it reads as before.
 
     parts = pack(encoded)                  # service: list of buffers, join or stream
     batch = unpack(body)                   # client: EncodedBatch (or RawBatch)
@@ -35,6 +38,7 @@ import numpy.typing as npt
 
 from replay.batch import EncodedBatch, SampleKeys
 from replay.errors import ReplayError
+from replay.nstep import NStepArrays
 
 MEDIA_TYPE: Final = "application/vnd.replay.batch.v1"
 #: Response headers of ``POST /v1/sample`` with ``skip_corrupt``: how many damaged
@@ -72,6 +76,7 @@ class RawBatch:
         steps: per-step arrays, each (B, L, ...).
         height, width: the stored frames' size (before any crop or resize).
         codec: the races' codec attributes.
+        nstep: n-step values of an ``n_step`` batch (no bootstrap frames), else None.
     """
 
     keys: SampleKeys
@@ -80,6 +85,7 @@ class RawBatch:
     height: int
     width: int
     codec: dict[str, Any]
+    nstep: NStepArrays | None = None
 
 
 class _Layout:
@@ -139,6 +145,7 @@ def pack(
                 f"pixels must be (B, L, ...) uint8, got {pixels.shape} {pixels.dtype}"
             )
         frames = {"encoding": "raw", **data.array(pixels)}
+    nstep = None if encoded.nstep is None else _pack_nstep(encoded.nstep, data, pixels is None)
     header = {
         "version": VERSION,
         "batch_size": keys.batch_size,
@@ -150,11 +157,33 @@ def pack(
         "keys": {"race_ids": keys.race_ids, **key_arrays},
         "steps": steps,
         "frames": frames,
+        **({} if nstep is None else {"nstep": nstep}),
         "data_nbytes": data.size,
     }
     head = json.dumps(header, separators=(",", ":")).encode()
     pad = -(PREFIX.size + len(head)) % ALIGN
     return [PREFIX.pack(MAGIC, len(head)), head, b"\0" * pad, *data.parts]
+
+
+def _pack_nstep(nstep: NStepArrays, data: _Layout, stored: bool) -> dict[str, Any]:
+    """The ``nstep`` header object; bootstrap frames go with stored frames only."""
+    out: dict[str, Any] = {
+        "returns": data.array(nstep.returns.astype(np.float32, copy=False)),
+        "discount": data.array(nstep.discount.astype(np.float32, copy=False)),
+        "next_steps": data.array(nstep.next_steps.astype(np.int64, copy=False)),
+    }
+    if nstep.next_frames is not None:
+        if not stored:
+            raise ProtocolError("bootstrap frames travel as stored frames only")
+        offset = data.size
+        for row in nstep.next_frames:
+            for blob in row:
+                data.add(blob, align=False)
+        out["next_frames"] = {
+            "offset": offset,
+            "nbytes": [[len(b) for b in r] for r in nstep.next_frames],
+        }
+    return out
 
 
 def packed_nbytes(parts: list[bytes | memoryview]) -> int:
@@ -218,18 +247,36 @@ def _read(header: Mapping[str, Any], view: memoryview, start: int) -> EncodedBat
             raise ProtocolError(f"step array {name} is {value.shape}, not ({b}, {seq}, ...)")
     height, width = int(header["height"]), int(header["width"])
     codec = dict(header["codec"])
+    nstep = _read_nstep(header.get("nstep"), data, b, seq)
     frames = header["frames"]
     if frames["encoding"] == "raw":
         pixels = _array(frames, data, "|u1")
         if pixels.ndim != 5 or pixels.shape[:2] != (b, seq):
             raise ProtocolError(f"raw frames are {pixels.shape}, not ({b}, {seq}, h, w, c)")
-        return RawBatch(keys, pixels, steps, height, width, codec)
+        if nstep is not None and nstep.next_frames is not None:
+            raise ProtocolError("bootstrap frames travel as stored frames only")
+        return RawBatch(keys, pixels, steps, height, width, codec, nstep)
     if frames["encoding"] != "stored":
         raise ProtocolError(f"unknown frame encoding {frames['encoding']!r}")
-    sizes = frames["nbytes"]
+    rows = _blobs(frames, data, b, seq)
+    return EncodedBatch(
+        keys=keys,
+        frames=rows,
+        height=height,
+        width=width,
+        steps=steps,
+        codec=codec,
+        shard_size=int(header.get("shard_size", 0)),
+        nstep=nstep,
+    )
+
+
+def _blobs(ref: Mapping[str, Any], data: memoryview, b: int, seq: int) -> list[list[bytes]]:
+    """B x L stored frames at ``ref["offset"]``, sizes ``ref["nbytes"]``, bounds checked."""
+    sizes = ref["nbytes"]
     if len(sizes) != b or any(len(row) != seq for row in sizes):
         raise ProtocolError(f"frame sizes are not {b} x {seq}")
-    offset = int(frames["offset"])
+    offset = int(ref["offset"])
     rows: list[list[bytes]] = []
     for row in sizes:
         out = []
@@ -240,14 +287,21 @@ def _read(header: Mapping[str, Any], view: memoryview, start: int) -> EncodedBat
             out.append(bytes(data[offset : offset + size]))
             offset += size
         rows.append(out)
-    return EncodedBatch(
-        keys=keys,
-        frames=rows,
-        height=height,
-        width=width,
-        steps=steps,
-        codec=codec,
-        shard_size=int(header.get("shard_size", 0)),
+    return rows
+
+
+def _read_nstep(ref: Any, data: memoryview, b: int, seq: int) -> NStepArrays | None:
+    """The optional ``nstep`` object of a header."""
+    if ref is None:
+        return None
+    if not isinstance(ref, dict):
+        raise ProtocolError("nstep is not a JSON object")
+    nxt = ref.get("next_frames")
+    return NStepArrays(
+        returns=_array(ref["returns"], data, "<f4", (b, seq)),
+        discount=_array(ref["discount"], data, "<f4", (b, seq)),
+        next_steps=_array(ref["next_steps"], data, "<i8", (b, seq)),
+        next_frames=None if nxt is None else _blobs(nxt, data, b, seq),
     )
 
 

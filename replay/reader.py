@@ -175,13 +175,20 @@ class Reader:
         return values
 
     def step_values(self, entry: RaceEntry, name: str, steps: npt.NDArray[np.int64]) -> Any:
-        """Values of step array `name` at `steps` of one race (e.g. t_ns for recency)."""
-        s = entry.info.shard_size
-        out = []
-        for step in steps.tolist():
-            shard, slot = divmod(step, s)
-            out.append(self._step_chunk(entry, name, shard)[slot])
-        return np.asarray(out)
+        """Values of step array `name` at `steps` (any shape) of one race (e.g. t_ns for
+        recency, rewards for n-step returns); one gather per shard touched."""
+        steps = np.asarray(steps, dtype=np.int64)
+        shard_of, slot = np.divmod(steps.reshape(-1), entry.info.shard_size)
+        out: npt.NDArray[Any] | None = None
+        for shard in np.unique(shard_of).tolist():
+            chunk = self._step_chunk(entry, name, shard)
+            if out is None:
+                out = np.empty((len(slot), *chunk.shape[1:]), dtype=chunk.dtype)
+            here = shard_of == shard
+            out[here] = chunk[slot[here]]
+        if out is None:
+            return np.zeros(steps.shape)
+        return out.reshape(*steps.shape, *out.shape[1:])
 
 
 def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tuple[int, int]]:

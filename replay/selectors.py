@@ -3,7 +3,15 @@
 The selector part of TorchRL's Storage/Sampler/Writer split: `Uniform`, `Recent`
 and `Prioritized` only choose item numbers from an `ItemSpace` (the windows the
 index's races allow) and say how likely each was; `replay.samplers.Sampler`
-composes one with the index and the reader.
+composes one with the index and the reader. They read no storage: `Recent` takes
+step times from the space (`ItemSpace.step_times`, the sampler's reader behind it).
+
+All three are `Selector`s (`replay.items`): one protocol with no-op defaults, as
+TorchRL's ``Sampler`` base class has. `Selector.on_refresh`, `Selector.zero`,
+`Selector.state_dict` and `Selector.load_state_dict` do nothing and
+`Selector.update_priorities` refuses, unless a selector keeps priorities; the
+sampler never asks which selector it holds.
+`make_selector` builds one from a sampler's ``kind``.
 
 Memory: `Uniform` and `Recent` keep nothing per item; `Prioritized` keeps 16 bytes
 per item (a float64 sum tree, leaves and nodes).
@@ -13,56 +21,32 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from replay.errors import SamplingError
 from replay.index import RaceEntry
+from replay.items import Draw, ItemSpace, Selector, StepTimes
 from replay.sumtree import SumTree
 
-if TYPE_CHECKING:
-    from replay.reader import Reader
+__all__ = [
+    "Draw",
+    "ItemSpace",
+    "Prioritized",
+    "Recent",
+    "Selector",
+    "StepTimes",
+    "Uniform",
+    "make_selector",
+]
 
 
-@dataclass
-class ItemSpace:
-    """The items a sampler can draw at one moment: per race, how many windows fit."""
-
-    entries: list[RaceEntry]
-    counts: npt.NDArray[np.int64]
-    span: int
-    ends: npt.NDArray[np.int64] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ends = np.cumsum(self.counts)
-
-    @property
-    def total(self) -> int:
-        """Items in the space."""
-        return int(self.ends[-1]) if len(self.ends) else 0
-
-    def locate(self, items: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], Any]:
-        """(race position, start step) of global item numbers."""
-        race = np.searchsorted(self.ends, items, side="right")
-        before = np.where(race > 0, self.ends[np.maximum(race - 1, 0)], 0)
-        return race, items - before
-
-
-@dataclass(frozen=True)
-class Draw:
-    """Chosen items: race positions in the space, start steps, probabilities, weights."""
-
-    races: npt.NDArray[np.int64]
-    starts: npt.NDArray[np.int64]
-    probabilities: npt.NDArray[np.float64]
-    weights: npt.NDArray[np.float32]
-
-
-class Uniform:
+class Uniform(Selector):
     """Every committed window equally likely (with replacement)."""
+
+    kind = "uniform"
 
     def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
         """`n` items, each with probability 1 / items."""
@@ -72,7 +56,7 @@ class Uniform:
         return Draw(races, starts, p, np.ones(n, dtype=np.float32))
 
 
-class Recent:
+class Recent(Selector):
     """A `fraction` of each batch from the newest `seconds` of experience, the rest uniform.
 
     "Newest" is measured on the steps' ``t_ns`` (wall-clock time at append, unless the
@@ -81,12 +65,13 @@ class Recent:
     the true per-item draw probabilities.
     """
 
-    def __init__(self, reader: Reader, *, seconds: float, fraction: float) -> None:
+    kind = "recent"
+
+    def __init__(self, *, seconds: float, fraction: float) -> None:
         if seconds <= 0:
             raise ValueError(f"recent_seconds must be positive, got {seconds}")
         if not 0 <= fraction <= 1:
             raise ValueError(f"recent_fraction must be in [0, 1], got {fraction}")
-        self.reader = reader
         self.window_ns = int(seconds * 1e9)
         self.fraction = fraction
         self._last_t: dict[str, tuple[int, int]] = {}  # race -> (length, t_ns of last step)
@@ -98,11 +83,14 @@ class Recent:
         """The recent items as their own space, and each race's first recent start."""
         if space is self._space:
             return self._recent, self._lo
-        last = np.array([self._last_step_time(e) for e in space.entries], dtype=np.int64)
+        times = space.step_times
+        if times is None:
+            raise SamplingError("kind='recent' needs the steps' times (ItemSpace.step_times)")
+        last = np.array([self._last_step_time(times, e) for e in space.entries], dtype=np.int64)
         cutoff = int(last.max()) - self.window_ns if len(last) else 0
         lo = np.array(
             [
-                self._first_at(e, cutoff) if t >= cutoff else e.length
+                _first_at(times, e, cutoff) if t >= cutoff else e.length
                 for e, t in zip(space.entries, last, strict=True)
             ],
             dtype=np.int64,
@@ -112,21 +100,13 @@ class Recent:
         self._recent = ItemSpace(space.entries, counts, space.span)
         return self._recent, lo
 
-    def _last_step_time(self, e: RaceEntry) -> int:
+    def _last_step_time(self, times: StepTimes, e: RaceEntry) -> int:
         cached = self._last_t.get(e.race_id)
         if cached is not None and cached[0] == e.length:
             return cached[1]
-        t = int(self.reader.step_values(e, "t_ns", np.array([e.length - 1]))[0])
+        t = int(times(e, np.array([e.length - 1]))[0])
         self._last_t[e.race_id] = (e.length, t)
         return t
-
-    def _first_at(self, e: RaceEntry, cutoff: int) -> int:
-        """First step of a race with t_ns >= cutoff (t_ns grows along a race)."""
-
-        def t_ns(step: int) -> int:
-            return int(self.reader.step_values(e, "t_ns", np.array([step]))[0])
-
-        return bisect.bisect_left(range(e.length), cutoff, key=t_ns)
 
     def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
         """`n` items: the first round(fraction * n) recent, the rest uniform."""
@@ -144,19 +124,30 @@ class Recent:
         return Draw(races, starts, p, np.ones(n, dtype=np.float32))
 
 
+def _first_at(times: StepTimes, e: RaceEntry, cutoff: int) -> int:
+    """First step of a race with t_ns >= cutoff (t_ns grows along a race)."""
+
+    def t_ns(step: int) -> int:
+        return int(times(e, np.array([step]))[0])
+
+    return bisect.bisect_left(range(e.length), cutoff, key=t_ns)
+
+
 #: Removed races' leaves a prioritized sum tree may keep before it is compacted (at
 #: least; beyond that, as many as it has live leaves).
 COMPACT_MIN_LEAVES = 1024
 
 
-class Prioritized:
+class Prioritized(Selector):
     """Proportional prioritized replay (Schaul et al. 2016) over a sum tree.
 
     P(i) = p_i^alpha / sum_j p_j^alpha; importance weights (N P(i))^-beta are
     divided by the batch's largest. New items enter at the largest priority seen
     so far (1.0 at first). Priorities are kept per (race, start step), so they
-    survive restarts through `state` / `load_state`.
+    survive restarts through `state_dict` / `load_state_dict`.
     """
+
+    kind = "prioritized"
 
     def __init__(self, *, alpha: float, beta: float) -> None:
         if alpha < 0:
@@ -281,6 +272,15 @@ class Prioritized:
             where.append(i)
         return out, where
 
+    def on_refresh(self, space: ItemSpace) -> None:
+        """Give the new space's items leaves (`sync`)."""
+        self.sync(space)
+
+    def update_priorities(self, keys: Sequence[tuple[str, int]], priorities: Any) -> None:
+        """Set the priorities of `keys` (`update`); nothing to do for none."""
+        if len(keys) or np.size(priorities):
+            self.update(keys, priorities)
+
     def update(self, keys: Sequence[tuple[str, int]], priorities: Any) -> int:
         """Set the priorities of `keys`; returns how many keys were known."""
         p = np.asarray(priorities, dtype=np.float64).reshape(-1)
@@ -300,6 +300,14 @@ class Prioritized:
         leaves, _ = self.leaves(keys)
         if leaves:
             self.tree.set(np.asarray(leaves), np.zeros(len(leaves)))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The priorities (`state`) and `alpha`."""
+        return {**self.state(), "alpha": np.float64(self.alpha)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict` output (`load_state`)."""
+        self.load_state(state)
 
     def state(self) -> dict[str, Any]:
         """Raw priorities per race (start 0..n-1), as arrays for np.savez."""
@@ -339,3 +347,16 @@ class Prioritized:
         self._segments, self._allocated = {}, {}
         self._leaf_race, self._leaf_lo, self._leaf_start = [], [], []
         self._space = None
+
+
+def make_selector(
+    kind: str, alpha: float, beta: float, recent_seconds: float, recent_fraction: float
+) -> Selector:
+    """The selector of a sampler ``kind``: "uniform", "recent" or "prioritized"."""
+    if kind == "uniform":
+        return Uniform()
+    if kind == "recent":
+        return Recent(seconds=recent_seconds, fraction=recent_fraction)
+    if kind == "prioritized":
+        return Prioritized(alpha=alpha, beta=beta)
+    raise ValueError(f"kind must be 'uniform', 'prioritized' or 'recent', not {kind!r}")

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 import zarr
 from ulid import ULID
@@ -36,14 +36,14 @@ from replay.errors import (
     ReplayError,
     StoreError,
 )
-from replay.filters import Filters
 from replay.frame_codec import CodecName
 from replay.hierarchy import ensure_groups, write_group
+from replay.params import Kind, SamplerOptions
 from replay.race import Race, RaceInfo, read_json, read_race_info
 from replay.race_layout import check_race_args, race_attrs, race_builder, step_specs
 from replay.recovery import RecoveryReport, recover
 from replay.repair import Repair, repair
-from replay.samplers import Kind, Sampler
+from replay.samplers import Sampler
 from replay.storage import ByteStorage, LocalStorage, is_read_only_error
 from replay.thread_writer import ThreadWriter
 from replay.verify import RaceCheck, StoreCheck, verify_store
@@ -207,42 +207,28 @@ class Store:
             )
         return matches[0]
 
-    def sampler(
-        self,
-        kind: Kind = "uniform",
-        *,
-        batch_size: int = 64,
-        seq_len: int = 1,
-        stride: int = 1,
-        seed: int | None = None,
-        filters: Filters | Mapping[str, Any] | None = None,
-        skip_corrupt: bool = False,
-        **options: Any,
-    ) -> Sampler:
+    def sampler(self, kind: Kind | None = None, /, **options: Unpack[SamplerOptions]) -> Sampler:
         """A `Sampler` of this store's races (see `replay.samplers`).
 
-        `kind` is ``"uniform"``, ``"prioritized"`` or ``"recent"``. Items are windows
-        of `seq_len` steps `stride` apart inside one race. More `options` (`Sampler`'s
-        keywords): ``device, out, transform`` (defaults for `sample` and iteration),
-        ``alpha, beta, name, checkpoint_interval, checkpoint_path, save_priorities``
-        (prioritized; where priorities are saved: `replay.samplers`),
-        ``recent_seconds, recent_fraction`` (recent), ``refresh_interval, io_threads``.
+        `kind` is ``"uniform"`` (the default), ``"prioritized"`` or ``"recent"``, given
+        first or as a keyword. Items are windows of `seq_len` steps `stride` apart
+        inside one race. The keywords are the sampler parameters (`replay.params`:
+        ``batch_size, seq_len, stride, seed, filters, skip_corrupt``, ``n_step, gamma,
+        next_frames`` for n-step returns, ``min_size, samples_per_insert,
+        error_margin`` for rate limits) and `Sampler`'s own options: ``device, out,
+        transform`` (defaults for `sample` and iteration), ``alpha, beta, name,
+        checkpoint_interval, checkpoint_path, save_priorities`` (prioritized; where
+        priorities are saved: `replay.samplers`), ``recent_seconds, recent_fraction``
+        (recent), ``refresh_interval, io_threads``, ``timeout`` (a rate limit's wait).
 
             sampler = store.sampler("uniform", batch_size=32, seq_len=4, seed=0)
             batch = sampler.sample()        # batch.frames: (32, 4, 900, 1600, 3) uint8
         """
-        return Sampler(
-            self.storage,
-            kind=kind,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            stride=stride,
-            seed=seed,
-            filters=filters,
-            skip_corrupt=skip_corrupt,
-            read_only=self.read_only,
-            **options,
-        )
+        if kind is not None:
+            if "kind" in options:
+                raise TypeError("sampler() got kind twice (first and as a keyword)")
+            options["kind"] = kind
+        return Sampler(self.storage, read_only=self.read_only, **options)
 
     def race_nbytes(self, race_id: str) -> int:
         """Bytes the race takes on disk."""

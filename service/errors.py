@@ -7,6 +7,7 @@ below; nothing maps to 500 — a damaged shard is the store's state, not a bug
 of the service, so it is a 409 that names the race and shard::
 
     RaceNotFoundError            404
+    RateLimitedError             429  (+ Retry-After: min_size / samples_per_insert held)
     SamplingError                422  (the request is valid; this store cannot satisfy it)
     StepDataError, FrameError    422
     CorruptDataError             409  (+ race_id, shard, step)
@@ -32,6 +33,7 @@ from replay.errors import (
     CorruptDataError,
     FrameError,
     RaceNotFoundError,
+    RateLimitedError,
     ReplayError,
     SamplingError,
     StepDataError,
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 STATUS: list[tuple[type[BaseException], int]] = [
     (RaceNotFoundError, 404),
+    (RateLimitedError, 429),
     (SamplingError, 422),
     (StepDataError, 422),
     (FrameError, 422),
@@ -81,7 +84,10 @@ async def store_error_handler(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, OSError | EOFError) and not isinstance(exc, FileNotFoundError):
         log.warning("store read failed: %s", exc)
         body.detail = f"reading the store failed: {exc}"
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=code)
+    headers = None
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=code, headers=headers)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

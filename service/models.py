@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    model_validator,
+)
 
 from replay import format as fmt
+from replay.params import SamplerParams
 from replay.race import RaceInfo
 
 EXAMPLE_RACE_ID = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
@@ -137,6 +147,12 @@ class SamplerState(BaseModel):
     seed: int | None = Field(examples=[0])
     filters: dict[str, Any] | None = Field(examples=[None])
     skip_corrupt: bool = Field(False, description="Redraws past corrupt data.")
+    n_step: int | None = Field(None, description="n-step returns over this many rewards.")
+    gamma: float = Field(0.99, description="Discount of the n-step returns.")
+    next_frames: bool = Field(False, description="Sends the bootstrap frames too.")
+    min_size: int = Field(0, description="Committed steps needed before sampling.")
+    samples_per_insert: float | None = Field(None, description="Items per inserted step.")
+    error_margin: float | None = Field(None, description="Slack of samples_per_insert, items.")
     batches: int = Field(description="Batches served.", examples=[10])
     corrupt_skipped: int = Field(
         0,
@@ -253,6 +269,8 @@ class SampleRequest(BaseModel):
                 {"kind": "recent", "batch_size": 8, "filters": {"env": "CarRacing-v3"}},
                 {"batch_size": 4, "decoded": {"size": [225, 400]}},
                 {"batch_size": 64, "skip_corrupt": True},
+                {"batch_size": 32, "n_step": 3, "gamma": 0.99, "next_frames": True},
+                {"batch_size": 32, "min_size": 1000, "samples_per_insert": 8, "timeout": 60},
             ]
         },
     )
@@ -278,6 +296,47 @@ class SampleRequest(BaseModel):
         "409, as the embedded `skip_corrupt=True` sampler does; what was skipped is named in "
         "the `Replay-Corrupt-Skipped` and `Replay-Corrupt-Where` headers.",
     )
+    n_step: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Add n-step returns, discounts and bootstrap steps over this many rewards "
+        "(`replay.nstep`; docs/protocol.md, the header's `nstep`).",
+    )
+    gamma: float = Field(0.99, ge=0, le=1, description="Discount of the n-step returns.")
+    next_frames: bool = Field(
+        False, description="With n_step: send the bootstrap frames too (stored frames only)."
+    )
+    min_size: int = Field(
+        0, ge=0, description="Wait until the sampled races hold this many committed steps."
+    )
+    samples_per_insert: float | None = Field(
+        None, gt=0, description="Hold a learner to this many sampled items per inserted step."
+    )
+    error_margin: float | None = Field(
+        None, ge=0, description="Items samples_per_insert may run ahead (two batches if unset)."
+    )
+    timeout: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds this request may wait for a rate limit (at most the service's "
+        "max_rate_wait_s, the default); then 429 with Retry-After.",
+    )
+
+    def params(self) -> SamplerParams:
+        """The sampler parameters of this request (`replay.params`): its fields of the same
+        names, the filters as the fields set (`ValueError` for values it refuses)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(SamplerParams)}
+        values["filters"] = None if self.filters is None else self.filters.as_filters() or None
+        return SamplerParams(**values)
+
+    @model_validator(mode="after")
+    def _nstep_options(self) -> SampleRequest:
+        if self.next_frames and self.n_step is None:
+            raise ValueError("next_frames needs n_step")
+        if self.next_frames and self.decoded is not None:
+            raise ValueError("next_frames travel as stored frames; leave out `decoded`")
+        return self
 
 
 Priority = Annotated[float, Field(ge=0, allow_inf_nan=False)]

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long the answer to a request id (Replay-Request-Id) is remembered.",
     )
+    max_rate_wait_s: float = Field(
+        2.0,
+        ge=0,
+        description="Longest a rate-limited /v1/sample waits (min_size, samples_per_insert) "
+        "before answering 429 with Retry-After; the client waits and retries.",
+    )
 
     @field_validator("store", mode="before")
     @classmethod

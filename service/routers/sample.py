@@ -18,7 +18,6 @@ import contextlib
 import json
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import numpy as np
@@ -30,6 +29,7 @@ from replay import protocol
 from replay.batch import EncodedBatch, SampleKeys, corrupt_frame_error
 from replay.decode import decode_frames
 from replay.errors import RaceNotFoundError, ReplayError
+from replay.params import SamplerParams
 from replay.samplers import Drawn, Sampler, Skipped
 from replay.store import Store
 from replay.transform import Transform
@@ -87,44 +87,40 @@ def _check_limits(req: SampleRequest, settings: Settings) -> None:
         raise HTTPException(
             422, f"seq_len {req.seq_len} is over the limit of {settings.max_seq_len}"
         )
-    frames = req.batch_size * req.seq_len
+    frames = req.batch_size * req.seq_len * (2 if req.next_frames else 1)
     if frames > settings.max_batch_frames:
+        both = " * 2 (next_frames)" if req.next_frames else ""
         raise HTTPException(
             422,
-            f"batch_size * seq_len = {frames} frames is over the limit of "
+            f"batch_size * seq_len{both} = {frames} frames is over the limit of "
             f"{settings.max_batch_frames}",
         )
 
 
-def sampler_params(req: SampleRequest) -> dict[str, Any]:
+def sampler_params(req: SampleRequest) -> SamplerParams:
     """The parameters that identify a sampler (and are shown in /v1/stats)."""
-    filters = None if req.filters is None else req.filters.as_filters()
-    return {
-        "kind": req.kind,
-        "batch_size": req.batch_size,
-        "seq_len": req.seq_len,
-        "stride": req.stride,
-        "seed": req.seed,
-        "filters": filters or None,
-        "skip_corrupt": req.skip_corrupt,
-    }
+    try:
+        return req.params()
+    except ValueError as e:
+        raise HTTPException(422, f"cannot make this sampler: {e}") from e
 
 
 def borrow_sampler(
-    store: Store, state: ServiceState, params: dict[str, Any]
+    store: Store, state: ServiceState, params: SamplerParams
 ) -> contextlib.AbstractContextManager[Cached[Sampler]]:
     """The cached sampler for `params` (made on first use), borrowed for one request."""
-    key = json.dumps(params, sort_keys=True)
+    shown = params.key()
+    key = json.dumps(shown, sort_keys=True)
 
     def build() -> Sampler:
         try:
-            return store.sampler(**params, save_priorities=False)  # the store is read-only
+            return store.sampler(**params.kwargs(), save_priorities=False)  # the store is read-only
         except ReplayError:
             raise
         except (TypeError, ValueError) as e:
             raise HTTPException(422, f"cannot make this sampler: {e}") from e
 
-    return state.samplers.borrow(key, params, build)
+    return state.samplers.borrow(key, shown, build)
 
 
 def _view(req: SampleRequest, encoded: EncodedBatch, settings: Settings) -> Transform:
@@ -163,7 +159,8 @@ def draw(
         return decode_frames(encoded, transform=_view(req, encoded, settings))
 
     if known is None:
-        return entry.value.draw(decode)
+        wait = settings.max_rate_wait_s if req.timeout is None else req.timeout
+        return entry.value.draw(decode, timeout=min(wait, settings.max_rate_wait_s))
     encoded = entry.value.fetch(known.keys)  # a repeat: the same keys, read again
     pixels, failed = decode(encoded)
     if failed:
@@ -205,6 +202,7 @@ def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
         },
         409: {"model": Error, "description": "A shard holding a sampled frame is damaged."},
         422: {"model": Error, "description": "Over a limit, or nothing (enough) to sample."},
+        429: {"model": Error, "description": "Rate limited (min_size, samples_per_insert)."},
         503: {"model": Error, "description": "Too many batches in flight for too long; retry."},
     },
 )

@@ -41,7 +41,9 @@ def test_make_batch_wraps_frames_keys_and_steps() -> None:
 def test_bad_outputs_are_refused() -> None:
     keys = keys_of("A" * 26, [0, 4])
     frames = np.zeros((2, 1, 3, 2, 2), np.float32)
-    with pytest.raises(ValueError, match="out must be 'numpy', 'torch' or 'cupy', not 'jax'"):
+    with pytest.raises(
+        ValueError, match="out must be 'numpy', 'torch', 'cupy' or 'tensordict', not 'jax'"
+    ):
         make_batch(keys, frames, {}, out="jax", transform=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bfloat16"):
         make_batch(keys, frames, {}, out="numpy", transform=Transform(dtype="bfloat16"))

@@ -16,6 +16,7 @@ CONTRACT = {
     "RaceInfo",
     # the sampling issue
     "Sampler",
+    "SamplerParams",
     "Batch",
     "EncodedBatch",
     "SampleKeys",
@@ -37,6 +38,7 @@ CONTRACT = {
     "WriterFailedError",
     "CorruptDataError",
     "SamplingError",
+    "RateLimitedError",
     "ServiceError",
     "ProtocolError",
 }

@@ -193,7 +193,7 @@ def test_priorities_on_a_read_only_store_are_saved_where_asked_or_refused(
         sampler.update_priorities(keys, np.arange(1, 14))
         expected = sampler.state_dict()["priorities"]
     assert mine.is_file()
-    assert not (tmp_path / "s" / "samplers" / "learner").exists()  # nothing in the store
+    assert not (tmp_path / "s" / "samplers" / "learner").exists()  # the group is the store's
     again = ro.sampler("prioritized", name="learner", checkpoint_path=mine)
     restored = again.state_dict()["priorities"]
     np.testing.assert_allclose(restored["priorities"], expected["priorities"])
@@ -203,7 +203,7 @@ def test_priorities_on_a_read_only_store_are_saved_where_asked_or_refused(
     with ro.sampler("prioritized", name="memory", save_priorities=False) as sampler:
         sampler.update_priorities(keys, np.full(13, 3.0))
         assert sampler.selector.max_priority == 3.0  # type: ignore[union-attr]
-    assert not (tmp_path / "s" / "samplers" / "learner").exists()  # nothing in the store
+    assert [p.name for p in (tmp_path / "s" / "samplers").iterdir()] == ["zarr.json"]
 
 
 def test_update_priorities_needs_a_prioritized_sampler(

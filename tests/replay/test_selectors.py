@@ -251,14 +251,10 @@ def test_bad_settings_and_priorities_are_refused(index: Index) -> None:
         Prioritized(alpha=-0.1, beta=0.4)
     with pytest.raises(ValueError, match=r"beta must be in \[0, 1\], got 1.5"):
         Prioritized(alpha=0.6, beta=1.5)
-    reader = Reader(index.storage, index, threads=1)
-    try:
-        with pytest.raises(ValueError, match="recent_seconds must be positive, got 0"):
-            Recent(reader, seconds=0, fraction=0.5)
-        with pytest.raises(ValueError, match=r"recent_fraction must be in \[0, 1\], got -0.5"):
-            Recent(reader, seconds=1, fraction=-0.5)
-    finally:
-        reader.close()
+    with pytest.raises(ValueError, match="recent_seconds must be positive, got 0"):
+        Recent(seconds=0, fraction=0.5)
+    with pytest.raises(ValueError, match=r"recent_fraction must be in \[0, 1\], got -0.5"):
+        Recent(seconds=1, fraction=-0.5)
     space = space_of(index)
     selector = Prioritized(alpha=0.6, beta=0.4)
     selector.sync(space)
@@ -281,15 +277,18 @@ def test_an_infinite_priority_is_named(index: Index) -> None:
 
 
 def test_recent_takes_its_share_from_the_newest_seconds(index: Index) -> None:
-    space = space_of(index)
     reader = Reader(index.storage, index, threads=1)
     try:
+        # the selector reads nothing: the space brings the steps' times (the sampler's reader)
+        space = dataclasses.replace(
+            space_of(index), step_times=lambda e, steps: reader.step_values(e, "t_ns", steps)
+        )
         times = [reader.step_values(e, "t_ns", np.arange(e.length)) for e in space.entries]
         newest = max(int(t[-1]) for t in times)
         cutoff = newest - 11 * SECOND
         first = [int(np.searchsorted(t, cutoff)) for t in times]  # first step at or after it
         assert first == [7, 2, 0]  # race 0 is an hour old; race 1 overlaps the last 11 s
-        selector = Recent(reader, seconds=11, fraction=0.25)
+        selector = Recent(seconds=11, fraction=0.25)
         recent, lo = selector.recent_space(space)
         assert lo.tolist() == first
         assert recent.counts.tolist() == [0, 2, 8]  # windows starting at or after the cutoff
@@ -302,3 +301,33 @@ def test_recent_takes_its_share_from_the_newest_seconds(index: Index) -> None:
     np.testing.assert_allclose(draw.probabilities, p)
     assert set(draw.races[:10].tolist()) <= {1, 2}
     assert set(draw.starts[:10][draw.races[:10] == 1].tolist()) <= {2, 3}
+
+
+def test_every_selector_speaks_one_protocol(index: Index) -> None:
+    """Issue 14, item 1: the sampler never asks which selector it holds; the ones
+    without priorities answer the protocol with no-ops (and refuse new priorities)."""
+    space = space_of(index)
+    keys = keys_of(space)[:2]
+    made = [
+        selectors.make_selector(kind, 0.6, 0.4, 60.0, 0.5)
+        for kind in ("uniform", "recent", "prioritized")
+    ]
+    assert [s.kind for s in made] == ["uniform", "recent", "prioritized"]
+    for selector in made[:2]:
+        selector.on_refresh(space)
+        selector.zero(keys)
+        selector.load_state_dict({})
+        assert selector.state_dict() == {}
+        with pytest.raises(replay.SamplingError, match=f"not '{selector.kind}'"):
+            selector.update_priorities(keys, [1.0, 2.0])
+    prioritized = made[2]
+    prioritized.on_refresh(space)  # gives the space's items their leaves
+    prioritized.update_priorities(keys, [4.0, 2.0])
+    state = prioritized.state_dict()
+    np.testing.assert_allclose(state["priorities"][:2], [4.0, 2.0])
+    again = selectors.make_selector("prioritized", 0.6, 0.4, 60.0, 0.5)
+    again.load_state_dict(state)
+    again.on_refresh(space)
+    np.testing.assert_allclose(again.state_dict()["priorities"], state["priorities"])
+    with pytest.raises(ValueError, match="kind must be"):
+        selectors.make_selector("lifo", 0.6, 0.4, 60.0, 0.5)
