@@ -23,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.errors import CorruptDataError
-from replay.nstep import NStepArrays
 from replay.transform import Transform
 
 if TYPE_CHECKING:
@@ -35,6 +34,23 @@ Sampled: TypeAlias = "Batch | TensorDict"
 
 #: Draws a ``skip_corrupt`` sampler (embedded or over HTTP) tries before it gives up.
 MAX_REDRAWS = 100
+
+
+@dataclass(frozen=True)
+class NStepArrays:
+    """The n-step values of a batch, each (B, L).
+
+    Attributes:
+        returns: float32 discounted sums of the next m <= n rewards.
+        discount: float32 gamma^m, 0 where the race terminated within those m steps.
+        next_steps: int64 step of the bootstrap frame (t + m), in the item's race.
+        next_frames: B x L stored bytes of the bootstrap frames (``next_frames=True``).
+    """
+
+    returns: npt.NDArray[np.float32]
+    discount: npt.NDArray[np.float32]
+    next_steps: npt.NDArray[np.int64]
+    next_frames: list[list[bytes]] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,8 +234,6 @@ def make_batch(
     if out not in ("numpy", "torch", "cupy", "tensordict"):
         raise ValueError(f"out must be 'numpy', 'torch', 'cupy' or 'tensordict', not {out!r}")
     if out == "tensordict":
-        from replay.tensordicts import to_tensordict
-
         torch_batch = make_batch(keys, frames, steps, out="torch", transform=transform, nstep=nstep)
         assert isinstance(torch_batch, Batch)
         return to_tensordict(torch_batch, keys)
@@ -291,3 +305,34 @@ def to_numpy(values: Any) -> npt.NDArray[np.float64]:
     elif hasattr(values, "get") and hasattr(values, "__cuda_array_interface__"):  # cupy
         values = values.get()
     return np.asarray(values, dtype=np.float64)
+
+
+def to_tensordict(batch: Batch, keys: SampleKeys) -> TensorDict:
+    """A torch `Batch` (and its `SampleKeys`) as a TensorDict of batch size [B, L]."""
+    import torch
+    from tensordict import TensorDict
+
+    b, seq = keys.steps.shape
+    race_ids = list(dict.fromkeys(keys.race_ids))
+    where = {r: i for i, r in enumerate(race_ids)}
+    race_index = np.repeat(
+        np.array([where[r] for r in keys.race_ids], dtype=np.int64)[:, None], seq, axis=1
+    )
+    device = batch.frames.device
+    data: dict[str, Any] = {
+        "frames": batch.frames,
+        **batch.steps,
+        "step": torch.as_tensor(keys.steps, device=device),
+        "race_index": torch.as_tensor(race_index, device=device),
+        "weights": batch.weights[:, None].expand(b, seq),
+    }
+    if batch.returns is not None:
+        data["returns"] = batch.returns
+        data["discount"] = batch.discount
+        nxt: dict[str, Any] = {"step": batch.next_steps}
+        if batch.next_frames is not None:
+            nxt["frames"] = batch.next_frames
+        data["next"] = TensorDict(nxt, batch_size=[b, seq])
+    td = TensorDict(data, batch_size=[b, seq])
+    td.set_non_tensor("race_ids", race_ids)
+    return td

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from replay.batch import EncodedBatch, NStepArrays, SampleKeys
+
 if TYPE_CHECKING:
-    from replay.batch import EncodedBatch, SampleKeys
     from replay.reader import Reader
 
 
@@ -58,23 +59,6 @@ class NStep:
                 raise ValueError("next_frames=True needs n_step (the bootstrap is n steps on)")
             return None
         return cls(n_step, gamma, next_frames)
-
-
-@dataclass(frozen=True)
-class NStepArrays:
-    """The n-step values of a batch, each (B, L).
-
-    Attributes:
-        returns: float32 discounted sums of the next m <= n rewards.
-        discount: float32 gamma^m, 0 where the race terminated within those m steps.
-        next_steps: int64 step of the bootstrap frame (t + m), in the item's race.
-        next_frames: B x L stored bytes of the bootstrap frames (``next_frames=True``).
-    """
-
-    returns: npt.NDArray[np.float32]
-    discount: npt.NDArray[np.float32]
-    next_steps: npt.NDArray[np.int64]
-    next_frames: list[list[bytes]] | None = None
 
 
 def compute(
@@ -109,8 +93,6 @@ def fetch(reader: Reader, keys: SampleKeys, params: NStep) -> EncodedBatch:
     With ``next_frames`` the bootstrap frames are read in the same batched read (the
     window's and the bootstrap steps side by side, ranges coalesced per shard).
     """
-    from replay.batch import EncodedBatch, SampleKeys
-
     entries = [reader.index.entry(r) for r in keys.race_ids]
     lengths = np.array([e.length for e in entries], dtype=np.int64)
     at = keys.steps[..., None] + np.arange(params.n, dtype=np.int64)
@@ -149,8 +131,6 @@ def fetch(reader: Reader, keys: SampleKeys, params: NStep) -> EncodedBatch:
 def with_next_frames(encoded: EncodedBatch) -> EncodedBatch:
     """The batch with its bootstrap frames after each item's window ((B, 2L) keys and
     frames), to decode both in one call; unchanged without bootstrap frames."""
-    from replay.batch import EncodedBatch, SampleKeys
-
     ns = encoded.nstep
     if ns is None or ns.next_frames is None:
         return encoded

@@ -36,9 +36,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from replay.batch import EncodedBatch, SampleKeys
+from replay.batch import EncodedBatch, NStepArrays, SampleKeys
 from replay.errors import ReplayError
-from replay.nstep import NStepArrays
 
 MEDIA_TYPE: Final = "application/vnd.replay.batch.v1"
 #: Response headers of ``POST /v1/sample`` with ``skip_corrupt``: how many damaged

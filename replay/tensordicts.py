@@ -13,50 +13,16 @@ TensorDict of batch size ``[B, L]`` (needs the ``torch`` extra)::
     td["returns"], td["discount"]                 # n_step samplers (`replay.nstep`)
     td["next", "step"], td["next", "frames"]      # bootstrap steps and frames (TorchRL's "next")
 
-`keys_of` turns a TensorDict's items back into `Batch.keys` for `update_priorities`.
+The TensorDict is made by `replay.batch.to_tensordict`; `keys_of` turns its items back
+into `Batch.keys` for `update_priorities`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tensordict import TensorDict
-
-    from replay.batch import Batch, SampleKeys
-
-
-def to_tensordict(batch: Batch, keys: SampleKeys) -> TensorDict:
-    """A torch `Batch` (and its `SampleKeys`) as a TensorDict of batch size [B, L]."""
-    import torch
-    from tensordict import TensorDict
-
-    b, seq = keys.steps.shape
-    race_ids = list(dict.fromkeys(keys.race_ids))
-    where = {r: i for i, r in enumerate(race_ids)}
-    race_index = np.repeat(
-        np.array([where[r] for r in keys.race_ids], dtype=np.int64)[:, None], seq, axis=1
-    )
-    device = batch.frames.device
-    data: dict[str, Any] = {
-        "frames": batch.frames,
-        **batch.steps,
-        "step": torch.as_tensor(keys.steps, device=device),
-        "race_index": torch.as_tensor(race_index, device=device),
-        "weights": batch.weights[:, None].expand(b, seq),
-    }
-    if batch.returns is not None:
-        data["returns"] = batch.returns
-        data["discount"] = batch.discount
-        nxt: dict[str, Any] = {"step": batch.next_steps}
-        if batch.next_frames is not None:
-            nxt["frames"] = batch.next_frames
-        data["next"] = TensorDict(nxt, batch_size=[b, seq])
-    td = TensorDict(data, batch_size=[b, seq])
-    td.set_non_tensor("race_ids", race_ids)
-    return td
 
 
 def keys_of(td: TensorDict) -> list[tuple[str, int]]:
