@@ -11,7 +11,7 @@ randomized mini-batches back. The public surface is this module's ``__all__``.
 """
 
 from replay.batch import Batch, EncodedBatch, SampleKeys
-from replay.client import Client, ServiceError
+from replay.client import Client
 from replay.decode import decode_batch
 from replay.errors import (
     CorruptDataError,
@@ -35,6 +35,7 @@ from replay.race import Race, RaceInfo
 from replay.samplers import Sampler
 from replay.store import Store, open_store
 from replay.transform import Transform
+from replay.transport import ServiceError
 from replay.writer import Writer, WriterStats
 
 __all__ = [

@@ -13,9 +13,10 @@ import pytest
 
 import replay
 from replay.batch import Batch
-from replay.client import Client, ServiceError
+from replay.client import Client
 from replay.errors import RaceNotFoundError, SamplingError
 from replay.transform import Transform
+from replay.transport import ServiceError
 
 seeds = itertools.count(1000)  # every test its own seeded stream on the shared server
 

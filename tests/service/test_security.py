@@ -15,7 +15,8 @@ from service_helpers import SHARD, ThreadServer, damage_shard_index, raw_get, wr
 
 import replay
 from replay import format as fmt
-from replay.client import Client, ServiceError
+from replay.client import Client
+from replay.transport import ServiceError
 from service.cli import serve
 from service.process import ServerProcess
 from service.settings import Settings, is_loopback
