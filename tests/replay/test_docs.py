@@ -93,6 +93,9 @@ def docs_store(
     return path
 
 
+#: The names each page's examples defined so far: a page reads as one session, so an
+#: example may use the `store` an earlier one opened (docs/nstep-and-rate-limits.md).
+_NAMES: dict[str, dict[str, Any]] = {}
 #: One folder per document: its examples run there in order, as a reader follows a page
 #: (docs/learners.md records races in its first example and reads them in the next).
 _FOLDERS: dict[str, Path] = {}
@@ -159,6 +162,7 @@ def test_python_example_runs(
     request: pytest.FixtureRequest,
 ) -> None:
     source = example.source
+    page = example.path.name
     if "replay-host:8000" in source:
         server: ServerProcess = request.getfixturevalue("docs_server")
         source = source.replace("http://replay-host:8000", server.url)
@@ -169,7 +173,8 @@ def test_python_example_runs(
     main = sys.modules["__main__"]  # pytest-examples runs the example as __main__
     failure = None
     try:
-        module = eval_example.run(runnable, module_globals=placeholders(workdir, carracing_frames))
+        known = {**placeholders(workdir, carracing_frames), **_NAMES.get(page, {})}
+        module = eval_example.run(runnable, module_globals=known)
     except Exception as e:  # pytest-examples' rewritten traceback cannot be formatted
         failure = f"{type(e).__name__}: {e}"
     finally:
@@ -177,11 +182,12 @@ def test_python_example_runs(
     if failure is not None:
         where = f"{example.path.name}:{example.start_line}"
         pytest.fail(f"the example at {where} fails: {failure}", pytrace=False)
+    _NAMES[page] = {k: v for k, v in module.items() if not k.startswith("__")}
     for value in module.values():  # what a script's exit would close
         if isinstance(value, replay.Client):
             value.close()
     # each example did what its text says
-    if "update_priorities" in source:
+    if "update_priorities" in source and '"./replay-data"' in source:
         assert (workdir / "replay-data" / "samplers" / "default" / "priorities.npz").is_file()
     if "new_race" in source and '"./replay-data"' in source:
         assert len(replay.open_store(workdir / "replay-data", mode="r").races()) == races + 1
