@@ -122,15 +122,21 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"error": "RequestTooLarge", "detail": f"request body over the limit of {limit} bytes"}
-    ).encode()
-    headers: list[Any] = [
+    detail = f"request body over the limit of {limit} bytes"
+    await _error_answer(send, 413, "RequestTooLarge", detail, [(b"connection", b"close")])
+
+
+async def _error_answer(
+    send: Send, status: int, error: str, detail: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """The service's JSON error body, sent straight through ASGI (before any route)."""
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    start: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
+        *headers,
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -175,13 +181,5 @@ class HeadAsGetMiddleware:
 
 
 async def _busy(send: Send, active: int) -> None:
-    body = json.dumps(
-        {"error": "Busy", "detail": f"busy: {active} requests in progress; retry"}
-    ).encode()
-    headers: list[Any] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", b"1"),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    detail = f"busy: {active} requests in progress; retry"
+    await _error_answer(send, 503, "Busy", detail, [(b"retry-after", b"1")])
