@@ -20,6 +20,21 @@ def store(served_store: Path) -> replay.Store:
     return replay.open_store(served_store, mode="r")
 
 
+#: Every route of the API, as the OpenAPI schema lists it.
+ROUTES = (
+    "/v1/live",
+    "/v1/health",
+    "/v1/stats",
+    "/v1/races",
+    "/v1/races/{race_id}",
+    "/v1/races/{race_id}/steps",
+    "/v1/races/{race_id}/frames/{step}",
+    "/v1/sample",
+    "/v1/priorities",
+    "/metrics",
+)
+
+
 def test_health(http: httpx.Client) -> None:
     r = http.get("/v1/health")
     assert r.status_code == 200
@@ -131,18 +146,7 @@ def test_the_api_version_is_written_once(http: httpx.Client) -> None:
     from service.routers import API_PREFIX, frames, health, races, sample, stats
 
     paths = set(http.get("/openapi.json").json()["paths"])
-    assert paths == {
-        "/v1/live",
-        "/v1/health",
-        "/v1/stats",
-        "/v1/races",
-        "/v1/races/{race_id}",
-        "/v1/races/{race_id}/steps",
-        "/v1/races/{race_id}/frames/{step}",
-        "/v1/sample",
-        "/v1/priorities",
-        "/metrics",
-    }
+    assert paths == set(ROUTES)
     assert API_PREFIX == "/v1"
     for module in (health, stats, races, frames, sample):
         source = inspect.getsource(module)
@@ -339,18 +343,7 @@ def test_viewer_shell_and_docs(http: httpx.Client) -> None:
 def test_openapi_lists_every_route_with_examples(http: httpx.Client) -> None:
     schema = http.get("/openapi.json").json()
     paths = schema["paths"]
-    for path in (
-        "/v1/live",
-        "/v1/health",
-        "/v1/stats",
-        "/v1/races",
-        "/v1/races/{race_id}",
-        "/v1/races/{race_id}/steps",
-        "/v1/races/{race_id}/frames/{step}",
-        "/v1/sample",
-        "/v1/priorities",
-        "/metrics",
-    ):
+    for path in ROUTES:
         assert path in paths, path
     assert protocol.MEDIA_TYPE in paths["/v1/sample"]["post"]["responses"]["200"]["content"]
     frame = paths["/v1/races/{race_id}/frames/{step}"]["get"]
