@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
-import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import crc32c
 import numpy as np
 import pytest
+from mounts import tmpfs
 from sampling_helpers import make_store
 
 import replay
@@ -51,22 +50,8 @@ def test_a_new_race_that_runs_out_of_memory_leaves_no_race(tmp_path: Path) -> No
     assert [p.name for p in (tmp_path / "races").iterdir()] == ["zarr.json"]
 
 
-@contextlib.contextmanager
-def tiny_disk(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
 def test_a_new_race_on_a_full_disk_leaves_no_race(tmp_path: Path) -> None:
-    with tiny_disk(tmp_path / "disk", "64k") as disk:
+    with tmpfs(tmp_path / "disk", "64k") as disk:
         store = replay.open_store(disk / "s")
         free = 64 * 1024
         filler = disk / "filler"

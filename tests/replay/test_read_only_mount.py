@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mounts import tmpfs
 from sampling_helpers import make_store
 
 import replay
@@ -32,14 +33,7 @@ def dead_pid() -> int:
 def read_only_store(tmp_path: Path) -> Iterator[Path]:
     """A store with a damaged frame, a dead writer's race and a store written before the
     races group had a document, then remounted read-only."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "16m") as mount:
         _store, (damaged, dead) = make_store(mount / "s", [10, 10])
         shard = mount / "s" / fmt.frames_key(damaged, 0)
         data = bytearray(shard.read_bytes())
@@ -53,8 +47,6 @@ def read_only_store(tmp_path: Path) -> Iterator[Path]:
         (mount / "s" / "races" / fmt.METADATA).unlink()
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         yield mount / "s"
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def clean_failure(args: list[str], command: object = main) -> str:
