@@ -163,19 +163,23 @@ def spawn_writer(store: Path, frames: Path, *args: str) -> subprocess.Popen[str]
     )
 
 
-def test_sigkill_of_a_thread_writer_loses_at_most_the_open_flush_and_never_tears(
-    tmp_path: Path, frames_file: Path
-) -> None:
-    # A clean run gives the reference bytes (the encoder is deterministic).
-    clean_store = tmp_path / "clean"
+def clean_run(tmp_path: Path, frames_file: Path, writer: str) -> replay.Race:
+    """The race a child writes without being killed: the reference bytes of the crash
+    tests (the encoder is deterministic)."""
     clean = spawn_writer(
-        clean_store, frames_file, "--count", "40", "--fps", "1000", "--writer", "thread"
+        tmp_path / "clean", frames_file, "--count", "40", "--fps", "1000", "--writer", writer
     )
     clean.communicate(timeout=120)
     assert clean.returncode == 0
-    reference = replay.open_store(clean_store, mode="r")
-    (ref_info,) = reference.races()
-    ref = reference.race(ref_info.race_id)
+    reference = replay.open_store(tmp_path / "clean", mode="r")
+    (info,) = reference.races()
+    return reference.race(info.race_id)
+
+
+def test_sigkill_of_a_thread_writer_loses_at_most_the_open_flush_and_never_tears(
+    tmp_path: Path, frames_file: Path
+) -> None:
+    ref = clean_run(tmp_path, frames_file, "thread")
 
     rng = np.random.default_rng(7)
     for kill_at in rng.integers(3, 30, size=3):
@@ -203,14 +207,7 @@ def test_sigkill_of_a_thread_writer_loses_at_most_the_open_flush_and_never_tears
 def test_sigkill_of_the_driver_loses_nothing_appended_to_a_process_writer(
     tmp_path: Path, frames_file: Path
 ) -> None:
-    clean_store = tmp_path / "clean"
-    clean = spawn_writer(
-        clean_store, frames_file, "--count", "40", "--fps", "1000", "--writer", "process"
-    )
-    clean.communicate(timeout=120)
-    assert clean.returncode == 0
-    reference = replay.open_store(clean_store, mode="r")
-    ref = reference.race(reference.races()[0].race_id)
+    ref = clean_run(tmp_path, frames_file, "process")
 
     for kill_at in (1, 13, 29):  # mid-shard, a long flush interval: nothing committed yet
         store_path = tmp_path / f"killed-{kill_at}"
