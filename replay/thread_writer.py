@@ -2,7 +2,8 @@
 
 The driver's process for a CUDA writer and ``new_race(writer="thread")``; the writer
 process (`replay.writer_hub`) for the default process writer. `append` copies a frame
-into a preallocated ring slot; the background thread encodes frames in batches of
+into a preallocated ring slot (or posts the slot `frame_buffer` lent, drawn in
+place); the background thread encodes frames in batches of
 `ENCODE_BATCH`, assembles whole shards, commits them (`replay.format`) and re-commits
 the open shard every `flush_interval` seconds. `replay.writer` describes the interface.
 """
@@ -46,6 +47,14 @@ MAINTENANCE_S = 10.0  # seconds between capacity checks by a writer
 ENCODE_BATCH = 16  # frames per encoder call: nvJPEG batches them; on the CPU, lanes split them
 
 
+def _free_slots(n: int) -> queue.Queue[int]:
+    """Slots 0..n-1, taken by `append` and given back once encoded, in that order."""
+    free: queue.Queue[int] = queue.Queue()
+    for slot in range(n):
+        free.put(slot)
+    return free
+
+
 @dataclass
 class _Pending:
     slot: int
@@ -56,7 +65,10 @@ class ThreadWriter(Writer):
     """A writer whose encoder runs in a background thread of the driver's process.
 
     The CUDA path (nvImageCodec releases the GIL for the whole nvJPEG encode), and
-    ``new_race(writer="thread")`` for CPU frames.
+    ``new_race(writer="thread")`` for CPU frames. `ring` and `on_free` are for the
+    writer process (`replay.writer_hub`): it hands its shared-memory ring, `post`s the
+    slots the driver filled, and learns through `on_free(slot)` when a slot is encoded
+    (free again), so frames are never copied out of shared memory.
     """
 
     def __init__(
@@ -70,6 +82,8 @@ class ThreadWriter(Writer):
         on_full: QueuePolicy,
         device: str,
         on_shard: Callable[[], object] | None = None,
+        ring: npt.NDArray[np.uint8] | None = None,
+        on_free: Callable[[int], object] | None = None,
     ) -> None:
         self.device: jpeg.Device = check_settings(flush_interval, queue_size, on_full, device)
         self._gpu = jpeg.device_index(device) if self.device == "cuda" else 0
@@ -83,11 +97,12 @@ class ThreadWriter(Writer):
         self._on_full = on_full
         self._on_shard = on_shard  # store maintenance (capacity), run after full shards
         self._last_maintenance = 0.0
-        self._ring = self._allocate_ring(queue_size)
+        self._ring = self._allocate_ring(queue_size) if ring is None else ring
         self._slots = queue_size
-        self._free: queue.Queue[int] = queue.Queue()
-        for slot in range(queue_size):
-            self._free.put(slot)
+        self._free = _free_slots(queue_size)
+        self._release: Callable[[int], object] = on_free or self._free.put
+        self._lent: tuple[int, Any] | None = None  # (slot or -1, array) from frame_buffer
+        self._spare: Any = None  # what frame_buffer lends when no slot is free
         self._pending: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
@@ -129,26 +144,57 @@ class ThreadWriter(Writer):
         ring.fill(0)  # fault the pages in now, not on the driver's first appends
         return ring
 
+    def frame_buffer(self) -> Any:
+        if self._closed:
+            raise WriterClosedError(f"race {self.race_id}: frame_buffer() after close()")
+        if self._lent is None:
+            slot = self._take_slot()
+            if slot < 0 and self._spare is None:
+                self._spare = self._ring[0].copy()  # same kind (NumPy or CuPy) and shape
+            self._lent = (slot, self._ring[slot] if slot >= 0 else self._spare)
+        return self._lent[1]
+
     def append(self, frame: Any, **steps: Any) -> bool:
         if self._closed:
             raise WriterClosedError(f"race {self.race_id}: append() after close()")
         values = self._check_steps(steps)
-        frame, on_device = self._check_frame(frame)
+        slot, lent = self._lent if self._lent is not None else (-1, None)
+        drawn = slot >= 0 and frame is lent  # drawn in its slot: nothing to copy
+        if not drawn:
+            frame, on_device = self._check_frame(frame)
+        self._lent = None  # any append ends the loan
+        if slot < 0:
+            slot = self._take_slot()
+        if slot < 0 or self._error is not None:
+            if slot >= 0:
+                self._free.put(slot)
+            self._dropped += 1
+            return False
+        if drawn:
+            self._drawn(slot)
+        else:
+            self._copy_in(slot, frame, on_device)
+        self.post(slot, values)
+        return True
+
+    def post(self, slot: int, steps: dict[str, npt.NDArray[Any]]) -> bool:
+        """Queue the frame already in ring slot `slot` (the writer process's feeder)."""
         if self._error is not None:
             self._dropped += 1
+            self._release(slot)
             return False
-        try:
-            slot = self._free.get(block=self._on_full == "block")
-        except queue.Empty:
-            self._dropped += 1
-            return False
-        if slot < 0:  # the background thread failed while we waited
-            self._dropped += 1
-            return False
-        self._copy_in(slot, frame, on_device)
         self._appended += 1
-        self._pending.put(_Pending(slot, values))
+        self._pending.put(_Pending(slot, steps))
         return True
+
+    def _take_slot(self) -> int:
+        """A free ring slot, or -1: none (``on_full="drop"``), or the background thread failed."""
+        if self._error is not None:
+            return -1
+        try:
+            return self._free.get(block=self._on_full == "block")
+        except queue.Empty:
+            return -1
 
     def _copy_in(self, slot: int, frame: Any, on_device: bool) -> None:
         if self.device == "cuda":
@@ -159,6 +205,12 @@ class ThreadWriter(Writer):
                 self._events[slot].record()
         else:
             np.copyto(self._ring[slot], frame)
+
+    def _drawn(self, slot: int) -> None:
+        """A frame drawn in place: on the GPU, encode it after the kernels that drew it."""
+        if self.device == "cuda":
+            with gpu.on_device(self._gpu):
+                self._events[slot].record()  # on the current stream, as the drawing
 
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
@@ -188,6 +240,7 @@ class ThreadWriter(Writer):
             self._closed = True
         self._pending.put(_CLOSE)
         self._thread.join()
+        self._ring = self._spare = self._lent = None  # a closed writer holds no frames
         if self._error is not None:
             status = fmt.ABORTED
         if not isinstance(self._error, RaceTakenOverError):  # then the race is not ours
@@ -270,7 +323,7 @@ class ThreadWriter(Writer):
         # Leave a core to the driver (encoding on every core makes its appends wait
         # for a time slice: p99 11 ms instead of < 1 ms on 2 cores), unless it is
         # waiting for us anyway: a backlog, the ring more than half full.
-        backlog = self._slots - self._free.qsize() > self._slots // 2
+        backlog = self._appended - self._encoded > self._slots // 2
         blobs = self._codec.encode(
             images, device=self.device, gpu=self._gpu, spare_core=not backlog
         )
@@ -279,7 +332,7 @@ class ThreadWriter(Writer):
         self._encoded += len(batch)
         self._encode_recent.extend([took / len(batch)] * len(batch))
         for p, blob in zip(batch, blobs, strict=True):
-            self._free.put(p.slot)
+            self._release(p.slot)
             i = len(self._chunks)
             for name, buf in self._step_buf.items():
                 buf[i] = p.steps.get(name, 0)

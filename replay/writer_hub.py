@@ -4,8 +4,11 @@ Started by `replay.writer_process` (``python -c BOOTSTRAP FD PARENT_PID``, FD:
 its end of a socket to the driver; ``python -m replay.writer_hub FD PARENT_PID``
 works too). For each race the driver opens, a
 `ThreadWriter` (the in-process writer: encoder lanes, shards, flush interval,
-lease) records it, and a feeder thread moves posted frames from the race's
-`FrameRing` into that writer and publishes its stats back into the ring.
+lease) records it, and a feeder thread looks at the race's `FrameRing` every
+`FEED_POLL_S` (the driver rings no doorbell: waking this process cost its `append`
+0.1-0.3 ms), posts the new slots to that writer, which encodes the frames where they
+lie in shared memory (no copy) and frees each slot (advances `tail`) once encoded,
+and publishes the writer's stats back into the ring.
 
 The main thread reads the driver's messages. When the socket closes (the driver
 exited or was killed) or the parent pid changes, every open race gets all frames
@@ -29,6 +32,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -36,12 +40,15 @@ from typing import Any
 from replay import format as fmt
 from replay.errors import WriterFailedError
 from replay.ring import DONE, RUNNING, FrameRing
-from replay.thread_writer import ENCODE_BATCH, ThreadWriter
+from replay.thread_writer import ThreadWriter
 from replay.writer_process import no_stats
 
 log = logging.getLogger(__name__)
 PARENT_CHECK_S = 0.5  # how often the parent pid is checked besides the socket
 PUBLISH_S = 0.05  # stats are published at least this often while a race is open
+# How often a feeder looks for new frames: a frame waits up to this long before its
+# encode starts, a small part of the ring's time to fill (32 slots: 1 s at 30 FPS).
+FEED_POLL_S = 0.005
 
 
 class RaceFeeder:
@@ -52,7 +59,7 @@ class RaceFeeder:
             Path(setup["ring"]), setup["slots"], tuple(setup["shape"]), setup["layout"]
         )
         self._slots: int = setup["slots"]
-        self._tail = 0
+        self._posted = 0  # frames handed to the writer (`ring.tail`: frames encoded)
         self._status: str | None = None
         self._wake = threading.Event()
         self._failure: str | None = None
@@ -68,12 +75,12 @@ class RaceFeeder:
                 setup["info"],
                 setup["specs"],
                 flush_interval=setup["flush_interval"],
-                # a frame is copied out of the shared ring at once; this ring only
-                # holds an encoder batch and the frames arriving meanwhile
-                queue_size=min(setup["slots"], ENCODE_BATCH + 4),
+                queue_size=self._slots,
                 on_full="block",
                 device="cpu",
                 on_shard=on_shard,
+                ring=self.ring.frames,  # encoded where the driver put them
+                on_free=self._freed,
             )
         except Exception as e:  # the driver raises it from new_race
             log.exception("writer process: cannot start race %s", setup["info"].race_id)
@@ -84,10 +91,6 @@ class RaceFeeder:
         self._thread = threading.Thread(target=self._run, name="replay-feeder")
         self._thread.start()
         self.ring.state = RUNNING
-
-    def wake(self) -> None:
-        """Frames were posted."""
-        self._wake.set()
 
     def finish(self, status: str, reason: str | None = None) -> None:
         """Commit what is posted, close the race as `status`, and end the feeder thread;
@@ -102,13 +105,17 @@ class RaceFeeder:
 
     def _run(self) -> None:
         status = fmt.ABORTED
+        published = 0.0
         try:
             while True:
-                self._wake.wait(PUBLISH_S)
+                self._wake.wait(FEED_POLL_S)
                 self._wake.clear()
                 finish = self._status
-                self._drain()
-                self._publish()
+                taken = self._drain()
+                now = time.monotonic()
+                if taken or finish is not None or now - published >= PUBLISH_S:
+                    self._publish()
+                    published = now
                 if finish is not None:
                     status = finish
                     break
@@ -117,17 +124,22 @@ class RaceFeeder:
             self._failure = f"{type(e).__name__}: {e}"
         self._close(status)
 
-    def _drain(self) -> None:
+    def _drain(self) -> int:
+        """Hand the frames posted since the last call to the writer; returns how many."""
         assert self.writer is not None
         ring = self.ring
-        while self._tail < ring.head:
-            slot = self._tail % self._slots
+        head = ring.head
+        for n in range(self._posted, head):
+            slot = n % self._slots
             steps = {name: column[slot].copy() for name, column in ring.steps.items()}
-            taken = self.writer.append(ring.frames[slot], **steps)  # copies the frame out
-            self._tail += 1
-            ring.tail = self._tail
-            if not taken:  # the writer failed: tell the driver now, so it drops too
+            if not self.writer.post(slot, steps):  # the writer failed: tell the driver now
                 self._publish()
+        taken, self._posted = head - self._posted, head
+        return taken
+
+    def _freed(self, slot: int) -> None:
+        """The writer encoded the frame in `slot` (slots are freed in order)."""
+        self.ring.tail += 1
 
     def _publish(self) -> None:
         assert self.writer is not None
@@ -169,9 +181,7 @@ def serve(conn: Connection, parent: int, stop: threading.Event) -> None:
         except (EOFError, OSError):
             break
         op, race_no, payload = message[:1], int.from_bytes(message[1:5], "little"), message[5:]
-        if op == b"p":
-            races[race_no].wake()
-        elif op == b"o":
+        if op == b"o":
             races[race_no] = RaceFeeder(pickle.loads(payload))
         elif op == b"c":
             feeder = races.pop(race_no)

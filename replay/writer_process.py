@@ -4,19 +4,20 @@ A writer thread in the driver's interpreter needs the GIL between its GIL-free
 calls; a driver that keeps the GIL busy (a pure-Python game loop, a busy-wait for
 the next frame) starves it, the ring fills and `append` blocks. `ProcessWriter`
 moves all of it out: `append` copies the frame and its step values into a free
-slot of a shared-memory `FrameRing`, advances the ring's head and rings a doorbell
-(one small write on a socket), a few microseconds beyond the copy. The writer
-process (`replay.writer_hub`) takes the frames and records the race with the same
-`ThreadWriter` as in-process writers: same encoder lanes, store format, flush
-interval and lease.
+slot of a shared-memory `FrameRing` and advances the ring's head, nothing beyond
+the copy (a frame drawn in its slot through `frame_buffer` is not even copied). The
+writer process (`replay.writer_hub`) looks at the ring every few milliseconds (no
+doorbell: waking it from `append` cost the driver 0.1-0.3 ms), encodes the frames
+where they lie and records the race with the same `ThreadWriter` as in-process
+writers: same encoder lanes, store format, flush interval and lease.
 
 One writer process serves all the races of a driver (one per sub-env of a vector
 env): it starts with the first race (a fresh interpreter running
 `replay.writer_hub`: fork-safe, and unlike multiprocessing's spawn/forkserver it
 never re-imports the driver's main module) and ends when the driver does.
 
-Failure: if the writer process dies, the next `append` sees it (the process has
-exited), drops the frame and says why in `stats().error`; `close()` raises
+Failure: if the writer process dies, the next `append` sees it (`waitpid`: the
+process has exited), drops the frame and says why in `stats().error`; `close()` raises
 `WriterFailedError`. If the driver dies (SIGKILL included), the writer process
 sees its end of the socket close, commits every frame already posted to the ring
 and marks the race aborted.
@@ -65,7 +66,7 @@ BOOTSTRAP = (
     "from replay.writer_hub import main; main()"
 )
 # messages to the writer process: one op byte, then a race number (and a pickle)
-OPEN, POST, CLOSE = b"o", b"p", b"c"
+OPEN, CLOSE = b"o", b"c"
 RACE_NO = struct.Struct("<I")
 
 
@@ -211,6 +212,8 @@ class ProcessWriter(Writer):
         self.pid = self._process.pid
         self._ring = FrameRing.create(queue_size, self._shape, layout)
         self._head = 0
+        self._lent: Any = None  # what frame_buffer lent: the slot at head, or the spare
+        self._spare: Any = None  # lent when the ring is full
         self._appended = self._dropped = 0
         self._error: str | None = None
         self._closing = False
@@ -254,32 +257,48 @@ class ProcessWriter(Writer):
         status = "" if code is None else f" with status {code}"
         self._error = self._error or f"WriterProcessDied: writer process {self.pid} exited{status}"
 
+    def frame_buffer(self) -> Any:
+        if self._closing:
+            raise WriterClosedError(f"race {self.race_id}: frame_buffer() after close()")
+        if self._lent is None:
+            if self._slot_free():
+                self._lent = self._ring.frames[self._head % self._slots]
+            else:
+                if self._spare is None:
+                    self._spare = np.empty(self._shape, np.uint8)
+                self._lent = self._spare
+        return self._lent
+
     def append(self, frame: Any, **steps: Any) -> bool:
         if self._closing:
             raise WriterClosedError(f"race {self.race_id}: append() after close()")
         values = self._check_steps(steps)
-        frame, _ = self._check_frame(frame)
+        ring, slot = self._ring, self._head % self._slots
+        # drawn in the slot at head (frame_buffer waited for it): nothing to copy
+        drawn = self._lent is not None and frame is self._lent and frame is not self._spare
+        if not drawn:
+            frame, _ = self._check_frame(frame)
+        self._lent = None  # any append ends the loan
+        if not (self._alive() and self._slot_free()):
+            self._dropped += 1
+            return False
+        if not drawn:
+            np.copyto(ring.frames[slot], frame)
+        for name, column in ring.steps.items():
+            column[slot] = values.get(name, 0)
+        self._head = ring.head = self._head + 1
+        self._appended += 1
+        return True
+
+    def _slot_free(self) -> bool:
+        """Whether the slot at head is free, after waiting for it (``on_full="block"``);
+        False: drop the frame (the ring is full under "drop", or the writer failed)."""
         ring = self._ring
-        head = self._head
-        while self._error is not None or ring.failed or head - ring.tail >= self._slots:
-            # the ring is full: block (waiting for the writer process) or drop
+        while self._error is not None or ring.failed or self._head - ring.tail >= self._slots:
             if self._error is not None or ring.failed or self._on_full == "drop":
-                self._dropped += 1
                 return False
             if self._alive():
                 time.sleep(_POLL_S)
-        slot = head % self._slots
-        np.copyto(ring.frames[slot], frame)
-        for name, column in ring.steps.items():
-            column[slot] = values.get(name, 0)
-        self._head = ring.head = head + 1
-        try:
-            self._process.send(POST, self._race_no)
-        except OSError:  # its end of the socket is closed: the writer process died
-            self._died(self._process.exit_code())
-            self._dropped += 1
-            return False
-        self._appended += 1
         return True
 
     def stats(self) -> WriterStats:

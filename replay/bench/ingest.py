@@ -22,7 +22,11 @@ driver's process; ``process``: the writer process fed through shared memory)
 under three drivers paced at `fps`, which wait for the next frame differently:
 ``sleep`` (sleeps: the GIL is free), ``busy`` (a Python busy-wait: holds the GIL)
 and ``numpy`` (small NumPy feature extraction until the deadline: holds the GIL
-between short releases). A writer thread starves under the last two.
+between short releases). A writer thread starves under the last two. Each frame is
+first drawn (untimed, as a game renders): into the driver's own screen array, which
+`append` then copies into the writer's ring, or (the ``+frame_buffer`` rows) straight
+into the ring slot `Writer.frame_buffer` lends, which `append` posts without a copy;
+the timed cost is then `frame_buffer` plus `append`.
 """
 
 from __future__ import annotations
@@ -123,14 +127,31 @@ DRIVERS: dict[str, Callable[[float], None]] = {
 }
 
 
-def _driven(writer: Any, frames: Sequence[Frame], n: int, fps: float, driver: str) -> list[float]:
+#: (label, writer kind, whether the driver draws into `Writer.frame_buffer`)
+WRITER_SETUPS: list[tuple[str, WriterKind, bool]] = [
+    ("thread", "thread", False),
+    ("process", "process", False),
+    ("thread+frame_buffer", "thread", True),
+    ("process+frame_buffer", "process", True),
+]
+
+
+def _driven(
+    writer: Any, frames: Sequence[Frame], n: int, fps: float, driver: str, in_ring: bool
+) -> list[float]:
+    """Seconds per frame the driver spends in the writer (`frame_buffer` + `append`)."""
     wait = DRIVERS[driver]
+    screen = np.empty_like(frames[0])  # the game's own frame, when it does not draw in the ring
     out = []
     start = time.perf_counter()
     for i in range(n):
         t = time.perf_counter()
-        writer.append(frames[i % len(frames)])
-        out.append(time.perf_counter() - t)
+        target = writer.frame_buffer() if in_ring else screen
+        spent = time.perf_counter() - t
+        np.copyto(target, frames[i % len(frames)])  # the game draws its frame (untimed)
+        t = time.perf_counter()
+        writer.append(target)
+        out.append(spent + time.perf_counter() - t)
         if fps:
             wait(start + (i + 1) / fps)
     return out
@@ -148,10 +169,10 @@ def run_writer_bench(
     work: Path,
     fps: float = 30.0,
     drivers: Sequence[str] = tuple(DRIVERS),
-    writers: Sequence[WriterKind] = ("thread", "process"),
 ) -> dict[str, Any]:
-    """Thread vs process writer, per env's frames: append latency under each driver at
-    `fps` (`n` frames each) and sustained frames/s to durable (`n` frames, unpaced)."""
+    """Thread vs process writer, copying or drawing in the ring, per env's frames: the
+    driver's cost per frame under each driver at `fps` (`n` frames each) and sustained
+    frames/s to durable (`n` frames, unpaced)."""
     store = open_store(work / "writers")
     results: dict[str, Any] = {"frames": n, "fps": fps, "first_new_race_s": {}}
     for env, frames in frames_by_env.items():
@@ -165,30 +186,29 @@ def run_writer_bench(
             return writer
 
         for driver in drivers:
-            for kind in writers:
+            for label, kind, in_ring in WRITER_SETUPS:
                 with race(kind) as writer:
-                    lat = _driven(writer, frames, n, fps, driver)
-                figures.setdefault(driver, {})[kind] = latency_summary(lat) | {
+                    lat = _driven(writer, frames, n, fps, driver, in_ring)
+                figures.setdefault(driver, {})[label] = latency_summary(lat) | {
                     "dropped": writer.stats().dropped
                 }
-        for kind in writers:
+        for label, kind, in_ring in WRITER_SETUPS:
             with race(kind) as writer:
                 pids = {os.getpid(), writer.pid}
                 cpu = sum(_cpu_seconds(pid) for pid in pids)
                 started = time.perf_counter()
-                for i in range(n):
-                    writer.append(frames[i % len(frames)])
+                _driven(writer, frames, n, 0.0, "sleep", in_ring)
             elapsed = time.perf_counter() - started  # closed: every frame durable
             cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
             written = writer.stats().written
-            figures.setdefault("sustained_frames_per_s", {})[kind] = written / elapsed
-            # CPU time of driver and writer per durable frame: what the frames cost
-            # whatever else the machine runs (frames/s on c free cores ~ c / this)
-            figures.setdefault("sustained_cpu_ms_per_frame", {})[kind] = 1000 * cpu / written
-        if {"thread", "process"} <= set(writers):
-            figures["append_p99_thread_vs_process"] = {
-                d: figures[d]["thread"]["p99_us"] / figures[d]["process"]["p99_us"] for d in drivers
-            }
+            figures.setdefault("sustained_frames_per_s", {})[label] = written / elapsed
+            # CPU time of driver and writer per durable frame (the untimed drawing
+            # included): what the frames cost whatever else the machine runs (frames/s
+            # on c free cores ~ c / this)
+            figures.setdefault("sustained_cpu_ms_per_frame", {})[label] = 1000 * cpu / written
+        figures["append_p99_thread_vs_process"] = {
+            d: figures[d]["thread"]["p99_us"] / figures[d]["process"]["p99_us"] for d in drivers
+        }
         results[env] = figures
     return results
 

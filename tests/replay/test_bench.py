@@ -68,16 +68,17 @@ def test_bench_ingest_writers_smoke(tmp_path: Path, real_frames: npt.NDArray[np.
     assert doc["benchmark"] == "ingest-writers"
     figures = doc["results"]
     assert set(figures["first_new_race_s"]) == {"thread", "process"}
+    setups = ("thread", "process", "thread+frame_buffer", "process+frame_buffer")
     for env in ("CarRacing-v3", "ViZDoom"):
         assert figures[env]["frame_shape"] == [90, 160, 3]
         for driver in ("sleep", "busy", "numpy"):
-            for kind in ("thread", "process"):
-                assert figures[env][driver][kind]["p99_us"] > 0
-                assert figures[env][driver][kind]["dropped"] == 0
+            for setup in setups:
+                assert figures[env][driver][setup]["p99_us"] > 0
+                assert figures[env][driver][setup]["dropped"] == 0
             assert figures[env]["append_p99_thread_vs_process"][driver] > 0
-        for kind in ("thread", "process"):
-            assert figures[env]["sustained_frames_per_s"][kind] > 0
-            assert figures[env]["sustained_cpu_ms_per_frame"][kind] >= 0
+        for setup in setups:
+            assert figures[env]["sustained_frames_per_s"][setup] > 0
+            assert figures[env]["sustained_cpu_ms_per_frame"][setup] >= 0
 
 
 def test_bench_needs_recorded_frames(tmp_path: Path) -> None:

@@ -72,6 +72,8 @@ def test_append_after_close_raises(tmp_path: Path, kind: str) -> None:
     writer.close()  # idempotent
     with pytest.raises(replay.WriterClosedError, match="after close"):
         writer.append(small_frame(0))
+    with pytest.raises(replay.WriterClosedError, match="frame_buffer\\(\\) after close"):
+        writer.frame_buffer()
 
 
 @KINDS
@@ -139,6 +141,48 @@ def test_block_policy_loses_nothing(tmp_path: Path, kind: str) -> None:
     race = store.race(writer.race_id)
     assert race.steps("reward").tolist() == list(range(100))
     assert [int(race.frame(i)[0, 0, 0]) for i in (0, 6, 7, 99)] == [0, 6, 7, 99]
+
+
+@KINDS
+def test_frames_drawn_in_the_frame_buffer_are_recorded(tmp_path: Path, kind: str) -> None:
+    store = replay.open_store(tmp_path)
+    with small_race(store, writer=kind, queue_size=3, shard_size=4, codec="zstd") as writer:
+        for i in range(20):
+            if i % 5 == 4:  # a copied frame between drawn ones
+                assert writer.append(small_frame(i), reward=i)
+                continue
+            frame = writer.frame_buffer()
+            assert (frame.shape, frame.dtype) == (SMALL, np.uint8)
+            assert writer.frame_buffer() is frame  # the same until it is appended
+            frame[...] = small_frame(i)  # drawn in the ring slot
+            assert writer.append(frame, reward=i)
+        unused = writer.frame_buffer()
+        unused[...] = 255
+        assert writer.append(small_frame(20), reward=20)  # ends the loan, copied in its slot
+    stats = writer.stats()
+    assert (stats.appended, stats.written, stats.dropped, stats.error) == (21, 21, 0, None)
+    race = store.race(writer.race_id)
+    assert race.steps("reward").tolist() == list(range(21))
+    for step in range(21):
+        assert np.array_equal(race.frame(step), small_frame(step))  # zstd: lossless
+
+
+@KINDS
+def test_frame_buffer_of_a_full_ring_with_drop_lends_a_spare(tmp_path: Path, kind: str) -> None:
+    store = replay.open_store(tmp_path)
+    taken = []
+    with store.new_race(env="t", queue_size=1, on_full="drop", writer=kind) as writer:
+        for i in range(50):
+            frame = writer.frame_buffer()
+            frame[...] = i
+            if writer.append(frame, reward=i):
+                taken.append(i)
+    stats = writer.stats()
+    assert stats.dropped == 50 - len(taken) > 0
+    assert stats.appended == len(taken) == stats.written
+    race = store.race(writer.race_id)
+    assert race.steps("reward").tolist() == taken  # each kept frame with its own values
+    assert [int(race.frame(step)[450, 800, 0]) for step in range(race.length)] == taken
 
 
 def test_invalid_writer_settings(tmp_path: Path) -> None:

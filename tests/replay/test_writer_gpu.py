@@ -135,3 +135,22 @@ def test_a_cuda_writer_encodes_in_a_thread_beside_a_busy_driver(
     race = store.race(writer.race_id)
     assert race.steps("reward").tolist() == list(range(40))
     assert psnr(race.frame(39), real_frames[39]) >= 38.0
+
+
+def test_frames_drawn_in_a_cuda_writer_s_frame_buffer(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    import cupy
+
+    store = replay.open_store(tmp_path)
+    with store.new_race(env="CarRacing-v3", device="cuda") as writer:
+        for step, frame in enumerate(real_frames[:20]):
+            target = writer.frame_buffer()
+            assert isinstance(target, cupy.ndarray)
+            assert target.shape == frame.shape
+            target[...] = cupy.asarray(frame)  # a kernel on the current stream draws it
+            assert writer.append(target, reward=step)
+    race = store.race(writer.race_id)
+    assert race.steps("reward").tolist() == list(range(20))
+    for step in (0, 19):
+        assert psnr(race.frame(step), real_frames[step]) >= 38.0
