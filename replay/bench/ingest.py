@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from replay.bench.environment import torchrl_available
 from replay.bench.rss import PeakRss
+from replay.ring import FrameRing
 from replay.store import open_store
 from replay.writer_process import WriterKind
 
@@ -157,6 +158,22 @@ def _driven(
     return out
 
 
+def _bare_copy(frames: Sequence[Frame], n: int) -> list[float]:
+    """Seconds per copy of a drawn frame into a shared-memory ring, nothing else
+    running: the floor under a copying `append` on this machine."""
+    ring = FrameRing.create(8, frames[0].shape, {})
+    ring.unlink()
+    screen = np.empty_like(frames[0])
+    out = []
+    for i in range(n):
+        np.copyto(screen, frames[i % len(frames)])
+        t = time.perf_counter()
+        np.copyto(ring.frames[i % ring.slots], screen)
+        out.append(time.perf_counter() - t)
+    ring.close()
+    return out
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process `pid`, its threads included (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -177,7 +194,10 @@ def run_writer_bench(
     results: dict[str, Any] = {"frames": n, "fps": fps, "first_new_race_s": {}}
     for env, frames in frames_by_env.items():
         h, w = frames[0].shape[:2]
-        figures: dict[str, Any] = {"frame_shape": list(frames[0].shape)}
+        figures: dict[str, Any] = {
+            "frame_shape": list(frames[0].shape),
+            "bare_copy": latency_summary(_bare_copy(frames, n)),
+        }
 
         def race(kind: WriterKind, env: str = env, h: int = h, w: int = w) -> Any:
             started = time.perf_counter()

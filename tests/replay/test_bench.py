@@ -71,6 +71,7 @@ def test_bench_ingest_writers_smoke(tmp_path: Path, real_frames: npt.NDArray[np.
     setups = ("thread", "process", "thread+frame_buffer", "process+frame_buffer")
     for env in ("CarRacing-v3", "ViZDoom"):
         assert figures[env]["frame_shape"] == [90, 160, 3]
+        assert figures[env]["bare_copy"]["p99_us"] > 0
         for driver in ("sleep", "busy", "numpy"):
             for setup in setups:
                 assert figures[env][driver][setup]["p99_us"] > 0
