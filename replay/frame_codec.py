@@ -27,6 +27,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 from replay import jpeg
 from replay.codecs import JpegCodec, SingletonDimCodec
 from replay.codecs.jpeg import is_quality
+from replay.frame_layout import contiguous
 
 #: The zstd level of lossless frames and of every step array.
 ZSTD_LEVEL = 3
@@ -130,7 +131,7 @@ class ZstdFrames(FrameCodec):
         self, images: Sequence[Any], *, device: str = "cpu", gpu: int = 0, spare_core: bool = False
     ) -> list[bytes]:
         zstd = Zstd(level=self.level)
-        return [bytes(zstd.encode(np.ascontiguousarray(image))) for image in images]
+        return [bytes(zstd.encode(contiguous(image))) for image in images]
 
     def decode(self, blob: bytes, height: int, width: int) -> Image | None:
         try:

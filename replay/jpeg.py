@@ -3,14 +3,14 @@
 GPU (the `gpu` extra; `replay.gpu` loads nvImageCodec): batches in device memory,
 decoded by the hardware JPEG decoder where the GPU has one (A100, H100, H200), else by
 nvJPEG's CUDA backend, which a decoder picks by decoding one frame when it is created
-(`JpegDecoder.decoded` counts each backend's frames). CPU: libjpeg-turbo through
-simplejpeg beats nvImageCodec's CPU backend on a 1600x900 frame (encode 1.95 vs 3.2 ms
-a core, decode 1.9 vs 2.8 ms, same sizes and PSNR), releases the GIL, decodes into a
-caller's buffer, and at 1/2, 1/4 or 1/8 scale in the DCT domain.
+(`JpegDecoder.decoded` counts each backend's frames). CPU: libjpeg-turbo (simplejpeg)
+beats nvImageCodec's CPU backend on a 1600x900 frame (encode 1.95 vs 3.2 ms a core,
+decode 1.9 vs 2.8 ms, same sizes and PSNR), releases the GIL, decodes into a caller's
+buffer, and at 1/2, 1/4 or 1/8 scale in the DCT domain.
 
 ``device="auto"`` takes the GPU only when a one-frame round trip on it works (`gpu_check`,
-once per process and GPU), else warns once and takes the CPU. `encoder()`/`decoder()` return
-one cached instance per configuration (a new nvImageCodec one per call leaks: its #22).
+once per process and GPU), else warns once and takes the CPU. `encoder()`/`decoder()` cache
+one instance per configuration (a new nvImageCodec one per call leaks: its #22).
 
     enc = encoder(device="cpu")
     blobs = enc.encode([frame1, frame2], quality=90, subsampling="420")
@@ -34,6 +34,7 @@ import numpy.typing as npt
 import simplejpeg
 
 from replay.cpus import usable_cpus
+from replay.frame_layout import contiguous
 from replay.gpu import cuda_available, nvimgcodec, on_device, parse_device
 
 __all__ = [
@@ -202,15 +203,8 @@ class JpegEncoder:
         parts = [images[i : i + step] for i in range(0, len(images), step)]
 
         def run(part: Sequence[Any]) -> list[bytes]:
-            return [
-                simplejpeg.encode_jpeg(
-                    np.ascontiguousarray(image),
-                    quality=quality,
-                    colorspace="RGB",
-                    colorsubsampling=subsampling,
-                )
-                for image in part
-            ]
+            options = {"quality": quality, "colorspace": "RGB", "colorsubsampling": subsampling}
+            return [simplejpeg.encode_jpeg(contiguous(image), **options) for image in part]
 
         if len(parts) == 1:
             return run(parts[0])

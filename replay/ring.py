@@ -2,12 +2,13 @@
 
 The driver (one producer) copies a frame and its step values into slot
 ``head % slots`` and then advances ``head``; the writer process (one consumer)
-reads slots up to ``head`` and advances ``tail`` once it has taken a copy. Both
+reads slots up to ``head`` and advances ``tail`` once it has encoded them. Both
 counters live in the ring itself, so a slot posted before the driver died is
 still visible to the writer process: a SIGKILLed driver loses nothing it
-appended. The writer process also publishes its `WriterStats` here (pickled,
-under a sequence counter) so `stats()` in the driver reads them without a
-round trip.
+appended. Each slot has a `layouts` row besides: zeros when the slot holds the
+frame, or the `replay.frame_layout.Layout` of the frame's memory block it holds.
+The writer process also publishes its `WriterStats` here (pickled, under a
+sequence counter) so `stats()` in the driver reads them without a round trip.
 
 The ring is a file in ``/dev/shm`` (memory, not disk) mapped by both processes;
 the writer process unlinks it as soon as it has mapped it, so nothing is left
@@ -37,6 +38,7 @@ StepLayout = dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
 _HEAD, _TAIL, _STATE, _FAILED, _SEQ, _STATS_LEN = range(6)
 _HEADER = 8 * 8  # eight int64 counters
 _STATS = 8192  # room for the pickled WriterStats (its error message is cut to fit)
+_LAYOUT = 4  # int64 per slot: a frame_layout.Layout's offset and three strides
 _ALIGN = 4096
 
 STARTING, RUNNING, DONE = 0, 1, 2
@@ -50,8 +52,9 @@ def _memory_dir() -> Path:
 def _layout(
     slots: int, shape: tuple[int, ...], steps: StepLayout
 ) -> tuple[dict[str, int], int, int]:
-    """Byte offsets of the step arrays, of the frames, and the total size."""
-    offset = _HEADER + _STATS
+    """Byte offsets of the step arrays, of the frames, and the total size (the slots'
+    layouts come first, at ``_HEADER + _STATS``)."""
+    offset = _HEADER + _STATS + slots * _LAYOUT * 8
     offsets = {}
     for name, (dtype, step_shape) in steps.items():
         offsets[name] = offset
@@ -90,6 +93,9 @@ class FrameRing:
         # indexing a NumPy array on the driver's per-frame path
         self._header = buf[:_HEADER].cast("q")
         self._stats = np.frombuffer(buf, np.uint8, _STATS, _HEADER)
+        self.layouts = np.frombuffer(buf, np.int64, slots * _LAYOUT, _HEADER + _STATS).reshape(
+            slots, _LAYOUT
+        )
         self.steps: dict[str, npt.NDArray[Any]] = {
             name: np.frombuffer(
                 buf, dtype, slots * int(np.prod(s, dtype=np.int64)), offsets[name]
@@ -195,6 +201,6 @@ class FrameRing:
     def close(self) -> None:
         """Unmap (views into the ring must not be used afterwards)."""
         self._header.release()
-        del self._stats, self.steps, self.frames
+        del self._stats, self.layouts, self.steps, self.frames
         with contextlib.suppress(BufferError):  # a view still alive: the GC unmaps it later
             self._map.close()

@@ -34,6 +34,7 @@ from replay.errors import (
     WriterFailedError,
 )
 from replay.frame_codec import encode_steps
+from replay.frame_layout import Layout, contiguous, copy_in, pixels
 from replay.lease import check_owner, new_lease, update_race
 from replay.writer import QueuePolicy, StepSpec, Writer, WriterStats, check_settings
 
@@ -59,6 +60,7 @@ def _free_slots(n: int) -> queue.Queue[int]:
 class _Pending:
     slot: int
     steps: dict[str, npt.NDArray[Any]]
+    layout: Layout | None  # the slot holds the frame's memory block (`replay.frame_layout`)
 
 
 class ThreadWriter(Writer):
@@ -172,19 +174,20 @@ class ThreadWriter(Writer):
             return False
         if drawn:
             self._drawn(slot)
-        else:
-            self._copy_in(slot, frame, on_device)
-        self.post(slot, values)
+        layout = None if drawn else self._copy_in(slot, frame, on_device)
+        self.post(slot, values, layout)
         return True
 
-    def post(self, slot: int, steps: dict[str, npt.NDArray[Any]]) -> bool:
+    def post(
+        self, slot: int, steps: dict[str, npt.NDArray[Any]], layout: Layout | None = None
+    ) -> bool:
         """Queue the frame already in ring slot `slot` (the writer process's feeder)."""
         if self._error is not None:
             self._dropped += 1
             self._release(slot)
             return False
         self._appended += 1
-        self._pending.put(_Pending(slot, steps))
+        self._pending.put(_Pending(slot, steps, layout))
         return True
 
     def _take_slot(self) -> int:
@@ -196,15 +199,16 @@ class ThreadWriter(Writer):
         except queue.Empty:
             return -1
 
-    def _copy_in(self, slot: int, frame: Any, on_device: bool) -> None:
-        if self.device == "cuda":
-            import cupy
+    def _copy_in(self, slot: int, frame: Any, on_device: bool) -> Layout | None:
+        if self.device != "cuda":
+            return copy_in(self._ring[slot], frame)
+        import cupy
 
-            with gpu.on_device(self._gpu):
-                self._ring[slot][...] = cupy.asarray(frame)  # device copy, or upload from host
-                self._events[slot].record()
-        else:
-            np.copyto(self._ring[slot], frame)
+        with gpu.on_device(self._gpu):
+            # a device copy, or an upload from the host (contiguous first, the fast way)
+            self._ring[slot][...] = cupy.asarray(frame if on_device else contiguous(frame))
+            self._events[slot].record()
+        return None
 
     def _drawn(self, slot: int) -> None:
         """A frame drawn in place: on the GPU, encode it after the kernels that drew it."""
@@ -316,7 +320,7 @@ class ThreadWriter(Writer):
 
     def _encode(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
-        images = [self._ring[p.slot] for p in batch]
+        images = [pixels(self._ring[p.slot], p.layout) for p in batch]
         if self.device == "cuda":
             for p in batch:
                 self._events[p.slot].synchronize()

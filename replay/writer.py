@@ -137,7 +137,10 @@ class Writer:
 
         `frame` is (H, W, 3) uint8: a NumPy array (any strides, read-only is fine) or,
         on a CUDA writer, a CUDA array (CuPy, torch, anything with
-        ``__cuda_array_interface__``). `steps` are the race's step arrays: ``action``,
+        ``__cuda_array_interface__``). A host frame is copied as the block of memory it
+        lies in when it is a transposition or flip of a contiguous array (a pygame
+        surface, planar CHW, a reversed BGR view): one memcpy, as fast as a contiguous
+        frame (`replay.frame_layout`). `steps` are the race's step arrays: ``action``,
         ``reward``, ``terminated``, ``truncated``, ``t_ns`` (default: now) and the
         declared extras; missing ones are zero.
         """

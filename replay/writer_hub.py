@@ -39,6 +39,7 @@ from typing import Any
 
 from replay import format as fmt
 from replay.errors import WriterFailedError
+from replay.frame_layout import Layout
 from replay.ring import DONE, RUNNING, FrameRing
 from replay.thread_writer import ThreadWriter
 from replay.writer_process import no_stats
@@ -132,7 +133,8 @@ class RaceFeeder:
         for n in range(self._posted, head):
             slot = n % self._slots
             steps = {name: column[slot].copy() for name, column in ring.steps.items()}
-            if not self.writer.post(slot, steps):  # the writer failed: tell the driver now
+            layout = Layout.from_row(ring.layouts[slot])
+            if not self.writer.post(slot, steps, layout):  # failed: tell the driver now
                 self._publish()
         taken, self._posted = head - self._posted, head
         return taken

@@ -45,6 +45,7 @@ import numpy as np
 
 from replay import format as fmt
 from replay.errors import WriterClosedError, WriterFailedError
+from replay.frame_layout import copy_in
 from replay.ring import DONE, STARTING, FrameRing, StepLayout
 from replay.writer import QueuePolicy, StepSpec, Writer, WriterStats, check_settings
 
@@ -282,8 +283,8 @@ class ProcessWriter(Writer):
         if not (self._alive() and self._slot_free()):
             self._dropped += 1
             return False
-        if not drawn:
-            np.copyto(ring.frames[slot], frame)
+        layout = None if drawn else copy_in(ring.frames[slot], frame)
+        ring.layouts[slot] = layout.as_row() if layout is not None else 0
         for name, column in ring.steps.items():
             column[slot] = values.get(name, 0)
         self._head = ring.head = self._head + 1

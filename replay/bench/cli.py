@@ -13,7 +13,8 @@ from click.decorators import FC
 
 from replay.bench.environment import environment
 from replay.bench.footprint import run_footprint_bench
-from replay.bench.ingest import Frame, run_ingest_bench, run_writer_bench
+from replay.bench.ingest import Frame, run_ingest_bench
+from replay.bench.writers import run_writer_bench
 from replay.errors import ReplayError
 from replay.frame_codec import ZstdFrames
 from replay.plugins import PluginGroup

@@ -80,6 +80,16 @@ def test_bench_ingest_writers_smoke(tmp_path: Path, real_frames: npt.NDArray[np.
         for setup in setups:
             assert figures[env]["sustained_frames_per_s"][setup] > 0
             assert figures[env]["sustained_cpu_ms_per_frame"][setup] >= 0
+    assert set(figures["layouts"]) == {
+        "contiguous",
+        "pygame surface, transposed",
+        "planar CHW, transposed",
+        "BGR, reversed view",
+        "RGBA, sliced",
+    }
+    for costs in figures["layouts"].values():
+        assert costs["append"]["p50_us"] > 0
+        assert costs["numpy_copyto_vs_append_p50"] > 0
 
 
 def test_bench_needs_recorded_frames(tmp_path: Path) -> None:
