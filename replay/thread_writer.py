@@ -4,14 +4,14 @@ The driver's process for a CUDA writer and ``new_race(writer="thread")``; the wr
 process (`replay.writer_hub`) for the default process writer. `append` copies a frame
 into a preallocated ring slot (or posts the slot `frame_buffer` lent, drawn in
 place); the background thread encodes frames in batches of
-`ENCODE_BATCH`, assembles whole shards, commits them (`replay.format`) and re-commits
-the open shard every `flush_interval` seconds. `replay.writer` describes the interface.
+`ENCODE_BATCH` and assembles whole shards; a `ShardCommitter` commits them
+(`replay.format`) in a thread of its own, and the open shard again every
+`flush_interval` seconds. `replay.writer` describes the interface.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -33,9 +33,9 @@ from replay.errors import (
     WriterClosedError,
     WriterFailedError,
 )
-from replay.frame_codec import encode_steps
 from replay.frame_layout import Layout, contiguous, copy_in, pixels
-from replay.lease import check_owner, new_lease, update_race
+from replay.lease import new_lease
+from replay.shard_committer import ShardCommitter
 from replay.writer import QueuePolicy, StepSpec, Writer, WriterStats, check_settings
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _CLOSE = object()
-MAINTENANCE_S = 10.0  # seconds between capacity checks by a writer
 ENCODE_BATCH = 16  # frames per encoder call: nvJPEG batches them; on the CPU, lanes split them
 
 
@@ -97,8 +96,6 @@ class ThreadWriter(Writer):
         self._shape = (info.height, info.width, 3)
         self._flush_interval = flush_interval
         self._on_full = on_full
-        self._on_shard = on_shard  # store maintenance (capacity), run after full shards
-        self._last_maintenance = 0.0
         self._ring = self._allocate_ring(queue_size) if ring is None else ring
         self._slots = queue_size
         self._free = _free_slots(queue_size)
@@ -109,25 +106,21 @@ class ThreadWriter(Writer):
         self._closed = False
         self._lock = threading.Lock()
         # counters (written by the background thread, read by stats())
-        self._appended = self._dropped = self._written = 0
-        self._bytes = self._shards = 0
+        self._appended = self._dropped = 0
         self._encode_s, self._encoded = 0.0, 0
         self._encode_recent: deque[float] = deque(maxlen=4096)  # seconds per frame
         self._error: BaseException | None = None
-        # the open shard
+        # the open shard, and how many frames the last commit queued held
         self._shard = 0
         self._chunks: list[bytes] = []
+        self._queued = 0
         self._step_buf = {
             s.name: np.zeros((info.shard_size, *s.shape), dtype=s.dtype) for s in specs
         }
-        self._array_docs = {
-            name: json.loads(storage.read(f"{fmt.race_key(self.race_id)}/{name}/{fmt.METADATA}"))
-            for name in [fmt.FRAMES, *self._specs]
-        }
-        self._lease = new_lease(flush_interval)
         self._codec = info.frame_codec
         self._codec.prepare(self.device, self._gpu)  # now, not on the driver's first frames
-        self._write_attrs()  # takes the lease
+        self._committer = ShardCommitter(storage, info, specs, new_lease(flush_interval), on_shard)
+        self._committer.update_attrs()  # takes the lease
         self._thread = threading.Thread(
             target=self._run, name=f"replay-writer-{self.race_id}", daemon=True
         )
@@ -220,15 +213,15 @@ class ThreadWriter(Writer):
         """A snapshot of the counters."""
         return WriterStats(
             appended=self._appended,
-            written=self._written,
+            written=self._committer.written,
             dropped=self._dropped,
             queue_depth=self._pending.qsize(),
             encode_ms_mean=self._encode_s * 1000 / self._encoded if self._encoded else 0.0,
             encode_ms_p99=float(np.percentile(list(self._encode_recent), 99)) * 1000
             if self._encode_recent
             else 0.0,
-            bytes_written=self._bytes,
-            shards_written=self._shards,
+            bytes_written=self._committer.bytes,
+            shards_written=self._committer.shards,
             error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
         )
 
@@ -249,12 +242,12 @@ class ThreadWriter(Writer):
             status = fmt.ABORTED
         if not isinstance(self._error, RaceTakenOverError):  # then the race is not ours
             try:
-                self._write_attrs(status=status, ended_at=fmt.utc_now(), lease=False)
+                self._committer.update_attrs(status=status, ended_at=fmt.utc_now(), lease=False)
             except (OSError, ReplayError) as e:
                 self._error = self._error or e
         if self._error is not None:
             raise WriterFailedError(
-                f"race {self.race_id}: background writer failed after {self._written} "
+                f"race {self.race_id}: background writer failed after {self._committer.written} "
                 f"committed frames: {self._error}"
             ) from self._error
 
@@ -274,6 +267,8 @@ class ThreadWriter(Writer):
         except BaseException as e:  # reported through stats() and close()
             log.exception("race %s: background writer failed", self.race_id)
             self._error = e
+            with contextlib.suppress(BaseException):  # ends its thread; e is the error
+                self._committer.finish()
             while True:  # unblock a driver waiting for a slot, and drain the queue
                 self._free.put(-1)
                 try:
@@ -308,15 +303,17 @@ class ThreadWriter(Writer):
                     item = None
             if batch:
                 self._encode(batch)
+            self._committer.check()  # a commit failed: stop now, the driver drops from here
             now = time.monotonic()
             if closing or now >= next_flush:
-                if len(self._chunks) > self._written - self._shard * self._info.shard_size:
+                if len(self._chunks) > self._queued:
                     self._commit()  # only when frames came since the last commit
                     last_lease = now
                 elif now - last_lease >= 5 * self._flush_interval:
-                    self._write_attrs()
+                    self._committer.renew_lease()
                     last_lease = now
                 next_flush = now + self._flush_interval
+        self._committer.finish()
 
     def _encode(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -343,51 +340,12 @@ class ThreadWriter(Writer):
             self._chunks.append(shards.with_checksum(blob))
             if len(self._chunks) == self._info.shard_size:
                 self._commit()
-                self._maintain()
                 self._shard += 1
-                self._chunks = []
+                self._chunks, self._queued = [], 0
                 for buf in self._step_buf.values():
                     buf[...] = 0
 
-    def _maintain(self) -> None:
-        """Run the store's maintenance at most every MAINTENANCE_S; never fail the race on it."""
-        now = time.monotonic()
-        if self._on_shard is None or now - self._last_maintenance < MAINTENANCE_S:
-            return
-        self._last_maintenance = now
-        try:
-            self._on_shard()
-        except Exception:
-            log.exception("race %s: store maintenance (capacity) failed", self.race_id)
-
     def _commit(self) -> None:
-        """Write the open shard whole, then its step chunks, then shapes, then length."""
-        race, k, n = self.race_id, self._shard, len(self._chunks)
-        s = self._info.shard_size
-        check_owner(self._storage, race, self._lease)  # never recreate a removed race
-        blob = shards.build_shard(self._chunks, s)
-        self._storage.write(fmt.frames_key(race, k), blob)
-        written = len(blob)
-        for name, buf in self._step_buf.items():
-            chunk = encode_steps(buf)
-            self._storage.write(fmt.shard_key(race, name, k, buf.ndim), chunk)
-            written += len(chunk)
-        length = k * s + n
-        for name, doc in self._array_docs.items():
-            doc["shape"][0] = length
-            self._storage.write(
-                f"{fmt.race_key(race)}/{name}/{fmt.METADATA}", json.dumps(doc).encode()
-            )
-        self._write_attrs(length=length)
-        self._written = length
-        self._bytes += written
-        self._shards += n == s
-
-    def _write_attrs(self, lease: bool = True, **changes: Any) -> None:
-        """Update the race's attributes (`replay.lease.update_race`): renews the lease, or
-        gives it up (`lease=False`); RaceTakenOverError if the race is no longer ours."""
-        if not lease:
-            changes["lease"] = None
-        update_race(
-            self._storage, self.race_id, lambda attrs: attrs.update(changes), writer=self._lease
-        )
+        """Queue the commit of the open shard as it is now (written in the background)."""
+        self._committer.commit(self._shard, self._chunks, self._step_buf)
+        self._queued = len(self._chunks)
