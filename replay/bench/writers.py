@@ -123,12 +123,12 @@ def _layout_costs(store: Any, frames: Sequence[Frame], n: int, fps: float) -> di
     """Per layout: a process writer's `append` paced at `fps`, and NumPy's `copyto` of
     the same frames into a slot (what `append` cost before it looked at layouts)."""
     h, w = frames[0].shape[:2]
-    slot = np.empty_like(frames[0])
+    slot = frames[0].copy()  # memory already faulted in, as a ring slot's is
     out: dict[str, Any] = {}
     for name, lay_out in LAYOUTS.items():
         laid = [lay_out(f) for f in frames[: min(len(frames), 4)]]
         copies = []
-        for frame in laid:
+        for frame in laid * 3:
             t = time.perf_counter()
             np.copyto(slot, frame)
             copies.append(time.perf_counter() - t)
