@@ -52,7 +52,9 @@ class _Commit:
 
 
 class ShardCommitter:
-    """Writes one race's commits in order, in a thread; counts what is durable."""
+    """Writes one race's commits in order, in a thread; counts what is durable. It holds
+    the writer's `lease` (taken when it is created: RaceTakenOverError if the race is
+    someone else's)."""
 
     def __init__(
         self,
@@ -74,6 +76,7 @@ class ShardCommitter:
         # read by the writer's stats(), written here
         self.written = self.bytes = self.shards = 0
         self.error: BaseException | None = None
+        self.update_attrs()  # takes the lease (before the thread: a refusal leaves none)
         self._queue: queue.Queue[_Commit | None] = queue.Queue(QUEUED_COMMITS)
         self._thread = threading.Thread(
             target=self._run, name=f"replay-commit-{info.race_id}", daemon=True

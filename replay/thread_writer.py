@@ -120,7 +120,6 @@ class ThreadWriter(Writer):
         self._codec = info.frame_codec
         self._codec.prepare(self.device, self._gpu)  # now, not on the driver's first frames
         self._committer = ShardCommitter(storage, info, specs, new_lease(flush_interval), on_shard)
-        self._committer.update_attrs()  # takes the lease
         self._thread = threading.Thread(
             target=self._run, name=f"replay-writer-{self.race_id}", daemon=True
         )
