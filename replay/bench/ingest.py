@@ -47,9 +47,10 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
-def _paced(
+def paced(
     frames: Sequence[Frame], n: int, fps: float, save: Callable[[int, Frame], Any]
 ) -> list[float]:
+    """Seconds per `save(i, frame)` of `n` frames (cycling), paced at `fps` (0: unpaced)."""
     out = []
     start = time.perf_counter()
     for i in range(n):
@@ -77,7 +78,7 @@ def _bench_replay(
             PeakRss() as rss,
             store.new_race(env="bench", height=h, width=w, device=device) as writer,
         ):
-            lat = _paced(frames, n, pace, lambda _i, f: writer.append(f))
+            lat = paced(frames, n, pace, lambda _i, f: writer.append(f))
         elapsed = time.perf_counter() - started
         results[f"{label}_writer_rss_mb"] = rss.growth_mb
         stats = writer.stats()
@@ -106,10 +107,10 @@ def _save_file(folder: Path, fmt: str) -> Callable[[int, Frame], None]:
 def _bench_files(
     frames: Sequence[Frame], n: int, fps: float, work: Path, fmt: str
 ) -> dict[str, Any]:
-    lat = _paced(frames, n, fps, _save_file(work / f"{fmt}-paced", fmt))
+    lat = paced(frames, n, fps, _save_file(work / f"{fmt}-paced", fmt))
     folder = work / f"{fmt}-sustained"
     started = time.perf_counter()
-    _paced(frames, n, 0.0, _save_file(folder, fmt))
+    paced(frames, n, 0.0, _save_file(folder, fmt))
     for p in folder.iterdir():  # durable, like the writer's fsynced shards
         fd = os.open(p, os.O_RDONLY)
         os.fsync(fd)
@@ -190,11 +191,11 @@ def _bench_baseline(
     frames: Sequence[Frame], n: int, fps: float, work: Path, name: str
 ) -> dict[str, Any]:
     save, _ = BASELINES[name](work / f"{name}-paced", n, frames[0])
-    lat = _paced(frames, n, fps, save)
+    lat = paced(frames, n, fps, save)
     folder = work / f"{name}-sustained"
     started = time.perf_counter()
     save, finish = BASELINES[name](folder, n, frames[0])
-    _paced(frames, n, 0.0, save)
+    paced(frames, n, 0.0, save)
     finish()
     elapsed = time.perf_counter() - started
     nbytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

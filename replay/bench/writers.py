@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from replay.bench.ingest import Frame, latency_summary
+from replay.bench.ingest import Frame, latency_summary, paced
 from replay.ring import FrameRing
 from replay.store import open_store
 from replay.writer_process import WriterKind
@@ -127,18 +127,9 @@ def _layout_costs(store: Any, frames: Sequence[Frame], n: int, fps: float) -> di
     out: dict[str, Any] = {}
     for name, lay_out in LAYOUTS.items():
         laid = [lay_out(f) for f in frames[: min(len(frames), 4)]]
-        copies = []
-        for frame in laid * 3:
-            t = time.perf_counter()
-            np.copyto(slot, frame)
-            copies.append(time.perf_counter() - t)
+        copies = paced(laid, 3 * len(laid), 0.0, lambda _i, f: np.copyto(slot, f))
         with store.new_race(env="layouts", height=h, width=w, writer="process") as writer:
-            start, appends = time.perf_counter(), []
-            for i in range(n):
-                t = time.perf_counter()
-                writer.append(laid[i % len(laid)])
-                appends.append(time.perf_counter() - t)
-                _sleep_until(start + (i + 1) / fps)
+            appends = paced(laid, n, fps, lambda _i, f: writer.append(f))
         out[name] = {"append": latency_summary(appends), "numpy_copyto": latency_summary(copies)}
         out[name]["numpy_copyto_vs_append_p50"] = (
             out[name]["numpy_copyto"]["p50_us"] / out[name]["append"]["p50_us"]
