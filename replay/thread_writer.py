@@ -164,15 +164,15 @@ class ThreadWriter(Writer):
                 self._free.put(slot)
             self._dropped += 1
             return False
+        layout = None
         if drawn:
             self._drawn(slot)
-        layout = None if drawn else self._copy_in(slot, frame, on_device)
+        else:
+            layout = self._copy_in(slot, frame, on_device)
         self.post(slot, values, layout)
         return True
 
-    def post(
-        self, slot: int, steps: dict[str, npt.NDArray[Any]], layout: Layout | None = None
-    ) -> bool:
+    def post(self, slot: int, steps: dict[str, npt.NDArray[Any]], layout: Layout | None) -> bool:
         """Queue the frame already in ring slot `slot` (the writer process's feeder)."""
         if self._error is not None:
             self._dropped += 1
