@@ -34,7 +34,7 @@ from rich.table import Table
 import replay
 from capture.registry import DEFAULT_SOURCE, SOURCES, make_source
 from capture.source import Source
-from replay.cli_common import human_bytes
+from replay.cli.common import human_bytes
 from replay.errors import ReplayError
 
 __all__ = ["RaceResult", "parse_options", "record"]

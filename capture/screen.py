@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from capture.deps import require
 from capture.errors import CaptureError
 from capture.source import Source, Step, check_max_steps
-from replay.frame_layout import contiguous
+from replay.codec.pixel_order import contiguous
 
 mss = require("mss", source="screen")
 

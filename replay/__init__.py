@@ -10,9 +10,6 @@ randomized mini-batches back. The public surface is this module's ``__all__``.
         writer.append(frame, action=action, reward=reward)
 """
 
-from replay.batch import Batch, EncodedBatch, SampleKeys
-from replay.client import Client
-from replay.decode import decode_batch
 from replay.errors import (
     CorruptDataError,
     FrameError,
@@ -28,15 +25,18 @@ from replay.errors import (
     WriterClosedError,
     WriterFailedError,
 )
-from replay.filters import Filters
-from replay.params import SamplerParams
-from replay.protocol import ProtocolError
-from replay.race import Race, RaceInfo
-from replay.samplers import Sampler
+from replay.format.race import Race, RaceInfo
+from replay.read.batch import Batch, EncodedBatch, SampleKeys
+from replay.read.decode import decode_batch
+from replay.read.filters import Filters
+from replay.read.transform import Transform
+from replay.remote.client import Client
+from replay.remote.protocol import ProtocolError
+from replay.remote.retries import ServiceError
+from replay.sample.params import SamplerParams
+from replay.sample.sampler import Sampler
 from replay.store import Store, open_store
-from replay.transform import Transform
-from replay.transport import ServiceError
-from replay.writer import Writer, WriterStats
+from replay.write.writer import Writer, WriterStats
 
 __all__ = [
     "Batch",

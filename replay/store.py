@@ -20,9 +20,19 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack
 import zarr
 from ulid import ULID
 
-from replay import catalogue
-from replay import format as fmt
-from replay.capacity import (
+from replay.codec.frames import CodecName
+from replay.errors import (
+    RaceNotFoundError,
+    ReadOnlyStoreError,
+    ReplayError,
+    StoreError,
+)
+from replay.format import catalogue
+from replay.format import spec as fmt
+from replay.format.groups import ensure_groups, write_group
+from replay.format.race import Race, RaceInfo, read_json, read_race_info
+from replay.format.race_schema import check_race_args, race_attrs, race_builder, step_specs
+from replay.maintenance.capacity import (
     Capacity,
     EvictionPlan,
     evict,
@@ -30,30 +40,28 @@ from replay.capacity import (
     read_capacity,
     save_capacity,
 )
-from replay.errors import (
-    RaceNotFoundError,
-    ReadOnlyStoreError,
-    ReplayError,
-    StoreError,
+from replay.maintenance.recovery import RecoveryReport, recover
+from replay.maintenance.repair import Repair, repair
+from replay.maintenance.verify import RaceCheck, StoreCheck, verify_store
+from replay.sample.params import Kind, SamplerOptions
+from replay.sample.sampler import Sampler
+from replay.storage.base import ByteStorage, is_read_only_error
+from replay.storage.local import LocalStorage
+from replay.write.process_writer import ProcessWriter
+from replay.write.thread_writer import ThreadWriter
+from replay.write.writer import (
+    QueuePolicy,
+    StepSpec,
+    Writer,
+    WriterKind,
+    check_settings,
+    resolve_writer_kind,
 )
-from replay.frame_codec import CodecName
-from replay.hierarchy import ensure_groups, write_group
-from replay.params import Kind, SamplerOptions
-from replay.race import Race, RaceInfo, read_json, read_race_info
-from replay.race_layout import check_race_args, race_attrs, race_builder, step_specs
-from replay.recovery import RecoveryReport, recover
-from replay.repair import Repair, repair
-from replay.samplers import Sampler
-from replay.storage import ByteStorage, LocalStorage, is_read_only_error
-from replay.thread_writer import ThreadWriter
-from replay.verify import RaceCheck, StoreCheck, verify_store
-from replay.writer import QueuePolicy, StepSpec, Writer, check_settings
-from replay.writer_process import ProcessWriter, WriterKind, resolve_writer_kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from replay.object_storage import ObjectStorage
+    from replay.storage.s3 import ObjectStorage
 
 Mode = Literal["a", "r"]
 log = logging.getLogger(__name__)
@@ -68,7 +76,7 @@ def open_store(path: str | os.PathLike[str], mode: Mode = "a") -> Store:
     empty directory); ``mode="r"`` opens an existing store read-only. Raises
     `StoreError` for a path that is a file or a directory that is not a store.
     An ``s3://`` URL opens the store on an S3-compatible object store
-    (`replay.object_storage`; needs ``replay[s3]``).
+    (`replay.storage.s3`; needs ``replay[s3]``).
     """
     if mode not in ("a", "r"):
         raise ValueError(f"mode must be 'a' or 'r', not {mode!r}")
@@ -100,7 +108,7 @@ def open_store(path: str | os.PathLike[str], mode: Mode = "a") -> Store:
 
 def _open_object_store(url: str, mode: Mode) -> Store:
     try:
-        from replay.object_storage import ObjectStorage
+        from replay.storage.s3 import ObjectStorage
     except ImportError as e:
         raise StoreError(f"{url}: object stores need obstore (pip install 'replay[s3]')") from e
     try:
@@ -208,17 +216,17 @@ class Store:
         return matches[0]
 
     def sampler(self, kind: Kind | None = None, /, **options: Unpack[SamplerOptions]) -> Sampler:
-        """A `Sampler` of this store's races (see `replay.samplers`).
+        """A `Sampler` of this store's races (see `replay.sample.sampler`).
 
         `kind` is ``"uniform"`` (the default), ``"prioritized"`` or ``"recent"``, given
         first or as a keyword. Items are windows of `seq_len` steps `stride` apart
-        inside one race. The keywords are the sampler parameters (`replay.params`:
+        inside one race. The keywords are the sampler parameters (`replay.sample.params`:
         ``batch_size, seq_len, stride, seed, filters, skip_corrupt``, ``n_step, gamma,
         next_frames`` for n-step returns, ``min_size, samples_per_insert,
         error_margin`` for rate limits) and `Sampler`'s own options: ``device, out,
         transform`` (defaults for `sample` and iteration), ``alpha, beta, name,
         checkpoint_interval, checkpoint_path, save_priorities`` (prioritized; where
-        priorities are saved: `replay.samplers`), ``recent_seconds, recent_fraction``
+        priorities are saved: `replay.sample.sampler`), ``recent_seconds, recent_fraction``
         (recent), ``refresh_interval, io_threads``, ``timeout`` (a rate limit's wait).
 
             sampler = store.sampler("uniform", batch_size=32, seq_len=4, seed=0)
@@ -264,7 +272,7 @@ class Store:
         ``{name: (dtype, shape)}``. `meta` is any JSON-able user metadata.
         `writer` is where frames are encoded: ``"process"`` (a writer process fed
         through shared memory; ``"auto"`` for CPU frames) or ``"thread"`` (a thread
-        of this process; ``"auto"`` for CUDA frames), see `replay.writer_process`.
+        of this process; ``"auto"`` for CUDA frames), see `replay.write.process_writer`.
         """
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
@@ -308,7 +316,7 @@ class Store:
         device: str,
     ) -> Writer:
         """Write a new race's group, then start its writer: a process or a thread
-        (`replay.writer_process`); on any failure, no half-made race is left."""
+        (`replay.write.process_writer`); on any failure, no half-made race is left."""
         race_id = str(ULID())
         with self._whole_race(race_id):
             write_group(self.storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
@@ -372,15 +380,17 @@ class Store:
         return plan
 
     def recover(self, *, dry_run: bool = False) -> RecoveryReport:
-        """Mark dead writers' races aborted and delete their temp files (`replay.recovery`)."""
+        """Mark dead writers' races aborted and delete their temp files
+        (`replay.maintenance.recovery`)."""
         return recover(self.storage, dry_run=dry_run)
 
     def verify(self, progress: Callable[[int], None] = lambda n: None) -> StoreCheck:
         """Check every committed frame, step chunk and document of every race
-        (`replay.verify`); `progress` gets the number of frames checked as it goes."""
+        (`replay.maintenance.verify`); `progress` gets the number of frames checked as it goes."""
         return verify_store(self.storage, progress)
 
     def repair(self, check: RaceCheck) -> Repair:
-        """Repair the damage `check` (from `verify`) found in one race (`replay.repair`):
+        """Repair the damage `check` (from `verify`) found in one race
+        (`replay.maintenance.repair`):
         keep every intact frame, record the lost steps; refused for a live writer's race."""
         return repair(self.storage, check)

@@ -5,7 +5,7 @@
 
 Routes live under ``/v1`` (one router per resource in `service.routers`),
 settings come from ``REPLAY_*`` environment variables (`service.settings`),
-and `/v1/sample` answers in the binary batch format of `replay.protocol`.
+and `/v1/sample` answers in the binary batch format of `replay.remote.protocol`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The answer of ``POST /v1/sample``: a packed batch, streamed, holding its batch slot.
 
-The batch is never joined into one body: `replay.protocol.pack` gives its buffers
+The batch is never joined into one body: `replay.remote.protocol.pack` gives its buffers
 (the stored frames as read, the step arrays), and `BatchResponse` sends them in
 chunks of at most `CHUNK` bytes, dropping each buffer once sent, so a batch costs
 little more than its own bytes while it is read and sent. Each chunk waits for the
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from fastapi import Response
 from starlette.types import Receive, Scope, Send
 
-from replay import protocol
+from replay.remote import protocol
 
 #: Largest piece of a batch handed to the server at once.
 CHUNK = 256 << 10

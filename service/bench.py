@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 from replay.bench.cli import write_results
-from replay.client import Client
+from replay.remote.client import Client
 from replay.store import open_store
 from service.process import ServerProcess
 

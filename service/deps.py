@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from replay import format as fmt
+from replay.format import spec as fmt
 from replay.store import Store
 from service.models import EXAMPLE_RACE_ID
 from service.settings import Settings, get_settings

@@ -15,9 +15,9 @@ from pydantic import (
     model_validator,
 )
 
-from replay import format as fmt
-from replay.params import SamplerParams
-from replay.race import RaceInfo
+from replay.format import spec as fmt
+from replay.format.race import RaceInfo
+from replay.sample.params import SamplerParams
 
 EXAMPLE_RACE_ID = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
 
@@ -232,7 +232,7 @@ class RaceFilter(BaseModel):
     )
 
     def as_filters(self) -> dict[str, Any]:
-        """The filters as `replay.filters.Filters` fields (unset ones left out)."""
+        """The filters as `replay.read.filters.Filters` fields (unset ones left out)."""
         out = self.model_dump(exclude_defaults=True)
         for name in ("since", "until"):
             if name in out:
@@ -301,7 +301,7 @@ class SampleRequest(BaseModel):
         ge=1,
         le=256,
         description="Add n-step returns, discounts and bootstrap steps over this many rewards "
-        "(`replay.nstep`; docs/protocol.md, the header's `nstep`).",
+        "(`replay.read.nstep`; docs/protocol.md, the header's `nstep`).",
     )
     gamma: float = Field(0.99, ge=0, le=1, description="Discount of the n-step returns.")
     next_frames: bool = Field(
@@ -324,7 +324,7 @@ class SampleRequest(BaseModel):
     )
 
     def params(self) -> SamplerParams:
-        """The sampler parameters of this request (`replay.params`): its fields of the same
+        """The sampler parameters of this request (`replay.sample.params`): its fields of the same
         names, the filters as the fields set (`ValueError` for values it refuses)."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(SamplerParams)}
         values["filters"] = None if self.filters is None else self.filters.as_filters() or None

@@ -3,7 +3,7 @@
 ``POST /v1/sample`` moves a seeded stream on and ``PUT /v1/priorities`` changes
 priorities, so a client that lost the answer (a dropped connection, a read timeout)
 cannot simply send the request again. With a ``Replay-Request-Id`` header
-(`replay.protocol.REQUEST_ID_HEADER`, any string up to 128 characters, the same on
+(`replay.remote.protocol.REQUEST_ID_HEADER`, any string up to 128 characters, the same on
 every try of one call) it can: the service remembers what it did for that id for
 `ttl_s` seconds, and a repeat gets the same answer without acting again (the same
 batch keys, re-read; the same priority count, not re-applied). A repeat that

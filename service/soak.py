@@ -2,7 +2,7 @@
 
 Runs ``replay serve`` in its own process on 127.0.0.1 (loopback only), a writer
 appending real frames at `fps` in this process, and `clients` threads sampling
-batches through `replay.client.Client`, for `duration` seconds. Reports errors,
+batches through `replay.remote.client.Client`, for `duration` seconds. Reports errors,
 batch latency per quarter of the run (stable or not), and the server's and this
 process's RSS over time (flat or not).
 
@@ -26,8 +26,8 @@ import numpy.typing as npt
 import psutil
 
 from replay.bench.cli import load_frames, write_results
-from replay.client import Client
 from replay.errors import ReplayError, SamplingError
+from replay.remote.client import Client
 from replay.store import Store, open_store
 from service.process import ServerProcess
 

@@ -18,9 +18,9 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from replay import format as fmt
-from replay.race import RaceInfo
-from replay.samplers import Sampler
+from replay.format import spec as fmt
+from replay.format.race import RaceInfo
+from replay.sample.sampler import Sampler
 from replay.store import Store, open_store
 from service.metrics import Metrics
 from service.request_ids import RequestIds

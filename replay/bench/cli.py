@@ -15,9 +15,9 @@ from replay.bench.environment import environment
 from replay.bench.footprint import run_footprint_bench
 from replay.bench.ingest import Frame, run_ingest_bench
 from replay.bench.writers import run_writer_bench
+from replay.cli.plugins import PluginGroup
+from replay.codec.frames import ZstdFrames
 from replay.errors import ReplayError
-from replay.frame_codec import ZstdFrames
-from replay.plugins import PluginGroup
 from replay.store import Store, open_store
 
 FRAMES_FROM_HELP = (
@@ -304,7 +304,7 @@ def keys(
 def gpu(frames_from: str, repeats: int, out: str | None) -> None:
     """GPU codec figures: encode by batch size, HW/CUDA/CPU decode, fused transform."""
     from replay.bench.gpu import run_gpu_bench
-    from replay.jpeg import cuda_available
+    from replay.codec.jpeg import cuda_available
 
     if not cuda_available():
         raise click.ClickException(

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from replay import jpeg
+from replay.codec import jpeg
+from replay.codec.subsampling import Subsampling
 
 QUALITIES = (50, 70, 80, 90, 95)
-SUBSAMPLINGS: tuple[jpeg.Subsampling, ...] = ("420", "444")
+SUBSAMPLINGS: tuple[Subsampling, ...] = ("420", "444")
 
 
 def psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
@@ -52,7 +53,7 @@ def ssim(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8], k: int = 7) -> floa
 def run_footprint_bench(
     frames: Sequence[npt.NDArray[np.uint8]],
     qualities: Sequence[int] = QUALITIES,
-    subsamplings: Sequence[jpeg.Subsampling] = SUBSAMPLINGS,
+    subsamplings: Sequence[Subsampling] = SUBSAMPLINGS,
 ) -> dict[str, Any]:
     """Size and fidelity of every (quality, subsampling) on `frames`."""
     encoder, decoder = jpeg.encoder("cpu"), jpeg.decoder("cpu")

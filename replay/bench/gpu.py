@@ -6,8 +6,8 @@ benchmark issue, on real frames.
   decoder and the CPU, each checked for failed or all-zero images (a known failure
   mode of hardware decode on some inputs);
 - the uint8 -> float32 NCHW normalized transform, microseconds per frame, as one
-  kernel (`replay.fused`; target 20 us per 1600x900 frame, the reference hand-written
-  kernel took 400 us) and as the multi-kernel CuPy path of `replay.transform.apply`;
+  kernel (`replay.read.fused`; target 20 us per 1600x900 frame, the reference hand-written
+  kernel took 400 us) and as the multi-kernel CuPy path of `replay.read.transform.apply`;
 - device memory held by CuPy's pool afterwards.
 
     replay bench gpu --frames-from ./replay-data --out docs/results/gpu-h100.json
@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from replay import jpeg
-from replay import transform as tf
+from replay.codec import jpeg
+from replay.codec.devices import cuda_available
+from replay.codec.nvimgcodec import nvimgcodec
+from replay.read import transform as tf
 
 Frame = npt.NDArray[np.uint8]
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -55,7 +57,7 @@ def _encode_sweep(frames: Sequence[Any], repeats: int) -> list[dict[str, float]]
 def _decode_backends(blobs: list[bytes], repeats: int) -> list[dict[str, Any]]:
     import cupy
 
-    nvi = jpeg.nvimgcodec()
+    nvi = nvimgcodec()
     rows: list[dict[str, Any]] = []
     for name in DECODE_BACKENDS:
         kind = getattr(nvi.BackendKind, name)
@@ -89,7 +91,7 @@ def _decode_backends(blobs: list[bytes], repeats: int) -> list[dict[str, Any]]:
 def _transform_us(frames: Sequence[Frame], repeats: int) -> dict[str, float]:
     import cupy
 
-    from replay import fused
+    from replay.read import fused
 
     batch = cupy.asarray(np.stack(frames))
     t = tf.Transform(dtype="float32", layout="NCHW", mean=0.5, std=0.25)
@@ -116,7 +118,7 @@ def _transform_us(frames: Sequence[Frame], repeats: int) -> dict[str, float]:
 
 def run_gpu_bench(frames: Sequence[Frame], repeats: int = 10) -> dict[str, Any]:
     """All GPU figures on `frames` (host arrays; uploaded once). Needs CUDA."""
-    if not jpeg.cuda_available():
+    if not cuda_available():
         raise RuntimeError("the GPU benchmark needs CuPy and a CUDA device")
     import cupy
 

@@ -123,9 +123,9 @@ def run_sample(work: Path, batches: int = 8) -> dict[str, Any]:
     import cupy
     import torch
 
-    from replay import jpeg
+    from replay.codec import jpeg
+    from replay.read.transform import Transform
     from replay.store import open_store
-    from replay.transform import Transform
 
     store_path = work / "ingest-store"
     if not store_path.exists():  # the ingest step did not run: write the frames here

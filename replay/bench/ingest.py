@@ -160,7 +160,8 @@ def _torchrl(folder: Path, n: int, first: Frame) -> tuple[Saver, Callable[[], No
 def _zarr_naive(folder: Path, n: int, first: Frame) -> tuple[Saver, Callable[[], None]]:
     import zarr
 
-    from replay.codecs import JpegCodec, SingletonDimCodec
+    from replay.codec.zarr_jpeg import JpegCodec
+    from replay.codec.zarr_singleton_dim import SingletonDimCodec
 
     h, w, _ = first.shape
     array = zarr.create_array(

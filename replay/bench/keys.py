@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from replay import format as fmt
 from replay.bench.environment import torchrl_available
 from replay.bench.scaling import grow_store
+from replay.format import spec as fmt
 from replay.store import open_store
 
 BATCH = 64

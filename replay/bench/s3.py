@@ -43,7 +43,6 @@ import click
 import numpy as np
 import obstore
 
-from replay import reader as reader_module
 from replay.bench.cli import (
     frames_from_option,
     load_frames,
@@ -54,7 +53,8 @@ from replay.bench.cli import (
 from replay.bench.delay_proxy import DelayProxy
 from replay.bench.ingest import Frame
 from replay.bench.seaweedfs import SeaweedFS
-from replay.object_storage import COALESCE, ObjectStorage
+from replay.read import reader as reader_module
+from replay.storage.s3 import COALESCE, ObjectStorage
 from replay.store import Store, open_store
 
 #: Each figure is the best of this many runs (the machine may be busy with other work).

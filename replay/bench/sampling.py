@@ -246,8 +246,8 @@ def _sampler_for(job: dict[str, Any]) -> Callable[[], Any]:
 
 
 def _replay_sampler(job: dict[str, Any]) -> Callable[[], Any]:
+    from replay.read.transform import Transform
     from replay.store import open_store
-    from replay.transform import Transform
 
     store = open_store(job["path"], mode="r")
     sampler = store.sampler(batch_size=job["batch_size"], seq_len=job["seq_len"], seed=0)

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from ulid import ULID
 
-from replay import format as fmt
+from replay.format import spec as fmt
 from replay.store import open_store
 
 Frame = npt.NDArray[np.uint8]

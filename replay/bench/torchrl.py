@@ -56,7 +56,7 @@ def run_torchrl_bench(
     """The figures described in the module doc, as a JSON-able dict."""
     from torchrl.data import LazyMemmapStorage
 
-    from replay.torchrl import ReplayStorage
+    from replay.integrations.torchrl import ReplayStorage
 
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     source = [frames[i % len(frames)] for i in range(n)]
@@ -143,7 +143,7 @@ def _slice_keys(path: Path, frames: int, race_len: int, batch: int, seq_len: int
     from torchrl.data import LazyTensorStorage, ReplayBuffer
     from torchrl.data.replay_buffers import SliceSampler
 
-    from replay.torchrl import ReplayStorage
+    from replay.integrations.torchrl import ReplayStorage
 
     _index_only_store(path, frames, race_len)
     start = time.perf_counter()

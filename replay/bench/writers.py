@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from replay.bench.ingest import Frame, latency_summary, paced
-from replay.ring import FrameRing
 from replay.store import open_store
-from replay.writer_process import WriterKind
+from replay.write.ring import FrameRing
+from replay.write.writer import WriterKind
 
 
 def _sleep_until(deadline: float) -> None:

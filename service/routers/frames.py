@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 
-from replay.codecs import JpegCodec
+from replay.codec.zarr_jpeg import JpegCodec
 from service.deps import Authorized, RaceId, SettingsDep, StateDep, Step, StoreDep
 from service.models import Error
 from service.routers import API_PREFIX

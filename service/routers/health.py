@@ -20,8 +20,8 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter
 
-from replay import format as fmt
 from replay.errors import StoreError
+from replay.format import spec as fmt
 from service import __version__
 from service.deps import SettingsDep, StateDep
 from service.models import Error, Health, Live

@@ -17,8 +17,8 @@ import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from replay.filters import Filters
-from replay.race import RaceInfo
+from replay.format.race import RaceInfo
+from replay.read.filters import Filters
 from replay.store import Store
 from service.deps import Authorized, RaceId, SettingsDep, StateDep, StoreDep
 from service.models import Error, RaceDetail, RacePage, RaceSummary, Status, StepWindow

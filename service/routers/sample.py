@@ -24,15 +24,15 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from replay import format as fmt
-from replay import protocol
-from replay.batch import EncodedBatch, SampleKeys, corrupt_frame_error
-from replay.decode import decode_frames
 from replay.errors import RaceNotFoundError, ReplayError
-from replay.params import SamplerParams
-from replay.samplers import Drawn, Sampler, Skipped
+from replay.format import spec as fmt
+from replay.read.batch import EncodedBatch, SampleKeys, corrupt_frame_error
+from replay.read.decode import decode_frames
+from replay.read.transform import Transform
+from replay.remote import protocol
+from replay.sample.params import SamplerParams
+from replay.sample.sampler import Drawn, Sampler, Skipped
 from replay.store import Store
-from replay.transform import Transform
 from service.batch_response import BatchResponse
 from service.deps import Authorized, SettingsDep, StateDep, StoreDep
 from service.models import Error, PrioritiesRequest, PrioritiesUpdated, SampleRequest

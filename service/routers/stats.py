@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from replay.samplers import Sampler
+from replay.sample.sampler import Sampler
 from service.deps import Authorized, StateDep, StoreDep
 from service.models import SamplerState, Stats
 from service.routers import API_PREFIX

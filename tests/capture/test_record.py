@@ -121,7 +121,7 @@ def test_parse_options() -> None:
 
 
 def test_record_is_registered_in_the_replay_cli() -> None:
-    from replay.cli import main
+    from replay.cli.main import main
 
     result = CliRunner().invoke(main, ["record", "--help"])
     assert result.exit_code == 0, result.output

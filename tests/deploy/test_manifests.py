@@ -160,7 +160,7 @@ def test_references_between_objects_hold() -> None:
 def test_pods_run_replay_commands_that_exist() -> None:
     from click.testing import CliRunner
 
-    from replay.cli import main
+    from replay.cli.main import main
 
     for spec in pod_specs():
         for container in spec["containers"]:

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 import replay
-from replay.batch import SampleKeys
+from replay.read.batch import SampleKeys
 
 H, W = 90, 160
 

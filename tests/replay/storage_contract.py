@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from replay.storage import ByteStorage
+from replay.storage.base import ByteStorage
 
 BLOB = bytes(range(256)) * 40
 

@@ -52,8 +52,14 @@ def imported_by(module: str) -> set[str]:
 
 
 def test_the_http_client_needs_no_sampler_index_or_reader() -> None:
-    pulled = imported_by("replay.client")
-    assert "replay.batch" in pulled  # the helper works: client imports batch
+    pulled = imported_by("replay.remote.client")
+    assert "replay.read.batch" in pulled  # the helper works: client imports batch
     assert pulled.isdisjoint(
-        {"replay.samplers", "replay.index", "replay.reader", "replay.selectors", "replay.store"}
+        {
+            "replay.sample.sampler",
+            "replay.read.index",
+            "replay.read.reader",
+            "replay.sample.selectors",
+            "replay.store",
+        }
     ), sorted(pulled)

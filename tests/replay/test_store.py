@@ -14,8 +14,8 @@ import numpy.typing as npt
 import pytest
 
 import replay
-from replay import format as fmt
 from replay.bench.footprint import psnr
+from replay.format import spec as fmt
 
 
 def write_race(store: replay.Store, frames: npt.NDArray[np.uint8], **kwargs: Any) -> str:

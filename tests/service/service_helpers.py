@@ -19,8 +19,8 @@ import uvicorn
 from fastapi import FastAPI
 
 import replay
-from replay import format as fmt
-from replay import shards
+from replay.format import shards
+from replay.format import spec as fmt
 from service.app import create_app
 from service.cli import bind
 from service.connections import uvicorn_config

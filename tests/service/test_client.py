@@ -1,4 +1,4 @@
-"""`replay.client.Client` against the real server: the embedded sampler's batches, errors,
+"""`replay.remote.client.Client` against the real server: the embedded sampler's batches, errors,
 prefetch, priorities, retries."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import replay
-from replay.batch import Batch
-from replay.client import Client
 from replay.errors import RaceNotFoundError, SamplingError
-from replay.transform import Transform
-from replay.transport import ServiceError
+from replay.read.batch import Batch
+from replay.read.transform import Transform
+from replay.remote.client import Client
+from replay.remote.retries import ServiceError
 
 seeds = itertools.count(1000)  # every test its own seeded stream on the shared server
 

@@ -9,7 +9,7 @@ import httpx
 from service_helpers import ThreadServer, write_race
 
 import replay
-from replay import format as fmt
+from replay.format import spec as fmt
 from service.settings import Settings
 
 

@@ -13,9 +13,9 @@ import pytest
 from service_helpers import ThreadServer, write_race
 
 import replay
-from replay import jpeg
-from replay.client import Client
+from replay.codec import jpeg
 from replay.errors import SamplingError
+from replay.remote.client import Client
 from service.settings import Settings
 
 COUNT = 48

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 import replay
-from replay.client import Client
+from replay.remote.client import Client
 from service.process import ServerProcess
 
 SECONDS = 4.0

@@ -16,7 +16,7 @@ import pytest
 from service_helpers import batches_drawn, non_reader
 
 import replay
-from replay import protocol
+from replay.remote import protocol
 from service.batch_response import CHUNK, BatchResponse, chunks
 from service.models import SampleRequest
 from service.process import ServerProcess

@@ -1,5 +1,5 @@
 """n-step returns, rate limits and TensorDict batches over HTTP: the service's
-/v1/sample and `replay.client.Client` against the embedded sampler, on real frames."""
+/v1/sample and `replay.remote.client.Client` against the embedded sampler, on real frames."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from service_helpers import ThreadServer, write_race
 
 import replay
-from replay import protocol
-from replay.client import Client
 from replay.errors import RateLimitedError
+from replay.remote import protocol
+from replay.remote.client import Client
 from service.settings import Settings
 
 
@@ -134,7 +134,7 @@ def test_samples_per_insert_over_http(tmp_path: Path, frames: list[Any]) -> None
 
 def test_tensordict_over_http(server: ThreadServer, served_store: Path) -> None:
     pytest.importorskip("tensordict")
-    from replay.tensordicts import keys_of
+    from replay.read.tensordicts import keys_of
 
     params: dict[str, Any] = {"batch_size": 4, "seq_len": 2, "seed": 13, "n_step": 2}
     store = replay.open_store(served_store, mode="r")

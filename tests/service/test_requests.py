@@ -13,7 +13,7 @@ import pytest
 from service_helpers import ThreadServer, write_race
 
 import replay
-from replay import protocol
+from replay.remote import protocol
 from service.settings import Settings
 
 BAD_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e400"]

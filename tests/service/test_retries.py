@@ -22,8 +22,8 @@ import pytest
 from test_client import assert_same_batch
 
 import replay
-from replay import protocol
-from replay.client import Client, ServiceError
+from replay.remote import protocol
+from replay.remote.client import Client, ServiceError
 from service.process import ServerProcess
 
 

@@ -10,8 +10,8 @@ import pytest
 from service_helpers import RACES, SHARD
 
 import replay
-from replay import protocol
-from replay.batch import EncodedBatch
+from replay.read.batch import EncodedBatch
+from replay.remote import protocol
 from service.routers.frames import etag_of
 
 

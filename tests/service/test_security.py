@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from service_helpers import SHARD, ThreadServer, damage_shard_index, raw_get, write_race
 
 import replay
-from replay import format as fmt
-from replay.client import Client
-from replay.transport import ServiceError
+from replay.format import spec as fmt
+from replay.remote.client import Client
+from replay.remote.retries import ServiceError
 from service.cli import serve
 from service.process import ServerProcess
 from service.settings import Settings, is_loopback

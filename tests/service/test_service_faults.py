@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from replay.client import Client
+from replay.remote.client import Client
 from service.process import ServerProcess
 
 

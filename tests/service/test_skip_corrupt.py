@@ -20,11 +20,11 @@ from service_helpers import (
 )
 
 import replay
-from replay import protocol
-from replay.batch import EncodedBatch
-from replay.client import Client
-from replay.decode import decode_batch
-from replay.protocol import CORRUPT_SKIPPED_HEADER, CORRUPT_WHERE_HEADER
+from replay.read.batch import EncodedBatch
+from replay.read.decode import decode_batch
+from replay.remote import protocol
+from replay.remote.client import Client
+from replay.remote.protocol import CORRUPT_SKIPPED_HEADER, CORRUPT_WHERE_HEADER
 from service.settings import Settings
 
 SHARD_SIZE = 8

@@ -1,0 +1,162 @@
+"""The ``replay`` commands that look after a store: ``verify`` (and ``--repair``),
+``recover`` and ``prune`` (registered on the ``replay`` group in `replay.cli.main`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+
+from replay.cli.common import clean_errors, human_bytes, open_for_writing
+
+if TYPE_CHECKING:
+    from replay.maintenance.verify import RaceCheck
+
+
+@click.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.option(
+    "--repair", is_flag=True, help="Rebuild damaged races from their intact frames (see docs)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@clean_errors
+def verify(store_path: str, repair: bool, as_json: bool) -> None:
+    """Check every shard index, frame, step chunk and array document, and every race's
+    metadata; name orphan data (a race folder without zarr.json).
+
+    Exits 1 if anything is damaged and was not repaired (so 0 after a --repair that
+    repaired everything it found). With --repair, a damaged race keeps every intact
+    frame; the damaged steps are removed, their bytes reclaimed, and listed in the
+    race's "lost_steps" attribute. Races of live writers are never touched.
+    """
+    from rich.progress import Progress
+
+    store = open_for_writing(store_path, read_only=not repair)
+    total = sum(r.length for r in store.races())
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("verifying frames", total=total)
+        report = store.verify(progress=lambda n: bar.advance(task, n))
+    repairs = {c.race_id: store.repair(c) for c in report.races if repair and not c.ok}
+    if as_json:
+        rows = [
+            {
+                **vars(c),
+                "ok": c.ok,
+                "repair": vars(repairs[c.race_id]) if c.race_id in repairs else None,
+            }
+            for c in report.races
+        ]
+        click.echo(json.dumps({"ok": report.ok, "races": rows}, indent=2))
+    else:
+        for c in report.races:
+            state = "ok" if c.ok else _damage(c)
+            click.echo(f"{c.race_id}  {c.frames_checked:>7} frames  {state}")
+            for message in c.errors:
+                click.echo(f"    {message}")
+            done = repairs.get(c.race_id)
+            if done is not None and done.refused:
+                click.echo(f"    not repaired: {done.refused}")
+            elif done is not None:
+                click.echo(f"    repaired: {done.kept} steps intact, {done.lost} lost")
+        click.echo(
+            f"{len(report.races)} races, {report.frames_checked} frames checked: "
+            + ("all good" if report.ok else "damage found")
+        )
+    unrepaired = [
+        c
+        for c in report.races
+        if not c.ok and (c.race_id not in repairs or repairs[c.race_id].refused)
+    ]
+    if unrepaired:
+        sys.exit(1)
+
+
+def _as_dict(value: object) -> dict[str, Any] | None:
+    return None if value is None else dict(vars(value))
+
+
+def _damage(check: RaceCheck) -> str:
+    if check.problem == "orphan":
+        return "ORPHAN DATA (no zarr.json)"
+    if check.problem == "metadata":
+        return "DAMAGED metadata"
+    parts = [f"shards {check.damaged_shards}"] if check.damaged_shards else []
+    parts += [f"{name} {chunks}" for name, chunks in check.damaged_arrays.items()]
+    return "DAMAGED " + ", ".join(parts)
+
+
+@click.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.option("--dry-run", is_flag=True, help="Only show what would be done.")
+@clean_errors
+def recover(store_path: str, dry_run: bool) -> None:
+    """Mark races left 'recording' by dead writers as aborted; delete their temp files;
+    add the group documents older stores lack.
+
+    A writer on this host is dead when its process is gone (a paused one is alive);
+    on another host, when its lease expired. Races of live writers are left alone;
+    races whose metadata is damaged are named (`replay verify` tells more).
+    """
+    store = open_for_writing(store_path, dry_run)
+    report = store.recover(dry_run=dry_run)
+    verb = "would mark" if dry_run else "marked"
+    for race_id in report.aborted:
+        click.echo(f"{verb} {race_id} aborted (writer dead)")
+    for race_id in report.live:
+        click.echo(f"left {race_id} alone (writer alive)")
+    for race_id, problem in report.damaged.items():
+        click.echo(f"skipped {race_id}: {problem}")
+    for race_id in report.orphans:
+        click.echo(f"orphan data in races/{race_id} (no zarr.json): `replay prune` removes it")
+    click.echo(
+        f"{len(report.temp_files_removed)} temp files {'to remove' if dry_run else 'removed'}"
+    )
+
+
+@click.command()
+@click.argument("store_path", metavar="STORE", type=click.Path())
+@click.option("--max-bytes", help="Byte budget, e.g. 500GB, 1.5TiB (default: saved in the store).")
+@click.option("--max-age", help="Maximum age of a finished race, e.g. 12h, 7d (default: saved).")
+@click.option("--save", is_flag=True, help="Save --max-bytes/--max-age in the store for writers.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@clean_errors
+def prune(
+    store_path: str, max_bytes: str | None, max_age: str | None, save: bool, dry_run: bool
+) -> None:
+    """Remove orphan data, then the oldest finished races until STORE fits its capacity.
+
+    Races being recorded by live writers are never removed. Samplers drop removed
+    races on their next refresh.
+    """
+    from replay.maintenance.capacity import (
+        Capacity,
+        evict,
+        parse_age,
+        parse_size,
+        plan_eviction,
+        read_capacity,
+    )
+
+    store = open_for_writing(store_path, dry_run and not save)
+    saved = read_capacity(store.storage)
+    try:
+        capacity = Capacity(
+            parse_size(max_bytes) if max_bytes else saved.max_bytes,
+            parse_age(max_age) if max_age else saved.max_age,
+        )
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    if save:
+        store.set_capacity(capacity.max_bytes, capacity.max_age)
+    plan = plan_eviction(store.storage, capacity)
+    if capacity.unlimited and not plan.evictions:
+        raise click.ClickException("no capacity given or saved: pass --max-bytes and/or --max-age")
+    done = plan.evictions if dry_run else evict(store.storage, plan)
+    verb = "would remove" if dry_run else "removed"
+    for gone in done:
+        click.echo(f"{verb} {gone.race_id}  {human_bytes(gone.nbytes)}  ({gone.reason})")
+    after = plan.bytes_before - sum(e.nbytes for e in done)
+    click.echo(f"store: {human_bytes(plan.bytes_before)} -> {human_bytes(after)}")

@@ -1,0 +1,163 @@
+"""How a race stores its frames, as one typed value: `JpegFrames` or `ZstdFrames`.
+
+A race's ``codec`` attribute (docs/format.md) is read once into a `FrameCodec`
+(`RaceInfo.frame_codec`), which then encodes the writer's frames, decodes one stored
+frame, and gives the Zarr codec chain of the race's frames array; its `attrs` are the
+attribute as stored. The step arrays are always zstd (`ZSTD_LEVEL`, `encode_steps`).
+
+    codec = frame_codec({"name": "jpeg", "quality": 90, "subsampling": "420"})
+    blobs = codec.encode(images)               # one stored chunk per (H, W, 3) frame
+    image = codec.decode(blobs[0], height, width)
+    assert frame_codec(codec.attrs) == codec
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+from numcodecs import Zstd
+from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+
+from replay.codec import jpeg
+from replay.codec.devices import Device
+from replay.codec.pixel_order import contiguous
+from replay.codec.steps import ZSTD_LEVEL
+from replay.codec.subsampling import SUBSAMPLING_FACTORS, Subsampling
+from replay.codec.zarr_jpeg import JpegCodec, is_quality
+from replay.codec.zarr_singleton_dim import SingletonDimCodec
+
+CodecName = Literal["jpeg", "zstd"]
+Image = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class ZarrChain:
+    """The Zarr codecs of a frames array: filters, serializer, compressors."""
+
+    filters: list[ArrayArrayCodec] | None
+    serializer: ArrayBytesCodec
+    compressors: list[BytesBytesCodec]
+
+
+class FrameCodec(ABC):
+    """How a race's frames are stored (chosen at `Store.new_race`, read from attrs)."""
+
+    name: ClassVar[CodecName]
+
+    @property
+    @abstractmethod
+    def attrs(self) -> dict[str, Any]:
+        """The race's ``codec`` attribute, as stored (`frame_codec` reads it back)."""
+
+    @abstractmethod
+    def zarr_chain(self) -> ZarrChain:
+        """The codecs of the race's frames array (its ``zarr.json``)."""
+
+    @abstractmethod
+    def encode(
+        self, images: Sequence[Any], *, device: str = "cpu", gpu: int = 0, spare_core: bool = False
+    ) -> list[bytes]:
+        """Encode (H, W, 3) uint8 frames (CUDA arrays on ``device="cuda"`` for JPEG);
+        `spare_core` leaves a core to the caller (a game driver beside the writer)."""
+
+    @abstractmethod
+    def decode(self, blob: bytes, height: int, width: int) -> Image | None:
+        """One stored frame on the host; None if it does not decode to (height, width, 3)."""
+
+    def prepare(self, device: str = "cpu", gpu: int = 0) -> None:
+        """Create the encoder now rather than on the first frames (no-op by default)."""
+        del device, gpu  # nothing to create
+
+
+@dataclass(frozen=True)
+class JpegFrames(FrameCodec):
+    """Lossy: each frame one baseline JPEG (`quality` 1-100, chroma `subsampling`)."""
+
+    name: ClassVar[CodecName] = "jpeg"
+    quality: int
+    subsampling: Subsampling
+
+    def __post_init__(self) -> None:
+        if not is_quality(self.quality):
+            raise ValueError(f"quality must be an integer in 1..100, got {self.quality!r}")
+        if self.subsampling not in SUBSAMPLING_FACTORS:
+            raise ValueError(f"subsampling must be '420', '422' or '444', got {self.subsampling!r}")
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {"name": self.name, "quality": self.quality, "subsampling": self.subsampling}
+
+    def zarr_chain(self) -> ZarrChain:
+        serializer = JpegCodec(quality=self.quality, subsampling=self.subsampling)
+        return ZarrChain([SingletonDimCodec()], serializer, [Crc32cCodec()])
+
+    def prepare(self, device: str = "cpu", gpu: int = 0) -> None:
+        jpeg.encoder(cast(Device, device), gpu)
+
+    def encode(
+        self, images: Sequence[Any], *, device: str = "cpu", gpu: int = 0, spare_core: bool = False
+    ) -> list[bytes]:
+        encoder = jpeg.encoder(cast(Device, device), gpu)
+        lanes = max(1, encoder.max_lanes - 1) if spare_core else encoder.max_lanes
+        return encoder.encode(
+            images, quality=self.quality, subsampling=self.subsampling, lanes=lanes
+        )
+
+    def decode(self, blob: bytes, height: int, width: int) -> Image | None:
+        image = jpeg.decoder("cpu").decode_one(blob)
+        return image if image is not None and image.shape == (height, width, 3) else None
+
+
+@dataclass(frozen=True)
+class ZstdFrames(FrameCodec):
+    """Lossless: each frame's raw (H, W, 3) bytes, zstd-compressed."""
+
+    name: ClassVar[CodecName] = "zstd"
+    level: int = ZSTD_LEVEL
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {"name": self.name, "level": self.level}
+
+    def zarr_chain(self) -> ZarrChain:
+        return ZarrChain(None, BytesCodec(), [ZstdCodec(level=self.level), Crc32cCodec()])
+
+    def encode(
+        self, images: Sequence[Any], *, device: str = "cpu", gpu: int = 0, spare_core: bool = False
+    ) -> list[bytes]:
+        zstd = Zstd(level=self.level)
+        return [bytes(zstd.encode(contiguous(image))) for image in images]
+
+    def decode(self, blob: bytes, height: int, width: int) -> Image | None:
+        try:
+            raw = np.frombuffer(Zstd().decode(blob), dtype=np.uint8)
+            return raw.reshape(height, width, 3)
+        except (RuntimeError, ValueError):
+            return None
+
+
+def frame_codec(attrs: Mapping[str, Any]) -> FrameCodec:
+    """The codec a race's ``codec`` attribute names; ValueError (naming it) if unknown."""
+    name = attrs.get("name")
+    if name == JpegFrames.name:
+        return JpegFrames(int(attrs["quality"]), attrs["subsampling"])
+    if name == ZstdFrames.name:
+        return ZstdFrames(int(attrs.get("level", ZSTD_LEVEL)))
+    raise ValueError(f"unknown frame codec {name!r} (expected 'jpeg' or 'zstd')")
+
+
+def new_frame_codec(name: str, quality: int, subsampling: str) -> FrameCodec:
+    """The codec `Store.new_race` asked for; ValueError naming a bad argument."""
+    if name == JpegFrames.name:
+        return JpegFrames(quality, cast(Subsampling, subsampling))  # checks both
+    if name != ZstdFrames.name:
+        raise ValueError(f"codec must be 'jpeg' or 'zstd', got {name!r}")
+    if subsampling not in SUBSAMPLING_FACTORS:  # checked for zstd too, as always
+        raise ValueError(f"subsampling must be '420', '422' or '444', got {subsampling!r}")
+    return ZstdFrames()

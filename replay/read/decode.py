@@ -1,0 +1,242 @@
+"""Stored frames to pixels: `decode_batch`, the one decoder of batches.
+
+Embedded samplers and the remote client both decode here, so both give equal
+pixels. Frames come out (B, L, H, W, 3) uint8, or the transform's layout and
+dtype, on the CPU (libjpeg-turbo on every core, straight into the batch buffer,
+at 1/2-1/8 scale in the DCT domain when the transform shrinks frames that much)
+or the GPU (nvJPEG into device memory, the transform applied there by one kernel,
+`replay.read.fused`; ``device="cuda:N"`` decodes on GPU N; bfloat16 frames come out as
+their uint16 bit patterns, which `make_batch` views as ``torch.bfloat16``).
+
+    batch = decode_batch(encoded, device="cuda", out="torch", transform=t)
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from replay.codec import jpeg
+from replay.codec.devices import device_index, on_device
+from replay.codec.frames import JpegFrames, frame_codec
+from replay.codec.gpu_check import resolve_device
+from replay.cpus import usable_cpus
+from replay.read import fused
+from replay.read import transform as tf
+from replay.read.batch import EncodedBatch, Out, Sampled, corrupt_frame_error
+from replay.read.nstep import with_next_frames
+from replay.read.tensors import make_batch
+from replay.read.transform import Transform
+
+#: Most frames decoded per nvJPEG call (batched decode is faster; memory bounds it).
+DECODE_CHUNK = 16
+#: Fewest frames per nvJPEG call, whatever the memory bound says.
+MIN_DECODE_CHUNK = 4
+
+
+def decode_chunk(out_bytes: int, frame_bytes: int) -> int:
+    """Frames per nvJPEG call: the decoder's full-size frames of one call stay within a
+    fifth of the batch's output (peak device memory <= 1.2x the output for full-size
+    batches), between `MIN_DECODE_CHUNK` and `DECODE_CHUNK`."""
+    return max(MIN_DECODE_CHUNK, min(DECODE_CHUNK, out_bytes // (5 * max(1, frame_bytes))))
+
+
+def decode_batch(
+    encoded: EncodedBatch,
+    *,
+    device: str = "cpu",
+    out: Out = "numpy",
+    transform: Transform | None = None,
+) -> Sampled:
+    """Decode an `EncodedBatch` into a `Batch` on `device` ("cpu", "cuda" or "auto")
+    (with its bootstrap frames, in the same decode, for ``next_frames`` batches).
+
+    Raises `CorruptDataError` naming race, shard and step for a frame that does
+    not decode. `out` picks NumPy, torch or CuPy (CuPy needs CUDA).
+    """
+    frames, failed = decode_frames(with_next_frames(encoded), device=device, transform=transform)
+    if failed:
+        raise corrupt_frame_error(encoded, failed[0])
+    return make_batch(
+        encoded.keys, frames, encoded.steps, out=out, transform=transform, nstep=encoded.nstep
+    )
+
+
+def decode_frames(
+    encoded: EncodedBatch, *, device: str = "cpu", transform: Transform | None = None
+) -> tuple[Any, list[int]]:
+    """Decode every frame: ((B, L, *frame shape) array, flat indexes that failed).
+
+    Frames that fail are left as zeros; the caller raises or redraws them.
+    """
+    t = transform or Transform()
+    dev = resolve_device(device)
+    keys = encoded.keys
+    blobs = [b for row in encoded.frames for b in row]
+    if len(blobs) != keys.batch_size * keys.seq_len:
+        raise ValueError(f"{len(blobs)} frames for a {keys.batch_size}x{keys.seq_len} batch")
+    h, w = encoded.height, encoded.width
+    shape = t.output_shape(h, w)
+    if dev == "cuda":
+        flat, failed = _decode_cuda(blobs, encoded, t, device_index(device))
+    else:
+        dtype = (
+            np.uint8 if t.dtype == "uint8" else np.float16 if t.dtype == "float16" else np.float32
+        )
+        flat = _host_buffers.get((len(blobs), *shape), np.dtype(dtype))
+        failed = _decode_host(blobs, encoded, t, flat)
+    if failed:  # zeros, not a recycled buffer's earlier batch or a transform of black
+        flat[failed] = 0
+    return flat.reshape(keys.batch_size, keys.seq_len, *shape), failed
+
+
+# -- host (CPU) decoding -----------------------------------------------------------------
+
+
+def _decode_host(
+    blobs: Sequence[bytes], encoded: EncodedBatch, t: Transform, out: npt.NDArray[Any]
+) -> list[int]:
+    """Decode into `out` on every core (libjpeg-turbo releases the GIL); the failed indexes.
+
+    Without a transform a JPEG frame is decoded straight into its slot of `out`;
+    with one, at the DCT scale the transform allows, then transformed into it.
+    """
+    h, w = encoded.height, encoded.width
+    codec = frame_codec(encoded.codec)
+    jpeg_codec = isinstance(codec, JpegFrames)  # JPEG decodes at a DCT scale, in place
+    scale = t.dct_scale(h, w) if jpeg_codec else 1
+    expect = (-(-h // scale), -(-w // scale), 3)
+    in_place = jpeg_codec and t.is_identity
+
+    def decode(i: int) -> bool:
+        if not jpeg_codec:
+            image = codec.decode(blobs[i], h, w)
+        else:
+            image = jpeg.decode_host(blobs[i], scale=scale, out=out[i] if in_place else None)
+        if image is None or image.shape != expect:
+            return False
+        if not in_place:
+            out[i] = image if t.is_identity else tf.apply(image[None], t, np, scale=scale)[0]
+        return True
+
+    ok = list(_pool().map(decode, range(len(blobs))))
+    return [i for i, good in enumerate(ok) if not good]
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=usable_cpus(), thread_name_prefix="replay-decode")
+
+
+class _HostBuffers:
+    """Recycles output buffers once nothing outside the pool refers to them.
+
+    A fresh 276 MB buffer per batch of 64 full frames costs its page faults on
+    every batch; a buffer is handed out again only when no array, view or tensor
+    made from it is alive (CPython reference count), so a batch a caller still
+    holds is never overwritten.
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._free: list[npt.NDArray[Any]] = []
+
+    def get(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+        """A buffer of this shape and dtype that nothing else refers to."""
+        with self._lock:
+            for i in range(len(self._free)):
+                # unused: referred to only by the list (and getrefcount's argument)
+                free = sys.getrefcount(self._free[i]) == 2
+                if free and self._free[i].shape == shape and self._free[i].dtype == dtype:
+                    buf = self._free.pop(i)
+                    break
+            else:
+                buf = np.empty(shape, dtype=dtype)
+            self._free.append(buf)
+            if len(self._free) > self._keep:
+                self._free.pop(0)
+            return buf
+
+
+_host_buffers = _HostBuffers()
+
+
+# -- CUDA decoding -----------------------------------------------------------------------
+
+
+def _decode_cuda(
+    blobs: Sequence[bytes], encoded: EncodedBatch, t: Transform, index: int
+) -> tuple[Any, list[int]]:
+    """Decode on GPU `index` and transform each frame with one kernel (`replay.read.fused`)
+    straight from the decoder's output into the batch; the failed indexes.
+
+    The batch is allocated by torch when torch is installed (its caching allocator
+    can reuse the memory for the model; CuPy's pool would keep it) and by CuPy
+    otherwise. The stream is synchronized before returning, so a batch decoded in a
+    prefetch thread is complete when another thread's stream reads it.
+    """
+    import cupy
+
+    h, w = encoded.height, encoded.width
+    codec = frame_codec(encoded.codec)
+    gpu_jpeg = isinstance(codec, JpegFrames)  # nvJPEG; zstd frames decode on the host
+    with on_device(index):
+        flat = _device_buffer((len(blobs), *t.output_shape(h, w)), fused.output_dtype(t), index)
+        failed: list[int] = []
+        step = decode_chunk(flat.nbytes, h * w * 3)
+        for start in range(0, len(blobs), step):
+            chunk = blobs[start : start + step]
+            if gpu_jpeg:
+                images = jpeg.decoder("cuda", index).decode(chunk)
+            else:
+                host = [codec.decode(b, h, w) for b in chunk]
+                images = [None if a is None else cupy.asarray(a) for a in host]
+            good = [im is not None and tuple(im.shape) == (h, w, 3) for im in images]
+            if gpu_jpeg:
+                _confirm_blank(images, chunk, good)
+            for j, image in enumerate(images):
+                if good[j] and image is not None:
+                    i = start + j
+                    fused.fused(image[None], t, out=flat[i : i + 1])
+            failed += [start + j for j, ok in enumerate(good) if not ok]
+        cupy.cuda.get_current_stream().synchronize()
+    return flat, failed
+
+
+def _device_buffer(shape: tuple[int, ...], dtype: np.dtype[Any], index: int) -> Any:
+    """An uninitialised CuPy array on GPU `index`, its memory from torch when available."""
+    import cupy
+
+    try:
+        import torch
+    except ImportError:
+        return cupy.empty(shape, dtype=dtype)
+    # uint8, uint16 (bfloat16 bits), float16, float32: torch has each under NumPy's name
+    tensor = torch.empty(shape, dtype=getattr(torch, dtype.name), device=f"cuda:{index}")
+    return cupy.from_dlpack(tensor)
+
+
+def _confirm_blank(images: list[Any], blobs: Sequence[bytes], good: list[bool]) -> None:
+    """Re-decode on the CPU the frames the GPU decoded as all zeros (a known failure mode
+    of hardware decode on some inputs); one host sync for the chunk."""
+    import cupy
+
+    checked = [j for j, ok in enumerate(good) if ok]
+    if not checked:
+        return
+    peaks = cupy.stack([images[j].max() for j in checked]).get().tolist()
+    for j, peak in zip(checked, peaks, strict=True):
+        if peak == 0:
+            image = jpeg.decoder("cpu").decode_one(blobs[j])
+            if image is None:
+                good[j] = False
+            else:
+                images[j] = cupy.asarray(image)

@@ -1,0 +1,246 @@
+"""The batched reader: from `SampleKeys` to an `EncodedBatch` of stored bytes.
+
+For a batch it groups the wanted frames by shard, looks their byte ranges up
+in the `Index`, coalesces ranges that touch (a sequence window is one read),
+and reads every shard's ranges in parallel through `ByteStorage.read_ranges`
+(``os.pread`` on disk; an object store implements the same call with ranged
+GETs). The step arrays come from their per-shard zstd chunks, decoded once and
+kept in a small LRU cache. Nothing is decoded here: `replay.read.decode.decode_batch`
+does that, on the CPU or GPU.
+
+    reader = Reader(store.storage, index)
+    encoded = reader.fetch(keys)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from replay.cpus import usable_cpus
+from replay.errors import CorruptDataError, SamplingError
+from replay.format import shards
+from replay.format import spec as fmt
+from replay.format.race import read_step_chunk
+from replay.read.batch import EncodedBatch, SampleKeys
+
+if TYPE_CHECKING:
+    from replay.read.index import Index, RaceEntry
+    from replay.storage.base import ByteStorage
+
+#: Ranges closer than this are read as one (a pread costs more than a few KB).
+COALESCE_GAP = 4096
+#: Decoded step chunks kept (per reader); each is shard_size values of one array.
+STEP_CACHE_CHUNKS = 4096
+
+
+@dataclass(frozen=True)
+class ReadStats:
+    """Counters of a reader."""
+
+    frames: int
+    bytes: int
+    reads: int
+
+
+class Reader:
+    """Reads the frames and step data of sampled keys; thread-safe."""
+
+    def __init__(self, storage: ByteStorage, index: Index, *, threads: int | None = None) -> None:
+        self.storage = storage
+        self.index = index
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads or min(16, 4 * usable_cpus()),
+            thread_name_prefix="replay-read",
+        )
+        self._steps: OrderedDict[tuple[str, str, int], tuple[int, npt.NDArray[Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._frames = self._bytes = self._reads = 0
+
+    def close(self) -> None:
+        """Stop the I/O threads."""
+        self._pool.shutdown(wait=True)
+
+    def stats(self) -> ReadStats:
+        """Frames and bytes read so far, and the reads (after coalescing) that took."""
+        return ReadStats(frames=self._frames, bytes=self._bytes, reads=self._reads)
+
+    def fetch(self, keys: SampleKeys) -> EncodedBatch:
+        """The stored bytes and step arrays of every frame of `keys`.
+
+        Raises `CorruptDataError` (naming race, shard and step) for a shard that
+        cannot be read.
+        """
+        b, seq = keys.steps.shape
+        entries = [self.index.entry(r) for r in keys.race_ids]
+        first = entries[0].info
+        _check_alike(entries)
+        names = _common_step_arrays([e.info for e in entries])
+        groups: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+        steps_flat = keys.steps.reshape(-1).tolist()
+        for flat, step in enumerate(steps_flat):
+            e = entries[flat // seq]
+            if not 0 <= step < e.length:
+                raise SamplingError(
+                    f"race {e.race_id}: step {step} is not committed (length {e.length})"
+                )
+            shard, slot = divmod(step, e.info.shard_size)
+            groups[(e.race_id, shard)].append((flat, slot))
+        blobs: list[bytes] = [b""] * (b * seq)
+        step_values: dict[str, list[Any]] = {n: [None] * (b * seq) for n in names}
+
+        def read_group(item: tuple[tuple[str, int], list[tuple[int, int]]]) -> int:
+            (race_id, shard), members = item
+            entry = self.index.entry(race_id)
+            reads = self._read_frames(entry, shard, members, blobs)
+            for name in names:
+                chunk = self._step_chunk(entry, name, shard)
+                for flat, slot in members:
+                    step_values[name][flat] = chunk[slot]
+            return reads
+
+        reads = sum(self._pool.map(read_group, groups.items()))
+        steps = {n: np.stack(v).reshape(b, seq, *np.shape(v[0])) for n, v in step_values.items()}
+        nbytes = sum(len(x) for x in blobs)
+        with self._lock:
+            self._frames += len(blobs)
+            self._bytes += nbytes
+            self._reads += reads
+        return EncodedBatch(
+            keys=keys,
+            frames=[blobs[i * seq : (i + 1) * seq] for i in range(b)],
+            height=first.height,
+            width=first.width,
+            steps=steps,
+            codec=dict(first.codec),
+            shard_size=first.shard_size,
+        )
+
+    def _read_frames(
+        self, entry: RaceEntry, shard: int, members: list[tuple[int, int]], out: list[bytes]
+    ) -> int:
+        slots = sorted({slot for _, slot in members})
+        ranges = dict(zip(slots, entry.frame_ranges(self.storage, shard, slots), strict=True))
+        spans = coalesce(sorted(ranges.values()))
+        key = fmt.frames_key(entry.race_id, shard)
+        try:
+            data = self.storage.read_ranges(key, spans)
+        except (OSError, EOFError, ValueError) as e:
+            step = shard * entry.info.shard_size + slots[0]
+            raise CorruptDataError.at(
+                entry.race_id,
+                shard,
+                f"cannot read frame bytes near step {step} ({type(e).__name__}: {e})",
+                step,
+                whole_shard=True,
+            ) from e
+        starts = [s for s, _ in spans]
+        views = [memoryview(d) for d in data]
+        by_slot = {}
+        for slot, (offset, nbytes) in ranges.items():
+            i = int(np.searchsorted(starts, offset, side="right")) - 1
+            at = offset - starts[i]
+            try:
+                by_slot[slot] = shards.without_checksum(views[i][at : at + nbytes].tobytes())
+            except ValueError as e:
+                step = shard * entry.info.shard_size + slot
+                raise CorruptDataError.at(
+                    entry.race_id, shard, f"frame at step {step} is damaged ({e})", step=step
+                ) from e
+        for flat, slot in members:
+            out[flat] = by_slot[slot]
+        return len(spans)
+
+    def _step_chunk(self, entry: RaceEntry, name: str, shard: int) -> npt.NDArray[Any]:
+        """Values of one step array for the committed steps of one shard (cached)."""
+        s = entry.info.shard_size
+        committed = min(s, entry.length - shard * s)
+        cache_key = (entry.race_id, name, shard)
+        with self._lock:
+            hit = self._steps.get(cache_key)
+            if hit is not None and hit[0] >= committed:
+                self._steps.move_to_end(cache_key)
+                return hit[1]
+        values = read_step_chunk(self.storage, entry.info, name, shard)  # a private copy
+        with self._lock:
+            self._steps[cache_key] = (committed, values)
+            while len(self._steps) > STEP_CACHE_CHUNKS:
+                self._steps.popitem(last=False)
+        return values
+
+    def step_values(self, entry: RaceEntry, name: str, steps: npt.NDArray[np.int64]) -> Any:
+        """Values of step array `name` at `steps` (any shape) of one race (e.g. t_ns for
+        recency, rewards for n-step returns); one gather per shard touched."""
+        steps = np.asarray(steps, dtype=np.int64)
+        shard_of, slot = np.divmod(steps.reshape(-1), entry.info.shard_size)
+        out: npt.NDArray[Any] | None = None
+        for shard in np.unique(shard_of).tolist():
+            chunk = self._step_chunk(entry, name, shard)
+            if out is None:
+                out = np.empty((len(slot), *chunk.shape[1:]), dtype=chunk.dtype)
+            here = shard_of == shard
+            out[here] = chunk[slot[here]]
+        if out is None:
+            return np.zeros(steps.shape)
+        return out.reshape(*steps.shape, *out.shape[1:])
+
+
+def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tuple[int, int]]:
+    """Merge sorted (offset, nbytes) ranges that overlap or lie within `gap` bytes."""
+    out: list[tuple[int, int]] = []
+    for offset, nbytes in ranges:
+        if out and offset <= out[-1][0] + out[-1][1] + gap:
+            start, size = out[-1]
+            out[-1] = (start, max(size, offset + nbytes - start))
+        else:
+            out.append((offset, nbytes))
+    return out
+
+
+def _check_alike(entries: list[RaceEntry]) -> None:
+    """SamplingError unless the races of one batch share frame size and codec."""
+    first = entries[0].info
+    for e in entries:
+        if (e.info.height, e.info.width) != (first.height, first.width):
+            raise SamplingError(
+                f"races {first.race_id} ({first.height}x{first.width}) and {e.race_id} "
+                f"({e.info.height}x{e.info.width}) differ in frame size; "
+                "use filters to sample races of one size"
+            )
+        if e.info.frame_codec.name != first.frame_codec.name:
+            raise SamplingError(
+                f"races {first.race_id} and {e.race_id} use different frame codecs; "
+                "use filters to sample one codec"
+            )
+
+
+def _common_step_arrays(infos: list[Any]) -> list[str]:
+    """Step arrays every race of a batch has with one dtype and shape."""
+    first = infos[0]
+    names = []
+    for name in first.step_arrays:
+        layouts = set()
+        for info in infos:
+            if name not in info.step_arrays:
+                break
+            if name in fmt.STANDARD_STEPS:
+                layouts.add((name, tuple(info.action_shape) if name == "action" else ()))
+            else:
+                spec = info.extras[name]
+                layouts.add((spec["dtype"], tuple(spec["shape"])))
+        else:
+            if len(layouts) == 1:
+                names.append(name)
+                continue
+        if name in fmt.STANDARD_STEPS:
+            raise SamplingError(
+                f"the races of this batch disagree on the layout of {name!r}; "
+                "use filters to sample compatible races"
+            )
+    return names

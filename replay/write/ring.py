@@ -1,0 +1,206 @@
+"""A frame ring in shared memory, between a driver and its writer process.
+
+The driver (one producer) copies a frame and its step values into slot
+``head % slots`` and then advances ``head``; the writer process (one consumer)
+reads slots up to ``head`` and advances ``tail`` once it has encoded them. Both
+counters live in the ring itself, so a slot posted before the driver died is
+still visible to the writer process: a SIGKILLed driver loses nothing it
+appended. Each slot has a `layouts` row besides: zeros when the slot holds the
+frame, or the `replay.codec.pixel_order.Layout` of the frame's memory block it holds.
+The writer process also publishes its `WriterStats` here (pickled, under a
+sequence counter) so `stats()` in the driver reads them without a round trip.
+
+The ring is a file in ``/dev/shm`` (memory, not disk) mapped by both processes;
+the writer process unlinks it as soon as it has mapped it, so nothing is left
+behind whoever dies first.
+
+    ring = FrameRing.create(slots=32, shape=(900, 1600, 3), steps={"reward": (np.float32, ())})
+    ring.frames[0][...] = frame; ring.steps["reward"][0] = 1.0; ring.head = 1
+    other = FrameRing.attach(ring.path, slots=32, shape=(900, 1600, 3), steps=...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: per-step arrays: name -> (dtype, per-step shape)
+StepLayout = dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
+
+_HEAD, _TAIL, _STATE, _FAILED, _SEQ, _STATS_LEN = range(6)
+_HEADER = 8 * 8  # eight int64 counters
+_STATS = 8192  # room for the pickled WriterStats (its error message is cut to fit)
+_LAYOUT = 4  # int64 per slot: a frame_layout.Layout's offset and three strides
+_ALIGN = 4096
+
+STARTING, RUNNING, DONE = 0, 1, 2
+
+
+def _memory_dir() -> Path:
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def _layout(
+    slots: int, shape: tuple[int, ...], steps: StepLayout
+) -> tuple[dict[str, int], int, int]:
+    """Byte offsets of the step arrays, of the frames, and the total size (the slots'
+    layouts come first, at ``_HEADER + _STATS``)."""
+    offset = _HEADER + _STATS + slots * _LAYOUT * 8
+    offsets = {}
+    for name, (dtype, step_shape) in steps.items():
+        offsets[name] = offset
+        offset += slots * int(np.prod(step_shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        offset = -(-offset // 8) * 8
+    frames_at = -(-offset // _ALIGN) * _ALIGN
+    total = frames_at + slots * int(np.prod(shape, dtype=np.int64))
+    return offsets, frames_at, total
+
+
+def _available_memory() -> int:
+    """Bytes of memory the kernel says can be had now (MemAvailable), or no bound."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**63
+
+
+class FrameRing:
+    """`slots` frames of `shape` uint8 plus their step values, in a shared mapping."""
+
+    def __init__(
+        self, path: Path, fd: int, slots: int, shape: tuple[int, ...], steps: StepLayout
+    ) -> None:
+        self.path = path
+        self.slots = slots
+        offsets, frames_at, total = _layout(slots, shape, steps)
+        self._map = mmap.mmap(fd, total)
+        os.close(fd)
+        buf = memoryview(self._map)
+        # int64 counters through a memoryview: a plain int in and out, cheaper than
+        # indexing a NumPy array on the driver's per-frame path
+        self._header = buf[:_HEADER].cast("q")
+        self._stats = np.frombuffer(buf, np.uint8, _STATS, _HEADER)
+        self.layouts = np.frombuffer(buf, np.int64, slots * _LAYOUT, _HEADER + _STATS).reshape(
+            slots, _LAYOUT
+        )
+        self.steps: dict[str, npt.NDArray[Any]] = {
+            name: np.frombuffer(
+                buf, dtype, slots * int(np.prod(s, dtype=np.int64)), offsets[name]
+            ).reshape(slots, *s)
+            for name, (dtype, s) in steps.items()
+        }
+        self.frames: npt.NDArray[np.uint8] = np.frombuffer(
+            buf, np.uint8, total - frames_at, frames_at
+        ).reshape(slots, *shape)
+
+    @classmethod
+    def create(cls, slots: int, shape: tuple[int, ...], steps: StepLayout) -> FrameRing:
+        """A new zeroed ring (its pages faulted in now, not on the driver's first appends)."""
+        total = _layout(slots, shape, steps)[2]
+        available = _available_memory()
+        if total > available:
+            raise MemoryError(
+                f"a ring of {slots} frames of {shape} needs {total / 2**30:.1f} GiB of shared "
+                f"memory; {available / 2**30:.1f} GiB is available (lower queue_size)"
+            )
+        fd, name = tempfile.mkstemp(prefix="replay-ring-", dir=_memory_dir())
+        try:
+            os.posix_fallocate(fd, 0, total)  # ENOSPC now, not SIGBUS on a later append
+        except OSError as e:
+            os.close(fd)
+            os.unlink(name)
+            raise MemoryError(f"cannot allocate a ring of {total} bytes in {name}: {e}") from e
+        ring = cls(Path(name), fd, slots, shape, steps)
+        ring.frames.fill(0)
+        return ring
+
+    @classmethod
+    def attach(cls, path: Path, slots: int, shape: tuple[int, ...], steps: StepLayout) -> FrameRing:
+        """Map the ring another process created at `path`, and unlink its name."""
+        fd = os.open(path, os.O_RDWR)
+        ring = cls(path, fd, slots, shape, steps)
+        path.unlink(missing_ok=True)
+        return ring
+
+    def unlink(self) -> None:
+        """Remove the ring's name (the mappings stay valid); for a writer that never attached."""
+        self.path.unlink(missing_ok=True)
+
+    # -- counters (each an aligned int64: one store, one load) ------------------------
+
+    @property
+    def head(self) -> int:
+        """Frames posted by the driver."""
+        return self._header[_HEAD]
+
+    @head.setter
+    def head(self, value: int) -> None:
+        self._header[_HEAD] = value
+
+    @property
+    def tail(self) -> int:
+        """Frames taken by the writer process (their slots are free again)."""
+        return self._header[_TAIL]
+
+    @tail.setter
+    def tail(self, value: int) -> None:
+        self._header[_TAIL] = value
+
+    @property
+    def state(self) -> int:
+        """STARTING, RUNNING (the writer process took the race) or DONE (closed)."""
+        return self._header[_STATE]
+
+    @state.setter
+    def state(self, value: int) -> None:
+        self._header[_STATE] = value
+
+    @property
+    def failed(self) -> bool:
+        """The writer process's writer has failed (details in `read_stats().error`)."""
+        return bool(self._header[_FAILED])
+
+    # -- stats, published by the writer process ----------------------------------------
+
+    def publish(self, stats: Any, failed: bool) -> None:
+        """Store `stats` (a picklable snapshot) for the driver to read."""
+        blob = pickle.dumps(stats)
+        if len(blob) > _STATS:
+            raise ValueError(f"stats snapshot of {len(blob)} bytes exceeds {_STATS}")
+        seq = self._header[_SEQ]
+        self._header[_SEQ] = seq + 1  # odd: being written
+        self._stats[: len(blob)] = np.frombuffer(blob, np.uint8)
+        self._header[_STATS_LEN] = len(blob)
+        if failed:
+            self._header[_FAILED] = 1
+        self._header[_SEQ] = seq + 2
+
+    def read_stats(self) -> Any | None:
+        """The last published snapshot (None before the first)."""
+        while True:
+            seq = self._header[_SEQ]
+            if seq == 0:
+                return None
+            blob = self._stats[: self._header[_STATS_LEN]].tobytes()
+            if seq % 2 == 0 and self._header[_SEQ] == seq:
+                return pickle.loads(blob)
+
+    def close(self) -> None:
+        """Unmap (views into the ring must not be used afterwards)."""
+        self._header.release()
+        del self._stats, self.layouts, self.steps, self.frames
+        with contextlib.suppress(BufferError):  # a view still alive: the GC unmaps it later
+            self._map.close()

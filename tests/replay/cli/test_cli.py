@@ -1,0 +1,175 @@
+"""The replay CLI, run in-process with click's CliRunner on a real store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import replay
+from replay.cli.main import main
+from replay.format import spec as fmt
+
+
+@pytest.fixture(scope="module")
+def store_path(
+    tmp_path_factory: pytest.TempPathFactory, real_frames: npt.NDArray[np.uint8]
+) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "store"
+    store = replay.open_store(path)
+    for n in (5, 3):
+        with store.new_race(env="CarRacing-v3", map="track-1", shard_size=4) as writer:
+            for step, frame in enumerate(real_frames[:n]):
+                writer.append(frame, reward=step)
+    return path
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_every_command_has_help() -> None:
+    code, out = invoke("--help")
+    assert code == 0
+    for command in ("inspect", "record", "bench", "serve", "soak", "verify", "recover", "prune"):
+        assert command in out
+    for command in (
+        "inspect",
+        "verify",
+        "recover",
+        "prune",
+        "record",
+        "serve",
+        "soak",
+        "bench",
+        "bench ingest",
+        "bench sample",
+        "bench footprint",
+        "bench scaling",
+        "bench serve",
+        "bench s3",
+        "bench gpu",
+        "bench plot",
+    ):
+        code, out = invoke(*command.split(), "--help")
+        assert code == 0
+        assert "Usage:" in out
+        assert "needs: pip install" not in out  # the plugin loaded, extras installed
+
+
+def test_inspect_store_table_and_json(store_path: Path) -> None:
+    code, out = invoke("inspect", str(store_path))
+    assert code == 0
+    assert "2 races, 8 frames" in out
+    assert "smaller than raw" in out
+    code, out = invoke("inspect", str(store_path), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert [r["frames"] for r in doc["races"]] == [5, 3]
+    assert doc["totals"]["frames"] == 8
+    assert doc["races"][0]["compression"] > 15
+    assert doc["races"][0]["status"] == "complete"
+
+
+def test_inspect_one_race(store_path: Path) -> None:
+    race_id = replay.open_store(store_path, mode="r").races()[0].race_id
+    code, out = invoke("inspect", str(store_path), race_id, "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert [s["frames"] for s in doc["shards"]] == [4, 1]
+    assert doc["steps"]["reward"]["max"] == 4.0
+    assert doc["attrs"]["map"] == "track-1"
+    code, out = invoke("inspect", str(store_path), race_id)
+    assert code == 0
+    assert "per-step arrays" in out
+
+
+def test_export_frame(store_path: Path, tmp_path: Path) -> None:
+    store = replay.open_store(store_path, mode="r")
+    race = store.race(store.races()[0].race_id)
+    code, _ = invoke(
+        "inspect", str(store_path), race.race_id, "--frame", "2", "--out", str(tmp_path / "f.png")
+    )
+    assert code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "f.png")), race.frame(2))
+    code, _ = invoke(
+        "inspect", str(store_path), race.race_id, "--frame", "2", "--out", str(tmp_path / "f.jpg")
+    )
+    assert code == 0
+    assert (tmp_path / "f.jpg").read_bytes() == race.frame_bytes(2)
+    code, out = invoke(
+        "inspect", str(store_path), race.race_id, "--frame", "99", "--out", str(tmp_path / "x.png")
+    )
+    assert code == 1
+    assert "has 5 committed steps" in out
+
+
+def test_inspect_errors(store_path: Path, tmp_path: Path) -> None:
+    code, out = invoke("inspect", str(tmp_path / "nothing"))
+    assert code == 1
+    assert "is not a replay store" in out
+    code, out = invoke("inspect", str(store_path), "../../etc/passwd")
+    assert code == 1
+    assert "not a race id" in out
+    code, out = invoke("inspect", str(store_path), "--frame", "1")
+    assert code == 2
+    assert "need a RACE" in out
+
+
+def test_race_ids_accept_a_unique_prefix(store_path: Path) -> None:
+    ids = replay.open_store(store_path, mode="r").race_ids()
+    shortest = next(
+        n for n in range(1, 27) if len({i[:n] for i in ids}) == len(ids)
+    )  # as git: the shortest prefix that tells the races apart
+    code, out = invoke("inspect", str(store_path), ids[1][:shortest].lower(), "--json")
+    assert code == 0, out
+    assert json.loads(out)["race_id"] == ids[1]
+    code, out = invoke("inspect", str(store_path), ids[0][: shortest - 1] if shortest > 1 else "0")
+    assert code == 1
+    assert "ambiguous" in out
+    assert ids[0] in out
+    assert ids[1] in out
+    assert "Traceback" not in out
+
+
+def test_not_found_names_the_store_as_given(store_path: Path) -> None:
+    code, out = invoke("inspect", str(store_path), "7ZZZZ")
+    assert code == 1
+    assert f"no race id starting with '7ZZZZ' in {store_path}" in out
+    code, out = invoke("inspect", str(store_path), "7" + "Z" * 25)
+    assert code == 1
+    assert f"no race 7{'Z' * 25} in {store_path}" in out
+    assert "LocalStorage" not in out
+
+
+def test_inspect_after_a_repair_shows_the_bytes_on_disk(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    store = replay.open_store(tmp_path / "s")
+    with store.new_race(env="CarRacing-v3", shard_size=4) as writer:
+        for frame in real_frames[:10]:
+            writer.append(frame, reward=1.0)
+    race_id = writer.race_id
+    shard1 = tmp_path / "s" / fmt.frames_key(race_id, 1)
+    shard1.write_bytes(shard1.read_bytes()[:-100])  # shard 1's index is gone
+    before = shard1.stat().st_size
+    assert invoke("verify", str(tmp_path / "s"), "--repair")[0] in (0, 1)
+    assert shard1.stat().st_size != before  # rebuilt: its intact frames and a new index
+
+    code, out = invoke("inspect", str(tmp_path / "s"), race_id, "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    files = {k: (tmp_path / "s" / fmt.frames_key(race_id, k)).stat().st_size for k in range(3)}
+    assert [(s["shard"], s["bytes"]) for s in doc["shards"]] == sorted(files.items())
+    assert [s["index"] for s in doc["shards"]] == ["ok"] * 3
+    assert doc["bytes"] >= sum(files.values())
+    code, out = invoke("inspect", str(tmp_path / "s"), race_id)
+    assert code == 0
+    assert "repairs" in out
+    assert "Traceback" not in out

@@ -1,0 +1,199 @@
+"""`replay.read.decode`: encoded batches of real stored JPEGs decode to the same pixels as the
+race reader; damaged frames named; lossless frames; buffers; bad batches refused."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from numcodecs import Zstd
+from sampling_helpers import keys_of, write_race
+
+import replay
+from replay.codec import jpeg
+from replay.codec.devices import cuda_available
+from replay.codec.frames import ZstdFrames
+from replay.read.batch import Batch, EncodedBatch, SampleKeys, corrupt_frame_error
+from replay.read.decode import decode_batch, decode_frames
+
+SHARD = 4
+
+
+@pytest.fixture(scope="module")
+def store_path(
+    real_frames: npt.NDArray[np.uint8], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A store of one race of 12 real CarRacing frames in shards of 4 (reward = step)."""
+    path = tmp_path_factory.mktemp("batch") / "store"
+    write_race(replay.open_store(path), real_frames[:12], env="CarRacing-v3", shard_size=SHARD)
+    return path
+
+
+@pytest.fixture(scope="module")
+def race(store_path: Path) -> replay.Race:
+    store = replay.open_store(store_path, mode="r")
+    (info,) = store.races()
+    return store.race(info.race_id)
+
+
+def fetch(store_path: Path, keys: SampleKeys) -> EncodedBatch:
+    """The stored bytes of `keys`, read by a sampler's reader as `Sampler.sample` does."""
+    with replay.open_store(store_path, mode="r").sampler() as sampler:
+        return sampler.fetch(keys)
+
+
+def test_decoded_batch_equals_the_race_reader(store_path: Path, race: replay.Race) -> None:
+    keys = keys_of(race.race_id, [2, 6, 9], seq_len=2)  # windows across shard boundaries
+    encoded = fetch(store_path, keys)
+    assert (encoded.height, encoded.width, encoded.shard_size) == (900, 1600, SHARD)
+    assert encoded.codec["name"] == "jpeg"
+    for row, steps in zip(encoded.frames, keys.steps.tolist(), strict=True):
+        assert row == [race.frame_bytes(s) for s in steps]  # the stored bytes, checksum removed
+    assert encoded.nbytes == sum(len(race.frame_bytes(s)) for s in keys.steps.flat)
+    batch = decode_batch(encoded)
+    assert isinstance(batch, Batch)
+    assert (batch.frames.shape, batch.frames.dtype) == ((3, 2, 900, 1600, 3), np.uint8)
+    for frames, steps in zip(batch.frames, keys.steps.tolist(), strict=True):
+        for frame, step in zip(frames, steps, strict=True):
+            np.testing.assert_array_equal(frame, race.frame(step))
+    assert len(batch) == 3
+    assert batch.keys == keys.keys
+    np.testing.assert_array_equal(batch.weights, keys.weights)
+    np.testing.assert_array_equal(batch.reward, keys.steps.astype(np.float32))
+    np.testing.assert_array_equal(batch.action[..., 2], 3 * keys.steps)
+    np.testing.assert_array_equal(batch.terminated, keys.steps == 11)
+    assert batch.truncated.shape == batch.t_ns.shape == (3, 2)
+    assert np.all(np.diff(batch.t_ns, axis=1) > 0)
+    pinned = batch.pin_memory()  # NumPy arrays have nothing to pin: the same arrays back
+    assert pinned.frames is batch.frames
+    assert pinned.steps["reward"] is batch.steps["reward"]
+
+
+def test_damaged_frame_is_named_by_race_shard_and_step(store_path: Path, race: replay.Race) -> None:
+    keys = keys_of(race.race_id, [1, 5], seq_len=2)
+    encoded = fetch(store_path, keys)
+    good = encoded.frames[0][0]
+    damaged = replace(encoded, frames=[encoded.frames[0], [encoded.frames[1][0], good[:200]]])
+    frames, failed = decode_frames(damaged)
+    assert failed == [3]  # row-major over (B, L): item 1, position 1 = step 6
+    np.testing.assert_array_equal(frames[1, 0], race.frame(5))
+    with pytest.raises(replay.CorruptDataError, match=rf"race {race.race_id}, shard 1: .*step 6"):
+        decode_batch(damaged)
+    error = corrupt_frame_error(damaged, 3)
+    assert (error.race_id, error.shard, error.step) == (race.race_id, 1, 6)
+    unknown = corrupt_frame_error(replace(damaged, shard_size=0), 2)  # shard size not known
+    assert (unknown.shard, unknown.step) == (-1, 5)
+
+
+def test_a_failed_frame_is_left_as_zeros(store_path: Path, race: replay.Race) -> None:
+    keys = keys_of(race.race_id, [1, 5], seq_len=2)
+    encoded = fetch(store_path, keys)
+    held = decode_batch(encoded)  # two batches of the same shape: the pool keeps the
+    earlier = decode_batch(encoded)  # last two buffers, and gives back the free one
+    assert earlier.frames[1, 1].any()
+    del earlier
+    damaged = replace(encoded, frames=[encoded.frames[0], [encoded.frames[1][0], b"junk"]])
+    frames, failed = decode_frames(damaged)
+    assert failed == [3]
+    assert not np.shares_memory(frames, held.frames)  # the held batch is left alone
+    assert not frames[1, 1].any()
+
+
+def test_held_batches_are_not_overwritten_by_later_ones(
+    store_path: Path, race: replay.Race
+) -> None:
+    first = decode_batch(fetch(store_path, keys_of(race.race_id, [0, 1])))
+    copy = first.frames.copy()
+    later = fetch(store_path, keys_of(race.race_id, [10, 11]))
+    for _ in range(4):  # more batches of the same shape than the buffer pool keeps
+        other = decode_batch(later)
+        assert not np.shares_memory(other.frames, first.frames)
+    np.testing.assert_array_equal(first.frames, copy)
+
+
+def test_lossless_zstd_frames_decode_bit_exact(real_frames: npt.NDArray[np.uint8]) -> None:
+    frames = real_frames[:4]
+    keys = keys_of("A" * 26, [0, 2], seq_len=2)
+    blobs = [bytes(Zstd().encode(np.ascontiguousarray(f))) for f in frames]
+    encoded = EncodedBatch(keys, [blobs[:2], blobs[2:]], 900, 1600, {}, {"name": "zstd"}, SHARD)
+    batch = decode_batch(encoded)
+    np.testing.assert_array_equal(batch.frames, frames.reshape(2, 2, 900, 1600, 3))
+    codec = ZstdFrames()
+    np.testing.assert_array_equal(codec.decode(blobs[3], 900, 1600), frames[3])
+    assert codec.decode(b"not zstd", 900, 1600) is None
+    assert codec.decode(blobs[0], 900, 1599) is None  # the wrong frame size
+
+
+def test_bad_batches_and_devices_are_refused(store_path: Path, race: replay.Race) -> None:
+    encoded = fetch(store_path, keys_of(race.race_id, [0, 4]))
+    with pytest.raises(ValueError, match="1 frames for a 2x1 batch"):
+        decode_batch(replace(encoded, frames=[encoded.frames[0]]))
+    if not cuda_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            decode_batch(encoded, device="cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        decode_batch(encoded, device="gpu0")
+
+
+gpu = pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("backend", ["hardware", "cuda"])
+def test_each_gpu_backend_decodes_what_the_cpu_decodes(
+    store_path: Path, race: replay.Race, backend: str
+) -> None:
+    torch = pytest.importorskip("torch")
+    decoder = jpeg.decoder("cuda", 0)
+    if backend not in decoder.backends:
+        pytest.skip(f"this GPU has no {backend} JPEG decoder ({decoder.backends})")
+    encoded = fetch(store_path, keys_of(race.race_id, [0, 5, 11]))
+    decoder.use_backend(backend)
+    try:
+        before = decoder.decoded[backend]
+        batch = decode_batch(encoded, device="cuda:0", out="torch")
+        assert decoder.decoded[backend] == before + 3  # stats say which backend decoded
+    finally:
+        decoder.use_backend(decoder.backends[0])
+    assert batch.frames.is_cuda
+    assert batch.frames.dtype == torch.uint8
+    host = decode_batch(encoded).frames
+    diff = np.abs(batch.frames.cpu().numpy().astype(int) - host.astype(int))
+    assert diff.mean() < 1.0  # IDCT rounding differs by a level here and there
+    assert diff.max() <= 8
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_transforms_match_the_cpu_path_and_bfloat16_comes_out_as_torch(
+    store_path: Path, race: replay.Race
+) -> None:
+    torch = pytest.importorskip("torch")
+    from replay.read.transform import Transform
+
+    encoded = fetch(store_path, keys_of(race.race_id, [1, 7]))
+    t = Transform(
+        crop=(100, 200, 600, 1200), size=(150, 300), dtype="bfloat16", layout="NCHW", mean=0.5
+    )
+    on_gpu = decode_batch(encoded, device="cuda", out="torch", transform=t).frames
+    assert on_gpu.dtype == torch.bfloat16
+    assert on_gpu.shape == (2, 1, 3, 150, 300)
+    exact = replace(t, dct_scaling=False)  # the GPU decodes at full size, then resizes
+    on_cpu = decode_batch(encoded, out="torch", transform=exact).frames
+    np.testing.assert_allclose(on_gpu.float().cpu().numpy(), on_cpu.float().numpy(), atol=0.04)
+
+
+def test_gpu_decode_chunks_keep_peak_memory_near_the_output() -> None:
+    from replay.read.decode import DECODE_CHUNK, MIN_DECODE_CHUNK, decode_chunk
+
+    frame = 900 * 1600 * 3
+    full_64 = decode_chunk(64 * frame, frame)  # uint8 batch of 64 full frames
+    assert full_64 == 12
+    assert (64 * frame + full_64 * frame) / (64 * frame) <= 1.2
+    assert decode_chunk(64 * frame * 4, frame) == DECODE_CHUNK  # float32: capped
+    assert decode_chunk(64 * frame // 16, frame) == MIN_DECODE_CHUNK  # 1/4 size: floor
+    assert decode_chunk(0, 0) == MIN_DECODE_CHUNK

@@ -1,0 +1,181 @@
+"""`replay.read.transform`: crop, resize, grey, float NCHW on real CarRacing frames, each checked
+against a straightforward NumPy (or PIL, or torch) computation; settings and shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from PIL import Image
+
+from replay.read import transform as tf
+from replay.read.transform import Transform
+
+
+@pytest.fixture(scope="module")
+def frames(real_frames: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Two real frames from late in the clip (the track fills the view), (2, 900, 1600, 3)."""
+    return real_frames[[-8, -1]]
+
+
+def area(x: npt.NDArray[np.uint8], f: int) -> npt.NDArray[np.float64]:
+    n, h, w, c = x.shape
+    out: npt.NDArray[np.float64] = x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
+    return out
+
+
+def bilinear(x: npt.NDArray[np.uint8], out_h: int, out_w: int) -> npt.NDArray[np.float64]:
+    """Per-pixel bilinear with half-pixel centres, clamped at the border (one image)."""
+    h, w, c = x.shape
+    out = np.empty((out_h, out_w, c))
+    for i in range(out_h):
+        y = min(max((i + 0.5) * h / out_h - 0.5, 0), h - 1)
+        y0 = int(np.floor(y))
+        y1, wy = min(y0 + 1, h - 1), y - y0
+        for j in range(out_w):
+            xx = min(max((j + 0.5) * w / out_w - 0.5, 0), w - 1)
+            x0 = int(np.floor(xx))
+            x1, wx = min(x0 + 1, w - 1), xx - x0
+            top = (1 - wx) * x[y0, x0].astype(float) + wx * x[y0, x1]
+            bottom = (1 - wx) * x[y1, x0].astype(float) + wx * x[y1, x1]
+            out[i, j] = (1 - wy) * top + wy * bottom
+    return out
+
+
+def test_the_default_transform_is_the_identity(frames: npt.NDArray[np.uint8]) -> None:
+    t = Transform()
+    assert t.is_identity
+    assert Transform(dct_scaling=False).is_identity
+    assert not Transform(grey=True).is_identity
+    out = tf.apply(frames, t)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, frames)
+    assert out.flags.c_contiguous
+
+
+def test_crop_area_resize_float_nchw_match_numpy(frames: npt.NDArray[np.uint8]) -> None:
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    t = Transform(
+        crop=(100, 200, 400, 800),
+        size=(100, 200),
+        dtype="float32",
+        layout="NCHW",
+        mean=mean,
+        std=std,
+    )
+    assert t.output_shape(900, 1600) == (3, 100, 200)
+    out = tf.apply(frames, t)
+    assert out.shape == (2, 3, 100, 200)
+    assert out.dtype == np.float32
+    assert out.flags.c_contiguous
+    crop = frames[:, 100:500, 200:1000]
+    ref = ((area(crop, 4) / 255 - np.array(mean)) / np.array(std)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    assert out.std() > 0.1  # a real picture, not a flat one
+
+
+def test_uint8_area_resize_rounds_to_nearest(frames: npt.NDArray[np.uint8]) -> None:
+    out = tf.apply(frames, Transform(size=(450, 800)))
+    assert (out.shape, out.dtype) == ((2, 450, 800, 3), np.uint8)
+    np.testing.assert_array_equal(out, np.rint(area(frames, 2)).astype(np.uint8))
+
+
+def test_grey_is_bt601_luma_like_pil(frames: npt.NDArray[np.uint8]) -> None:
+    t = Transform(crop=(300, 400, 200, 300), grey=True)
+    assert t.channels == 1
+    out = tf.apply(frames, t)
+    assert out.shape == (2, 200, 300, 1)
+    crop = frames[:, 300:500, 400:700]
+    for image, ours in zip(crop, out, strict=True):
+        pil = np.asarray(Image.fromarray(image).convert("L"))
+        assert np.abs(ours[..., 0].astype(int) - pil).max() <= 1
+    luma = tf.apply(frames, Transform(crop=(300, 400, 200, 300), grey=True, dtype="float32"))
+    np.testing.assert_allclose(luma[..., 0], crop @ np.array(tf.LUMA) / 255, atol=1e-6)
+    nchw = tf.apply(frames, Transform(grey=True, layout="NCHW", dtype="float16", size=(90, 160)))
+    assert (nchw.shape, nchw.dtype) == ((2, 1, 90, 160), np.float16)
+
+
+def test_bilinear_resize_matches_a_per_pixel_reference(frames: npt.NDArray[np.uint8]) -> None:
+    patch = np.ascontiguousarray(frames[:, 420:450, 760:810])  # 30 x 50 around the car
+    for out_h, out_w in ((17, 23), (45, 70), (30, 33)):
+        ours = tf.resize(patch, out_h, out_w)
+        assert ours.dtype == np.float32
+        for image, resized in zip(patch, ours, strict=True):
+            np.testing.assert_allclose(resized, bilinear(image, out_h, out_w), atol=1e-3)
+
+
+def test_resize_bilinear_for_fractional_factors() -> None:
+    x = np.arange(2 * 5 * 7 * 3, dtype=np.uint8).reshape(2, 5, 7, 3)
+    y = tf.resize(x, 5, 7)  # same size: bilinear taps land on the pixels
+    np.testing.assert_allclose(y, x)
+    up = tf.resize(x, 10, 14)
+    assert up.shape == (2, 10, 14, 3)
+    assert up.min() >= x.min()
+    assert up.max() <= x.max()
+
+
+def test_bilinear_resize_matches_torch_interpolate() -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 30, 50, 3), dtype=np.uint8)
+    for out_h, out_w in ((17, 23), (45, 70), (30, 33)):
+        ours = tf.resize(x, out_h, out_w)
+        ref = torch.nn.functional.interpolate(
+            torch.from_numpy(x).permute(0, 3, 1, 2).float(),
+            size=(out_h, out_w),
+            mode="bilinear",
+            align_corners=False,
+            antialias=False,
+        ).permute(0, 2, 3, 1)
+        np.testing.assert_allclose(ours, ref.numpy(), atol=1e-3)
+
+
+def test_frames_decoded_at_a_reduced_scale(frames: npt.NDArray[np.uint8]) -> None:
+    """`scale` says the frames came out of the decoder at 1/scale: the crop shrinks with it."""
+    t = Transform(crop=(100, 200, 400, 800), size=(100, 200))
+    assert t.dct_scale(900, 1600) == 4
+    quarter = np.rint(area(frames, 4)).astype(np.uint8)  # stands in for a 1/4-scale decode
+    out = tf.apply(quarter, t, scale=4)
+    np.testing.assert_array_equal(out, quarter[:, 25:125, 50:250])
+
+
+def test_dct_scale_choice() -> None:
+    assert Transform().dct_scale(900, 1600) == 1  # no size: nothing to gain
+    assert Transform(size=(450, 800)).dct_scale(900, 1600) == 2
+    assert Transform(size=(225, 400)).dct_scale(900, 1600) == 4  # 900 is not a multiple of 8
+    assert Transform(size=(100, 200)).dct_scale(800, 1600) == 8
+    assert Transform(size=(100, 200), dct_scaling=False).dct_scale(800, 1600) == 1
+    assert Transform(size=(300, 400)).dct_scale(900, 1600) == 2  # 1/4 would be too small
+    assert Transform(crop=(1, 0, 400, 800), size=(50, 100)).dct_scale(900, 1600) == 1  # off-grid
+    assert Transform(size=(1000, 2000)).dct_scale(900, 1600) == 1  # upscaling
+
+
+def test_output_shapes() -> None:
+    assert Transform().output_shape(900, 1600) == (900, 1600, 3)
+    assert Transform(layout="NCHW").output_shape(900, 1600) == (3, 900, 1600)
+    assert Transform(crop=(0, 0, 64, 32), grey=True).output_shape(900, 1600) == (64, 32, 1)
+    assert Transform(crop=(0, 0, 64, 32), size=(8, 8)).output_hw(900, 1600) == (8, 8)
+    assert Transform().crop_box(90, 160) == (0, 0, 90, 160)
+
+
+def test_transform_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="crop"):
+        Transform(crop=(0, 0, 0, 10))
+    with pytest.raises(ValueError, match="size"):
+        Transform(size=(0, 3))
+    with pytest.raises(ValueError, match="float dtype"):
+        Transform(mean=0.5)
+    with pytest.raises(ValueError, match="std"):
+        Transform(dtype="float32", std=0.0)
+    with pytest.raises(ValueError, match="does not fit"):
+        Transform(crop=(800, 0, 200, 10)).output_hw(900, 1600)
+    with pytest.raises(ValueError, match=r"crop .*\(-1, 0, 10, 10\)"):
+        Transform(crop=(-1, 0, 10, 10))
+    with pytest.raises(ValueError, match="'float64'"):
+        Transform(dtype="float64")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'CHW'"):
+        Transform(layout="CHW")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"mean must have .*\(0\.1, 0\.2, 0\.3\)"):
+        Transform(grey=True, dtype="float32", mean=(0.1, 0.2, 0.3))
+    with pytest.raises(ValueError, match="std must be non-zero"):
+        Transform(dtype="float32", std=(1.0, 0.0, 1.0))
