@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from capture.carracing_policy import CarPose, PurePursuit, distance_to_centreline
 from capture.deps import require
 from capture.errors import MissingDependencyError
-from capture.pursuit import CarPose, PurePursuit, distance_to_centreline
 from capture.source import Source, Step, check_max_steps
 
 require("gymnasium", source="carracing")

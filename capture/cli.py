@@ -28,13 +28,13 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.filesize import decimal as human_bytes
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import replay
 from capture.registry import DEFAULT_SOURCE, SOURCES, make_source
 from capture.source import Source
-from replay.cli.common import human_bytes
 from replay.errors import ReplayError
 
 __all__ = ["RaceResult", "parse_options", "record"]
@@ -317,7 +317,7 @@ def _cells(
     seconds: float,
     reward: float,
 ) -> list[str]:
-    per_frame = human_bytes(nbytes / frames) if frames else "-"
+    per_frame = human_bytes(round(nbytes / frames)) if frames else "-"
     ratio = f"{raw_nbytes / nbytes:.1f}x" if nbytes and frames else "-"
     return [
         name,

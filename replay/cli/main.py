@@ -1,8 +1,8 @@
 """The ``replay`` command line: inspect stores, and (through plugins) record, serve, bench.
 
-``record`` (in `capture`), ``serve`` and ``soak`` (in `service`) are plugins found
-through the ``replay.commands`` entry point group (`replay.cli.plugins`), so `replay`
-itself never imports those packages.
+``record`` (in `capture`), ``serve`` and ``soak`` (in `service`) and ``bench``
+(`replay.bench`) are plugins found through the ``replay.commands`` entry point group
+(`replay.cli.plugins`), so the command line never imports those packages.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from replay.bench.cli import bench
 from replay.cli.common import human_bytes, open_for_reading
 from replay.cli.doctor import doctor
 from replay.cli.export import export
@@ -47,7 +46,6 @@ def main() -> None:
     """
 
 
-main.add_command(bench)
 main.add_command(doctor)
 main.add_command(export)
 for _command in (verify, recover, prune):  # replay.cli.maintenance

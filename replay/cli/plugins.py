@@ -22,9 +22,10 @@ import click
 #: of other distributions have none: their message names the missing module.
 EXTRAS: Mapping[str, str] = {
     "capture.cli:record": "capture",
+    "replay.bench.cli:bench": "bench",
     "service.cli:serve": "service",
-    "service.soak:soak": "service",
-    "service.bench:serve_bench": "service",
+    "service.tools.soak:soak": "service",
+    "service.tools.bench:serve_bench": "service",
     "replay.bench.s3:command": "s3",
     "replay.bench.torchrl:command": "torch",
 }

@@ -94,7 +94,7 @@ def test_full_region_frames(display: str) -> None:
     for step in steps:
         assert step.frame.shape == (900, 1600, 3)
         assert step.frame.dtype == np.uint8
-        assert step.frame.flags.c_contiguous
+        assert step.frame.base is not None  # a view of the grab: the writer copies it once
         assert tuple(step.frame[0, 0]) == RED  # channel order: RGB, not X's BGRA
         assert tuple(step.frame[899, 1599]) == RED
         box = step.frame[top : top + height, left : left + width]

@@ -31,7 +31,7 @@ from pytest_examples import CodeExample, EvalExample, find_examples
 
 import replay
 from replay.cli import main as cli
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 
 torch = pytest.importorskip("torch")
 

@@ -3,7 +3,7 @@
 `served_store` is a store written by the `Writer` from the session's real
 CarRacing frames (three races). `server` runs ``replay serve`` on it in its own
 process on 127.0.0.1 and a free port (uvicorn, exactly as users run it), with
-`service.process.ServerProcess`, the class the benchmarks and soaks use.
+`service.tools.process.ServerProcess`, the class the benchmarks and soaks use.
 `service_helpers.ThreadServer` runs an app in a thread of the test process, for
 tests that need their own settings (a token) or their own store.
 """
@@ -21,7 +21,7 @@ import pytest
 from service_helpers import RACES, write_race
 
 import replay
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Helpers of the service tests: the served store's layout, a server in a thread
-(`service.process.ServerProcess` runs one in a child process), a raw HTTP GET that
+(`service.tools.process.ServerProcess` runs one in a child process), a raw HTTP GET that
 sends paths byte for byte, and damage done to a store on disk (the way a flipped
 bit or a bad write would)."""
 

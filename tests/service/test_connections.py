@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 from service_helpers import address, batches_drawn, non_reader, sample_request
 
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 
 #: Kubernetes' default `timeoutSeconds` of a probe.
 PROBE_TIMEOUT_S = 1.0

@@ -17,7 +17,7 @@ import schemathesis
 from schemathesis import GenerationMode
 
 import replay
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 
 EXAMPLES = 20
 

@@ -18,7 +18,7 @@ import pytest
 
 import replay
 from replay.remote.client import Client
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 
 SECONDS = 4.0
 #: Resident memory the service may reach under this load (code ~110 MB + batches in flight).

@@ -19,7 +19,7 @@ import replay
 from replay.remote import protocol
 from service.batch_response import CHUNK, BatchResponse, chunks
 from service.models import SampleRequest
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 from service.routers.sample import _draw
 from service.settings import Settings
 from service.state import ServiceState

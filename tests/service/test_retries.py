@@ -24,7 +24,7 @@ from test_client import assert_same_batch
 import replay
 from replay.remote import protocol
 from replay.remote.client import Client, ServiceError
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 
 
 class LoseAnswers(httpx.BaseTransport):

@@ -18,7 +18,7 @@ from replay.format import spec as fmt
 from replay.remote.client import Client
 from replay.remote.retries import ServiceError
 from service.cli import serve
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 from service.settings import Settings, is_loopback
 
 TOKEN = "s3cret-token"

@@ -1,4 +1,4 @@
-"""`service.bench.run_service_bench` runs end to end (briefly) and reports every figure."""
+"""`service.tools.bench.run_service_bench` runs end to end (briefly) and reports every figure."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.bench import run_service_bench
+from service.tools.bench import run_service_bench
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from replay.remote.client import Client
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 
 
 def free_port() -> int:

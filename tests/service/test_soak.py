@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from service.soak import run_soak
+from service.tools.soak import run_soak
 
 DURATION = 30.0
 

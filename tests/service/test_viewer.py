@@ -20,7 +20,7 @@ import pytest
 from service_helpers import RACES, ThreadServer
 
 import replay
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 from service.settings import Settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

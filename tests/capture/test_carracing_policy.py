@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from capture.pursuit import CarPose, PurePursuit, distance_to_centreline, nearest_index
+from capture.carracing_policy import CarPose, PurePursuit, distance_to_centreline, nearest_index
 
 # A straight road along +y (x = 0), one centreline point per unit.
 STRAIGHT = np.stack([np.zeros(200), np.arange(200.0)], axis=1)

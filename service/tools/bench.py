@@ -1,7 +1,7 @@
 """The service benchmark: batches over loopback HTTP beside the embedded reader.
 
     replay bench serve ./replay-data --seconds 10
-    results = service.bench.run_service_bench("./replay-data", batch_size=64, seconds=10)
+    results = service.tools.bench.run_service_bench("./replay-data", batch_size=64, seconds=10)
 
 Runs, on one store and in one go: the embedded sampler (``store.sampler().sample()``:
 read + decode in this process), then a `Client` of ``replay serve`` started in a
@@ -25,7 +25,7 @@ import numpy as np
 from replay.bench.cli import write_results
 from replay.remote.client import Client
 from replay.store import open_store
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 
 
 def _stats(latencies: list[float], frames_per_batch: int, wall: float) -> dict[str, float]:

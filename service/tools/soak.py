@@ -29,7 +29,7 @@ from replay.bench.cli import load_frames, write_results
 from replay.errors import ReplayError, SamplingError
 from replay.remote.client import Client
 from replay.store import Store, open_store
-from service.process import ServerProcess
+from service.tools.process import ServerProcess
 
 
 def _quarters(samples: Sequence[tuple[float, float]], duration: float) -> list[dict[str, float]]:
