@@ -1,6 +1,15 @@
-"""The shape targets of issue 14, checked on the source with `ast` (nothing is imported):
-no import cycle inside a package, no module of replay/ (outside bench/) over 400 lines,
-no function over 60 lines in replay/, service/ or capture/ (bench/ excepted)."""
+"""The shape of the house, checked on the source with `ast` (nothing is imported).
+
+- `replay/` is a house of wings, one per job, in the order of `WINGS`: a module imports
+  only modules of its own wing or of the wings below it (docs/architecture.md draws it);
+- no import cycle inside a package;
+- no module of replay/ (outside bench/) over 400 lines, no function over 60 lines in
+  replay/, service/ or capture/ (bench/ excepted);
+- at most 6 modules at the top of replay/ and at most 12 in a wing (bench/ excepted:
+  one module per benchmark, as tests are one module per subject);
+- `replay` never imports `service` or `capture`, and `capture` uses only the public
+  names of `replay` (`replay/__init__.py`'s, `replay.errors` and `replay.closing`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,26 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("replay", "service", "capture")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
+MAX_TOP_LEVEL_MODULES = 6
+MAX_WING_MODULES = 12
+
+#: The wings of `replay`, lowest first: each may import only itself and those before it.
+#: A tuple names top-level modules that stand between wings.
+WINGS: tuple[str | tuple[str, ...], ...] = (
+    ("replay.errors", "replay.closing", "replay.cpus"),  # shared by every wing
+    "storage",  # bytes on disk or in an object store
+    "codec",  # frames and steps to bytes and back, on the CPU and the GPU
+    "format",  # the store's documents, shards, races and leases
+    "maintenance",  # capacity, recovery, verify, repair
+    "write",  # the writer beside the driver
+    "read",  # index, reader, decode, transform, batches
+    "sample",  # samplers, selectors, priorities, rate limits
+    "remote",  # the HTTP client and the batch protocol
+    ("replay.store",),  # the front door
+    "integrations",  # Gymnasium, TorchRL, PyTorch loaders, export
+    "cli",  # the replay command
+    "bench",  # benchmarks (a replay.commands plugin)
+)
 
 
 def _sources(package: str) -> Iterator[Path]:
@@ -101,3 +130,72 @@ def test_no_long_function(package: str) -> None:
                 if n > MAX_FUNCTION_LINES:
                     long[f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"] = n
     assert long == {}, f"functions over {MAX_FUNCTION_LINES} lines: split them"
+
+
+def wing_rank(module: str) -> int:
+    """The position in `WINGS` of a module of `replay` (ValueError if it is in none)."""
+    parts = module.split(".")
+    for rank, wing in enumerate(WINGS):
+        if module in wing if isinstance(wing, tuple) else parts[1:2] == [wing]:
+            return rank
+    raise ValueError(f"{module} is in no wing of tests/test_architecture.py WINGS")
+
+
+def test_every_module_of_replay_is_in_a_wing() -> None:
+    for module in import_graph("replay"):
+        if module != "replay":
+            wing_rank(module)
+
+
+def test_a_wing_imports_only_the_wings_below_it() -> None:
+    upward = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph("replay").items()
+        for target in targets
+        if module != "replay" and wing_rank(target) > wing_rank(module)
+    )
+    assert upward == [], "imports of a higher wing (see WINGS): move the shared part down"
+
+
+def test_wing_order_check_finds_an_upward_import() -> None:
+    assert wing_rank("replay.storage.local") < wing_rank("replay.write.writer")
+    assert wing_rank("replay.store") > wing_rank("replay.remote.client")
+
+
+def test_the_top_level_and_each_wing_stay_small() -> None:
+    top = sorted(p.name for p in (ROOT / "replay").glob("*.py") if p.name != "__init__.py")
+    assert len(top) <= MAX_TOP_LEVEL_MODULES - 1, top  # __init__.py is the sixth
+    for wing in sorted(p for p in (ROOT / "replay").iterdir() if (p / "__init__.py").exists()):
+        modules = [p for p in wing.glob("*.py") if p.name != "__init__.py"]
+        if wing.name != "bench":
+            assert len(modules) <= MAX_WING_MODULES, f"{wing.name}: {len(modules)} modules"
+        assert (wing / "__init__.py").read_text() == "", f"{wing.name}/__init__.py is not empty"
+
+
+def _imported_packages(package: str) -> set[str]:
+    """The modules that the files under `package` (a folder or a .py file) import."""
+    found: set[str] = set()
+    root = ROOT / package
+    for path in [root] if root.suffix == ".py" else root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_replay_never_imports_service_or_capture() -> None:
+    """bench/ excepted: a ``replay.commands`` plugin, like ``record``, that plays real games."""
+    imported = {
+        m.split(".")[0]
+        for p in (ROOT / "replay").iterdir()
+        if p.name != "bench"
+        for m in _imported_packages(str(p.relative_to(ROOT)))
+    }
+    assert imported.isdisjoint({"service", "capture"})
+
+
+def test_capture_uses_only_public_names_of_replay() -> None:
+    used = {m for m in _imported_packages("capture") if m.split(".")[0] == "replay"}
+    assert used <= {"replay", "replay.errors", "replay.closing"}, sorted(used)

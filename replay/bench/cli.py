@@ -1,4 +1,9 @@
-"""``replay bench``: run a benchmark on real recorded frames and write JSON results."""
+"""``replay bench``: run a benchmark on real recorded frames and write JSON results.
+
+Each benchmark compares replay with the alternatives in one run. Every result carries
+the machine, date, commit and command (`environment()`), so figures in
+docs/benchmarks.md can be traced to how they were made.
+"""
 
 from __future__ import annotations
 
