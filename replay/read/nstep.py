@@ -99,9 +99,12 @@ def fetch(reader: Reader, keys: SampleKeys, params: NStep) -> EncodedBatch:
     clipped = np.minimum(at, lengths[:, None, None] - 1)
     rewards = np.empty(at.shape, np.float32)
     terminated = np.empty(at.shape, bool)
-    for row, entry in enumerate(entries):
-        rewards[row] = reader.step_values(entry, "reward", clipped[row])
-        terminated[row] = reader.step_values(entry, "terminated", clipped[row])
+    race_ids = np.asarray(keys.race_ids)
+    for race_id in dict.fromkeys(keys.race_ids):  # one gather per race and column
+        rows = np.flatnonzero(race_ids == race_id)
+        entry = entries[rows[0]]
+        rewards[rows] = reader.step_values(entry, "reward", clipped[rows])
+        terminated[rows] = reader.step_values(entry, "terminated", clipped[rows])
     returns, discount, next_steps = compute(rewards, terminated, keys.steps, lengths, params.gamma)
     if not params.next_frames:
         encoded = reader.fetch(keys)
