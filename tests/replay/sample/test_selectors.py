@@ -14,7 +14,8 @@ from sampling_helpers import small_frames, write_race
 import replay
 from replay.read.index import Index, RaceEntry
 from replay.read.reader import Reader
-from replay.sample import selectors
+from replay.sample import prioritized
+from replay.sample.params import make_selector
 from replay.sample.prioritized import Prioritized
 from replay.sample.selectors import ItemSpace, Recent, Uniform
 
@@ -223,7 +224,7 @@ def test_a_sampler_over_a_store_that_evicts_keeps_its_tree_bounded(
     """Real eviction: a store with a byte budget for about two races, 10 races recorded
     one after another, a prioritized sampler refreshed after each. (The tree is compacted
     past COMPACT_MIN_LEAVES removed leaves; set to 0 so 16-item races show it.)"""
-    monkeypatch.setattr(selectors, "COMPACT_MIN_LEAVES", 0, raising=False)
+    monkeypatch.setattr(prioritized, "COMPACT_MIN_LEAVES", 0)
     store = replay.open_store(tmp_path / "store")
     frames = small_frames(16)
     write_race(store, frames)
@@ -310,7 +311,7 @@ def test_every_selector_speaks_one_protocol(index: Index) -> None:
     space = space_of(index)
     keys = keys_of(space)[:2]
     made = [
-        selectors.make_selector(kind, 0.6, 0.4, 60.0, 0.5)
+        make_selector(kind, 0.6, 0.4, 60.0, 0.5)
         for kind in ("uniform", "recent", "prioritized")
     ]
     assert [s.kind for s in made] == ["uniform", "recent", "prioritized"]
@@ -326,9 +327,9 @@ def test_every_selector_speaks_one_protocol(index: Index) -> None:
     prioritized.update_priorities(keys, [4.0, 2.0])
     state = prioritized.state_dict()
     np.testing.assert_allclose(state["priorities"][:2], [4.0, 2.0])
-    again = selectors.make_selector("prioritized", 0.6, 0.4, 60.0, 0.5)
+    again = make_selector("prioritized", 0.6, 0.4, 60.0, 0.5)
     again.load_state_dict(state)
     again.on_refresh(space)
     np.testing.assert_allclose(again.state_dict()["priorities"], state["priorities"])
     with pytest.raises(ValueError, match="kind must be"):
-        selectors.make_selector("lifo", 0.6, 0.4, 60.0, 0.5)
+        make_selector("lifo", 0.6, 0.4, 60.0, 0.5)
