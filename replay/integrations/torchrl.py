@@ -60,12 +60,12 @@ from torchrl.data.replay_buffers.writers import Writer as TorchRLWriter
 
 from replay.errors import SamplingError, StoreError
 from replay.format import spec as fmt
-from replay.integrations.torchrl_index import (
+from replay.integrations.torchrl_steps import (
+    as_transitions,
     empty_columns,
     identity,
     index_array,
     step_arrays,
-    to_tensordict,
 )
 from replay.read.batch import SampleKeys
 from replay.read.decode import decode_batch
@@ -212,7 +212,7 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
         """Every position's step data, without pixels (what ``storage[:]`` returns)."""
         with self._lock:
             if self._columns is None:
-                self._columns = to_tensordict(
+                self._columns = as_transitions(
                     {
                         name: np.concatenate([p[name] for p in self._parts])
                         for name in (*fmt.STANDARD_STEPS, "episode", "step")
@@ -256,7 +256,7 @@ class ReplayStorage(Storage):  # type: ignore[misc]  # torchrl is untyped
         index = torch.from_numpy(positions)
         values["episode"] = cols["episode"][index]
         values["step"] = cols["step"][index]
-        data = to_tensordict(values, len(positions))
+        data = as_transitions(values, len(positions))
         data["pixels"] = batch.frames[:, 0]
         return data
 

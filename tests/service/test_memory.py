@@ -19,10 +19,10 @@ import replay
 from replay.remote import protocol
 from service.batch_response import CHUNK, BatchResponse, chunks
 from service.models import SampleRequest
-from service.tools.process import ServerProcess
 from service.routers.sample import _draw
 from service.settings import Settings
 from service.state import ServiceState
+from service.tools.process import ServerProcess
 
 #: The decoded view the RSS test asks for: 100 frames of 225 x 400 x 3 (27 MB a batch).
 VIEW = {"size": [225, 400]}

@@ -311,8 +311,7 @@ def test_every_selector_speaks_one_protocol(index: Index) -> None:
     space = space_of(index)
     keys = keys_of(space)[:2]
     made = [
-        make_selector(kind, 0.6, 0.4, 60.0, 0.5)
-        for kind in ("uniform", "recent", "prioritized")
+        make_selector(kind, 0.6, 0.4, 60.0, 0.5) for kind in ("uniform", "recent", "prioritized")
     ]
     assert [s.kind for s in made] == ["uniform", "recent", "prioritized"]
     for selector in made[:2]:

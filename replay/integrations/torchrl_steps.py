@@ -2,7 +2,7 @@
 
 TorchRL indexes a storage with ints, slices, sequences, tensors or 1-tuples
 (`index_array` makes them one array of positions), and lays a step out with the reward
-and done flags under ``"next"`` (`to_tensordict` builds that layout from step columns;
+and done flags under ``"next"`` (`as_transitions` builds that layout from step columns;
 `step_arrays` reads it back for recording).
 """
 
@@ -60,7 +60,7 @@ def step_arrays(data: TensorDictBase) -> dict[str, npt.NDArray[Any]]:
     return out
 
 
-def to_tensordict(values: Mapping[str, Any], n: int) -> TensorDict:
+def as_transitions(values: Mapping[str, Any], n: int) -> TensorDict:
     """Columns named as TorchRL names them: reward and done flags under ``"next"``."""
     tensors = {
         name: torch.as_tensor(np.asarray(v)) if isinstance(v, np.ndarray) else v
