@@ -17,7 +17,7 @@ from replay.errors import CorruptDataError, SamplingError
 from replay.read.batch import MAX_REDRAWS, EncodedBatch, SampleKeys, corrupt_frame_error
 from replay.read.index import RaceEntry
 from replay.sample.items import ItemSpace
-from replay.sample.selectors import Draw
+from replay.sample.selector_protocol import Draw
 
 __all__ = ["Damage", "Drawn", "Skipped", "frame_errors"]
 R = TypeVar("R")

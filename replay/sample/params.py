@@ -24,9 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from replay.read.filters import Filters
 from replay.read.nstep import NStep
-from replay.sample.prioritized import Prioritized
 from replay.sample.rate_limit import RateLimit
-from replay.sample.selectors import Recent, Selector, Uniform
 
 if TYPE_CHECKING:
     from replay.read.batch import Out
@@ -179,16 +177,3 @@ class SamplerOptions(SamplerKwargs, total=False):
     save_priorities: bool
     io_threads: int | None
     timeout: float | None
-
-
-def make_selector(
-    kind: str, alpha: float, beta: float, recent_seconds: float, recent_fraction: float
-) -> Selector:
-    """The selector of a sampler ``kind``: "uniform", "recent" or "prioritized"."""
-    if kind == "uniform":
-        return Uniform()
-    if kind == "recent":
-        return Recent(seconds=recent_seconds, fraction=recent_fraction)
-    if kind == "prioritized":
-        return Prioritized(alpha=alpha, beta=beta)
-    raise ValueError(f"kind must be 'uniform', 'prioritized' or 'recent', not {kind!r}")

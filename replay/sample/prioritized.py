@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from replay.errors import SamplingError
 from replay.sample.items import ItemSpace
-from replay.sample.selectors import Draw, Selector
+from replay.sample.selector_protocol import Draw, Selector
 from replay.sample.sumtree import SumTree
 
 #: Removed races' leaves a prioritized sum tree may keep before it is compacted (at

@@ -56,8 +56,9 @@ from replay.read.tensors import make_batch, to_numpy
 from replay.sample.checkpoints import SelectorFile
 from replay.sample.damage import Damage, Drawn, R, Skipped, frame_errors
 from replay.sample.items import LiveSpace
-from replay.sample.params import Kind, SamplerKwargs, SamplerParams, make_selector
+from replay.sample.params import Kind, SamplerKwargs, SamplerParams
 from replay.sample.rate_limit import RateLimiter
+from replay.sample.selectors import make_selector
 
 if TYPE_CHECKING:
     from replay.read.transform import Transform

@@ -20,9 +20,6 @@ per item (a float64 sum tree, leaves and nodes).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +27,8 @@ import numpy.typing as npt
 from replay.errors import SamplingError
 from replay.read.index import RaceEntry
 from replay.sample.items import ItemSpace, StepTimes
+from replay.sample.prioritized import Prioritized
+from replay.sample.selector_protocol import Draw, Selector
 
 __all__ = [
     "Draw",
@@ -39,49 +38,6 @@ __all__ = [
     "StepTimes",
     "Uniform",
 ]
-
-
-@dataclass(frozen=True)
-class Draw:
-    """Chosen items: race positions in the space, start steps, probabilities, weights."""
-
-    races: npt.NDArray[np.int64]
-    starts: npt.NDArray[np.int64]
-    probabilities: npt.NDArray[np.float64]
-    weights: npt.NDArray[np.float32]
-
-
-class Selector:
-    """What every selector does: `draw`; the rest are no-ops unless a selector keeps state.
-
-    `on_refresh` sees each new `ItemSpace` (after the index changed); `zero` stops
-    items from being drawn (corrupt data) where a selector can; `state_dict` is what a
-    checkpoint keeps (``{}``: nothing) and `load_state_dict` takes it back.
-    """
-
-    #: the sampler ``kind`` that makes this selector
-    kind: ClassVar[str]
-
-    def draw(self, space: ItemSpace, rng: np.random.Generator, n: int) -> Draw:
-        """`n` items of `space`, their probabilities and importance weights."""
-        raise NotImplementedError
-
-    def on_refresh(self, space: ItemSpace) -> None:
-        """The index changed: `space` is what can be drawn now."""
-
-    def update_priorities(self, keys: Sequence[tuple[str, int]], priorities: Any) -> None:
-        """New priorities of `keys`; refused (`SamplingError`) by a selector without them."""
-        raise SamplingError(f"update_priorities needs kind='prioritized', not {self.kind!r}")
-
-    def zero(self, keys: Sequence[tuple[str, int]]) -> None:
-        """Never draw these items again, where the selector can tell them apart."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """The state worth saving (arrays for np.savez); empty when there is none."""
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from `state_dict` output."""
 
 
 class Uniform(Selector):
@@ -172,3 +128,16 @@ def _first_at(times: StepTimes, e: RaceEntry, cutoff: int) -> int:
         return int(times(e, np.array([step]))[0])
 
     return bisect.bisect_left(range(e.length), cutoff, key=t_ns)
+
+
+def make_selector(
+    kind: str, alpha: float, beta: float, recent_seconds: float, recent_fraction: float
+) -> Selector:
+    """The selector of a sampler ``kind``: "uniform", "recent" or "prioritized"."""
+    if kind == "uniform":
+        return Uniform()
+    if kind == "recent":
+        return Recent(seconds=recent_seconds, fraction=recent_fraction)
+    if kind == "prioritized":
+        return Prioritized(alpha=alpha, beta=beta)
+    raise ValueError(f"kind must be 'uniform', 'prioritized' or 'recent', not {kind!r}")

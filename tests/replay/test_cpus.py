@@ -19,7 +19,7 @@ def test_usable_cpus_is_the_affinity_mask() -> None:
     # and sizes its encoder lanes by it
     code = (
         "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
-        "from replay.cpus import usable_cpus; from replay import jpeg;"
+        "from replay.cpus import usable_cpus; from replay.codec import jpeg;"
         "print(usable_cpus(), jpeg.JpegEncoder('cpu').max_lanes)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -15,9 +15,8 @@ import replay
 from replay.read.index import Index, RaceEntry
 from replay.read.reader import Reader
 from replay.sample import prioritized
-from replay.sample.params import make_selector
 from replay.sample.prioritized import Prioritized
-from replay.sample.selectors import ItemSpace, Recent, Uniform
+from replay.sample.selectors import ItemSpace, Recent, Uniform, make_selector
 
 LENGTHS = [7, 6, 10]
 SPAN = 3  # windows of 3 steps: 5, 4 and 8 items
