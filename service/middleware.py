@@ -196,10 +196,10 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-#: FastAPI's API browser loads Swagger UI from its CDN and starts it with one inline
-#: script, allowed by its hash (the page is built from the app's title and the OpenAPI
-#: address, never from a request's data).
-DOCS_PATHS = frozenset(["/docs"])
+#: FastAPI's API browser loads Swagger UI from its CDN and starts it with an inline
+#: script (its OAuth2 redirect page too), allowed by its hash (the pages are built from
+#: the app's title and the OpenAPI address, never from a request's data).
+DOCS_PATHS = frozenset(["/docs", "/docs/oauth2-redirect"])
 DOCS_CSP = (
     "default-src 'none'; script-src https://cdn.jsdelivr.net {hashes}; "
     "style-src https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "

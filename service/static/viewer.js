@@ -21,6 +21,7 @@ const state = {
   a: null, b: null,  // the shown race and the compared one: {race, steps, pane}
   step: 0, playing: false, timer: null, plots: [],
   messageFrom: null,  // what the shown message is about: "list", "live" or "user"
+  listAsked: 0,  // the race list requests made, so a late answer never replaces a newer one
   press: null,  // where the last press on the race list was, to tell a click from a drag
 };
 
@@ -139,7 +140,9 @@ async function loadRaces() {
   if (text) q.set("q", text);
   if (status) q.set("status", status);
   if (state.sort) { q.set("sort", state.sort); q.set("desc", String(state.desc)); }
+  const asked = ++state.listAsked;
   const page = await api(`/v1/races?${q}`);
+  if (asked !== state.listAsked) return;  // a newer filter's answer is (or will be) shown
   state.races = page.items;
   state.total = page.total;
   renderRaces();
@@ -517,6 +520,7 @@ function buildPlots() {
   state.plots = [];
   const box = $("#plots");
   box.replaceChildren();
+  delete box.dataset.fitted;
   if (!state.a || typeof uPlot === "undefined") return;
   const n = length();
   const x = Array.from({ length: n }, (_, i) => i);
@@ -543,7 +547,7 @@ function buildPlots() {
 // microtask). Where the column has no height of its own (narrow windows: the page
 // scrolls), the plots keep their fixed heights.
 function fitPlots(box, width) {
-  if (getComputedStyle(box).overflow !== "hidden") return;
+  if (getComputedStyle(box).overflow !== "hidden") { box.dataset.fitted = boxSize(box); return; }
   const outside = (p) => p.root.querySelector(".u-title").offsetHeight + p.root.querySelector(".u-legend").offsetHeight;
   const chrome = state.plots.reduce((sum, p) => sum + outside(p), 0);
   const gaps = parseFloat(getComputedStyle(box).rowGap) * (state.plots.length - 1);
@@ -552,6 +556,12 @@ function fitPlots(box, width) {
   for (const [g, plot] of state.plots.entries()) {
     plot.setSize({ width, height: Math.max(70, Math.floor((free * HEIGHT_SHARES[g]) / shares)) });
   }
+  box.dataset.fitted = boxSize(box);
+}
+
+function boxSize(box) {
+  const r = box.getBoundingClientRect();
+  return `${Math.round(r.width)}x${Math.round(r.height)}`;
 }
 
 // ---------------------------------------------------------------- playing
@@ -668,14 +678,12 @@ function main() {
   window.addEventListener("hashchange", () => { acted(); followHash(); });
   // The plots fill their column: rebuilt when it changes size (the window, a message).
   let resize = null;
-  let seen = "";
-  new ResizeObserver(([entry]) => {
-    const size = `${Math.round(entry.contentRect.width)}x${Math.round(entry.contentRect.height)}`;
-    if (size === seen) return;
-    seen = size;
+  const box = $("#plots");
+  const outOfFit = () => state.a && box.dataset.fitted !== boxSize(box);
+  new ResizeObserver(() => {
     clearTimeout(resize);
-    resize = setTimeout(buildPlots, 150);
-  }).observe($("#plots"));
+    resize = setTimeout(() => { if (outOfFit()) buildPlots(); }, 150);
+  }).observe(box);
   refresh().then(followHash);
   setInterval(refresh, LIST_POLL_MS);  // races being recorded appear and grow
   setInterval(() => pollLive().then(() => recovered("live"), (err) => report(err, "live")), LIVE_POLL_MS);
