@@ -76,6 +76,8 @@ function fmtBytes(n) {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
 function fmtTime(s) {
   const m = Math.floor(s / 60);
   return `${m}:${(s - 60 * m).toFixed(1).padStart(4, "0")}`;
@@ -130,7 +132,7 @@ async function followHash() {
 async function loadTotals() {
   const s = await api("/v1/stats");
   $("#totals").textContent =
-    `${s.races} races · ${s.frames} frames · ${fmtBytes(s.nbytes)} on disk · ${s.compression}x`;
+    `${plural(s.races, "race")} · ${plural(s.frames, "frame")} · ${fmtBytes(s.nbytes)} on disk · ${s.compression}x`;
 }
 
 async function loadRaces() {

@@ -24,8 +24,8 @@ from replay.remote.retries import ServiceError
 from service.app import create_app
 from service.cli import serve
 from service.middleware import CSP, DOCS_CSP, DOCS_PATHS
-from service.tools.process import ServerProcess
 from service.settings import Settings, is_loopback
+from service.tools.process import ServerProcess
 
 TOKEN = "s3cret-token"
 
@@ -264,7 +264,10 @@ def test_security_headers_on_every_route(url: str, served_store: Path) -> None:
     assert ("GET", "/v1/races/{race_id}/frames/{step}") in calls  # the schema lists the API
     with httpx.Client(base_url=url, timeout=30) as http:
         answers = [
-            (path, http.request(method, path.format(race_id=race_id, step=0), json=bodies.get(path)))
+            (
+                path,
+                http.request(method, path.format(race_id=race_id, step=0), json=bodies.get(path)),
+            )
             for method, path in calls
         ]
         answers.append(("/v1/sample", http.post("/v1/sample", content=b"x" * (2 << 20))))  # 413
@@ -279,5 +282,6 @@ def test_security_headers_on_every_route(url: str, served_store: Path) -> None:
         policy = r.headers["content-security-policy"]
         assert policy == expected_csp(path, r.content), path
         assert "frame-ancestors 'none'" in policy
-        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert "unsafe-inline" not in policy
+        assert "unsafe-eval" not in policy
         assert r.headers.get_list("content-security-policy") == [policy]  # sent once

@@ -10,7 +10,6 @@ Content-Security-Policy in the browser are test_viewer_layout.py's.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,8 @@ from browser_helpers import ARTIFACTS, frame_step, hash_of
 from service_helpers import RACES, ThreadServer
 
 import replay
-from service.tools.process import ServerProcess
 from service.settings import Settings
+from service.tools.process import ServerProcess
 
 pytestmark = pytest.mark.browser
 
@@ -127,7 +126,7 @@ def test_deep_link_opens_the_frame_and_follows_scrubbing(
     page.locator("#scrubber").fill("12")
     frame_step(page, 12)
     assert hash_of(page) == {"race": ids[0], "step": "12"}
-    page.evaluate(f"() => {{ location.hash = '#race={ids[1]}&step=5'; }}")  # a link followed in the tab
+    page.evaluate(f"() => {{ location.hash = '#race={ids[1]}&step=5'; }}")  # a link followed
     page.wait_for_function(f"() => document.querySelector('#frame').dataset.raceId === '{ids[1]}'")
     frame_step(page, 5)
 
@@ -176,7 +175,8 @@ def test_race_list_columns_fit_and_sort(
         )
         page.locator("#races thead th", has_text="env").click()
         page.wait_for_function(
-            "() => document.querySelector('#races tbody td:nth-child(3)').innerText === 'CarRacing-v3'"
+            "() => document.querySelector('#races tbody td:nth-child(3)').innerText"
+            " === 'CarRacing-v3'"
         )
         page.locator("#races thead th", has_text="env").click()  # again: the other way
         page.wait_for_function(

@@ -65,14 +65,17 @@ def assert_on_one_screen(page: Any, width: int, height: int, aspect: float) -> N
     """The frame and every plot (legend included) lie inside the window; the frame's box
     has the race's aspect ratio (no letterbox bars); the plots' step axes line up."""
     frame = box(page, "#frame")
-    assert frame["x"] >= 0 and frame["x"] + frame["width"] <= width, frame
-    assert frame["y"] >= 0 and frame["y"] + frame["height"] <= height, frame
+    assert frame["x"] >= 0, frame
+    assert frame["x"] + frame["width"] <= width, frame
+    assert frame["y"] >= 0, frame
+    assert frame["y"] + frame["height"] <= height, frame
     assert frame["width"] >= 0.45 * width, frame  # a frame worth looking at
     assert abs(frame["width"] / frame["height"] - aspect) < 0.01, frame
     plots = [box(page, f'#plots .plot[data-plot="{i}"]') for i in range(3)]
     for plot in plots:
         assert plot["x"] >= frame["x"] + frame["width"], plot  # beside the frame
-        assert plot["x"] + plot["width"] <= width and plot["y"] + plot["height"] <= height, plot
+        assert plot["x"] + plot["width"] <= width, plot
+        assert plot["y"] + plot["height"] <= height, plot
     overs = [box(page, f'#plots .plot[data-plot="{i}"] .u-over') for i in range(3)]
     assert all(o["height"] >= 40 for o in overs), overs  # plots worth reading
     assert max(o["x"] for o in overs) - min(o["x"] for o in overs) <= 1, overs
@@ -116,7 +119,8 @@ def test_frame_and_plots_on_one_screen(sized: Any, server: ServerProcess, ids: l
     plots_fitted(page)
     for pane in ("#frame", "#frame-b"):  # two frames side by side, still on one screen
         shown = box(page, pane)
-        assert shown["y"] + shown["height"] <= height and shown["x"] + shown["width"] <= width
+        assert shown["y"] + shown["height"] <= height, shown
+        assert shown["x"] + shown["width"] <= width, shown
         assert abs(shown["width"] / shown["height"] - 1600 / 900) < 0.01
     screenshot(page, f"viewer-compare-{width}x{height}")
 
@@ -173,14 +177,16 @@ def test_the_race_id_opens_the_race_and_vs_never_opens_it_twice(
     page.wait_for_function(f"() => document.querySelector('#frame').dataset.raceId === '{b}'")
     assert page.locator("#pane-b").is_hidden()  # shown once, not beside itself
 
-    page.goto(f"{server.url}/#race={a}&step=3&with={a[:12].lower()}")  # a link comparing a race with itself
+    page.goto(f"{server.url}/#race={a}&step=3&with={a[:12].lower()}")  # a race beside itself
     page.wait_for_function("() => !location.hash.includes('with')")
     frame_step(page, 3)
     assert page.locator("#pane-b").is_hidden()
     assert hash_of(page) == {"race": a, "step": "3"}
 
 
-def test_an_error_stays_until_the_user_acts(page: Any, server: ServerProcess, ids: list[str]) -> None:
+def test_an_error_stays_until_the_user_acts(
+    page: Any, server: ServerProcess, ids: list[str]
+) -> None:
     page.goto(f"{server.url}/#race=ZZZZ")
     shown = page.locator("#message")
     shown.wait_for()
@@ -189,7 +195,8 @@ def test_an_error_stays_until_the_user_acts(page: Any, server: ServerProcess, id
     for _ in range(2):  # two list refreshes (3 s apart) succeed meanwhile
         with page.expect_response(lambda r: "/v1/races?" in r.url and r.ok, timeout=10_000):
             pass
-    assert shown.is_visible() and text in shown.inner_text()
+    assert shown.is_visible()
+    assert text in shown.inner_text()
     page.locator(f'#races tbody tr[data-race-id="{ids[0]}"]').click()  # the user acts
     frame_step(page, 0)
     assert shown.is_hidden()
@@ -201,7 +208,9 @@ def test_an_error_stays_until_the_user_acts(page: Any, server: ServerProcess, id
     assert shown.is_hidden()
 
 
-def test_the_viewer_works_under_its_csp(browser: Any, server: ServerProcess, ids: list[str]) -> None:
+def test_the_viewer_works_under_its_csp(
+    browser: Any, server: ServerProcess, ids: list[str]
+) -> None:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         page = context.new_page()
@@ -230,6 +239,7 @@ def test_the_viewer_works_under_its_csp(browser: Any, server: ServerProcess, ids
         )
         assert blocked == [True, True]
         page.wait_for_function("() => true")  # the console messages have arrived
-        assert len(problems) == 2 and all(p.startswith("CSP: ") for p in problems), problems
+        assert len(problems) == 2, problems
+        assert all(p.startswith("CSP: ") for p in problems), problems
     finally:
         context.close()
