@@ -21,6 +21,7 @@ from service.middleware import (
     ConcurrencyLimitMiddleware,
     HeadAsGetMiddleware,
     MetricsMiddleware,
+    SecurityHeadersMiddleware,
 )
 from service.routers import frames, health, metrics, races, sample, stats, viewer
 from service.settings import Settings, get_settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="replay",
         version=__version__,
         description=DESCRIPTION,
+        redoc_url=None,  # ReDoc needs inline styles, which the CSP refuses; /docs stays
         openapi_tags=[
             {"name": "health", "description": "Liveness and readiness probes (no token)."},
             {"name": "stats", "description": "Store totals and counters."},
@@ -78,4 +80,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ConcurrencyLimitMiddleware, limit=lambda: fixed.max_requests_in_flight)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=lambda: app.state.replay.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every answer
     return app

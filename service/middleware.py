@@ -1,12 +1,16 @@
-"""ASGI middleware: request metrics, the request body limit, the request limit, HEAD.
+"""ASGI middleware: request metrics, the request body limit, the request limit, HEAD,
+security headers.
 
-Both are plain ASGI (not BaseHTTPMiddleware), so streaming responses and
+All are plain ASGI (not BaseHTTPMiddleware), so streaming responses and
 background tasks pass through untouched.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -183,3 +187,79 @@ class HeadAsGetMiddleware:
 async def _busy(send: Send, active: int) -> None:
     detail = f"busy: {active} requests in progress; retry"
     await _error_answer(send, 503, "Busy", detail, [(b"retry-after", b"1")])
+
+
+#: The viewer's policy, sent with every answer (JSON, frames and errors too): scripts,
+#: styles and images of this origin only (a frame is a ``blob:`` URL of a fetched JPEG),
+#: no inline code at all, nothing may frame a page of this service (clickjacking).
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+#: FastAPI's API browser loads Swagger UI from its CDN and starts it with an inline
+#: script (its OAuth2 redirect page too), allowed by its hash (the pages are built from
+#: the app's title and the OpenAPI address, never from a request's data).
+DOCS_PATHS = frozenset(["/docs", "/docs/oauth2-redirect"])
+DOCS_CSP = (
+    "default-src 'none'; script-src https://cdn.jsdelivr.net {hashes}; "
+    "style-src https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def script_hashes(html: bytes) -> str:
+    """The CSP sources (``'sha256-...'``) of the inline scripts of `html`."""
+    return " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(body).digest()).decode()}'"
+        for body in INLINE_SCRIPT.findall(html)
+    )
+
+
+class SecurityHeadersMiddleware:
+    """Adds the Content-Security-Policy, ``nosniff`` and ``DENY`` framing to every answer,
+    the middlewares' own errors included (it wraps them all)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+        elif scope.get("path") in DOCS_PATHS:
+            await self._docs(scope, receive, send)
+        else:
+            headers = [(b"content-security-policy", CSP.encode()), *SECURITY_HEADERS]
+
+            async def add_headers(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []), *headers]}
+                await send(message)
+
+            await self.app(scope, receive, add_headers)
+
+    async def _docs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The API browser: its page is read whole (a few KB) to hash its inline script."""
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def hold(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            policy = DOCS_CSP.format(hashes=script_hashes(body)).encode()
+            headers = [(b"content-security-policy", policy), *SECURITY_HEADERS]
+            await send({**start, "headers": [*start.get("headers", []), *headers]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, hold)

@@ -20,6 +20,9 @@ const state = {
   token: null, races: [], total: 0, limit: PAGE, sort: null, desc: false,
   a: null, b: null,  // the shown race and the compared one: {race, steps, pane}
   step: 0, playing: false, timer: null, plots: [],
+  messageFrom: null,  // what the shown message is about: "list", "live" or "user"
+  listAsked: 0,  // the race list requests made, so a late answer never replaces a newer one
+  press: null,  // where the last press on the race list was, to tell a click from a drag
 };
 
 // ---------------------------------------------------------------- requests
@@ -35,11 +38,17 @@ function readToken() {
   state.token = sessionStorage.getItem("replay-token");
 }
 
-function message(text) {
-  const el = $("#message");
-  el.textContent = text || "";
-  el.hidden = !text;
+// A message stays until the user acts (opens a race, filters, dismisses it), or,
+// for a failed background poll ("list", "live"), until that poll succeeds again.
+function message(text, from = "user") {
+  $("#message-text").textContent = text || "";
+  $("#message").hidden = !text;
+  state.messageFrom = text ? from : null;
 }
+
+function recovered(from) { if (state.messageFrom === from) message(""); }
+
+function acted() { message(""); }
 
 async function api(path, asBlob = false) {
   const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
@@ -56,7 +65,7 @@ async function api(path, asBlob = false) {
   return asBlob ? res.blob() : res.json();
 }
 
-function report(err) { message(String((err && err.message) || err)); }
+function report(err, from = "user") { message(String((err && err.message) || err), from); }
 
 // ---------------------------------------------------------------- formatting
 
@@ -66,6 +75,8 @@ function fmtBytes(n) {
   while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
+
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 
 function fmtTime(s) {
   const m = Math.floor(s / 60);
@@ -121,7 +132,7 @@ async function followHash() {
 async function loadTotals() {
   const s = await api("/v1/stats");
   $("#totals").textContent =
-    `${s.races} races · ${s.frames} frames · ${fmtBytes(s.nbytes)} on disk · ${s.compression}x`;
+    `${plural(s.races, "race")} · ${plural(s.frames, "frame")} · ${fmtBytes(s.nbytes)} on disk · ${s.compression}x`;
 }
 
 async function loadRaces() {
@@ -131,7 +142,9 @@ async function loadRaces() {
   if (text) q.set("q", text);
   if (status) q.set("status", status);
   if (state.sort) { q.set("sort", state.sort); q.set("desc", String(state.desc)); }
+  const asked = ++state.listAsked;
   const page = await api(`/v1/races?${q}`);
+  if (asked !== state.listAsked) return;  // a newer filter's answer is (or will be) shown
   state.races = page.items;
   state.total = page.total;
   renderRaces();
@@ -155,19 +168,23 @@ function renderRaces() {
     button.title = "compare: show beside the selected race, scrubbed together";
     button.addEventListener("click", (ev) => {
       ev.stopPropagation();
+      acted();
       (state.a ? compareWith(r.race_id) : selectRace(r.race_id, 0)).catch(report);
     });
     compare.append(button);
-    const id = cell(r.race_id, "id");
-    id.addEventListener("click", (ev) => { if (getSelection().toString()) ev.stopPropagation(); });
     tr.append(
-      id, compare, cell(r.env), cell(r.map), cell(r.policy), status,
+      cell(r.race_id, "id"), compare, cell(r.env), cell(r.map), cell(r.policy), status,
       cell(String(r.length), "num"),
       cell(r.total_return === null || r.total_return === undefined ? "-" : r.total_return.toFixed(1), "num"),
       cell(fmtTime(r.duration_s), "num"),
       cell(r.started_at.replace("T", " ").slice(0, 19)),
     );
-    tr.addEventListener("click", () => selectRace(r.race_id, 0).catch(report));
+    tr.addEventListener("mousedown", (ev) => { state.press = [ev.clientX, ev.clientY]; });
+    tr.addEventListener("click", (ev) => {
+      if (selectedText(ev)) return;  // the user dragged over the row to copy its text
+      acted();
+      selectRace(r.race_id, 0).catch(report);
+    });
     return tr;
   }));
   markRows();
@@ -179,16 +196,29 @@ function renderRaces() {
   }
 }
 
+// A click that ended a drag which selected text is a copy, not a choice.
+function selectedText(ev) {
+  const p = state.press;
+  const moved = p && Math.hypot(ev.clientX - p[0], ev.clientY - p[1]) > 4;
+  return !!moved && getSelection().toString() !== "";
+}
+
+// Marks the shown and the compared race; their "vs" buttons are disabled (a race
+// is never compared with itself, nor opened twice).
 function markRows() {
   for (const tr of document.querySelectorAll("#races tbody tr")) {
-    tr.classList.toggle("selected", !!state.a && tr.dataset.raceId === state.a.race.race_id);
-    tr.classList.toggle("compared", !!state.b && tr.dataset.raceId === state.b.race.race_id);
+    const shown = !!state.a && tr.dataset.raceId === state.a.race.race_id;
+    const compared = !!state.b && tr.dataset.raceId === state.b.race.race_id;
+    tr.classList.toggle("selected", shown);
+    tr.classList.toggle("compared", compared);
+    tr.querySelector("button.compare").disabled = shown || compared;
   }
 }
 
 function sortBy(key) {
   if (state.sort === key) state.desc = !state.desc;
   else { state.sort = key; state.desc = key === "return" || key === "length" || key === "started"; }
+  acted();
   refresh();
 }
 
@@ -239,8 +269,15 @@ function describe(race) {
     `${fmtBytes(race.nbytes)} (${race.compression}x) · ${race.status}`;
 }
 
-async function openRace(ref, img) {
-  const race = await api(`/v1/races/${encodeURIComponent(ref)}`);
+function findRace(ref) { return api(`/v1/races/${encodeURIComponent(ref)}`); }
+
+function isShown(view, race) { return !!view && view.race.race_id === race.race_id; }
+
+// The frame's box takes the race's aspect ratio (viewer.css sizes it from --aspect).
+async function openRace(race, img) {
+  img.width = race.width;
+  img.height = race.height;
+  img.style.setProperty("--aspect", String(race.width / race.height));
   const view = { race, steps: null, pane: new Pane(img) };
   view.pane.setRace(race);
   await loadSteps(view);
@@ -248,42 +285,48 @@ async function openRace(ref, img) {
 }
 
 async function selectRace(ref, step) {
+  const race = await findRace(ref);
+  if (isShown(state.a, race)) return;  // already shown: keep its step
   stop();
-  const view = await openRace(ref, $("#frame"));
+  const view = await openRace(race, $("#frame"));
+  if (isShown(state.b, race)) hideCompare();
   state.a = view;
   $("#race").hidden = false;
   $("#race-title").textContent = view.race.race_id;
-  $("#race-meta").textContent = describe(view.race);
+  $("#race-meta").textContent = $("#race-meta").title = describe(view.race);
   markRows();
   setLength();
   buildPlots();
   show(step);
 }
 
+// Shows race `ref` beside the shown one; the shown or compared race itself is not
+// opened again (a link saying so is corrected).
 async function compareWith(ref) {
-  const view = await openRace(ref, $("#frame-b"));
+  const race = await findRace(ref);
+  if (isShown(state.a, race) || isShown(state.b, race)) { writeHash(); return; }
+  const view = await openRace(race, $("#frame-b"));
   state.b = view;
   $("#pane-b").hidden = false;
   $("#race-title-b").textContent = view.race.race_id;
-  $("#race-meta-b").textContent = describe(view.race);
-  for (const id of ["#sd-head-b", ...["action", "reward", "return", "terminated", "truncated"].map((n) => `#sd-${n}-b`)]) {
-    $(id).hidden = false;
-  }
-  $("#sd-head-a").textContent = view.race.race_id === state.a.race.race_id ? "race" : "left";
-  $("#sd-head-b").textContent = "right";
+  $("#race-meta-b").textContent = $("#race-meta-b").title = describe(view.race);
+  $("#sd-row-b").hidden = false;
+  $("#sd-head-a").textContent = "left";
   markRows();
   setLength();
   buildPlots();
   show(state.step);
 }
 
-function closeCompare() {
+function hideCompare() {
   state.b = null;
   $("#pane-b").hidden = true;
-  for (const id of ["#sd-head-b", ...["action", "reward", "return", "terminated", "truncated"].map((n) => `#sd-${n}-b`)]) {
-    $(id).hidden = true;
-  }
+  $("#sd-row-b").hidden = true;
   $("#sd-head-a").textContent = "race";
+}
+
+function closeCompare() {
+  hideCompare();
   markRows();
   setLength();
   buildPlots();
@@ -350,7 +393,10 @@ function renderStep() {
     $(`#sd-terminated${suffix}`).textContent = v ? String(v.terminated) : "";
     $(`#sd-truncated${suffix}`).textContent = v ? String(v.truncated) : "";
   }
-  for (const plot of state.plots) plot.redraw(false, false);
+  for (const plot of state.plots) {
+    plot.redraw(false, false);
+    if (plot.cursor.idx === null || plot.cursor.idx === undefined) legendAtStep(plot);
+  }
   writeHash();
 }
 
@@ -366,7 +412,15 @@ function show(step) {
 
 // ---------------------------------------------------------------- plots
 
-// A uPlot plugin that draws the current step as a vertical line.
+// Every plot reserves the same room for a y axis on each side (the return's axis is
+// on the right of the first), so their step axes line up: one step is at the same x
+// in every plot, and so are the cursor lines.
+const AXIS_PX = 56;
+const HEIGHT_SHARES = [2, 2, 1];  // reward and return, action, terminated / truncated
+const FIXED_HEIGHTS = [160, 160, 110];  // narrow windows, where the page scrolls
+
+// A uPlot plugin that draws the current step as a vertical line and keeps the
+// legend on the current step while the pointer is not over a plot.
 function stepCursor() {
   return {
     hooks: {
@@ -382,8 +436,13 @@ function stepCursor() {
         u.ctx.stroke();
         u.ctx.restore();
       }],
+      setCursor: [(u) => { if (u.cursor.idx === null || u.cursor.idx === undefined) legendAtStep(u); }],
     },
   };
+}
+
+function legendAtStep(u) {
+  if (u.data[0].length) u.setLegend({ idx: Math.min(state.step, u.data[0].length - 1) }, false);
 }
 
 const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"];
@@ -399,18 +458,10 @@ function column(view, name, n, pick = (x) => x) {
   return out;
 }
 
-// The plots of the shown race (and of the compared one, dashed): reward and
-// return, each action component, termination. Rebuilt when races change or grow.
-function buildPlots() {
-  for (const plot of state.plots) plot.destroy();
-  state.plots = [];
-  const box = $("#plots");
-  box.replaceChildren();
-  if (!state.a || typeof uPlot === "undefined") return;
-  const n = length();
-  const x = Array.from({ length: n }, (_, i) => i);
+// The plotted series of each view: reward and return, each action component,
+// termination; the compared race's are dashed.
+function plotGroups(n) {
   const views = [[state.a, "", []], ...(state.b ? [[state.b, " (right)", [6, 4]]] : [])];
-  const width = Math.max(300, box.clientWidth || 600);
   const groups = [
     { title: "reward and return", series: [] },
     { title: "action", series: [] },
@@ -429,38 +480,90 @@ function buildPlots() {
       });
     }
     groups[2].series.push(
-      { label: `terminated${label}`, values: column(view, "terminated", n, Number), stroke: "#d62728", dash, scale: "y" },
-      { label: `truncated${label}`, values: column(view, "truncated", n, Number), stroke: "#7f7f7f", dash, scale: "y" },
+      { label: `terminated${label}`, values: column(view, "terminated", n, Number), stroke: "#d62728", dash, scale: "y", flag: true },
+      { label: `truncated${label}`, values: column(view, "truncated", n, Number), stroke: "#7f7f7f", dash, scale: "y", flag: true },
     );
   }
-  for (const [g, group] of groups.entries()) {
+  return groups;
+}
+
+const shownValue = (u, v) => (v === null || v === undefined ? "-" : num(v));
+const shownFlag = (u, v) => (v === null || v === undefined ? "-" : String(v === 1));
+
+function plotOptions(group, g, width) {
+  const twoAxes = group.series.some((s) => s.scale === "ret");
+  const blank = (u, splits) => splits.map(() => "");
+  const right = twoAxes
+    ? { scale: "ret", side: 1, size: AXIS_PX, grid: { show: false } }
+    : { scale: "y", side: 1, size: AXIS_PX, grid: { show: false }, ticks: { show: false }, values: blank };
+  return {
+    title: group.title,
+    width,
+    height: FIXED_HEIGHTS[g],
+    cursor: { drag: { x: false, y: false }, sync: { key: "replay-steps" } },
+    scales: { x: { time: false }, ...(g === 2 ? { y: { range: [-0.1, 1.1] } } : {}) },
+    legend: { live: true },
+    series: [{ label: "step", value: (u, v) => (v === null || v === undefined ? "-" : String(v)) },
+      ...group.series.map((s) => ({
+        label: s.label, stroke: s.stroke, dash: s.dash, scale: s.scale, width: 1.5,
+        value: s.flag ? shownFlag : shownValue,
+        paths: g === 2 ? uPlot.paths.stepped({ align: 1 }) : undefined,
+        points: { show: false },
+      }))],
+    axes: [{ size: 32 }, { scale: "y", size: AXIS_PX }, right],
+    plugins: [stepCursor()],
+  };
+}
+
+// The plots of the shown race (and of the compared one). Rebuilt when races change
+// or grow, and when the window is resized.
+function buildPlots() {
+  for (const plot of state.plots) plot.destroy();
+  state.plots = [];
+  const box = $("#plots");
+  box.replaceChildren();
+  delete box.dataset.fitted;
+  if (!state.a || typeof uPlot === "undefined") return;
+  const n = length();
+  const x = Array.from({ length: n }, (_, i) => i);
+  const width = Math.max(300, box.clientWidth || 600);
+  for (const [g, group] of plotGroups(n).entries()) {
     const div = document.createElement("div");
     div.className = "plot";
     div.dataset.plot = String(g);
     box.append(div);
-    const twoAxes = group.series.some((s) => s.scale === "ret");
-    const opts = {
-      title: group.title,
-      width,
-      height: g === 2 ? 110 : 160,
-      cursor: { drag: { x: false, y: false }, sync: { key: "replay-steps" } },
-      scales: { x: { time: false }, ...(g === 2 ? { y: { range: [-0.1, 1.1] } } : {}) },
-      legend: { live: true },
-      series: [{ label: "step" }, ...group.series.map((s) => ({
-        label: s.label, stroke: s.stroke, dash: s.dash, scale: s.scale, width: 1.5,
-        paths: g === 2 ? uPlot.paths.stepped({ align: 1 }) : undefined,
-        points: { show: false },
-      }))],
-      axes: [{}, { scale: "y" }, ...(twoAxes ? [{ scale: "ret", side: 1, grid: { show: false } }] : [])],
-      plugins: [stepCursor()],
-    };
-    const plot = new uPlot(opts, [x, ...group.series.map((s) => s.values)], div);
+    const plot = new uPlot(plotOptions(group, g, width), [x, ...group.series.map((s) => s.values)], div);
     plot.over.addEventListener("click", (ev) => {
       stop();
       show(Math.round(plot.posToVal(ev.offsetX, "x")));
     });
     state.plots.push(plot);
   }
+  for (const plot of state.plots) legendAtStep(plot);
+  const built = state.plots;
+  requestAnimationFrame(() => { if (state.plots === built) fitPlots(box, width); });
+}
+
+// Shares the plot column's height among the plots, after their titles and legends
+// (which wrap with the width), once uPlot has laid them out (it does so after a
+// microtask). Where the column has no height of its own (narrow windows: the page
+// scrolls), the plots keep their fixed heights.
+function fitPlots(box, width) {
+  if (getComputedStyle(box).overflow !== "hidden") { box.dataset.fitted = boxSize(box); return; }
+  const outside = (p) => p.root.querySelector(".u-title").offsetHeight + p.root.querySelector(".u-legend").offsetHeight;
+  const chrome = state.plots.reduce((sum, p) => sum + outside(p), 0);
+  const gaps = parseFloat(getComputedStyle(box).rowGap) * (state.plots.length - 1);
+  const free = box.clientHeight - chrome - gaps - 2;
+  const shares = HEIGHT_SHARES.reduce((a, b) => a + b, 0);
+  for (const [g, plot] of state.plots.entries()) {
+    plot.setSize({ width, height: Math.max(70, Math.floor((free * HEIGHT_SHARES[g]) / shares)) });
+  }
+  box.dataset.fitted = boxSize(box);
+}
+
+function boxSize(box) {
+  const r = box.getBoundingClientRect();
+  return `${Math.round(r.width)}x${Math.round(r.height)}`;
 }
 
 // ---------------------------------------------------------------- playing
@@ -499,7 +602,7 @@ async function pollLive() {
     view.pane.race = race;
     await loadSteps(view);
     const meta = view === state.a ? "#race-meta" : "#race-meta-b";
-    $(meta).textContent = describe(race);
+    $(meta).textContent = $(meta).title = describe(race);
     setLength();
     buildPlots();
     if (atEnd && $("#follow").checked) show(length() - 1);
@@ -510,9 +613,9 @@ async function pollLive() {
 async function refresh() {
   try {
     await Promise.all([loadTotals(), loadRaces()]);
-    message("");
+    recovered("list");
   } catch (err) {
-    report(err);
+    report(err, "list");
   }
 }
 
@@ -556,15 +659,17 @@ function main() {
     state.token = $("#token-input").value;
     sessionStorage.setItem("replay-token", state.token);
     $("#token-form").hidden = true;
+    acted();
     refresh().then(followHash);
   });
   $("#scrubber").addEventListener("input", (ev) => { stop(); show(Number(ev.target.value)); });
   $("#prev").addEventListener("click", () => { stop(); show(state.step - 1); });
   $("#next").addEventListener("click", () => { stop(); show(state.step + 1); });
   $("#play").addEventListener("click", play);
-  $("#more").addEventListener("click", () => { state.limit += PAGE; refresh(); });
-  $("#filter").addEventListener("input", refresh);
-  $("#filter-status").addEventListener("change", refresh);
+  $("#more").addEventListener("click", () => { acted(); state.limit += PAGE; refresh(); });
+  $("#filter").addEventListener("input", () => { acted(); refresh(); });
+  $("#filter-status").addEventListener("change", () => { acted(); refresh(); });
+  $("#message-close").addEventListener("click", acted);
   $("#compare-close").addEventListener("click", closeCompare);
   $("#help-button").addEventListener("click", () => $("#help").showModal());
   $('button[data-copy="a"]').addEventListener("click", copyId);
@@ -572,12 +677,18 @@ function main() {
     th.addEventListener("click", () => sortBy(th.dataset.sort));
   }
   document.addEventListener("keydown", onKey);
-  window.addEventListener("hashchange", followHash);
+  window.addEventListener("hashchange", () => { acted(); followHash(); });
+  // The plots fill their column: rebuilt when it changes size (the window, a message).
   let resize = null;
-  window.addEventListener("resize", () => { clearTimeout(resize); resize = setTimeout(buildPlots, 150); });
+  const box = $("#plots");
+  const outOfFit = () => state.a && box.dataset.fitted !== boxSize(box);
+  new ResizeObserver(() => {
+    clearTimeout(resize);
+    resize = setTimeout(() => { if (outOfFit()) buildPlots(); }, 150);
+  }).observe(box);
   refresh().then(followHash);
   setInterval(refresh, LIST_POLL_MS);  // races being recorded appear and grow
-  setInterval(() => pollLive().catch(report), LIVE_POLL_MS);
+  setInterval(() => pollLive().then(() => recovered("live"), (err) => report(err, "live")), LIVE_POLL_MS);
 }
 
 main();

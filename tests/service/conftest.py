@@ -5,7 +5,9 @@ CarRacing frames (three races). `server` runs ``replay serve`` on it in its own
 process on 127.0.0.1 and a free port (uvicorn, exactly as users run it), with
 `service.tools.process.ServerProcess`, the class the benchmarks and soaks use.
 `service_helpers.ThreadServer` runs an app in a thread of the test process, for
-tests that need their own settings (a token) or their own store.
+tests that need their own settings (a token) or their own store. `browser` is the
+system chromium (by Playwright) and `page` a tab of it at 1600x1000 that fails its
+test on any script error or Content-Security-Policy refusal.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
+from browser_helpers import ARGS, CHROMIUM, watch
 from service_helpers import RACES, write_race
 
 import replay
@@ -61,3 +64,26 @@ def http(url: str) -> Iterator[httpx.Client]:
     """A plain HTTP client of the session's server."""
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless (skipped without Playwright or chromium)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no system chromium (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh tab at 1600x1000; its test fails on a script error or a CSP refusal."""
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    pg = context.new_page()
+    problems = watch(pg)
+    yield pg
+    context.close()
+    assert problems == [], problems

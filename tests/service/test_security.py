@@ -1,7 +1,11 @@
-"""Security: bearer token, bind refusal, path traversal, request limits, damaged shards."""
+"""Security: bearer token, bind refusal, path traversal, request limits, damaged shards,
+security headers."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import shutil
 import subprocess
 import time
@@ -17,7 +21,9 @@ import replay
 from replay.format import spec as fmt
 from replay.remote.client import Client
 from replay.remote.retries import ServiceError
+from service.app import create_app
 from service.cli import serve
+from service.middleware import CSP, DOCS_CSP, DOCS_PATHS
 from service.settings import Settings, is_loopback
 from service.tools.process import ServerProcess
 
@@ -230,3 +236,52 @@ def test_live_answers_while_the_store_is_gone_and_health_does_not(tmp_path: Path
         assert f"{store} is no longer a replay store" in ready.json()["detail"]
         replay.open_store(store)  # back: ready again, without a restart
         assert http.get("/v1/health").status_code == 200
+
+
+def expected_csp(path: str, body: bytes) -> str:
+    """The policy an answer must carry: the viewer's, or on the API browser's pages the
+    one that allows Swagger UI's CDN and the page's own inline script by its hash."""
+    if path not in DOCS_PATHS:
+        return CSP
+    scripts = re.findall(rb"<script>(.*?)</script>", body, re.DOTALL)
+    assert scripts, path  # the page has its inline script, and only it is allowed
+    hashes = " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(s).digest()).decode()}'" for s in scripts
+    )
+    return DOCS_CSP.format(hashes=hashes)
+
+
+def test_security_headers_on_every_route(url: str, served_store: Path) -> None:
+    race_id = replay.open_store(served_store, mode="r").race_ids()[0]
+    app = create_app(Settings(store=served_store))
+    schema_paths: dict[str, dict[str, object]] = app.openapi()["paths"]
+    calls = [(method.upper(), path) for path, ops in schema_paths.items() for method in ops]
+    calls += [("GET", p) for p in ("/", "/favicon.ico", "/openapi.json", "/docs")]
+    calls += [("GET", "/docs/oauth2-redirect"), ("HEAD", "/"), ("GET", "/nowhere")]
+    calls += [("GET", f"/static/{f}") for f in ("viewer.js", "viewer.css", "favicon.svg")]
+    calls += [("GET", "/static/vendor/uplot/uPlot.iife.min.js")]
+    bodies = {"/v1/sample": {"batch_size": 2}, "/v1/priorities": {"keys": [], "priorities": []}}
+    assert ("GET", "/v1/races/{race_id}/frames/{step}") in calls  # the schema lists the API
+    with httpx.Client(base_url=url, timeout=30) as http:
+        answers = [
+            (
+                path,
+                http.request(method, path.format(race_id=race_id, step=0), json=bodies.get(path)),
+            )
+            for method, path in calls
+        ]
+        answers.append(("/v1/sample", http.post("/v1/sample", content=b"x" * (2 << 20))))  # 413
+        answers.append(("/v1/races/{race_id}", http.get("/v1/races/ZZZZ")))  # 404 JSON
+    with ThreadServer(Settings(store=served_store, token=TOKEN)) as guarded:
+        answers.append(("/v1/stats", httpx.get(guarded.url + "/v1/stats")))  # 401
+    statuses = {r.status_code for _, r in answers}
+    assert {200, 401, 404, 413} <= statuses, statuses
+    for path, r in answers:
+        assert r.headers["x-content-type-options"] == "nosniff", path
+        assert r.headers["x-frame-options"] == "DENY", path
+        policy = r.headers["content-security-policy"]
+        assert policy == expected_csp(path, r.content), path
+        assert "frame-ancestors 'none'" in policy
+        assert "unsafe-inline" not in policy
+        assert "unsafe-eval" not in policy
+        assert r.headers.get_list("content-security-policy") == [policy]  # sent once

@@ -1,15 +1,15 @@
 """The race viewer in a real headless chromium (Debian's, driven by Playwright).
 
 Playwright's own browser download cannot work here, so the system chromium
-(``apt-get install chromium``) is launched by path. Skipped when either is
-missing. Screenshots are kept under test-artifacts/ (git-ignored): look at them.
+(``apt-get install chromium``) is launched by path (the `browser` and `page`
+fixtures, in conftest.py). Skipped when either is missing. Screenshots are kept
+under test-artifacts/ (git-ignored): look at them. The layout, errors and the
+Content-Security-Policy in the browser are test_viewer_layout.py's.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,47 +17,14 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
+from browser_helpers import ARTIFACTS, frame_step, hash_of
 from service_helpers import RACES, ThreadServer
 
 import replay
 from service.settings import Settings
 from service.tools.process import ServerProcess
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("no system chromium (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    context.close()
-    assert errors == [], errors
 
 
 def test_viewer_lists_races_and_scrubs(
@@ -75,14 +42,14 @@ def test_viewer_lists_races_and_scrubs(
 
     page.locator(f'#races tbody tr[data-race-id="{ids[0]}"] td').nth(2).click()
     frame = page.locator("#frame")
-    page.wait_for_function("document.querySelector('#frame').dataset.step === '0'")
+    page.wait_for_function("() => document.querySelector('#frame').dataset.step === '0'")
     assert frame.evaluate("img => img.naturalWidth") == 1600
     assert page.locator("#sd-reward").inner_text() == "0.000"
     first = frame.get_attribute("src")
     before = frame.screenshot()
 
     page.locator("#scrubber").fill("30")  # drag the scrubber to step 30
-    page.wait_for_function("document.querySelector('#frame').dataset.step === '30'")
+    page.wait_for_function("() => document.querySelector('#frame').dataset.step === '30'")
     assert frame.get_attribute("src") != first
     assert frame.screenshot() != before  # another frame is on screen
     assert page.locator("#step").inner_text().startswith("30 /")
@@ -90,16 +57,16 @@ def test_viewer_lists_races_and_scrubs(
     assert page.locator("#sd-action").inner_text() == "[3.000, 6.000, 9.000]"
 
     page.keyboard.press("ArrowRight")  # focus is on the scrubber: it steps itself
-    page.wait_for_function("document.querySelector('#frame').dataset.step === '31'")
+    page.wait_for_function("() => document.querySelector('#frame').dataset.step === '31'")
     page.locator("#next").click()
-    page.wait_for_function("document.querySelector('#frame').dataset.step === '32'")
+    page.wait_for_function("() => document.querySelector('#frame').dataset.step === '32'")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer.png"), full_page=True)
     assert (ARTIFACTS / "viewer.png").stat().st_size > 10_000
 
 
 def rows_are(page: Any, n: int) -> None:
-    page.wait_for_function(f"document.querySelectorAll('#races tbody tr').length === {n}")
+    page.wait_for_function(f"() => document.querySelectorAll('#races tbody tr').length === {n}")
 
 
 def test_viewer_filters_and_plays(page: Any, server: ServerProcess) -> None:
@@ -117,10 +84,10 @@ def test_viewer_filters_and_plays(page: Any, server: ServerProcess) -> None:
     page.locator("#filter").fill("other")
     rows_are(page, 1)
     page.locator("#races tbody tr td").nth(2).click()
-    page.wait_for_function("document.querySelector('#frame').dataset.step === '0'")
+    page.wait_for_function("() => document.querySelector('#frame').dataset.step === '0'")
     page.locator("#play").click()  # plays at the race's fps to its last step
     page.wait_for_function(
-        "Number(document.querySelector('#frame').dataset.step) >= 5", timeout=10_000
+        "() => Number(document.querySelector('#frame').dataset.step) >= 5", timeout=10_000
     )
 
 
@@ -132,7 +99,7 @@ def test_viewer_with_a_token(page: Any, browser: Any, served_store: Path) -> Non
         page.locator("#token-form button").click()
         page.locator("#races tbody tr").first.wait_for()
         page.locator("#races tbody tr").first.click()
-        page.wait_for_function("document.querySelector('#frame').dataset.step === '0'")
+        page.wait_for_function("() => document.querySelector('#frame').dataset.step === '0'")
         # in a fresh tab the token also works from the URL fragment (never sent to the server)
         context = browser.new_context()
         try:
@@ -142,15 +109,6 @@ def test_viewer_with_a_token(page: Any, browser: Any, served_store: Path) -> Non
             assert "token" not in fresh.url  # taken out of the address bar
         finally:
             context.close()
-
-
-def frame_step(page: Any, n: int, frame: str = "#frame") -> None:
-    page.wait_for_function(f"document.querySelector('{frame}').dataset.step === '{n}'")
-
-
-def hash_of(page: Any) -> dict[str, str]:
-    fragment: str = page.evaluate("location.hash")
-    return dict(part.split("=", 1) for part in fragment.lstrip("#").split("&") if part)
 
 
 def test_deep_link_opens_the_frame_and_follows_scrubbing(
@@ -168,8 +126,8 @@ def test_deep_link_opens_the_frame_and_follows_scrubbing(
     page.locator("#scrubber").fill("12")
     frame_step(page, 12)
     assert hash_of(page) == {"race": ids[0], "step": "12"}
-    page.evaluate(f"location.hash = '#race={ids[1]}&step=5'")  # a link followed in the tab
-    page.wait_for_function(f"document.querySelector('#frame').dataset.raceId === '{ids[1]}'")
+    page.evaluate(f"() => {{ location.hash = '#race={ids[1]}&step=5'; }}")  # a link followed
+    page.wait_for_function(f"() => document.querySelector('#frame').dataset.raceId === '{ids[1]}'")
     frame_step(page, 5)
 
 
@@ -185,7 +143,7 @@ def test_plot_click_moves_the_frame(page: Any, server: ServerProcess, served_sto
     over = page.locator('#plots .plot[data-plot="1"] .u-over')
     box = over.bounding_box()
     over.click(position={"x": box["width"] * 0.75, "y": box["height"] / 2})
-    page.wait_for_function("document.querySelector('#frame').dataset.step !== '0'")
+    page.wait_for_function("() => document.querySelector('#frame').dataset.step !== '0'")
     step = int(page.locator("#frame").get_attribute("data-step"))
     assert abs(step - 0.75 * 47) <= 1  # the step under the pointer
     assert hash_of(page)["step"] == str(step)
@@ -210,18 +168,19 @@ def test_race_list_columns_fit_and_sort(
             assert box["x"] + box["width"] <= min(width, shown["x"] + shown["width"]), name
         returns = [float(sum(range(n))) for *_, n, _ in RACES]
         page.locator("#races thead th", has_text="return").click()  # highest first
-        page.wait_for_function("document.querySelector('#races th[aria-sort]') !== null")
+        page.wait_for_function("() => document.querySelector('#races th[aria-sort]') !== null")
         page.wait_for_function(
-            f"document.querySelector('#races tbody td:nth-child(8)').innerText === "
+            f"() => document.querySelector('#races tbody td:nth-child(8)').innerText === "
             f"'{max(returns):.1f}'"
         )
         page.locator("#races thead th", has_text="env").click()
         page.wait_for_function(
-            "document.querySelector('#races tbody td:nth-child(3)').innerText === 'CarRacing-v3'"
+            "() => document.querySelector('#races tbody td:nth-child(3)').innerText"
+            " === 'CarRacing-v3'"
         )
         page.locator("#races thead th", has_text="env").click()  # again: the other way
         page.wait_for_function(
-            "document.querySelector('#races tbody td:nth-child(3)').innerText === 'Other-v0'"
+            "() => document.querySelector('#races tbody td:nth-child(3)').innerText === 'Other-v0'"
         )
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"viewer-list-{width}.png"))
@@ -276,11 +235,11 @@ def test_a_race_being_recorded_grows_in_the_viewer(
         assert page.locator("#scrubber").get_attribute("max") == "9"
         assert page.locator("#follow").is_checked()
         append_and_wait(frames[10:25], 25)
-        page.wait_for_function("document.querySelector('#scrubber').max === '24'")
+        page.wait_for_function("() => document.querySelector('#scrubber').max === '24'")
         frame_step(page, 24)  # on the last step with "follow live": the newest frame
         assert page.locator("#sd-return").inner_text() == "25.000"
         page.wait_for_function(
-            "document.querySelector('#races tbody td:nth-child(7)').innerText === '25'"
+            "() => document.querySelector('#races tbody td:nth-child(7)').innerText === '25'"
         )
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-live.png"), full_page=True)
