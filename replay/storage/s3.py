@@ -58,6 +58,7 @@ from obstore.store import S3Store
 
 from replay.errors import StoreError
 from replay.storage.base import check_writable
+from replay.storage.outage import outage_budget
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config, S3CredentialProvider
@@ -125,7 +126,9 @@ class ObjectStorage:
 
     `config` and `client_options` go to ``obstore.store.S3Store`` and override the
     environment (e.g. ``{"endpoint": "http://127.0.0.1:8333"}``). `coalesce` is the
-    gap in bytes below which `read_ranges` merges ranges into one GET.
+    gap in bytes below which `read_ranges` merges ranges into one GET. `outage_timeout`
+    is how long a writer rides out an unreachable store (`replay.storage.outage`;
+    None: ``REPLAY_OUTAGE_TIMEOUT`` or 60 s).
     """
 
     def __init__(
@@ -136,9 +139,11 @@ class ObjectStorage:
         coalesce: int = COALESCE,
         config: S3Config | None = None,
         client_options: ClientConfig | None = None,
+        outage_timeout: float | None = None,
     ) -> None:
         if coalesce < 0:
             raise ValueError(f"coalesce must be >= 0 bytes, got {coalesce}")
+        self.outage_timeout = outage_budget(outage_timeout)
         self.bucket, self.prefix = parse_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.read_only = read_only
