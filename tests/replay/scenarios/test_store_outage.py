@@ -99,7 +99,7 @@ def test_a_bad_outage_budget_is_refused_naming_it(
     with pytest.raises(ValueError, match="outage_timeout must be a number of seconds >= 0"):
         LocalStorage(tmp_path, outage_timeout=-1)
     monkeypatch.setenv("REPLAY_OUTAGE_TIMEOUT", "soon")
-    with pytest.raises(ValueError, match="REPLAY_OUTAGE_TIMEOUT .* got 'soon'"):
+    with pytest.raises(ValueError, match=r"REPLAY_OUTAGE_TIMEOUT .* got 'soon'"):
         replay.open_store(tmp_path / "store")
     monkeypatch.setenv("REPLAY_OUTAGE_TIMEOUT", "120")
     assert replay.open_store(tmp_path / "store").storage.outage_timeout == 120
@@ -187,3 +187,31 @@ def test_an_s3_outage_of_5_s_ends_no_race(
         assert counts["dropped"] > 0
     else:  # the driver waited instead
         assert counts["dropped"] == 0
+
+
+def main(argv: list[str]) -> None:
+    """The figures of docs/reliability.md for longer outages than CI waits for:
+    ``python tests/replay/scenarios/test_store_outage.py 30 block drop`` (seconds, then
+    the ``on_full`` policies); one JSON line of counts per race."""
+    import json
+    import tempfile
+
+    from capture.carracing import CarRacingSource
+
+    with CarRacingSource() as source:
+        frames = np.stack([step.frame for step in source.race(max_steps=8, seed=0)])
+    small = np.ascontiguousarray(frames[:, ::4, ::4])
+    with tempfile.TemporaryDirectory() as work, SeaweedFS(Path(work)) as server:
+        os.environ.update(server.env())
+        for i, on_full in enumerate(argv[1:]):
+            url = f"s3://{server.bucket}/outage-{i}"
+            counts = race_through_outage(
+                server, url, small, outage_s=float(argv[0]), on_full=on_full
+            )
+            print(json.dumps(counts), flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
