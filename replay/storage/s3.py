@@ -28,7 +28,10 @@ How the commit protocol maps onto S3 (docs/format.md, "Commit protocol"):
   read-after-write consistency for PUT, GET, HEAD and LIST: a reader that has
   seen ``length`` sees every shard written before it. A store without that
   guarantee is not supported;
-- no temp objects are used, so a crash leaves nothing to clean up.
+- no temp objects are used, so a crash leaves nothing to clean up;
+- an outage (the endpoint down, 5xx answers: OSError EIO once obstore's own ~2.3 s of
+  retries are spent) is ridden out by the writer for `outage_timeout` seconds
+  (`replay.storage.outage`): its commits wait and are retried, whole.
 
 Reads: `read_ranges` fetches the byte ranges of one object with concurrent ranged
 GETs (``obstore.get_ranges``: ranges closer than `coalesce` bytes are merged into
