@@ -157,10 +157,11 @@ class SeaweedFS:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         config.write_text(json.dumps({"identities": [identity]}))
-        ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
-        admin, admin_grpc = _admin_ports()
+        if not self._ports:  # a restart comes back on the same ports (the same endpoint)
+            self._ports = [*_free_ports(len(_PORT_FLAGS)), *_admin_ports()]
+        ports = dict(zip(_PORT_FLAGS, self._ports, strict=False))
+        admin, admin_grpc = self._ports[-2:]
         self.s3_port = ports["s3.port"]
-        self._ports = [*ports.values(), admin, admin_grpc]
         args = [
             weed_binary(),
             "mini",
@@ -244,12 +245,13 @@ class SeaweedFS:
         except OSError:
             return "(no log)"
 
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+    def stop(self, crash: bool = False) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s; `crash`: SIGKILL at once, an
+        outage). `start` brings it back on the same ports with the same data."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGKILL if crash else signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

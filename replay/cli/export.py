@@ -5,18 +5,41 @@ The work is `replay.integrations.export`; this module is its command line.
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import click
 
 from replay.errors import ReplayError
 from replay.store import open_store
 
+if TYPE_CHECKING:
+    from replay.integrations.export import VideoExport
+
+
+def _positive_fps(ctx: click.Context, param: click.Parameter, fps: float | None) -> float | None:
+    """--fps as given, or a usage error (exit 2) for 0, a negative or a non-finite rate."""
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise click.BadParameter(f"must be a positive number of frames per second, got {fps:g}")
+    return fps
+
 
 @click.command()
 @click.argument("store_path", metavar="STORE", type=click.Path())
 @click.argument("race_ids", metavar="[RACE]...", nargs=-1)
-@click.option("--video", type=click.Path(dir_okay=False), help="Write RACE as an H.264 .mp4.")
-@click.option("--fps", type=float, help="Video frame rate (default: the race's).")
-@click.option("--crf", default=23, show_default=True, help="Video quality, 0 (lossless)..51.")
+@click.option(
+    "--video", type=click.Path(dir_okay=False), help="Write RACE as an H.264 .mp4 (.mkv, .mov)."
+)
+@click.option(
+    "--fps", type=float, callback=_positive_fps, help="Video frame rate (default: the race's)."
+)
+@click.option(
+    "--crf",
+    default=23,
+    show_default=True,
+    type=click.IntRange(0, 51),
+    help="Video quality, 0 (lossless)..51.",
+)
 @click.option("--minari", "dataset_id", help="Write the races as this Minari dataset id.")
 @click.option(
     "--minari-root",
@@ -38,25 +61,47 @@ def export(
       replay export ./replay-data 01J... --video race.mp4
       replay export ./replay-data --minari replay/carracing-v0 --minari-root ./minari
 
-    Without RACE, --minari exports every complete race. Needs replay[export].
+    Without RACE, --minari exports every complete race. Steps a repair removed are
+    held (video: the frame before shown again) or split the race into episodes
+    (Minari). Needs replay[export].
     """
-    from replay.integrations.export import export_minari, export_video
+    from replay.integrations.export import (
+        ExportError,
+        check_dataset_id,
+        check_video_path,
+        export_minari,
+        export_video,
+    )
 
     if (video is None) == (dataset_id is None):
         raise click.UsageError("give one of --video FILE or --minari DATASET_ID")
     if video is not None and len(race_ids) != 1:
         raise click.UsageError("--video exports exactly one RACE")
+    try:  # the paths first: a usage error (exit 2) before any work, nothing created
+        if video is not None:
+            check_video_path(video)
+        else:
+            check_dataset_id(str(dataset_id))
+    except ExportError as e:
+        raise click.UsageError(str(e)) from e
     try:
         store = open_store(store_path, mode="r")
         if video is not None:
-            done = export_video(store.race(race_ids[0]), video, fps=fps, crf=crf)
-            click.echo(
-                f"wrote {done.frames} frames ({done.width}x{done.height} at {done.fps:g} fps) "
-                f"to {done.path}"
-            )
+            _video(export_video(store.race(race_ids[0]), video, fps=fps, crf=crf))
         else:
-            assert dataset_id is not None
-            n = export_minari(store, dataset_id, race_ids or None, path=minari_root)
-            click.echo(f"wrote {n} races as Minari dataset {dataset_id}")
-    except (ReplayError, ValueError) as e:
+            done = export_minari(store, str(dataset_id), race_ids or None, path=minari_root)
+            lost = f"; {done.lost_steps} steps lost to damage left out" if done.lost_steps else ""
+            click.echo(
+                f"wrote {done.races} races ({done.episodes} episodes) as Minari dataset "
+                f"{done.dataset_id}{lost}"
+            )
+    except (ReplayError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e
+
+
+def _video(done: VideoExport) -> None:
+    held = f"; {done.held} frames lost to damage show the frame before" if done.held else ""
+    click.echo(
+        f"wrote {done.frames} frames ({done.width}x{done.height} at {done.fps:g} fps) "
+        f"to {done.path}{held}"
+    )

@@ -253,16 +253,44 @@ def _num(value: float | None) -> str:
 
 
 def _export_frame(store: Store, race_id: str, step: int | None, out: str | None) -> None:
+    """Write one frame to `out` (its format by extension), whole or not at all."""
     if step is None or out is None:
         raise click.UsageError("exporting a frame needs both --frame N and --out FILE")
+    target = Path(out)
+    image_format = _image_format(target)
     from PIL import Image
 
     from replay.codec.frames import JpegFrames
+    from replay.integrations.export import written_whole
 
     race = store.race(race_id)
-    target = Path(out)
-    if target.suffix.lower() in (".jpg", ".jpeg") and isinstance(race.info.frame_codec, JpegFrames):
-        target.write_bytes(race.frame_bytes(step))  # the stored JPEG, bit for bit
-    else:
-        Image.fromarray(race.frame(step)).save(target)
+    stored_jpeg = image_format == "JPEG" and isinstance(race.info.frame_codec, JpegFrames)
+    data = race.frame_bytes(step) if stored_jpeg else None  # the stored JPEG, bit for bit
+    image = None if stored_jpeg else Image.fromarray(race.frame(step))
+    with written_whole(target) as partial, open(partial, "wb") as f:
+        if data is not None:
+            f.write(data)
+        else:
+            assert image is not None
+            image.save(f, format=image_format)
     click.echo(f"wrote step {step} of race {race_id} to {target}")
+
+
+def _image_format(target: Path) -> str:
+    """The image format Pillow writes for `target`'s extension; a usage error (exit 2)
+    for a name without one it writes, or a folder that does not exist."""
+    from PIL import Image
+
+    formats = {ext: f for ext, f in Image.registered_extensions().items() if f in Image.SAVE}
+    image_format = formats.get(target.suffix.lower())
+    if image_format is None:
+        raise click.BadParameter(
+            f"cannot write an image to {str(target)!r}: give a file ending in .png or .jpg "
+            f"(or another extension Pillow writes: {', '.join(sorted(formats)[:8])}, ...)",
+            param_hint="'--out'",
+        )
+    if not target.parent.is_dir():
+        raise click.BadParameter(
+            f"cannot write {str(target)!r}: no folder {target.parent}", param_hint="'--out'"
+        )
+    return image_format

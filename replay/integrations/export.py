@@ -15,12 +15,26 @@ the last action); a race stores the frame each action was chosen on, not the one
 after the last, so the exported episode repeats the last frame there. Minari
 JPEG-encodes image observations itself; an episode is held in memory as raw
 frames while it is written (4.3 MB a 1600x900 frame), one race at a time.
+
+A race repaired by ``replay verify --repair`` lacks the frames it lost (its
+``lost_steps``): a video holds the frame before each lost one (the first good frame
+for lost ones at the start) and says how many it held; a Minari export splits the
+race there, one episode per run of kept steps, each cut marked truncated at its last
+step (the episode did not end: its next steps are gone).
+
+Nothing half-made is left: the video is written under a temporary name and renamed
+when complete, a Minari dataset that fails half way is removed, and a dataset id is
+checked before anything is created (never a path outside the datasets folder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
+import secrets
+import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +53,11 @@ if TYPE_CHECKING:
 
 #: Where Minari looks for (and writes) datasets.
 MINARI_ROOT_ENV = "MINARI_DATASETS_PATH"
+#: Minari's ``(namespace/)name-vN``, each part letters, digits, ``_`` and ``-`` (not first):
+#: no empty, ``.`` or ``..`` segment can reach outside the datasets folder.
+DATASET_ID = re.compile(r"(?:[A-Za-z0-9_][-\w]*/)*[A-Za-z0-9_][-\w]*-v\d+", re.ASCII)
+#: Video files by extension, and the container PyAV writes for each (H.264 in all).
+VIDEO_FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}
 
 
 class ExportError(ReplayError):
@@ -47,24 +66,85 @@ class ExportError(ReplayError):
 
 @dataclass(frozen=True)
 class VideoExport:
-    """What `export_video` wrote: the file, its frame count, size and rate."""
+    """What `export_video` wrote: the file, its frame count, size and rate, and how many
+    of those frames were lost to damage (`held`: the previous frame shown again)."""
 
     path: Path
     frames: int
     width: int
     height: int
     fps: float
+    held: int = 0
 
 
-def race_frames(race: Race, start: int = 0, stop: int | None = None) -> Iterator[npt.NDArray[Any]]:
-    """The race's decoded frames, steps [start, stop), each shard's index read once."""
+@dataclass(frozen=True)
+class MinariExport:
+    """What `export_minari` wrote: races, the episodes they made (more than races where
+    lost steps split one) and the steps left out as lost to damage."""
+
+    dataset_id: str
+    races: int
+    episodes: int
+    lost_steps: int
+
+
+def check_video_path(path: str | os.PathLike[str]) -> Path:
+    """`path` as a video file to write; ExportError unless its extension is one of
+    `VIDEO_FORMATS` and its folder exists."""
+    target = Path(path)
+    if target.suffix.lower() not in VIDEO_FORMATS:
+        raise ExportError(
+            f"cannot write a video to {str(path)!r}: give a file ending in "
+            f"{', '.join(VIDEO_FORMATS)}"
+        )
+    if not target.parent.is_dir():
+        raise ExportError(f"cannot write a video to {str(path)!r}: no folder {target.parent}")
+    return target
+
+
+def check_dataset_id(dataset_id: str) -> str:
+    """`dataset_id` if Minari takes it (``namespace/name-v0``); ExportError naming it."""
+    if not DATASET_ID.fullmatch(dataset_id):
+        raise ExportError(
+            f"malformed Minari dataset id {dataset_id!r}: give (namespace/)name-vVERSION, "
+            "e.g. replay/carracing-v0 (letters, digits, '_' and '-')"
+        )
+    return dataset_id
+
+
+def race_frames(
+    race: Race, start: int = 0, stop: int | None = None
+) -> Iterator[npt.NDArray[Any] | None]:
+    """The race's decoded frames, steps [start, stop), each shard's index read once;
+    None for a step lost to damage (removed by a repair)."""
     end = race.length if stop is None else min(stop, race.length)
     shard_size = race.info.shard_size
     index: Any = None
     for step in range(start, end):
+        if race.info.is_lost(step):
+            yield None
+            continue
         if index is None or step % shard_size == 0:
             index = race.shard_index(step // shard_size)
         yield race.frame(step, index)
+
+
+def held_frames(race: Race, start: int, stop: int | None) -> Iterator[tuple[Any, bool]]:
+    """(frame, held) per step: a lost step shows the frame before it (held=True), lost
+    steps at the start the first good one; ExportError if every step is lost."""
+    before: Any = None
+    leading = 0
+    for frame in race_frames(race, start, stop):
+        if frame is None and before is None:
+            leading += 1
+            continue
+        if frame is not None:
+            for _ in range(leading):
+                yield frame, True
+            leading, before = 0, frame
+        yield before, frame is None
+    if leading:
+        raise ExportError(f"race {race.race_id}: every frame in that range was lost to damage")
 
 
 def export_video(
@@ -76,10 +156,11 @@ def export_video(
     start: int = 0,
     stop: int | None = None,
 ) -> VideoExport:
-    """Write the race's frames as an H.264 MP4 (yuv420p) at its fps (or `fps`).
+    """Write the race's frames as an H.264 MP4 (yuv420p) at its fps (or `fps`); frames
+    lost to damage hold the previous one (counted in `VideoExport.held`).
 
     `crf` is x264's quality (0 lossless .. 51 worst; 23 default). H.264 needs even
-    sizes: an odd last row or column is left out.
+    sizes: an odd last row or column is left out. The file appears only when whole.
     """
     try:
         import av
@@ -87,24 +168,43 @@ def export_video(
         raise ExportError("video export needs PyAV: pip install 'replay[export]'") from e
     if not 0 <= crf <= 51:
         raise ValueError(f"crf must be in 0..51, got {crf}")
-    rate = Fraction(fps or race.info.fps).limit_denominator(1001)
-    if rate <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    rate = Fraction(race.info.fps if fps is None else fps).limit_denominator(1001)
+    target = check_video_path(path)
     h, w = race.info.height // 2 * 2, race.info.width // 2 * 2
     if race.length == 0 or (stop is not None and stop <= start):
         raise ExportError(f"race {race.race_id} has no committed frames in that range to export")
-    target = Path(path)
-    count = 0
-    with av.open(str(target), mode="w") as container:
+    count = held = 0
+    container_format = VIDEO_FORMATS[target.suffix.lower()]
+    with (
+        written_whole(target) as partial,
+        av.open(partial, mode="w", format=container_format) as container,
+    ):
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for frame in race_frames(race, start, stop):
-            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
+        for frame, repeated in held_frames(race, start, stop):
+            pixels = np.ascontiguousarray(frame[:h, :w])
+            image = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             container.mux(stream.encode(image))
-            count += 1
+            count, held = count + 1, held + repeated
         container.mux(stream.encode(None))
-    return VideoExport(target, count, w, h, float(rate))
+    return VideoExport(target, count, w, h, float(rate), held)
+
+
+@contextlib.contextmanager
+def written_whole(target: Path) -> Iterator[str]:
+    """A temporary file beside `target` to write; renamed to `target` when the block
+    succeeds, removed when it fails (made as `open` would: the umask decides its mode)."""
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(8)}.partial")
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield str(partial)
+        os.replace(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
 
 
 @contextlib.contextmanager
@@ -132,50 +232,68 @@ def export_minari(
     path: str | os.PathLike[str] | None = None,
     author: str | None = None,
     description: str | None = None,
-) -> int:
+) -> MinariExport:
     """Write races (default: every complete race) as the Minari dataset `dataset_id`.
 
     `path` is the Minari datasets folder (default: Minari's own, ``MINARI_DATASETS_PATH``
-    or ``~/.minari/datasets``). Each race is an episode; the races must share their
-    frame size and action shape. Returns the number of episodes written.
+    or ``~/.minari/datasets``). Each race is an episode (split where a repair removed
+    steps); the races must share their frame size and action shape. ExportError for a
+    malformed id or one that exists, before anything is written.
     """
+    check_dataset_id(dataset_id)
     try:
         import gymnasium as gym
         import minari
         from minari.data_collector import EpisodeBuffer
+        from minari.storage import get_dataset_path
     except ImportError as e:
         raise ExportError(
             "Minari export needs minari with HDF5: pip install 'replay[export]'"
         ) from e
     races = _races_to_export(store, race_ids)
     first = races[0].info
-    obs_space = gym.spaces.Box(0, 255, (first.height, first.width, 3), np.uint8)
-    act_space = gym.spaces.Box(-np.inf, np.inf, first.action_shape, np.float32)
     envs = sorted({r.info.env for r in races})
     text = description or (
         f"{len(races)} races of {', '.join(envs)} exported from the replay store {store.root}"
     )
+    settings = {
+        "action_space": gym.spaces.Box(-np.inf, np.inf, first.action_shape, np.float32),
+        "observation_space": gym.spaces.Box(0, 255, (first.height, first.width, 3), np.uint8),
+        "algorithm_name": first.policy or None,
+        "author": author,
+        "description": text,
+        "data_format": "hdf5",
+    }
     with minari_root(path):
-        dataset = None
-        for race in races:
-            episode = _episode(race, EpisodeBuffer)
-            if dataset is None:
-                with warnings.catch_warnings():
-                    # advice to fill optional metadata (permalink, email, eval env, ...)
-                    warnings.filterwarnings("ignore", category=UserWarning, module="minari.utils")
-                    dataset = minari.create_dataset_from_buffers(
-                        dataset_id,
-                        [episode],
-                        action_space=act_space,
-                        observation_space=obs_space,
-                        algorithm_name=first.policy or None,
-                        author=author,
-                        description=text,
-                        data_format="hdf5",
-                    )
-            else:
+        target = Path(get_dataset_path(dataset_id))
+        if target.exists():
+            raise ExportError(f"a Minari dataset {dataset_id!r} already exists at {target}")
+        try:
+            episodes = _write_episodes(races, dataset_id, settings, minari, EpisodeBuffer)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)  # no half-written dataset
+            raise
+    lost = sum(sum(min(b, r.length) - a for a, b in r.info.lost_steps) for r in races)
+    return MinariExport(dataset_id, len(races), episodes, lost)
+
+
+def _write_episodes(
+    races: list[Race], dataset_id: str, settings: dict[str, Any], minari: Any, buffer: Any
+) -> int:
+    """Create the dataset from the first episode, add the others; returns how many."""
+    dataset = None
+    count = 0
+    for race in races:
+        for episode in _episodes(race, buffer):
+            count += 1
+            if dataset is not None:
                 dataset.update_dataset_from_buffer([episode])
-    return len(races)
+                continue
+            with warnings.catch_warnings():
+                # advice to fill optional metadata (permalink, email, eval env, ...)
+                warnings.filterwarnings("ignore", category=UserWarning, module="minari.utils")
+                dataset = minari.create_dataset_from_buffers(dataset_id, [episode], **settings)
+    return count
 
 
 def _races_to_export(store: Store, race_ids: Sequence[str] | None) -> list[Race]:
@@ -204,15 +322,31 @@ def _races_to_export(store: Store, race_ids: Sequence[str] | None) -> list[Race]
     return races
 
 
-def _episode(race: Race, buffer_type: Any) -> Any:
-    """One race as a Minari episode buffer (the last frame doubles as the final observation)."""
-    frames = np.stack(list(race_frames(race)))
-    observations = np.concatenate([frames, frames[-1:]])
-    return buffer_type(
-        observations=observations,
-        actions=race.steps("action"),
-        rewards=race.steps("reward").astype(np.float64),
-        terminations=race.steps("terminated"),
-        truncations=race.steps("truncated"),
-        infos={},
-    )
+def kept_runs(race: Race) -> list[tuple[int, int]]:
+    """The [start, stop) runs of the race's steps that no repair removed."""
+    runs, start = [], 0
+    for a, b in sorted(race.info.lost_steps):
+        if a > start:
+            runs.append((start, min(a, race.length)))
+        start = max(start, b)
+    if start < race.length:
+        runs.append((start, race.length))
+    return [(a, b) for a, b in runs if b > a]
+
+
+def _episodes(race: Race, buffer_type: Any) -> Iterator[Any]:
+    """The race as Minari episode buffers, one per run of kept steps (the run's last
+    frame doubles as its final observation; a run cut by lost steps ends truncated)."""
+    columns = {name: race.steps(name) for name in ("action", "reward", "terminated", "truncated")}
+    for a, b in kept_runs(race):
+        frames = np.stack([f for f in race_frames(race, a, b) if f is not None])
+        truncations = columns["truncated"][a:b].copy()
+        truncations[-1] |= b < race.length  # its next step was lost: cut, not ended
+        yield buffer_type(
+            observations=np.concatenate([frames, frames[-1:]]),
+            actions=columns["action"][a:b],
+            rewards=columns["reward"][a:b].astype(np.float64),
+            terminations=columns["terminated"][a:b],
+            truncations=truncations,
+            infos={},
+        )

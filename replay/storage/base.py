@@ -21,6 +21,10 @@ TEMP_PREFIX = ".tmp-"
 class ByteStorage(Protocol):
     """What the store needs from a place to keep bytes (keys are '/'-separated)."""
 
+    #: Seconds a writer retries a commit while the storage fails transiently
+    #: (`replay.storage.outage`).
+    outage_timeout: float
+
     def read(self, key: str) -> bytes:
         """All bytes of `key`; FileNotFoundError if absent."""
         ...

@@ -19,15 +19,25 @@ from pathlib import Path
 
 from replay.errors import ReadOnlyStoreError, StoreError
 from replay.storage.base import TEMP_PREFIX, check_writable, is_read_only_error
+from replay.storage.outage import outage_budget
 
 
 class LocalStorage:
     """`ByteStorage` on a local directory."""
 
-    def __init__(self, root: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        outage_timeout: float | None = None,
+    ) -> None:
         # absolute: the same files after a chdir, and in a writer process started elsewhere
         self.root = Path(os.path.abspath(root))
         self.read_only = read_only
+        # a disk answering EIO (a failing NFS server, a SAN path failing over) is ridden out
+        # like an S3 outage; None: REPLAY_OUTAGE_TIMEOUT or 60 s
+        self.outage_timeout = outage_budget(outage_timeout)
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"

@@ -28,7 +28,10 @@ How the commit protocol maps onto S3 (docs/format.md, "Commit protocol"):
   read-after-write consistency for PUT, GET, HEAD and LIST: a reader that has
   seen ``length`` sees every shard written before it. A store without that
   guarantee is not supported;
-- no temp objects are used, so a crash leaves nothing to clean up.
+- no temp objects are used, so a crash leaves nothing to clean up;
+- an outage (the endpoint down, 5xx answers: OSError EIO once obstore's own ~2.3 s of
+  retries are spent) is ridden out by the writer for `outage_timeout` seconds
+  (`replay.storage.outage`): its commits wait and are retried, whole.
 
 Reads: `read_ranges` fetches the byte ranges of one object with concurrent ranged
 GETs (``obstore.get_ranges``: ranges closer than `coalesce` bytes are merged into
@@ -58,6 +61,7 @@ from obstore.store import S3Store
 
 from replay.errors import StoreError
 from replay.storage.base import check_writable
+from replay.storage.outage import outage_budget
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config, S3CredentialProvider
@@ -125,7 +129,9 @@ class ObjectStorage:
 
     `config` and `client_options` go to ``obstore.store.S3Store`` and override the
     environment (e.g. ``{"endpoint": "http://127.0.0.1:8333"}``). `coalesce` is the
-    gap in bytes below which `read_ranges` merges ranges into one GET.
+    gap in bytes below which `read_ranges` merges ranges into one GET. `outage_timeout`
+    is how long a writer rides out an unreachable store (`replay.storage.outage`;
+    None: ``REPLAY_OUTAGE_TIMEOUT`` or 60 s).
     """
 
     def __init__(
@@ -136,9 +142,11 @@ class ObjectStorage:
         coalesce: int = COALESCE,
         config: S3Config | None = None,
         client_options: ClientConfig | None = None,
+        outage_timeout: float | None = None,
     ) -> None:
         if coalesce < 0:
             raise ValueError(f"coalesce must be >= 0 bytes, got {coalesce}")
+        self.outage_timeout = outage_budget(outage_timeout)
         self.bucket, self.prefix = parse_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.read_only = read_only

@@ -33,6 +33,7 @@ from replay.codec.steps import encode_steps
 from replay.format import shards
 from replay.format import spec as fmt
 from replay.format.race_doc import check_owner, update_race
+from replay.storage.outage import ride_out
 
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
@@ -104,9 +105,17 @@ class ShardCommitter:
     def update_attrs(self, lease: bool = True, **changes: Any) -> None:
         """Update the race's attributes now (`replay.format.lease.update_race`): renews the lease,
         or gives it up (`lease=False`); RaceTakenOverError if the race is no longer ours.
-        Call it only while no commit is queued: before the first, or after `finish`."""
+        Call it only while no commit is queued: before the first, or after `finish`.
+        An outage is ridden out, as a commit's."""
         if not lease:
             changes["lease"] = None
+        ride_out(
+            lambda: self._update(changes),
+            what=self._what("update"),
+            budget=self._storage.outage_timeout,
+        )
+
+    def _update(self, changes: dict[str, Any]) -> None:
         update_race(
             self._storage,
             self._info.race_id,
@@ -129,7 +138,10 @@ class ShardCommitter:
                 if job.shard < 0:
                     self.update_attrs()
                 else:
-                    self._write(job)
+                    what = self._what(f"commit of shard {job.shard}")
+                    ride_out(
+                        lambda: self._write(job), what=what, budget=self._storage.outage_timeout
+                    )
             except BaseException as e:  # raised to the encoder at its next call
                 log.exception("race %s: commit failed", self._info.race_id)
                 self.error = e
@@ -152,12 +164,15 @@ class ShardCommitter:
             self._storage.write(
                 f"{fmt.race_key(race)}/{name}/{fmt.METADATA}", json.dumps(doc).encode()
             )
-        self.update_attrs(length=length)
+        self._update({"length": length})
         self.written = length
         self.bytes += written
         if n == s:
             self.shards += 1
             self._maintain()
+
+    def _what(self, action: str) -> str:
+        return f"race {self._info.race_id}: {action} in {self._storage}"
 
     def _maintain(self) -> None:
         """Run the store's maintenance at most every MAINTENANCE_S; never fail the race on it."""

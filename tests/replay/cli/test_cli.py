@@ -173,3 +173,46 @@ def test_inspect_after_a_repair_shows_the_bytes_on_disk(
     assert code == 0
     assert "repairs" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("f.unknownext", "give a file ending in .png or .jpg"),
+        ("-", "give a file ending in .png or .jpg"),
+        ("no/such/folder/f.png", "no folder"),
+    ],
+)
+def test_export_frame_to_a_bad_path_is_a_usage_error(
+    store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, problem: str
+) -> None:
+    """Issue 23 item 11: a one-line error, exit 2, nothing written (was a PIL traceback)."""
+    monkeypatch.chdir(tmp_path)
+    race_id = replay.open_store(store_path, mode="r").races()[0].race_id
+    code, out = invoke("inspect", str(store_path), race_id, "--frame", "1", "--out", name)
+    assert code == 2, out
+    assert problem in out
+    assert repr(name) in out
+    assert "Traceback" not in out
+    assert [line for line in out.splitlines() if line.startswith("Error")] == [
+        next(line for line in out.splitlines() if problem in line)
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_frame_leaves_nothing_when_the_frame_cannot_be_read(
+    store_path: Path, tmp_path: Path
+) -> None:
+    race_id = replay.open_store(store_path, mode="r").races()[0].race_id
+    for fmt_ in ("png", "jpg", "webp"):
+        out_file = tmp_path / f"x.{fmt_}"
+        code, out = invoke(
+            "inspect", str(store_path), race_id, "--frame", "99", "--out", str(out_file)
+        )
+        assert code == 1, out
+    assert list(tmp_path.iterdir()) == []
+    code, _ = invoke("inspect", str(store_path), race_id, "--frame", "1", "--out", str(out_file))
+    assert code == 0
+    with Image.open(out_file) as image:
+        assert image.format == "WEBP"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.webp"]  # no temporary file left

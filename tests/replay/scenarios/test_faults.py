@@ -23,7 +23,7 @@ class FailingStorage(LocalStorage):
     """The real disk storage, failing every write after the first `ok_writes` with `error`."""
 
     def __init__(self, root: Path, ok_writes: int, error: int) -> None:
-        super().__init__(root)
+        super().__init__(root, outage_timeout=1.0)  # EIO is ridden out for 1 s, then fails
         self.ok_writes = ok_writes
         self.error = error
 
