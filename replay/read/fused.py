@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from replay.read.transform import LUMA, Transform
+from replay.codec.devices import on_device
+from replay.read.transform import LUMA, Transform, apply
 
 _C_TYPES = {
     "uint8": "unsigned char",
@@ -265,6 +266,24 @@ def fused(frames: Any, t: Transform, out: Any = None) -> Any:
             ),
         )
     return out
+
+
+#: What `check_on_device` runs: the benchmarks' uint8 -> normalised float32 NCHW.
+CHECK_TRANSFORM = Transform(dtype="float32", layout="NCHW", mean=0.5, std=0.25)
+
+
+def check_on_device(frame: npt.NDArray[np.uint8], index: int) -> str:
+    """Compile and launch the kernel once on GPU `index` for one (H, W, 3) host frame and
+    compare it with the NumPy path bit for bit (RuntimeError when they differ; CuPy's
+    error when NVRTC is missing). `gpu_check` and `replay doctor` run it, so
+    ``device="auto"`` never picks a GPU whose kernel cannot compile."""
+    import cupy
+
+    with on_device(index):
+        got = cupy.asnumpy(fused(cupy.asarray(frame[None]), CHECK_TRANSFORM))
+    if not np.array_equal(got, apply(frame[None], CHECK_TRANSFORM, np)):
+        raise RuntimeError("the fused kernel and the NumPy path disagree")
+    return "one kernel, equal to the NumPy path bit for bit"
 
 
 HostTwin = Callable[[npt.NDArray[np.uint8]], npt.NDArray[Any]]
