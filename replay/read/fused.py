@@ -116,7 +116,7 @@ def kernel_source(t: Transform, height: int, width: int) -> str:
     lines.append(
         "REPLAY_FN void element(const unsigned char* src, long long batch, long long row,\n"
         f"                       {out_t}* dst, long long i) {{\n"
-        f"{_index_source(t, height, width)}\n  (void)c;\n"
+        f"{_index_source(t, height, width)}\n  (void)c; /* const: NVRTC warns of a set, unread int */\n"
         "  const unsigned char* img = src + n * batch;\n"
         f"  float v = {_value_source(t)};\n{_store_source(t)}\n}}"
     )
@@ -209,10 +209,10 @@ def _index_source(t: Transform, height: int, width: int) -> str:
         return (
             f"  int ox = (int)(i % {ow}); long long r = i / {ow};\n"
             f"  int oy = (int)(r % {oh}); r /= {oh};\n"
-            f"  int c = (int)(r % {channels}); long long n = r / {channels};"
+            f"  const int c = (int)(r % {channels}); long long n = r / {channels};"
         )
     return (
-        f"  int c = (int)(i % {channels}); long long r = i / {channels};\n"
+        f"  const int c = (int)(i % {channels}); long long r = i / {channels};\n"
         f"  int ox = (int)(r % {ow}); r /= {ow};\n"
         f"  int oy = (int)(r % {oh}); long long n = r / {oh};"
     )
