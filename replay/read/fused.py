@@ -116,7 +116,7 @@ def kernel_source(t: Transform, height: int, width: int) -> str:
     lines.append(
         "REPLAY_FN void element(const unsigned char* src, long long batch, long long row,\n"
         f"                       {out_t}* dst, long long i) {{\n"
-        f"{_index_source(t, height, width)}\n  (void)c; /* const: NVRTC warns of a set, unread int */\n"
+        f"{_index_source(t, height, width)}\n  (void)c; /* unread when grey */\n"
         "  const unsigned char* img = src + n * batch;\n"
         f"  float v = {_value_source(t)};\n{_store_source(t)}\n}}"
     )
@@ -202,7 +202,8 @@ def _store_source(t: Transform) -> str:
 
 
 def _index_source(t: Transform, height: int, width: int) -> str:
-    """C statements splitting flat output index i into (n, c, oy, ox) for `t.layout`."""
+    """C statements splitting flat output index i into (n, c, oy, ox) for `t.layout`
+    (c is const: a grey kernel never reads it, and NVRTC warns of a set, unread int)."""
     oh, ow = t.output_hw(height, width)
     channels = t.channels
     if t.layout == "NCHW":
