@@ -66,6 +66,11 @@ class RaceTakenOverError(WriterFailedError):
     (it was paused past its lease); the writer stops instead of resurrecting it."""
 
 
+class GpuCodecError(ReplayError, RuntimeError):
+    """The GPU JPEG path was asked for explicitly (``device="cuda"``) but a library it
+    needs (nvJPEG) did not load: the environment is at fault, not the data."""
+
+
 class CorruptDataError(ReplayError):
     """A shard or frame that cannot be decoded; the message names race, shard and step.
 

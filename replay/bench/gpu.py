@@ -24,12 +24,14 @@ import numpy.typing as npt
 
 from replay.codec import jpeg
 from replay.codec.devices import cuda_available
-from replay.codec.nvimgcodec import nvimgcodec
+from replay.codec.nvimgcodec import new_decoder, nvimgcodec
 from replay.read import transform as tf
 
 Frame = npt.NDArray[np.uint8]
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 DECODE_BACKENDS = ("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU", "CPU_ONLY")
+#: The transform figures, microseconds per frame: one fused kernel, the CuPy path.
+TRANSFORM_FIGURES = ("fused_us_per_frame", "multi_kernel_us_per_frame")
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -60,18 +62,17 @@ def _decode_backends(blobs: list[bytes], repeats: int) -> list[dict[str, Any]]:
     nvi = nvimgcodec()
     rows: list[dict[str, Any]] = []
     for name in DECODE_BACKENDS:
-        kind = getattr(nvi.BackendKind, name)
+        device = nvi.NVIMGCODEC_DEVICE_CPU_ONLY if name == "CPU_ONLY" else 0
         try:
-            decoder = (
-                nvi.Decoder(device_id=nvi.NVIMGCODEC_DEVICE_CPU_ONLY, backends=[nvi.Backend(kind)])
-                if name == "CPU_ONLY"
-                else nvi.Decoder(backends=[nvi.Backend(kind)])
-            )
+            decoder = new_decoder([name], device)
             images = decoder.decode(blobs)  # warm-up, and the correctness check
         except Exception as e:  # a backend this GPU or driver lacks
             rows.append({"backend": name, "error": f"{type(e).__name__}: {e}"})
             continue
         failed = sum(im is None for im in images)
+        if failed == len(images):  # e.g. HW_GPU_ONLY on a GPU without a JPEG decoder
+            rows.append({"backend": name, "error": f"decoded none of {failed} frames"})
+            continue
         blank = sum(1 for im in images if im is not None and not np.asarray(im.cpu()).any())
         start = time.perf_counter()
         for _ in range(repeats):
@@ -104,8 +105,7 @@ def _transform_us(frames: Sequence[Frame], repeats: int) -> dict[str, float]:
     def multi_kernel() -> Any:
         return tf.apply(batch, t, cupy)
 
-    runs = {"fused_us_per_frame": one_kernel, "multi_kernel_us_per_frame": multi_kernel}
-    for name, run in runs.items():
+    for name, run in zip(TRANSFORM_FIGURES, (one_kernel, multi_kernel), strict=True):
         run()  # compile and warm up
         cupy.cuda.Device().synchronize()
         start = time.perf_counter()

@@ -1,8 +1,9 @@
 """The GPU path's self-check: a one-frame round trip that decides what ``device="auto"`` takes.
 
-`gpu_check(index)` encodes and decodes `probe_frame()` on GPU `index` once per process
-(cached) and says which parts passed; `resolve_device` maps a device string to
-``"cuda"`` or ``"cpu"`` with it, warning once when a visible GPU fails its check.
+`gpu_check(index)` encodes and decodes `probe_frame()` on GPU `index` and launches the
+fused transform kernel on it, once per process (cached), and says which part failed;
+`resolve_device` maps a device string to ``"cuda"`` or ``"cpu"`` with it, warning once
+when a visible GPU fails its check.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class GpuCheck:
 
 @functools.cache
 def gpu_check(index: int = 0) -> GpuCheck:
-    """Encode one frame with nvJPEG on GPU `index` and decode it there (once per process).
+    """Encode one frame with nvJPEG on GPU `index`, decode it there and run the fused
+    kernel on it (once per process): `sample(device="cuda")` needs all three.
 
     `resolve_device("auto")` takes the GPU only when this passes; when a GPU is visible
     and it fails, one RuntimeWarning says why and that the CPU path is used.
@@ -64,9 +66,12 @@ def gpu_check(index: int = 0) -> GpuCheck:
             )
             dec = decoder("cuda", index)
             image = dec.decode_one(blob)
-        if not same_picture(image, frame):
+        if image is None or not same_picture(image, frame):
             raise RuntimeError("the decoded frame does not match the encoded one")
-        check = GpuCheck(True, f"decoded with the {dec.backend} backend")
+        from replay.read.fused import check_on_device  # the read wing: import when checking
+
+        check_on_device(image, index)
+        check = GpuCheck(True, f"decoded with the {dec.backend} backend; the fused kernel ran")
     except Exception as e:  # any failure on the GPU path means: use the CPU
         check = GpuCheck(False, f"{type(e).__name__}: {e}")
         warnings.warn(

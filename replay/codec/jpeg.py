@@ -32,7 +32,7 @@ import numpy.typing as npt
 import simplejpeg
 
 from replay.codec.devices import Device, cuda_available, on_device
-from replay.codec.nvimgcodec import nvimgcodec
+from replay.codec.nvimgcodec import new_decoder, nvimgcodec, require_nvjpeg
 from replay.codec.pixel_order import contiguous
 from replay.codec.subsampling import Subsampling
 from replay.cpus import usable_cpus
@@ -166,10 +166,13 @@ def decode_host(
 class JpegDecoder:
     """Batched JPEG decoder to (H, W, 3) uint8 RGB; NumPy on cpu, CuPy on cuda.
 
-    On cuda it decodes with the GPU's hardware JPEG decoder when one decodes a probe
-    frame correctly at creation, else with nvJPEG's CUDA backend; a frame the hardware
-    decoder refuses is retried on the CUDA backend. `backend` names the first choice
-    and `decoded` counts frames by the backend that decoded them.
+    On cuda it needs nvJPEG (GpuCodecError names what did not load, rather than every
+    frame failing as if damaged) and decodes with the GPU's hardware JPEG decoder when
+    one decodes a probe frame correctly at creation, else with nvJPEG's CUDA backend; a
+    frame the hardware decoder refuses is retried on the CUDA backend. Chroma is
+    upsampled as libjpeg-turbo does (`DECODER_OPTIONS`), so GPU and CPU decodes agree.
+    `backend` names the first choice and `decoded` counts frames by the backend that
+    decoded them.
     """
 
     def __init__(self, device: Device, index: int = 0) -> None:
@@ -181,18 +184,12 @@ class JpegDecoder:
         self._hardware: Any = None
         self._hardware_decoder: Any = None  # kept when `use_backend("cuda")` sets it aside
         if device == "cuda":
-            nvi = nvimgcodec()
-            kinds = nvi.BackendKind
+            require_nvjpeg()
             with on_device(index):
-                self._cuda = nvi.Decoder(
-                    device_id=index,
-                    backends=[nvi.Backend(kinds.GPU_ONLY), nvi.Backend(kinds.HYBRID_CPU_GPU)],
-                )
+                self._cuda = new_decoder(["GPU_ONLY", "HYBRID_CPU_GPU"], index)
                 self.backend = "cuda"
                 try:
-                    hardware = nvi.Decoder(
-                        device_id=index, backends=[nvi.Backend(kinds.HW_GPU_ONLY)]
-                    )
+                    hardware = new_decoder(["HW_GPU_ONLY"], index)
                     frame = probe_frame()
                     (blob,) = encoder("cpu").encode([frame], quality=90, subsampling="420")
                     (image,) = self._run(hardware, [blob])

@@ -43,11 +43,17 @@ from pathlib import Path
 from typing import Any
 
 from replay.codec.devices import cuda_available
+from replay.errors import GpuCodecError
 
 #: The extensions nvImageCodec may load: libjpeg-turbo (its CPU fallback, and the CPU
 #: row of the GPU benchmark) and nvJPEG (hardware and CUDA decode, CUDA encode).
 CPU_EXTENSIONS = ("libjpeg_turbo_ext",)
 GPU_EXTENSIONS = ("libnvjpeg_ext",)
+#: nvJPEG upsamples 4:2:0 chroma by repeating each sample unless asked for "fancy"
+#: (interpolating) upsampling, which libjpeg-turbo, the CPU path, does by default. With
+#: this option GPU and CPU decodes are one picture up to IDCT rounding; without it they
+#: differ on CarRacing frames by p99.9 16 levels, max 111 (docs/benchmarks.md, "GPU").
+DECODER_OPTIONS = ":fancy_upsampling=1"
 #: What ``libnvjpeg_ext``'s RUNPATH finds from nvImageCodec's extensions folder.
 NVJPEG_LIBRARY = ("cu13", "lib", "libnvjpeg.so.13")
 
@@ -195,3 +201,23 @@ def nvimgcodec(gpu: bool | None = None) -> Any:
         from nvidia import nvimgcodec as module
 
         return module
+
+
+def new_decoder(backends: Sequence[str], device_id: int) -> Any:
+    """An nvImageCodec decoder on `device_id` limited to `backends` (``BackendKind``
+    names), upsampling chroma as libjpeg-turbo does (`DECODER_OPTIONS`)."""
+    nvi = nvimgcodec()
+    return nvi.Decoder(
+        device_id=device_id,
+        backends=[nvi.Backend(getattr(nvi.BackendKind, name)) for name in backends],
+        options=DECODER_OPTIONS,
+    )
+
+
+def require_nvjpeg() -> None:
+    """Raise GpuCodecError unless `nvimgcodec()` loaded nvJPEG: without it nvImageCodec
+    decodes nothing on the GPU, and every frame would look damaged."""
+    nvimgcodec()
+    if _report.nvjpeg is None:
+        why = "; ".join(_report.problems) or "no CUDA device was visible when it loaded"
+        raise GpuCodecError(f"device='cuda' JPEG decode needs nvJPEG, which did not load: {why}")

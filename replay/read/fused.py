@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from replay.read.transform import LUMA, Transform
+from replay.codec.devices import on_device
+from replay.read.transform import LUMA, Transform, apply
 
 _C_TYPES = {
     "uint8": "unsigned char",
@@ -115,7 +116,7 @@ def kernel_source(t: Transform, height: int, width: int) -> str:
     lines.append(
         "REPLAY_FN void element(const unsigned char* src, long long batch, long long row,\n"
         f"                       {out_t}* dst, long long i) {{\n"
-        f"{_index_source(t, height, width)}\n  (void)c;\n"
+        f"{_index_source(t, height, width)}\n  (void)c; /* unread when grey */\n"
         "  const unsigned char* img = src + n * batch;\n"
         f"  float v = {_value_source(t)};\n{_store_source(t)}\n}}"
     )
@@ -201,17 +202,18 @@ def _store_source(t: Transform) -> str:
 
 
 def _index_source(t: Transform, height: int, width: int) -> str:
-    """C statements splitting flat output index i into (n, c, oy, ox) for `t.layout`."""
+    """C statements splitting flat output index i into (n, c, oy, ox) for `t.layout`
+    (c is const: a grey kernel never reads it, and NVRTC warns of a set, unread int)."""
     oh, ow = t.output_hw(height, width)
     channels = t.channels
     if t.layout == "NCHW":
         return (
             f"  int ox = (int)(i % {ow}); long long r = i / {ow};\n"
             f"  int oy = (int)(r % {oh}); r /= {oh};\n"
-            f"  int c = (int)(r % {channels}); long long n = r / {channels};"
+            f"  const int c = (int)(r % {channels}); long long n = r / {channels};"
         )
     return (
-        f"  int c = (int)(i % {channels}); long long r = i / {channels};\n"
+        f"  const int c = (int)(i % {channels}); long long r = i / {channels};\n"
         f"  int ox = (int)(r % {ow}); r /= {ow};\n"
         f"  int oy = (int)(r % {oh}); long long n = r / {oh};"
     )
@@ -265,6 +267,24 @@ def fused(frames: Any, t: Transform, out: Any = None) -> Any:
             ),
         )
     return out
+
+
+#: What `check_on_device` runs: the benchmarks' uint8 -> normalised float32 NCHW.
+CHECK_TRANSFORM = Transform(dtype="float32", layout="NCHW", mean=0.5, std=0.25)
+
+
+def check_on_device(frame: npt.NDArray[np.uint8], index: int) -> str:
+    """Compile and launch the kernel once on GPU `index` for one (H, W, 3) host frame and
+    compare it with the NumPy path bit for bit (RuntimeError when they differ; CuPy's
+    error when NVRTC is missing). `gpu_check` and `replay doctor` run it, so
+    ``device="auto"`` never picks a GPU whose kernel cannot compile."""
+    import cupy
+
+    with on_device(index):
+        got = cupy.asnumpy(fused(cupy.asarray(frame[None]), CHECK_TRANSFORM))
+    if not np.array_equal(got, apply(frame[None], CHECK_TRANSFORM, np)):
+        raise RuntimeError("the fused kernel and the NumPy path disagree")
+    return "one kernel, equal to the NumPy path bit for bit"
 
 
 HostTwin = Callable[[npt.NDArray[np.uint8]], npt.NDArray[Any]]

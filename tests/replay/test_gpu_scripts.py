@@ -15,10 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def parent_venv(tmp_path: Path) -> Path:
+def parent_venv(tmp_path: Path, *venv_options: str) -> Path:
     """A virtual environment A holding a package `parentonly` that nothing else has."""
     a = tmp_path / "A"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(a)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", *venv_options, str(a)], check=True)
     site = Path(
         subprocess.run(
             [
@@ -48,7 +48,7 @@ def python_in(venv: Path, code: str) -> subprocess.CompletedProcess[str]:
 
 def test_system_site_packages_of_a_venv_miss_its_packages(tmp_path: Path) -> None:
     """The failure scripts/gpu-run had: the inner venv sees the base interpreter only."""
-    a = parent_venv(tmp_path)
+    a = parent_venv(tmp_path, "--without-pip")
     b = tmp_path / "B"
     subprocess.run(
         [str(a / "bin/python"), "-m", "venv", "--system-site-packages", "--without-pip", str(b)],
@@ -58,9 +58,14 @@ def test_system_site_packages_of_a_venv_miss_its_packages(tmp_path: Path) -> Non
 
 
 def test_nested_venv_sees_the_parents_packages_after_its_own(tmp_path: Path) -> None:
+    """B is made without ensurepip (the GPU machine may lack it); with no pip wheel
+    carried, A's pip serves B (tests/replay/test_gpu_rehearsal.py carries one)."""
     a = parent_venv(tmp_path)
     b = tmp_path / "B"
-    subprocess.run([str(ROOT / "scripts/nested-venv"), str(a / "bin/python"), str(b)], check=True)
+    subprocess.run(
+        [str(ROOT / "scripts/nested-venv"), str(a / "bin/python"), str(b)], check=True, cwd=tmp_path
+    )
+    assert not list(b.glob("lib/python*/site-packages/pip"))  # no ensurepip, no wheel
     done = python_in(
         b,
         "import sys, importlib.metadata as m, parentonly; "

@@ -220,7 +220,7 @@ def test_bench_gpu_says_it_needs_cuda(tmp_path: Path, real_frames: npt.NDArray[n
 
 @pytest.mark.gpu
 def test_bench_gpu_figures(real_frames: npt.NDArray[np.uint8]) -> None:
-    from replay.bench.gpu import run_gpu_bench
+    from replay.bench.gpu import TRANSFORM_FIGURES, run_gpu_bench
     from replay.codec.jpeg import cuda_available
 
     if not cuda_available():
@@ -230,4 +230,5 @@ def test_bench_gpu_figures(real_frames: npt.NDArray[np.uint8]) -> None:
     measured = [r for r in results["decode_batch_64"] if "frames_per_s" in r]
     assert measured, results["decode_batch_64"]
     assert all(r["failed"] == 0 and r["all_zero"] == 0 for r in measured)
-    assert results["transform_uint8_to_float32_nchw"]["us_per_frame"] > 0
+    transform = results["transform_uint8_to_float32_nchw"]
+    assert all(transform[name] > 0 for name in TRANSFORM_FIGURES), transform

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from replay.cli.doctor import auto_path
+from replay.cli.doctor import Absent, _attempt, auto_path
 from replay.cli.main import main
 from replay.codec.devices import cuda_available
 from replay.codec.gpu_check import GpuCheck
@@ -79,6 +79,8 @@ def test_a_gpu_machine_checks_every_backend(report: dict[str, Any]) -> None:
     rows = {c["name"]: c for c in report["checks"]}
     assert rows["cuda:0 encode (nvJPEG)"]["ok"] is True, rows
     assert rows["cuda:0 decode (nvJPEG CUDA)"]["ok"] is True, rows
+    # an RTX card or a T4 has no hardware JPEG decoder: skipped there, never failed
+    assert rows["cuda:0 decode (hardware JPEG decoder)"]["ok"] in (True, None), rows
     assert rows["cuda:0 fused transform"]["ok"] is True, rows
     assert "libnvjpeg_ext" in report["nvimgcodec"]["extensions"]
     assert report["nvimgcodec"]["problems"] == []
@@ -99,3 +101,18 @@ def test_the_verdict_follows_the_path_auto_takes() -> None:
     assert (device, works) == ("cpu", True)  # falls back, and the fallback works
     assert "round trip failed (RuntimeError: nvImageCodec failed" in why
     assert auto_path(broken, False, {})[2] is False
+
+
+def test_a_part_this_gpu_lacks_is_skipped_not_failed() -> None:
+    def no_hardware_decoder() -> str:
+        raise Absent("this GPU has no hardware JPEG decoder; the CUDA backend decodes")
+
+    def broken() -> str:
+        raise RuntimeError("the decoded frame does not match")
+
+    skipped = _attempt("cuda:0 decode (hardware JPEG decoder)", no_hardware_decoder)
+    assert (skipped.ok, skipped.detail) == (
+        None,
+        "skipped: this GPU has no hardware JPEG decoder; the CUDA backend decodes",
+    )
+    assert _attempt("cuda:0 decode (nvJPEG CUDA)", broken).ok is False

@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+import simplejpeg
 from numcodecs import Zstd
+from pixels import assert_same_decode
 from sampling_helpers import keys_of, write_race
 
 import replay
 from replay.codec import jpeg
 from replay.codec.devices import cuda_available
 from replay.codec.frames import ZstdFrames
+from replay.errors import GpuCodecError
 from replay.read.batch import Batch, EncodedBatch, SampleKeys, corrupt_frame_error
 from replay.read.decode import decode_batch, decode_frames
 
@@ -161,10 +164,7 @@ def test_each_gpu_backend_decodes_what_the_cpu_decodes(
         decoder.use_backend(decoder.backends[0])
     assert batch.frames.is_cuda
     assert batch.frames.dtype == torch.uint8
-    host = decode_batch(encoded).frames
-    diff = np.abs(batch.frames.cpu().numpy().astype(int) - host.astype(int))
-    assert diff.mean() < 1.0  # IDCT rounding differs by a level here and there
-    assert diff.max() <= 8
+    assert_same_decode(batch.frames.cpu().numpy(), decode_batch(encoded).frames)
 
 
 @pytest.mark.gpu
@@ -184,7 +184,28 @@ def test_gpu_transforms_match_the_cpu_path_and_bfloat16_comes_out_as_torch(
     assert on_gpu.shape == (2, 1, 3, 150, 300)
     exact = replace(t, dct_scaling=False)  # the GPU decodes at full size, then resizes
     on_cpu = decode_batch(encoded, out="torch", transform=exact).frames
-    np.testing.assert_allclose(on_gpu.float().cpu().numpy(), on_cpu.float().numpy(), atol=0.04)
+    # IDCT rounding, as in assert_same_decode, plus bfloat16's (half a level near 1)
+    assert_same_decode(on_gpu.float().cpu().numpy(), on_cpu.float().numpy(), level=1 / 255)
+
+
+def test_the_gpu_bound_passes_another_idct_and_fails_simple_upsampling(
+    real_frames: npt.NDArray[np.uint8],
+) -> None:
+    """The bound of the GPU comparisons above, on the CPU: libjpeg-turbo's fast IDCT
+    stands in for nvJPEG's; its simple upsampling is nvJPEG's without DECODER_OPTIONS."""
+    blobs = jpeg.encoder("cpu").encode(list(real_frames[:16]), quality=90, subsampling="420")
+    exact = np.stack([simplejpeg.decode_jpeg(b) for b in blobs])
+    assert_same_decode(np.stack([simplejpeg.decode_jpeg(b, fastdct=True) for b in blobs]), exact)
+    simple = np.stack([simplejpeg.decode_jpeg(b, fastupsample=True) for b in blobs])
+    with pytest.raises(AssertionError, match=r"p99\.9 1\d\.\d, max"):
+        assert_same_decode(simple, exact)
+
+
+def test_an_explicit_cuda_decoder_without_nvjpeg_blames_the_library() -> None:
+    if cuda_available():
+        pytest.skip("this machine has CUDA: nvJPEG loads")
+    with pytest.raises(GpuCodecError, match="needs nvJPEG, which did not load"):
+        jpeg.decoder("cuda", 0)
 
 
 def test_gpu_decode_chunks_keep_peak_memory_near_the_output() -> None:

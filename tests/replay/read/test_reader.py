@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import zarr
+from pixels import assert_same_decode
 from sampling_helpers import make_store, small_frames, write_race
 
 import replay
@@ -380,16 +381,14 @@ def test_cuda_decode_and_transform_match_the_cpu_reference(
     assert isinstance(gpu, cupy.ndarray)
     assert gpu.shape == cpu.shape
     assert gpu.dtype == np.uint8
-    diff = np.abs(cupy.asnumpy(gpu).astype(np.int16) - cpu)
-    assert diff.mean() < 1.0
-    assert diff.max() <= 32
+    assert_same_decode(cupy.asnumpy(gpu), cpu)
     t = Transform(
         crop=(100, 0, 800, 1600), size=(200, 400), dtype="float32", layout="NCHW", mean=0.5, std=0.5
     )
     on_gpu = cupy.asnumpy(decode_batch(encoded, device="cuda", out="cupy", transform=t).frames)
     reference = decode_batch(encoded, transform=Transform(**{**t.__dict__, "dct_scaling": False}))
     assert on_gpu.shape == reference.frames.shape == (8, 2, 3, 200, 400)
-    assert np.abs(on_gpu - reference.frames).mean() < 0.01
+    assert_same_decode(on_gpu, reference.frames, level=1 / 255 / 0.5)  # std=0.5
     numpy_out = decode_batch(encoded, device="cuda", out="numpy")
     assert isinstance(numpy_out.frames, np.ndarray)
 
