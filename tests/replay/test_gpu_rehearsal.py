@@ -2,18 +2,18 @@
 
 The GPU machine (docs/benchmarks.md, "GPU") has a Python 3.12 whose ``python3`` is a
 virtual environment made without pip, holding numpy, CuPy and NVRTC, and no package
-registry. This builds that environment from Python 3.12 (cached under
-``~/.cache/replay-gpu-rehearsal``: the first run downloads about 150 MB), downloads the
-carried wheels with ``scripts/gpu-wheels`` into a copy of the working tree, and runs
-``scripts/gpu-run setup doctor tests`` there, installing with ``--no-index`` as on the
-GPU machine. Then setup and doctor must succeed (CuPy finds NVRTC from inside the nested
-venv), the tests step must collect every ``gpu``-marked test with no collection error
-(each skips without CUDA), and every file that comes back must be JSON with a simple name.
+registry. scripts/gpu-rehearsal-prep builds that environment from Python 3.12 and
+downloads the carried wheels with ``scripts/gpu-wheels`` (cached under
+``~/.cache/replay-gpu-rehearsal``; scripts/test runs it, so this test reaches no
+network); the test copies the working tree and the wheels and runs ``scripts/gpu-run
+setup doctor tests`` there, installing with ``--no-index`` as on the GPU machine. Then
+setup and doctor must succeed (CuPy finds NVRTC from inside the nested venv), the tests
+step must collect every ``gpu``-marked test with no collection error (each skips without
+CUDA), and every file that comes back must be JSON with a simple name.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -26,26 +26,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "replay-gpu-rehearsal"
-#: What the GPU machine's python3 holds that matters to replay (torch is left out: the
-#: tests import it where they need it and skip without it).
-GPU_PYTHON = (
-    "numpy>=2,<3",
-    "cupy-cuda13x>=14,<15",
-    "nvidia-cuda-nvrtc>=13,<14",
-    "pytest",
-    "psutil",
-)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def python312() -> str:
-    """A Python 3.12 that runs (a pyenv shim may exist and refuse)."""
-    pyenv = sorted(glob.glob(str(Path.home() / ".pyenv/versions/3.12*/bin/python3.12")))
-    for candidate in [*pyenv, shutil.which("python3.12")]:
-        if candidate and subprocess.run([candidate, "-c", ""], check=False).returncode == 0:
-            return candidate
-    pytest.skip("no Python 3.12 here to rehearse the GPU machine's python3 with")
+def prepared() -> Path:
+    """The cache scripts/gpu-rehearsal-prep made (the test itself reaches no network)."""
+    if not (CACHE / "STAMP").exists():
+        message = "run scripts/gpu-rehearsal-prep first (scripts/test does)"
+        if os.environ.get("REPLAY_GPU_REHEARSAL") == "required":
+            pytest.fail(message)
+        pytest.skip(message)
+    return CACHE
 
 
 def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -54,19 +46,6 @@ def run(*args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]
     )  # type: ignore[call-overload]
     assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
     return done  # type: ignore[no-any-return]
-
-
-def gpu_python() -> Path:
-    """The GPU machine's python3 as a venv without pip (made once, kept in the cache)."""
-    venv = CACHE / "gpu-python"
-    ready = venv / "ready"  # what was installed: a new list builds the venv again
-    if not ready.exists() or ready.read_text() != " ".join(GPU_PYTHON):
-        shutil.rmtree(venv, ignore_errors=True)
-        run(python312(), "-m", "venv", "--without-pip", venv)
-        pip = [sys.executable, "-m", "pip", "--python", venv / "bin/python", "install", "-q"]
-        run(*pip, "--disable-pip-version-check", *GPU_PYTHON)
-        ready.write_text(" ".join(GPU_PYTHON))
-    return venv
 
 
 def working_copy(target: Path) -> Path:
@@ -91,18 +70,11 @@ def gpu_test_ids() -> set[str]:
 
 
 def test_the_gpu_run_sets_up_and_collects_every_gpu_test(tmp_path: Path) -> None:
-    venv = gpu_python()
+    cache = prepared()
+    venv = cache / "gpu-python"
     repo = working_copy(tmp_path / "repo")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    wheels = CACHE / "wheels"
-    stamp = (ROOT / "scripts/gpu-wheels").read_text()
-    if not (wheels / "STAMP").exists() or (wheels / "STAMP").read_text() != stamp:
-        run("scripts/gpu-wheels", cwd=repo, env={**env, "PYTHON": sys.executable})
-        shutil.rmtree(wheels, ignore_errors=True)
-        shutil.copytree(repo / "wheels", wheels)
-        (wheels / "STAMP").write_text(stamp)
-    else:
-        shutil.copytree(wheels, repo / "wheels")
+    shutil.copytree(cache / "wheels", repo / "wheels")
     out = tmp_path / "out"
     env = {**env, "PATH": f"{venv / 'bin'}:{env['PATH']}", "OUT": str(out)}
     done = subprocess.run(
