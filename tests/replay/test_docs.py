@@ -36,7 +36,7 @@ torch = pytest.importorskip("torch")
 from pytest_examples import CodeExample, EvalExample, find_examples  # noqa: E402
 
 import replay  # noqa: E402
-from replay.cli import main as cli  # noqa: E402
+from replay.cli.main import main as cli  # noqa: E402
 from service.tools.process import ServerProcess  # noqa: E402
 
 ROOT = Path(__file__).parents[2]
