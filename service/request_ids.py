@@ -40,7 +40,7 @@ from replay.errors import ReplayError
 MAX_BYTES = 16 << 20
 #: What an entry costs besides its answer: the entry, its event, the key and digest,
 #: the dict slot (measured with tracemalloc: tests/service/test_request_ids.py).
-ENTRY_OVERHEAD = 1024
+ENTRY_OVERHEAD = 1536
 
 
 class RequestIdConflict(ReplayError):
