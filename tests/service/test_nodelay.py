@@ -30,7 +30,7 @@ def test_the_accepted_connection_has_tcp_nodelay(served_store: Path) -> None:
         httpx.Client(base_url=server.url) as http,
     ):
         assert http.get("/v1/live").status_code == 200  # the connection is open, kept alive
-        host, port = address(server.url)
+        port = address(server.url)[1]
         accepted = [
             c
             for c in psutil.Process().net_connections("tcp")
