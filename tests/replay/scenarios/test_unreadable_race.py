@@ -63,16 +63,21 @@ def store(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> Iterator[tuple[
 
 
 SCRIPT = """
-import json, sys
+import json, sys, time
 import replay
+from replay.maintenance.recovery import orphan_races, recover
 s = replay.open_store(sys.argv[1], mode="r")
+later = time.time() + 3600  # the races are old: a folder without a document is an orphan
+assert orphan_races(s.storage, now=later) == []  # unreadable is not orphaned (prune keeps it)
+report = recover(s.storage, dry_run=True, now=later)
 infos, damaged = s.scan()
 a = s.sampler(batch_size=8, seed=0, filters={"env": "A-v0"}).sample()
 every = s.sampler(batch_size=8, seed=0)
 every.sample()
 print(json.dumps({"races": [i.race_id for i in s.races()], "damaged": damaged,
                   "sampled": sorted(set(r for r, _ in a.keys)),
-                  "sampler_damaged": every.stats().damaged_races}))
+                  "sampler_damaged": every.stats().damaged_races,
+                  "recover_damaged": sorted(report.damaged)}))
 """
 
 
@@ -88,6 +93,7 @@ def test_the_api_and_samplers_lose_only_the_unreadable_race(
     assert "PermissionError" in out["damaged"][bad]
     assert out["sampled"] == [a, c]  # a sampler filtered to the other races works
     assert out["sampler_damaged"] == 1  # and one over all races counts it
+    assert out["recover_damaged"] == [bad]
 
 
 def test_verify_and_inspect_name_the_race_and_the_cause(store: tuple[Path, list[str]]) -> None:
