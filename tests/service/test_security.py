@@ -18,8 +18,8 @@ from replay.format import spec as fmt
 from replay.remote.client import Client
 from replay.remote.retries import ServiceError
 from service.cli import serve
-from service.settings import Settings, is_loopback
 from service.tools.process import ServerProcess
+from service.settings import Settings, is_loopback
 
 TOKEN = "s3cret-token"
 

@@ -20,8 +20,8 @@ import pytest
 from service_helpers import RACES, ThreadServer
 
 import replay
-from service.settings import Settings
 from service.tools.process import ServerProcess
+from service.settings import Settings
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
