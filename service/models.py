@@ -18,6 +18,7 @@ from pydantic import (
 from replay.format import spec as fmt
 from replay.format.race import RaceInfo
 from replay.sample.params import SamplerParams
+from service.request_text import refuse_lone_surrogates
 
 EXAMPLE_RACE_ID = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
 
@@ -272,26 +273,6 @@ class DecodedView(BaseModel):
         tuple[Annotated[int, Field(ge=1, le=8192)], Annotated[int, Field(ge=1, le=8192)]] | None
     ) = Field(None, description="Output (height, width).", examples=[[225, 400]])
     grey: bool = False
-
-
-def refuse_lone_surrogates(value: Any) -> Any:
-    """`value` (a parsed JSON body), refused if any of its strings holds a lone UTF-16
-    surrogate (``"\\ud800"`` is valid JSON but no text: it cannot be encoded, logged
-    or echoed). The request models run it on their whole input first."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = value.encode("utf-8", "backslashreplace").decode()[:60]
-            raise ValueError(f"text must be valid Unicode, not {shown!r}") from None
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            refuse_lone_surrogates(k)
-            refuse_lone_surrogates(v)
-    elif isinstance(value, list):
-        for v in value:
-            refuse_lone_surrogates(v)
-    return value
 
 
 class SampleRequest(BaseModel):
