@@ -21,12 +21,7 @@ import zarr
 from ulid import ULID
 
 from replay.codec.frames import CodecName
-from replay.errors import (
-    RaceNotFoundError,
-    ReadOnlyStoreError,
-    ReplayError,
-    StoreError,
-)
+from replay.errors import RaceNotFoundError, ReadOnlyStoreError, ReplayError, StoreError
 from replay.format import catalogue
 from replay.format import spec as fmt
 from replay.format.groups import ensure_groups, write_group
@@ -172,6 +167,11 @@ class Store:
     def race_ids(self) -> list[str]:
         """Ids of all races, oldest first (ids sort by creation time)."""
         return catalogue.race_ids(self.storage)
+
+    def check(self) -> None:
+        """StoreError if the store is gone since it was opened (its root document removed)."""
+        if not self.storage.exists(fmt.METADATA):
+            raise StoreError(f"{self.root} is no longer a replay store (no {fmt.METADATA})")
 
     def races(self) -> list[RaceInfo]:
         """Metadata of every race, oldest first.

@@ -1,7 +1,8 @@
 """Errors to HTTP answers, in one place.
 
 Every error answer has the body of `service.models.Error`:
-``{"error": <name>, "detail": <message naming the value>, ...}``. The mapping
+``{"error": <name>, "detail": <message naming the value>, ...}``, invalid requests
+(422 ``ValidationError``) too, with ``errors`` listing the fields. The mapping
 of `replay.errors` (and of the I/O errors a store read can raise) is the table
 below; nothing maps to 500 — a damaged shard is the store's state, not a bug
 of the service, so it is a 409 that names the race and shard::
@@ -11,6 +12,7 @@ of the service, so it is a 409 that names the race and shard::
     SamplingError                422  (the request is valid; this store cannot satisfy it)
     StepDataError, FrameError    422
     CorruptDataError             409  (+ race_id, shard, step)
+    RequestIdConflict            422  (a Replay-Request-Id reused with other content)
     StoreError                   503  (the store is missing or unusable)
     other ReplayError            400
     FileNotFoundError            404  (removed while being read, e.g. evicted)
@@ -21,10 +23,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
@@ -39,7 +39,8 @@ from replay.errors import (
     StepDataError,
     StoreError,
 )
-from service.models import Error
+from service.models import Error, FieldError
+from service.request_ids import RequestIdConflict
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (StepDataError, 422),
     (FrameError, 422),
     (CorruptDataError, 409),
+    (RequestIdConflict, 422),
     (StoreError, 503),
     (ReplayError, 400),
     (FileNotFoundError, 404),
@@ -102,23 +104,28 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> Response:
-    """FastAPI's 422 for invalid parameters and bodies, counted. The offending input is
-    echoed with non-finite numbers (``NaN``, ``Infinity``, ``1e400``) as strings: they
-    are not JSON, and the answer must be (it was a 500)."""
+    """FastAPI's 422 for invalid parameters and bodies, in the common shape (counted):
+    ``detail`` says what is wrong with each field, ``errors`` lists them. The offending
+    input is not echoed (it may be anything: a lone surrogate cannot be encoded as
+    UTF-8, ``NaN`` is not JSON; both were a 500), and every message is made encodable."""
     assert isinstance(exc, RequestValidationError)
     _count(request, "ValidationError")
-    return JSONResponse({"detail": finite(jsonable_encoder(exc.errors()))}, status_code=422)
+    fields = [
+        FieldError(
+            loc=[_text(p) if isinstance(p, str) else p for p in e.get("loc", ())],
+            msg=_text(str(e.get("msg", ""))),
+            type=_text(str(e.get("type", ""))),
+        )
+        for e in exc.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(map(str, f.loc))}: {f.msg}" for f in fields)
+    body = Error(error="ValidationError", detail=detail or "invalid request", errors=fields)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=422)
 
 
-def finite(value: Any) -> Any:
-    """`value` (JSON-like) with every non-finite float replaced by its name as a string."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
+def _text(value: str) -> str:
+    """`value` with anything UTF-8 cannot encode (lone surrogates) as ``\\udXXX`` escapes."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def install(app: FastAPI) -> None:

@@ -11,6 +11,7 @@ never by raw path, so a scan of random URLs cannot blow up the label space.
     replay_errors_total{error}                              4xx/5xx answers by error name
     replay_corrupt_skipped_total                            damaged data skipped (skip_corrupt)
     replay_store_races / replay_store_frames                gauges, read at scrape time
+    replay_store_damaged_races                              gauge: races that cannot be read
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class Metrics:
             registry=r,
         )
         self.races = Gauge("replay_store_races", "Races in the store", registry=r)
+        self.damaged_races = Gauge(
+            "replay_store_damaged_races", "Races whose metadata cannot be read", registry=r
+        )
         self.frames = Gauge("replay_store_frames", "Committed frames in the store", registry=r)
         self.started = time.monotonic()
         # plain totals for /v1/stats (reading them back from prometheus objects is clumsy)

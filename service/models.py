@@ -18,6 +18,7 @@ from pydantic import (
 from replay.format import spec as fmt
 from replay.format.race import RaceInfo
 from replay.sample.params import SamplerParams
+from service.request_text import refuse_lone_surrogates
 
 EXAMPLE_RACE_ID = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
 
@@ -35,9 +36,14 @@ class Live(BaseModel):
 class Health(BaseModel):
     """Readiness: the service runs, its store opens and its races list."""
 
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "degraded"] = Field(
+        "ok", description="degraded: some races cannot be read (named in /v1/stats)."
+    )
     version: str = Field(examples=["0.1.0"])
     races: int = Field(description="Races in the store.", examples=[3])
+    damaged_races: int = Field(
+        0, description="Races whose metadata cannot be read (left out of sampling)."
+    )
 
 
 class Lease(BaseModel):
@@ -194,14 +200,26 @@ class Stats(BaseModel):
     uptime_s: float = Field(examples=[3600.0])
 
 
+class FieldError(BaseModel):
+    """One invalid field of a request (``ValidationError`` answers list them)."""
+
+    loc: list[str | int] = Field(examples=[["body", "timeout"]])
+    msg: str = Field(examples=["Input should be a finite number"])
+    type: str = Field(examples=["finite_number"])
+
+
 class Error(BaseModel):
-    """Every error answer: the error's name and a message naming the offending value."""
+    """Every error answer: the error's name and a message naming the offending value.
+
+    One shape for all (docs/protocol.md): a ``ValidationError`` (422, a request that
+    does not fit its schema) adds `errors`, one entry per invalid field."""
 
     error: str = Field(examples=["RaceNotFoundError"])
     detail: str = Field(examples=[f"no race {EXAMPLE_RACE_ID} in /data/replay"])
     race_id: str | None = None
     shard: int | None = None
     step: int | None = None
+    errors: list[FieldError] | None = None
 
 
 class RaceFilter(BaseModel):
@@ -211,7 +229,7 @@ class RaceFilter(BaseModel):
     matches). The fields are `replay.Filters`'s, the rule of the race list too.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     env: str | list[Annotated[str, Field(max_length=200)]] | None = Field(
         None, max_length=200, examples=["CarRacing-v3"]
@@ -244,7 +262,7 @@ class DecodedView(BaseModel):
     """Ask for decoded uint8 pixels (for clients without a JPEG decoder), optionally
     cropped, resized or reduced to grey. Costs the service a decode per frame."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     crop: tuple[NonNegativeInt, NonNegativeInt, PositiveInt, PositiveInt] | None = Field(
         None,
@@ -262,6 +280,7 @@ class SampleRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,  # NaN, Infinity and 1e400 are refused in every field (422)
         json_schema_extra={
             "examples": [
                 {"kind": "uniform", "batch_size": 64, "seq_len": 1, "seed": 0},
@@ -330,6 +349,8 @@ class SampleRequest(BaseModel):
         values["filters"] = None if self.filters is None else self.filters.as_filters() or None
         return SamplerParams(**values)
 
+    _text = model_validator(mode="before")(refuse_lone_surrogates)
+
     @model_validator(mode="after")
     def _nstep_options(self) -> SampleRequest:
         if self.next_frames and self.n_step is None:
@@ -347,6 +368,7 @@ class PrioritiesRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,  # NaN, Infinity and 1e400 are refused in every field (422)
         json_schema_extra={
             "examples": [
                 {"keys": [[EXAMPLE_RACE_ID, 17], [EXAMPLE_RACE_ID, 90]], "priorities": [0.5, 2.0]}
@@ -356,6 +378,8 @@ class PrioritiesRequest(BaseModel):
 
     keys: list[tuple[RaceIdStr, Annotated[int, Field(ge=0, le=2**40)]]] = Field(max_length=100_000)
     priorities: list[Priority] = Field(max_length=100_000)
+
+    _text = model_validator(mode="before")(refuse_lone_surrogates)
 
 
 class PrioritiesUpdated(BaseModel):

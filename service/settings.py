@@ -94,6 +94,12 @@ class Settings(BaseSettings):
         description="Longest a rate-limited /v1/sample waits (min_size, samples_per_insert) "
         "before answering 429 with Retry-After; the client waits and retries.",
     )
+    max_rate_waiters: int = Field(
+        256,
+        ge=1,
+        description="Rate-limited /v1/sample requests waiting at once (they hold no batch "
+        "slot and no thread); more are answered 503 with Retry-After.",
+    )
 
     @field_validator("store", mode="before")
     @classmethod

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -169,9 +171,12 @@ class ServiceState:
         #: Races this service has sampled: their priorities are ignored, not refused,
         #: once evicted (the embedded sampler's behaviour); others unknown are a 404.
         self.sampled_races: set[str] = set()
+        #: /v1/sample requests waiting for a rate limit now (on the event loop)
+        self.rate_waiters = 0
         self.samplers: LRUCache[Sampler] = LRUCache(sampler_cache_size, close=_close_sampler)
         self._stores: dict[str, Store] = {}
         self._sizes: dict[str, int] = {}
+        self._damaged: tuple[float, dict[str, str]] = (-math.inf, {})
         self._lock = threading.Lock()
 
     def store(self, path: str) -> Store:
@@ -181,6 +186,19 @@ class ServiceState:
             if store is None:
                 store = self._stores[path] = open_store(path, mode="r")
             return store
+
+    def scan(self, store: Store) -> tuple[list[RaceInfo], dict[str, str]]:
+        """`Store.scan`, remembered for `damaged` (what ``/v1/health`` reports)."""
+        races, damaged = store.scan()
+        self._damaged = (time.monotonic(), damaged)
+        return races, damaged
+
+    def damaged(self, store: Store, max_age: float) -> dict[str, str]:
+        """{race id: why} of races that cannot be read, by a scan at most `max_age` s old."""
+        scanned, damaged = self._damaged
+        if time.monotonic() - scanned > max_age:
+            damaged = self.scan(store)[1]
+        return damaged
 
     def race_nbytes(self, store: Store, info: RaceInfo) -> int:
         """Disk bytes of a race; remembered once the race is finished (it cannot grow)."""

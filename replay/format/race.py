@@ -140,10 +140,18 @@ def read_json(storage: ByteStorage, key: str) -> dict[str, Any]:
 
 def read_race_info(storage: ByteStorage, race_id: str) -> RaceInfo:
     """The current metadata of a race; RaceNotFoundError if there is no such race,
-    CorruptDataError if its document is torn or lacks a field."""
+    CorruptDataError if its document is torn, lacks a field or cannot be read (an
+    OSError: a folder its writer made unreadable to us, an EIO, an object store's 403)."""
     if not fmt.is_race_id(race_id):
         raise RaceNotFoundError(f"{race_id!r} is not a race id (26 characters, ULID)")
-    attrs = read_race_doc(storage, race_id)["attributes"]
+    try:
+        attrs = read_race_doc(storage, race_id)["attributes"]
+    except OSError as e:  # permissions, EIO, an object store's 403: this race, not the store
+        raise CorruptDataError(
+            f"race {race_id}: cannot read {metadata_key(race_id)} ({type(e).__name__}: {e})",
+            race_id=race_id,
+            shard=-1,
+        ) from e
     if not attrs:  # the writer writes the attributes last: still being created
         raise RaceNotFoundError(f"race {race_id} is being created")
     try:
@@ -219,7 +227,13 @@ class Race:
 
     def _check_step(self, step: int) -> None:
         if not 0 <= step < self.length:
-            raise IndexError(f"race {self.race_id} has {self.length} committed steps, not {step}")
+            raise IndexError(self.no_step(step))
+
+    def no_step(self, step: int) -> str:
+        """The message for a step past the committed ones: which steps there are."""
+        n = self.length
+        steps = f"0..{n - 1}" if n else "none yet"
+        return f"race {self.race_id} has {n} committed steps ({steps}); there is no step {step}"
 
     def shard_index(self, shard: int) -> list[tuple[int, int] | None]:
         """(offset, nbytes) of each frame in a shard; CorruptDataError if damaged."""

@@ -61,8 +61,15 @@ def orphan_races(storage: ByteStorage, now: float | None = None) -> list[str]:
         for race_id in storage.list_dir(fmt.RACES)
         if fmt.is_race_id(race_id)
         and now - ULID.from_str(race_id).timestamp > fmt.lease_ttl(1.0)
-        and not storage.exists(metadata_key(race_id))
+        and not _has_document(storage, race_id)
     ]
+
+
+def _has_document(storage: ByteStorage, race_id: str) -> bool:
+    try:
+        return storage.exists(metadata_key(race_id))
+    except OSError:  # there but unreadable to us (permissions, EIO): damaged, not orphan
+        return True
 
 
 def recover(

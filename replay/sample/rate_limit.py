@@ -104,6 +104,14 @@ class RateLimiter:
                 )
         return None
 
+    def held(self, n: int, look: Callable[[bool], tuple[Sequence[RaceEntry], int]]) -> str | None:
+        """Why a batch of `n` items would wait now (None: it would not), after a fresh
+        `look`; counts nothing sampled. For callers that wait elsewhere (the service
+        waits on its event loop, holding no thread, then draws)."""
+        entries, items = look(True)
+        with self._lock:
+            return self._blocked(self._observe(entries), items, n)
+
     def acquire(
         self,
         n: int,

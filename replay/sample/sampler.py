@@ -129,8 +129,7 @@ class Sampler(Closing):
         #: n-step returns (`replay.read.nstep`); None without ``n_step``
         self.nstep = p.nstep
         limit = p.rate_limit(timeout)
-        #: waits for ``min_size`` / ``samples_per_insert`` (`replay.sample.rate_limit`);
-        #: None: no limit
+        #: waits for ``min_size`` / ``samples_per_insert`` (`replay.sample.rate_limit`), or None
         self.limiter = RateLimiter(limit, p.batch_size) if limit.active else None
         self._rng = np.random.default_rng(p.seed)
         self._lock = threading.RLock()
@@ -180,7 +179,7 @@ class Sampler(Closing):
         """
         n = batch_size or self.batch_size
         if self.limiter is not None:
-            self.limiter.acquire(n, self._look, timeout)
+            self.limiter.acquire(n, self.look, timeout)
         with self._lock:
             self._maybe_refresh()
             space = self.live.space
@@ -202,7 +201,8 @@ class Sampler(Closing):
         where = f"store {getattr(self.storage, 'root', self.storage)}"
         return where + (f" with {self.filters}" if self.filters != Filters() else "")
 
-    def _look(self, fresh: bool) -> tuple[list[RaceEntry], int]:
+    def look(self, fresh: bool) -> tuple[list[RaceEntry], int]:
+        """The races and items drawable now (re-read when `fresh`), as the rate limit sees."""
         with self._lock:
             return self.live.look(fresh)
 
@@ -216,10 +216,7 @@ class Sampler(Closing):
         return self.reader.fetch(keys)
 
     def sample(
-        self,
-        device: str | None = None,
-        out: Out | None = None,
-        transform: Transform | None = None,
+        self, device: str | None = None, out: Out | None = None, transform: Transform | None = None
     ) -> Sampled:
         """One decoded batch: ``decode_batch(fetch(sample_keys()))``.
 
@@ -275,6 +272,18 @@ class Sampler(Closing):
                 self._items += keys.batch_size
             return Drawn(keys, encoded, decoded, skipped)
         raise SamplingError(f"no batch clear of corrupt data after {MAX_REDRAWS} tries")
+
+    def draw_keys(
+        self, keys: SampleKeys, decode: Callable[[EncodedBatch], tuple[R, list[int]]]
+    ) -> Drawn[R]:
+        """The batch of given `keys` (a retry of the request that drew them: the service's
+        request ids), fetched and decoded as `draw` does; never redrawn, and damage met
+        raises `CorruptDataError`."""
+        encoded = self.fetch(keys)
+        decoded, failed = decode(encoded)
+        if failed:
+            raise frame_errors(encoded, failed)[0]
+        return Drawn(keys, encoded, decoded, [])
 
     def _mark_bad(self, e: CorruptDataError, *, whole: bool) -> Skipped:
         """Never draw this shard (`whole`) or frame again; zero its items' priorities."""
@@ -334,9 +343,8 @@ class Sampler(Closing):
         return self.saved.location
 
     def checkpoint(self) -> None:
-        """Save the priorities (atomic) to `checkpoint_location`; a prioritized sampler
-        of the same name (and `checkpoint_path`) starts from them. A selector without
-        state (uniform, recent) saves nothing."""
+        """Save the priorities (atomic) to `checkpoint_location`, where a prioritized sampler
+        of the same name starts from them; uniform and recent ones have none to save."""
         with self._lock:
             state = self.selector.state_dict()
             if state:

@@ -66,7 +66,7 @@ def get_frame(
     """The frame at `step` of a race, if committed (steps below the race's length)."""
     race = store.race(race_id)
     if step >= race.length:
-        raise HTTPException(404, f"race {race_id} has {race.length} committed steps, not {step}")
+        raise HTTPException(404, race.no_step(step))
     codec: str = race.info.frame_codec.name
     if format == "jpeg" and codec != "jpeg":
         # CorruptDataError (409) names a damaged shard or frame

@@ -57,7 +57,7 @@ class RaceQuery(BaseModel):
     ``since`` / ``until`` and still accepted.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     env: Values = Field(None, max_length=64, examples=[["CarRacing-v3"]])
     map: Values = Field(None, max_length=64)
@@ -157,12 +157,12 @@ def _sort_key(key: SortKey, returns: dict[str, float | None]) -> Any:
 
 @router.get("", summary="List races (paged, filterable, sortable)")
 def list_races(
-    store: StoreDep, settings: SettingsDep, q: Annotated[RaceQuery, Query()]
+    store: StoreDep, settings: SettingsDep, state: StateDep, q: Annotated[RaceQuery, Query()]
 ) -> RacePage:
     """Races matching the filters, newest first unless ``order=oldest`` or ``sort``."""
     if q.limit > settings.max_page_size:
         raise HTTPException(422, f"limit {q.limit} is over the maximum {settings.max_page_size}")
-    matching = select(store.races(), q)
+    matching = select(state.scan(store)[0], q)
     returns: dict[str, float | None] = {}
     if q.sort is not None:
         if q.sort == "return":

@@ -15,27 +15,32 @@ this batch skipped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-from collections.abc import Hashable
+import math
+import time
+from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass
 
 import anyio
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel
 
-from replay.errors import RaceNotFoundError, ReplayError
-from replay.format import spec as fmt
-from replay.read.batch import EncodedBatch, SampleKeys, corrupt_frame_error
+from replay.errors import RaceNotFoundError, RateLimitedError, ReplayError
+from replay.read.batch import EncodedBatch, SampleKeys
 from replay.read.decode import decode_frames
 from replay.read.transform import Transform
 from replay.remote import protocol
 from replay.sample.params import SamplerParams
+from replay.sample.rate_limit import MAX_POLL_S
 from replay.sample.sampler import Drawn, Sampler, Skipped
 from replay.store import Store
 from service.batch_response import BatchResponse
 from service.deps import Authorized, SettingsDep, StateDep, StoreDep
 from service.models import Error, PrioritiesRequest, PrioritiesUpdated, SampleRequest
+from service.request_ids import Ticket, digest
 from service.routers import API_PREFIX
 from service.settings import Settings
 from service.state import Cached, ServiceState
@@ -60,11 +65,6 @@ class DrawnKeys:
     keys: SampleKeys
     skipped: list[Skipped]
 
-    @property
-    def nbytes(self) -> int:
-        k = self.keys
-        return k.steps.nbytes + k.weights.nbytes + k.probabilities.nbytes + 8 * k.batch_size
-
 
 def request_key(route: str, request: Request) -> Hashable | None:
     """The `service.request_ids` key of a request: its route and ``Replay-Request-Id``."""
@@ -76,6 +76,14 @@ def request_key(route: str, request: Request) -> Hashable | None:
             422, f"{protocol.REQUEST_ID_HEADER} must be 1 to {MAX_REQUEST_ID} characters"
         )
     return (route, rid)
+
+
+async def claim(route: str, request: Request, body: BaseModel) -> Ticket:
+    """This request's hold on its request id (`service.request_ids`), keyed on its
+    route and id, and checked against its content: body and credentials."""
+    content = digest(route, body.model_dump_json(), request.headers.get("authorization", ""))
+    state: ServiceState = request.app.state.replay
+    return await state.request_ids.claim(request_key(route, request), content)
 
 
 def _check_limits(req: SampleRequest, settings: Settings) -> None:
@@ -148,10 +156,11 @@ def _view(req: SampleRequest, encoded: EncodedBatch, settings: Settings) -> Tran
 def draw(
     entry: Cached[Sampler], req: SampleRequest, settings: Settings, known: DrawnKeys | None
 ) -> Drawn[Pixels]:
-    """A batch from the cached sampler (`Sampler.draw`): keys, stored bytes, and pixels
-    for a ``decoded`` view; with `known` (a repeated request id), the batch of those
-    keys. The client decodes stored frames itself, so without a view nothing is decoded
-    here; the reader has CRC32C-checked every stored frame."""
+    """A batch from the cached sampler (`Sampler.draw`; its rate limit was waited for
+    on the event loop, `wait_for_rate_limit`): keys, stored bytes, and pixels for a
+    ``decoded`` view; with `known` (a repeated request id), the batch of those keys
+    (`Sampler.draw_keys`). The client decodes stored frames itself, so without a view
+    nothing is decoded here; the reader has CRC32C-checked every stored frame."""
 
     def decode(encoded: EncodedBatch) -> tuple[Pixels, list[int]]:
         if req.decoded is None:
@@ -159,13 +168,43 @@ def draw(
         return decode_frames(encoded, transform=_view(req, encoded, settings))
 
     if known is None:
-        wait = settings.max_rate_wait_s if req.timeout is None else req.timeout
-        return entry.value.draw(decode, timeout=min(wait, settings.max_rate_wait_s))
-    encoded = entry.value.fetch(known.keys)  # a repeat: the same keys, read again
-    pixels, failed = decode(encoded)
-    if failed:
-        raise corrupt_frame_error(encoded, failed[0])
-    return Drawn(known.keys, encoded, pixels, known.skipped)
+        return entry.value.draw(decode, timeout=0)
+    return dataclasses.replace(entry.value.draw_keys(known.keys, decode), skipped=known.skipped)
+
+
+async def wait_for_rate_limit(
+    sampler: Sampler, req: SampleRequest, settings: Settings, state: ServiceState
+) -> None:
+    """Wait until the sampler's rate limit (``min_size``, ``samples_per_insert``) lets a
+    batch through, on the event loop: a waiting request holds no batch slot and no
+    worker thread (each look at the store takes one briefly). At most
+    ``max_rate_waiters`` wait at once; past that, 503 with Retry-After. Past the
+    request's ``timeout`` (at most ``max_rate_wait_s``), `RateLimitedError` (429)."""
+    limiter = sampler.limiter
+    if limiter is None:
+        return
+    if state.rate_waiters >= settings.max_rate_waiters:
+        raise HTTPException(
+            503,
+            f"busy: {state.rate_waiters} requests are waiting for a rate limit (the most "
+            f"max_rate_waiters={settings.max_rate_waiters}); retry",
+            {"Retry-After": "1"},
+        )
+    wait = min(settings.max_rate_wait_s, req.timeout if req.timeout is not None else math.inf)
+    deadline = time.monotonic() + wait
+    state.rate_waiters += 1
+    try:
+        pause = 0.01
+        while why := await anyio.to_thread.run_sync(limiter.held, req.batch_size, sampler.look):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RateLimitedError(
+                    f"sampling waited {wait:g} s and is still held: {why}", retry_after=MAX_POLL_S
+                )
+            await anyio.sleep(min(pause, left))
+            pause = min(2 * pause, MAX_POLL_S)
+    finally:
+        state.rate_waiters -= 1
 
 
 def skipped_headers(skipped: list[Skipped]) -> dict[str, str]:
@@ -216,26 +255,27 @@ async def sample(
     has been sent (`service.batch_response`).
     """
     _check_limits(req, settings)
-    key = request_key("sample", request)
-    known: DrawnKeys | None = await state.request_ids.claim(key)
+    ticket = await claim("sample", request, req)
+    known: DrawnKeys | None = ticket.value
     try:
-        if not await state.batch_slots.acquire(BUSY_TIMEOUT_S):
-            raise HTTPException(
-                503, "busy: too many batches in flight; retry", {"Retry-After": "1"}
-            )
-        try:
-            drawn = await anyio.to_thread.run_sync(_draw, store, state, req, settings, known)
-            parts = protocol.pack(drawn.encoded, drawn.decoded)
-        except BaseException:
-            state.batch_slots.release()
-            raise
+        async with borrowed(store, state, sampler_params(req)) as entry:
+            if known is None:
+                await wait_for_rate_limit(entry.value, req, settings, state)
+            if not await state.batch_slots.acquire(BUSY_TIMEOUT_S):
+                raise HTTPException(
+                    503, "busy: too many batches in flight; retry", {"Retry-After": "1"}
+                )
+            try:
+                drawn = await anyio.to_thread.run_sync(draw, entry, req, settings, known)
+                parts = protocol.pack(drawn.encoded, drawn.decoded)
+            except BaseException:
+                state.batch_slots.release()
+                raise
     except BaseException:
-        state.request_ids.fail(key)
+        ticket.fail()
         raise
     state.sampled_races.update(drawn.keys.race_ids)
-    if known is None:
-        remembered = DrawnKeys(drawn.keys, drawn.skipped)
-        state.request_ids.done(key, remembered, remembered.nbytes)
+    ticket.done(DrawnKeys(drawn.keys, drawn.skipped))
     m = state.metrics
     m.count_frames("sample", req.batch_size * req.seq_len)
     response = BatchResponse(
@@ -248,15 +288,19 @@ async def sample(
     return response
 
 
-def _draw(
-    store: Store,
-    state: ServiceState,
-    req: SampleRequest,
-    settings: Settings,
-    known: DrawnKeys | None,
-) -> Drawn[Pixels]:
-    with borrow_sampler(store, state, sampler_params(req)) as entry:
-        return draw(entry, req, settings, known)
+@contextlib.asynccontextmanager
+async def borrowed(
+    store: Store, state: ServiceState, params: SamplerParams
+) -> AsyncIterator[Cached[Sampler]]:
+    """`borrow_sampler`, entered and left on a worker thread (making a sampler, or
+    closing one evicted meanwhile, reads the store)."""
+    borrow = borrow_sampler(store, state, params)
+    entry = await anyio.to_thread.run_sync(borrow.__enter__)
+    try:
+        yield entry
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(borrow.__exit__, None, None, None)
 
 
 @router.put(
@@ -278,27 +322,25 @@ async def update_priorities(
     request id, a repeat is answered as the first was and applies nothing again."""
     if len(req.keys) != len(req.priorities):
         raise HTTPException(422, f"{len(req.keys)} keys but {len(req.priorities)} priorities")
-    key = request_key("priorities", request)
-    known: PrioritiesUpdated | None = await state.request_ids.claim(key)
-    if known is not None:
+    ticket = await claim("priorities", request, req)
+    if ticket.value is not None:
+        known: PrioritiesUpdated = ticket.value
         return known
     try:
         result = await anyio.to_thread.run_sync(_update_priorities, req, store, state)
     except BaseException:
-        state.request_ids.fail(key)
+        ticket.fail()
         raise
-    state.request_ids.done(key, result, 64)
+    ticket.done(result)
     return result
 
 
 def _update_priorities(
     req: PrioritiesRequest, store: Store, state: ServiceState
 ) -> PrioritiesUpdated:
-    unknown = [  # neither in the store nor sampled before (then evicted: ignored)
-        race_id
-        for race_id in sorted({race_id for race_id, _ in req.keys} - state.sampled_races)
-        if not store.storage.exists(f"{fmt.race_key(race_id)}/{fmt.METADATA}")
-    ]
+    named = {race_id for race_id, _ in req.keys} - state.sampled_races
+    # neither in the store nor sampled before (then evicted: ignored)
+    unknown = sorted(named - set(store.race_ids())) if named else []
     if unknown:  # nothing applied
         raise RaceNotFoundError(f"no race {', '.join(unknown[:10])} in {store.root}")
     targets = [e for e in state.samplers.entries() if e.params["kind"] == "prioritized"]

@@ -18,7 +18,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["stats"], dependencies=[Authorized])
 @router.get("/stats", summary="Store totals, samplers and request counters")
 def stats(store: StoreDep, state: StateDep) -> Stats:
     """Totals over every race (sizes of finished races are remembered, the rest re-read)."""
-    races, damaged = store.scan()
+    races, damaged = state.scan(store)
     state.forget_sizes_except({info.race_id for info in races})
     by_status: dict[str, int] = {}
     frames = nbytes = raw = 0

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import httpx
@@ -59,6 +59,7 @@ class ServerProcess(Closing):
     the child's log goes: inherited (None), ``subprocess.DEVNULL``, an open file, or
     ``subprocess.STDOUT`` to collect it with the rest of its output in `output()`.
     Stdout is always read (by a thread, so a chatty child never blocks on a full pipe).
+    `run_under` prefixes the command (``setpriv ...``: a server with fewer privileges).
     """
 
     def __init__(
@@ -70,12 +71,21 @@ class ServerProcess(Closing):
         log_level: str = "warning",
         stderr: int | IO[Any] | None = None,
         timeout: float = 30.0,
+        run_under: Sequence[str] = (),
     ) -> None:
         if stderr == subprocess.PIPE:
             raise ValueError("stderr=PIPE would never be read; use subprocess.STDOUT")
         environ = {k: v for k, v in os.environ.items() if k != "REPLAY_TOKEN"}
         environ.update(env or {})
-        command = [sys.executable, "-m", "service.cli", os.fspath(store), "--host", "127.0.0.1"]
+        command = [
+            *run_under,
+            sys.executable,
+            "-m",
+            "service.cli",
+            os.fspath(store),
+            "--host",
+            "127.0.0.1",
+        ]
         command += ["--port", str(port), "--log-level", log_level, *args]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=environ

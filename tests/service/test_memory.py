@@ -17,9 +17,10 @@ from service_helpers import batches_drawn, non_reader
 
 import replay
 from replay.remote import protocol
+from replay.sample.sampler import Drawn
 from service.batch_response import CHUNK, BatchResponse, chunks
 from service.models import SampleRequest
-from service.routers.sample import _draw
+from service.routers.sample import Pixels, borrow_sampler, draw, sampler_params
 from service.settings import Settings
 from service.state import ServiceState
 from service.tools.process import ServerProcess
@@ -62,8 +63,12 @@ def test_one_batch_costs_at_most_1_2x_its_size(served_store: Path, decoded: bool
     async def receive() -> Any:
         return {"type": "http.disconnect"}
 
+    def draw_one(req: SampleRequest) -> Drawn[Pixels]:
+        with borrow_sampler(store, state, sampler_params(req)) as entry:
+            return draw(entry, req, settings, None)
+
     def one_batch() -> tuple[int, int]:
-        drawn = _draw(store, state, req, settings, None)
+        drawn = draw_one(req)
         read = sum(len(blob) for row in drawn.encoded.frames for blob in row)
         parts = protocol.pack(drawn.encoded, drawn.decoded)
         del drawn  # as the route's frame is gone once it returns the response
@@ -73,7 +78,7 @@ def test_one_batch_costs_at_most_1_2x_its_size(served_store: Path, decoded: bool
 
     # warm the sampler's index and step-array caches (with another view, so that the
     # measured batch's pixels are a new buffer, not one the decoder recycles)
-    _draw(store, state, request({"size": [224, 400]}), settings, None)
+    draw_one(request({"size": [224, 400]}))
     sent.clear()
     tracemalloc.start()
     try:

@@ -32,6 +32,10 @@ BODIES = {
         '{"decoded": {"crop": [0, 0, 10, $]}}',
         '{"decoded": {"grey": $}}',
         '{"batch_size": 2, "extra": $}',
+        '{"batch_size": 2, "timeout": $}',
+        '{"batch_size": 2, "min_size": 1, "samples_per_insert": $}',
+        '{"batch_size": 2, "samples_per_insert": 1, "error_margin": $}',
+        '{"batch_size": 2, "n_step": 2, "gamma": $}',
     ],
     "/v1/priorities": [
         '{"keys": [["01JZ8X6T3N5W2Q7R9B4C1D0E2F", 0]], "priorities": [$]}',
@@ -53,9 +57,35 @@ def test_non_finite_numbers_are_422_with_a_message(
     body = template.replace("$", bad)
     r = http.request(method, path, content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 422, (body, r.status_code, r.text)
-    detail = json.loads(r.text)["detail"]  # standard JSON: no NaN in the answer
-    assert detail
-    assert all(d["msg"] for d in detail)
+    body = json.loads(r.text)  # standard JSON: no NaN in the answer
+    assert body["error"] == "ValidationError"  # the shape of every error (docs/protocol.md)
+    assert body["detail"]
+    assert body["errors"]
+    assert all(e["msg"] and e["loc"] for e in body["errors"])
+
+
+#: Places a lone surrogate (``\ud800``, valid JSON, not encodable as UTF-8) goes.
+SURROGATE_BODIES = [
+    ("POST", "/v1/sample", '{"kind": "\\ud800"}'),
+    ("POST", "/v1/sample", '{"batch_size": "\\udfff"}'),
+    ("POST", "/v1/sample", '{"filters": {"env": "a\\ud800b"}}'),
+    ("POST", "/v1/sample", '{"filters": {"race_ids": ["\\ud800"]}}'),
+    ("POST", "/v1/sample", '{"batch_size": 2, "\\ud800": 1}'),
+    ("PUT", "/v1/priorities", '{"keys": [["\\ud800", 0]], "priorities": [1.0]}'),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), SURROGATE_BODIES)
+def test_lone_surrogates_are_422_and_the_connection_lives_on(
+    url: str, method: str, path: str, body: str
+) -> None:
+    with httpx.Client(base_url=url, timeout=30) as http:  # one keep-alive connection
+        r = http.request(method, path, content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, (body, r.status_code, r.text)
+        answer = r.json()
+        assert answer["error"] == "ValidationError"
+        assert answer["detail"]
+        assert http.get("/v1/live").status_code == 200  # the same connection still answers
 
 
 def test_priorities_of_an_unknown_race_are_404(http: httpx.Client, served_store: Path) -> None:

@@ -38,7 +38,8 @@ ROUTES = (
 def test_health(http: httpx.Client) -> None:
     r = http.get("/v1/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "version": replay_version(), "races": len(RACES)}
+    expected = {"status": "ok", "version": replay_version(), "races": len(RACES)}
+    assert r.json() == {**expected, "damaged_races": 0}
 
 
 def test_live(http: httpx.Client) -> None:
@@ -218,7 +219,8 @@ def test_frame_conditional_and_missing(http: httpx.Client, store: replay.Store) 
     assert other.status_code == 200
     past = http.get(f"/v1/races/{race_id}/frames/48")
     assert past.status_code == 404
-    assert "48 committed steps" in past.json()["detail"]
+    detail = past.json()["detail"]  # the last step, one past it: which steps exist
+    assert detail == f"race {race_id} has 48 committed steps (0..47); there is no step 48"
     assert http.get(f"/v1/races/{race_id}/frames/-1").status_code == 422
     assert http.get(f"/v1/races/{race_id}/frames/{2**62}").status_code == 422
     assert http.get(f"/v1/races/{'0' * 26}/frames/0").status_code == 404
