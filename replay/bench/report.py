@@ -123,7 +123,8 @@ def _walk(
             elif value and all(isinstance(v, Mapping) for v in value):
                 loose += _walk({str(i): v for i, v in enumerate(value)}, where, rows)
             else:
-                loose.append((where, ", ".join(str(v) if isinstance(v, int) else number(v) for v in value)))
+                texts = (str(v) if isinstance(v, int) else number(v) for v in value)
+                loose.append((where, ", ".join(texts)))
         else:
             loose.append((where, number(value)))
     return loose

@@ -125,7 +125,8 @@ def test_bench_footprint_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8
     # people get tables: one row per setting, its figures as columns; scripts the file
     assert '"benchmark"' not in result.output
     header = next(line for line in result.output.splitlines() if "psnr_db" in line)
-    assert "quality" in header and "bytes_per_frame" in header
+    assert "quality" in header
+    assert "bytes_per_frame" in header
     rows = [line for line in result.output.splitlines() if "games.CarRacing-v3.settings." in line]
     assert len(rows) == 4
     assert f"results (JSON) written to {out}" in result.output.replace("\n", "")
@@ -261,8 +262,10 @@ def test_summary_tables_group_recurring_figures_and_list_the_rest() -> None:
         console.print(table)
     text = console.export_text()
     replay_row = next(line for line in text.splitlines() if "approaches.replay.warm" in line)
-    assert "1,228" in replay_row and "52.1" in replay_row
-    assert "frames_per_s" in text and "ms_per_batch" in text  # the columns of that table
+    assert "1,228" in replay_row
+    assert "52.1" in replay_row
+    assert "frames_per_s" in text  # the columns of that table
+    assert "ms_per_batch" in text
     assert "900, 1600, 3" in text
     assert "approaches.jpeg_file.build_s" in text
     assert "60 values (in the JSON)" in text  # a long series stays in the JSON
