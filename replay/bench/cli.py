@@ -179,7 +179,7 @@ def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | N
         expect(len(envs))
         for env in envs:
             frames = load_frames(frames_from, n * 10, env)[::10][:n]  # spread over the races
-            stage(f"footprint: {env}, {len(frames)} frames")
+            stage(f"footprint: {env}")
             results["games"][env] = run_footprint_bench(frames, qualities=qualities)
     write_results("footprint", results, out)
 

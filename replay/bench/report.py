@@ -124,7 +124,7 @@ def _walk(
                 loose += _walk({str(i): v for i, v in enumerate(value)}, where, rows)
             else:
                 texts = (str(v) if isinstance(v, int) else number(v) for v in value)
-                loose.append((where, ", ".join(texts)))
+                loose.append((where, ", ".join(texts) or "-"))
         else:
             loose.append((where, number(value)))
     return loose

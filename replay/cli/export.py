@@ -5,10 +5,35 @@ The work is `replay.integrations.export`; this module is its command line.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from replay.errors import ReplayError
 from replay.store import open_store
+
+
+@contextlib.contextmanager
+def _frames_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of frames exported on stderr (a terminal only), and its update."""
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("frames"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    with bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @click.command()
@@ -49,14 +74,20 @@ def export(
     try:
         store = open_store(store_path, mode="r")
         if video is not None:
-            done = export_video(store.race(race_ids[0]), video, fps=fps, crf=crf)
+            with _frames_bar(f"video {Path(video).name}") as progress:
+                done = export_video(
+                    store.race(race_ids[0]), video, fps=fps, crf=crf, progress=progress
+                )
             click.echo(
                 f"wrote {done.frames} frames ({done.width}x{done.height} at {done.fps:g} fps) "
                 f"to {done.path}"
             )
         else:
             assert dataset_id is not None
-            n = export_minari(store, dataset_id, race_ids or None, path=minari_root)
+            with _frames_bar(f"Minari {dataset_id}") as progress:
+                n = export_minari(
+                    store, dataset_id, race_ids or None, path=minari_root, progress=progress
+                )
             click.echo(f"wrote {n} races as Minari dataset {dataset_id}")
     except (ReplayError, ValueError) as e:
         raise click.ClickException(str(e)) from e

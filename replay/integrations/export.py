@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +36,9 @@ from replay.errors import ReplayError
 if TYPE_CHECKING:
     from replay.format.race import Race
     from replay.store import Store
+
+#: Told the frames exported so far and the frames to export in all (a progress bar).
+Progress = Callable[[int, int], None]
 
 #: Where Minari looks for (and writes) datasets.
 MINARI_ROOT_ENV = "MINARI_DATASETS_PATH"
@@ -75,11 +78,12 @@ def export_video(
     crf: int = 23,
     start: int = 0,
     stop: int | None = None,
+    progress: Progress | None = None,
 ) -> VideoExport:
     """Write the race's frames as an H.264 MP4 (yuv420p) at its fps (or `fps`).
 
     `crf` is x264's quality (0 lossless .. 51 worst; 23 default). H.264 needs even
-    sizes: an odd last row or column is left out.
+    sizes: an odd last row or column is left out. `progress` is told after each frame.
     """
     try:
         import av
@@ -94,7 +98,7 @@ def export_video(
     if race.length == 0 or (stop is not None and stop <= start):
         raise ExportError(f"race {race.race_id} has no committed frames in that range to export")
     target = Path(path)
-    count = 0
+    count, total = 0, (race.length if stop is None else min(stop, race.length)) - start
     with av.open(str(target), mode="w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
@@ -103,6 +107,8 @@ def export_video(
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")
             container.mux(stream.encode(image))
             count += 1
+            if progress is not None:
+                progress(count, total)
         container.mux(stream.encode(None))
     return VideoExport(target, count, w, h, float(rate))
 
@@ -132,12 +138,14 @@ def export_minari(
     path: str | os.PathLike[str] | None = None,
     author: str | None = None,
     description: str | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Write races (default: every complete race) as the Minari dataset `dataset_id`.
 
     `path` is the Minari datasets folder (default: Minari's own, ``MINARI_DATASETS_PATH``
     or ``~/.minari/datasets``). Each race is an episode; the races must share their
-    frame size and action shape. Returns the number of episodes written.
+    frame size and action shape. Returns the number of episodes written. `progress`
+    is told after each race.
     """
     try:
         import gymnasium as gym
@@ -155,6 +163,7 @@ def export_minari(
     text = description or (
         f"{len(races)} races of {', '.join(envs)} exported from the replay store {store.root}"
     )
+    total, done = sum(r.length for r in races), 0
     with minari_root(path):
         dataset = None
         for race in races:
@@ -175,6 +184,9 @@ def export_minari(
                     )
             else:
                 dataset.update_dataset_from_buffer([episode])
+            done += race.length
+            if progress is not None:
+                progress(done, total)
     return len(races)
 
 
