@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from replay.cli.common import plural
 from replay.errors import ReplayError
 from replay.store import open_store
 
@@ -88,6 +89,6 @@ def export(
                 n = export_minari(
                     store, dataset_id, race_ids or None, path=minari_root, progress=progress
                 )
-            click.echo(f"wrote {n} races as Minari dataset {dataset_id}")
+            click.echo(f"wrote {plural(n, 'race')} as Minari dataset {dataset_id}")
     except (ReplayError, ValueError) as e:
         raise click.ClickException(str(e)) from e
