@@ -145,6 +145,13 @@ def test_bench_footprint_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8
     assert by_q[(90, "420")]["psnr_db"] > by_q[(50, "420")]["psnr_db"]
     assert by_q[(90, "420")]["bytes_per_frame"] > by_q[(50, "420")]["bytes_per_frame"]
     assert 0.9 < by_q[(90, "444")]["ssim"] <= 1.0
+    codecs = doc["results"]["games"]["CarRacing-v3"]["codecs"]
+    for name in ("jpeg", "zstd"):
+        assert codecs[name]["bytes_per_frame"] > 0
+        assert codecs[name]["decode_ms"] > 0
+    ratio = codecs["zstd_over_jpeg"]["bytes"]
+    assert ratio == codecs["zstd"]["bytes_per_frame"] / codecs["jpeg"]["bytes_per_frame"]
+    assert "games.CarRacing-v3.codecs.zstd" in result.output  # a row of the summary
 
 
 def test_bench_plot_draws_what_was_measured(tmp_path: Path) -> None:
