@@ -31,6 +31,8 @@ from rich.table import Table
 
 #: A dict of at most this many numbers is a row of a table; a larger one is listed.
 ROW_FIELDS = 8
+#: A list of at most this many entries is shown; a longer one (a time series) is counted.
+MAX_ROWS = 16
 
 
 @dataclass
@@ -118,9 +120,10 @@ def _walk(
         elif isinstance(value, Mapping):
             loose += _walk(value, where, rows)
         elif isinstance(value, list):
-            if len(value) > ROW_FIELDS:
+            records = bool(value) and all(isinstance(v, Mapping) for v in value)
+            if len(value) > (MAX_ROWS if records else ROW_FIELDS):
                 loose.append((where, f"{len(value)} values (in the JSON)"))
-            elif value and all(isinstance(v, Mapping) for v in value):
+            elif records:
                 loose += _walk({str(i): v for i, v in enumerate(value)}, where, rows)
             else:
                 texts = (str(v) if isinstance(v, int) else number(v) for v in value)
