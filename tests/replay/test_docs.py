@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from pytest_examples import CodeExample, EvalExample, find_examples
 
 import replay
-from replay.cli import main as cli
+from replay.cli.main import main as cli
 from service.tools.process import ServerProcess
 
 torch = pytest.importorskip("torch")
