@@ -294,7 +294,7 @@ def _summary(results: Sequence[RaceResult], store_path: str) -> Table:
     table.add_section()
     table.add_row(
         *_cells(
-            f"{len(results)} races",
+            f"{len(results)} race{'' if len(results) == 1 else 's'}",
             "",
             sum(r.frames for r in results),
             sum(r.dropped for r in results),

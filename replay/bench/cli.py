@@ -8,6 +8,7 @@ docs/benchmarks.md can be traced to how they were made.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 
 import click
 from click.decorators import FC
+from rich.console import Console
 
 from replay.bench.environment import environment
 from replay.bench.footprint import run_footprint_bench
 from replay.bench.ingest import Frame, run_ingest_bench
+from replay.bench.report import expect, progress, stage, summary_tables
 from replay.bench.writers import run_writer_bench
 from replay.cli.plugins import PluginGroup
 from replay.codec.frames import ZstdFrames
@@ -56,14 +59,18 @@ def load_frames(store_path: str, limit: int, env: str | None = None) -> list[Fra
 
 
 def write_results(name: str, results: dict[str, Any], out: str | None) -> None:
-    """Print results and save them (with the environment) as JSON."""
-    doc = {"benchmark": name, **environment(), "results": results}
-    text = json.dumps(doc, indent=2)
+    """Print the results as tables for people, and save them (with the machine, date,
+    commit and command) as JSON to `out` (``--json PATH``) for scripts and plots."""
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    for table in summary_tables(name, results):
+        console.print(table)
     if out:
+        doc = {"benchmark": name, **environment(), "results": results}
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
-        click.echo(f"results written to {out}", err=True)
-    click.echo(text)
+        Path(out).write_text(json.dumps(doc, indent=2) + "\n")
+        console.print(f"results (JSON) written to {out}")
+    else:
+        console.print("(--json PATH saves every figure as JSON)")
 
 
 def frames_from_option(help: str = FRAMES_FROM_HELP) -> Callable[[FC], FC]:
@@ -84,7 +91,11 @@ device_option = click.option(
     help="cuda: frames on the GPU, nvJPEG encode/decode (a GPU machine).",
 )
 out_option = click.option(
-    "--out", type=click.Path(dir_okay=False), help="Write the JSON results here too."
+    "--json",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="Write every figure as JSON here, with the machine, date, commit and command.",
 )
 
 
@@ -128,7 +139,7 @@ def ingest(
     if writers:
         envs = sorted({info.env for info in _frames_store(frames_from).races()})
         by_env = {env: load_frames(frames_from, distinct, env) for env in envs}
-        with tempfile.TemporaryDirectory(dir=work) as scratch:
+        with tempfile.TemporaryDirectory(dir=work) as scratch, progress("bench ingest --writers"):
             results = run_writer_bench(by_env, n, Path(scratch), fps=fps)
         write_results("ingest-writers", results | {"frames_from": frames_from}, out)
         return
@@ -136,7 +147,7 @@ def ingest(
     click.echo(
         f"ingest: {n} frames of {frames[0].shape} per approach, paced at {fps} fps", err=True
     )
-    with tempfile.TemporaryDirectory(dir=work) as scratch:
+    with tempfile.TemporaryDirectory(dir=work) as scratch, progress("bench ingest"):
         results = run_ingest_bench(frames, n, Path(scratch), fps=fps, device=device)
     results["distinct_frames"] = len(frames)
     results["frames_from"] = frames_from
@@ -169,10 +180,12 @@ def footprint(frames_from: str, n: int, qualities: tuple[int, ...], out: str | N
             err=True,
         )
     results: dict[str, Any] = {"lossless_reference": lossless, "games": {}}
-    for env in envs:
-        frames = load_frames(frames_from, n * 10, env)[::10][:n]  # spread over the races
-        click.echo(f"footprint: {env}, {len(frames)} frames", err=True)
-        results["games"][env] = run_footprint_bench(frames, qualities=qualities)
+    with progress("bench footprint"):
+        expect(len(envs))
+        for env in envs:
+            frames = load_frames(frames_from, n * 10, env)[::10][:n]  # spread over the races
+            stage(f"footprint: {env}")
+            results["games"][env] = run_footprint_bench(frames, qualities=qualities)
     write_results("footprint", results, out)
 
 
@@ -197,7 +210,7 @@ def sample(
     from replay.bench.sampling import run_sampling_bench
 
     frames = load_frames(frames_from, distinct)
-    with tempfile.TemporaryDirectory(dir=work) as scratch:
+    with tempfile.TemporaryDirectory(dir=work) as scratch, progress("bench sample"):
         results = run_sampling_bench(Path(scratch), frames, n=n, batches=batches, device=device)
     write_results("sample", results, out)
 
@@ -249,7 +262,7 @@ def scaling(
     from replay.bench.scaling import run_scaling_bench
 
     frames = load_frames(frames_from, 60)
-    with tempfile.TemporaryDirectory(dir=work) as scratch:
+    with tempfile.TemporaryDirectory(dir=work) as scratch, progress("bench scaling"):
         results = run_scaling_bench(
             Path(scratch),
             frames,
@@ -295,7 +308,7 @@ def keys(
     """Key-drawing latency vs store size (to millions of frames) vs TorchRL's samplers."""
     from replay.bench.keys import run_keys_bench
 
-    with tempfile.TemporaryDirectory(dir=work) as scratch:
+    with tempfile.TemporaryDirectory(dir=work) as scratch, progress("bench keys"):
         results = run_keys_bench(
             Path(scratch), sizes=sizes, race_len=race_len, repeats=repeats, torchrl=not no_torchrl
         )
@@ -315,4 +328,6 @@ def gpu(frames_from: str, repeats: int, out: str | None) -> None:
         raise click.ClickException(
             "replay bench gpu needs CuPy and a CUDA device (see scripts/gpu-run)"
         )
-    write_results("gpu", run_gpu_bench(load_frames(frames_from, 16), repeats=repeats), out)
+    with progress("bench gpu"):
+        results = run_gpu_bench(load_frames(frames_from, 16), repeats=repeats)
+    write_results("gpu", results, out)

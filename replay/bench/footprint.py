@@ -2,12 +2,16 @@
 
 For each JPEG quality and chroma subsampling, the real frames are encoded exactly as
 the writer does (nvImageCodec) and decoded back; we report bytes/frame, the ratio
-to raw RGB, PSNR and SSIM. SSIM is computed on luma with a 7x7 uniform window
-(scikit-image's default), in NumPy, so the suite needs no image library.
+to raw RGB, PSNR and SSIM. For the two codecs a race can store (`codecs`: JPEG at the
+default quality 90, 4:2:0, and lossless zstd), bytes/frame and the time to decode one
+frame on one core, as a sampler does, with zstd's ratios to JPEG from the same run.
+SSIM is computed on luma with a 7x7 uniform window (scikit-image's default), in
+NumPy, so the suite needs no image library.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.codec import jpeg
+from replay.codec.frames import frame_codec
 from replay.codec.subsampling import Subsampling
 
 QUALITIES = (50, 70, 80, 90, 95)
@@ -82,4 +87,42 @@ def run_footprint_bench(
                     ),
                 }
             )
-    return {"frames": len(frames), "raw_bytes_per_frame": raw, "settings": rows}
+    return {
+        "frames": len(frames),
+        "raw_bytes_per_frame": raw,
+        "settings": rows,
+        "codecs": stored_codecs(frames),
+    }
+
+
+#: The codecs a race can store, as `Store.new_race` writes them by default.
+STORED_CODECS = {
+    "jpeg": {"name": "jpeg", "quality": 90, "subsampling": "420"},
+    "zstd": {"name": "zstd", "level": 3},
+}
+
+
+def stored_codecs(frames: Sequence[npt.NDArray[np.uint8]], repeats: int = 3) -> dict[str, Any]:
+    """Bytes/frame and one-core decode ms/frame (the best of `repeats` passes) per codec."""
+    h, w = frames[0].shape[:2]
+    out: dict[str, Any] = {}
+    for name, attrs in STORED_CODECS.items():
+        codec = frame_codec(attrs)
+        blobs = codec.encode(list(frames))
+        passes = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for blob in blobs:
+                codec.decode(blob, h, w)
+            passes.append((time.perf_counter() - started) / len(blobs))
+        nbytes = float(np.mean([len(b) for b in blobs]))
+        out[name] = {
+            "bytes_per_frame": nbytes,
+            "compression": frames[0].nbytes / nbytes,
+            "decode_ms": min(passes) * 1e3,
+        }
+    out["zstd_over_jpeg"] = {
+        "bytes": out["zstd"]["bytes_per_frame"] / out["jpeg"]["bytes_per_frame"],
+        "decode_time": out["zstd"]["decode_ms"] / out["jpeg"]["decode_ms"],
+    }
+    return out

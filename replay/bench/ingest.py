@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.bench.environment import torchrl_available
+from replay.bench.report import expect, stage
 from replay.bench.rss import PeakRss
 from replay.store import open_store
 
@@ -224,9 +225,12 @@ def run_ingest_bench(
         "frame_shape": list(frames[0].shape),
         "fps": fps,
         "device": device,
-        "replay": _bench_replay(frames, n, fps, work, device),
     }
+    expect(1 + len(baselines))
+    stage("ingest: replay")
+    results["replay"] = _bench_replay(frames, n, fps, work, device)
     for name in baselines:
+        stage(f"ingest: {name}")
         if name in ("png_file", "jpeg_file"):
             fmt = "PNG" if name == "png_file" else "JPEG"
             results[name] = _bench_files(frames, n, fps, work, fmt)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from replay.bench.environment import torchrl_available
+from replay.bench.report import expect, stage
 from replay.bench.scaling import grow_store
 from replay.format import spec as fmt
 from replay.store import open_store
@@ -140,7 +141,9 @@ def run_keys_bench(
     """Key-drawing figures for each store size (frames), built in `work`."""
     torchrl = torchrl and torchrl_available()
     rows = []
+    expect(len(sizes))
     for size in sizes:
+        stage(f"keys: {size:,} frames")
         path = work / f"keys-{size}"
         races = build_store(path, size, race_len)
         row: dict[str, Any] = {

@@ -52,6 +52,7 @@ from replay.bench.cli import (
 )
 from replay.bench.delay_proxy import DelayProxy
 from replay.bench.ingest import Frame
+from replay.bench.report import progress
 from replay.bench.seaweedfs import SeaweedFS
 from replay.read import reader as reader_module
 from replay.storage.s3 import COALESCE, ObjectStorage
@@ -341,7 +342,7 @@ def command(
         latencies = [float(x) for x in latency_ms.split(",") if x.strip()]
     except ValueError as e:
         raise click.BadParameter(f"--latency-ms takes numbers like 0,10: {e}") from None
-    with tempfile.TemporaryDirectory(dir=work) as scratch:
+    with tempfile.TemporaryDirectory(dir=work) as scratch, progress("bench s3"):
         results = run_s3_bench(
             frames,
             Path(scratch),

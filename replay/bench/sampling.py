@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.bench.environment import torchrl_available
+from replay.bench.report import expect, stage
 from replay.bench.rss import PeakRss
 
 Frame = npt.NDArray[np.uint8]
@@ -82,7 +83,9 @@ def run_sampling_bench(
         "approaches": {},
         "loadavg_before": os.getloadavg()[0],
     }
+    expect(len(approaches))
     for approach in approaches:
+        stage(f"sample: {approach}")
         if approach == "torchrl" and not torchrl_available():
             results["approaches"]["torchrl"] = "not installed (pip install torchrl tensordict)"
             continue

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from ulid import ULID
 
+from replay.bench.report import expect, stage
 from replay.format import spec as fmt
 from replay.store import open_store
 
@@ -95,7 +96,9 @@ def run_scaling_bench(
     np.save(frames_path, np.stack(frames))
     results: dict[str, Any] = {"batch_size": batch_size, "writers": [], "store_size": []}
 
+    expect(2 * len(processes) + len(sizes))
     for k in processes:
+        stage(f"scaling: {k} writers")
         store = work / f"writers-{k}"
         args = [(str(store), str(frames_path), frames_per_writer)] * k
         open_store(store)
@@ -108,6 +111,7 @@ def run_scaling_bench(
     store = work / "sized"
     _in_processes(_write_race, [(str(store), str(frames_path), min(sizes[0], 1000))])
     for size in sizes:
+        stage(f"scaling: store of {size:,} frames")
         total = grow_store(store, size)
         ((n, elapsed, index_bytes),), _ = _in_processes(
             _sample, [(str(store), batches, batch_size)]
@@ -123,6 +127,7 @@ def run_scaling_bench(
 
     results["readers"] = []
     for k in processes:
+        stage(f"scaling: {k} readers")
         out, _ = _in_processes(_sample, [(str(store), batches, batch_size)] * k)
         rate = sum(n / elapsed for n, elapsed, _ in out)
         results["readers"].append({"processes": k, "frames_per_s": rate})

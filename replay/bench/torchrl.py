@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from replay.bench.cli import frames_from_option, load_frames, out_option, work_option, write_results
 from replay.bench.keys import _latency_us
+from replay.bench.report import progress
 from replay.bench.rss import PeakRss
 from replay.bench.sampling import _du
 from replay.bench.scaling import grow_store
@@ -216,7 +217,7 @@ def command(
     if min(n, race_len, batch, seq_len, batches) < 1 or batch % seq_len:
         raise click.BadParameter("sizes must be positive and --batch a multiple of --seq-len")
     frames = load_frames(frames_from, n)  # cycled if the store holds fewer
-    with tempfile.TemporaryDirectory(dir=work) as scratch:
+    with tempfile.TemporaryDirectory(dir=work) as scratch, progress("bench torchrl"):
         results = run_torchrl_bench(
             frames,
             Path(scratch),

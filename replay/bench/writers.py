@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from replay.bench.ingest import Frame, latency_summary, paced
+from replay.bench.report import expect, stage
 from replay.store import open_store
 from replay.write.ring import FrameRing
 from replay.write.writer import WriterKind
@@ -155,6 +156,7 @@ def run_writer_bench(
     frames/s to durable (`n` frames, unpaced)."""
     store = open_store(work / "writers")
     results: dict[str, Any] = {"frames": n, "fps": fps, "first_new_race_s": {}}
+    expect(len(frames_by_env) * len(drivers))
     for env, frames in frames_by_env.items():
         h, w = frames[0].shape[:2]
         figures: dict[str, Any] = {
@@ -169,6 +171,7 @@ def run_writer_bench(
             return writer
 
         for driver in drivers:
+            stage(f"writers: {env}, {driver} driver")
             for label, kind, in_ring in WRITER_SETUPS:
                 with race(kind) as writer:
                     lat = _driven(writer, frames, n, fps, driver, in_ring)

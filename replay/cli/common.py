@@ -40,6 +40,11 @@ def human_bytes(nbytes: float) -> str:
     raise AssertionError("unreachable")
 
 
+def plural(n: int, noun: str) -> str:
+    """A count for people: ``1 race``, ``2 races``, ``0 races``, ``12,000 frames``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def clean_errors(command: Callable[P, None]) -> Callable[P, None]:
     """Turn the store's errors (and OS errors: a read-only mount, a failing disk) into a
     one-line CLI error instead of a traceback."""

@@ -21,6 +21,7 @@ import platform
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,6 +46,12 @@ PACKAGES = (
     "cupy",
     "torch",
 )
+
+#: One folder per NVIDIA GPU the kernel driver found (whether or not CuPy is installed).
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
+#: What to install for the GPU paths: said once, and only on a machine with a GPU.
+GPU_EXTRA = "pip install 'replay[gpu]'"
+NO_CUPY = "CuPy is not installed"
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ def cuda_report() -> dict[str, Any]:
     try:
         import cupy
     except ImportError:
-        return {"available": False, "reason": "CuPy is not installed (pip install 'replay[gpu]')"}
+        return {"available": False, "reason": NO_CUPY}
     try:
         runtime = cupy.cuda.runtime
         count = int(runtime.getDeviceCount())
@@ -107,7 +114,7 @@ def nvimgcodec_report(with_gpu: bool) -> dict[str, Any]:
     """nvImageCodec's version, the extensions loaded, nvJPEG's state and the problems."""
     version = _version("nvidia-nvimgcodec-cu13")
     if version is None:
-        return {"installed": False, "reason": "pip install 'replay[gpu]' (nvImageCodec)"}
+        return {"installed": False, "reason": "no nvidia-nvimgcodec-cu13 package"}
     report: dict[str, Any] = {"installed": True, "version": version}
     try:
         gpu.nvimgcodec()
@@ -243,6 +250,8 @@ def diagnose() -> dict[str, Any]:
         ]
     cpu_ok = bool(checks[0].ok)
     auto, why, works = auto_path(gpu_check(0) if with_gpu else None, cpu_ok, cuda)
+    nvi = nvimgcodec_report(with_gpu)
+    missing = cuda.get("reason") == NO_CUPY or not nvi["installed"]
     return {
         "ok": works,
         "python": platform.python_version(),
@@ -250,10 +259,16 @@ def diagnose() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": packages(),
         "cuda": cuda,
-        "nvimgcodec": nvimgcodec_report(with_gpu),
+        "nvimgcodec": nvi,
         "checks": [asdict(c) for c in checks],
         "auto": {"device": auto, "reason": why, "works": works},
+        "install": GPU_EXTRA if missing and gpu_present() else None,
     }
+
+
+def gpu_present() -> bool:
+    """Whether the NVIDIA kernel driver sees a GPU (without CuPy, which may be missing)."""
+    return NVIDIA_GPUS.is_dir() and any(NVIDIA_GPUS.iterdir())
 
 
 def render(report: dict[str, Any]) -> str:
@@ -288,6 +303,8 @@ def render(report: dict[str, Any]) -> str:
     lines.append(
         f"device='auto' takes the {auto['device'].upper()} path ({verdict}): {auto['reason']}"
     )
+    if report["install"]:
+        lines.append(f"This machine has a GPU: {report['install']} for the GPU paths.")
     return "\n".join(lines)
 
 

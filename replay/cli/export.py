@@ -5,11 +5,17 @@ The work is `replay.integrations.export`; this module is its command line.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from replay.cli.common import plural
 from replay.errors import ReplayError
 from replay.store import open_store
 
@@ -22,6 +28,25 @@ def _positive_fps(ctx: click.Context, param: click.Parameter, fps: float | None)
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise click.BadParameter(f"must be a positive number of frames per second, got {fps:g}")
     return fps
+
+
+@contextlib.contextmanager
+def _frames_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of frames exported on stderr (a terminal only), and its update."""
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("frames"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    with bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @click.command()
@@ -87,13 +112,18 @@ def export(
     try:
         store = open_store(store_path, mode="r")
         if video is not None:
-            _video(export_video(store.race(race_ids[0]), video, fps=fps, crf=crf))
+            with _frames_bar(f"video {Path(video).name}") as progress:
+                race = store.race(race_ids[0])
+                _video(export_video(race, video, fps=fps, crf=crf, progress=progress))
         else:
-            done = export_minari(store, str(dataset_id), race_ids or None, path=minari_root)
+            with _frames_bar(f"Minari {dataset_id}") as progress:
+                done = export_minari(
+                    store, str(dataset_id), race_ids or None, path=minari_root, progress=progress
+                )
             lost = f"; {done.lost_steps} steps lost to damage left out" if done.lost_steps else ""
             click.echo(
-                f"wrote {done.races} races ({done.episodes} episodes) as Minari dataset "
-                f"{done.dataset_id}{lost}"
+                f"wrote {plural(done.races, 'race')} ({plural(done.episodes, 'episode')}) "
+                f"as Minari dataset {done.dataset_id}{lost}"
             )
     except (ReplayError, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e

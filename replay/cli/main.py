@@ -7,16 +7,19 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
+import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
-from replay.cli.common import human_bytes, open_for_reading
+from replay.cli.common import human_bytes, open_for_reading, plural
 from replay.cli.doctor import doctor
 from replay.cli.export import export
 from replay.cli.maintenance import prune, recover, verify
@@ -144,7 +147,9 @@ def _inspect_store(store: Store, as_json: bool, console: Console) -> None:
         )
     console.print(table)
     ratio = f", {totals['compression']:.0f}x smaller than raw" if totals["compression"] else ""
-    console.print(f"{len(rows)} races, {frames} frames, {human_bytes(nbytes)}{ratio}")
+    console.print(
+        f"{plural(len(rows), 'race')}, {plural(frames, 'frame')}, {human_bytes(nbytes)}{ratio}"
+    )
     for race_id, problem in damaged.items():
         console.print(f"left out {race_id}: {problem} (replay verify)")
 
@@ -176,19 +181,17 @@ def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -
         "status",
         "frames",
         "duration_s",
-        "codec",
         "started_at",
         "ended_at",
     ):
         table.add_row(key, str(detail[key]))
+    table.add_row("codec", codec_text(info.codec))
     size = human_bytes(detail["bytes"])
     table.add_row("size", f"{size} ({detail['compression'] or 0:.0f}x vs raw)")
     table.add_row("shards", f"{info.n_shards} x {info.shard_size} frames")
     for s in shards:
-        table.add_row(
-            f"  shard {s['shard']}",
-            f"{s['frames']} frames, {human_bytes(s['bytes'])} on disk, index {s['index']}",
-        )
+        frames, on_disk = plural(s["frames"], "frame"), human_bytes(s["bytes"])
+        table.add_row(f"  shard {s['shard']}", f"{frames}, {on_disk} on disk, index {s['index']}")
     for key in ("repairs", "lost_steps"):
         if race.attrs.get(key):
             table.add_row(key.replace("_", " "), json.dumps(race.attrs[key]))
@@ -198,14 +201,11 @@ def _inspect_race(store: Store, race_id: str, as_json: bool, console: Console) -
     for col in ("array", "dtype", "shape", "min", "mean", "max"):
         steps.add_column(col)
     for name, a in arrays.items():
-        steps.add_row(
-            name,
-            a["dtype"],
-            str(a["shape"]),
-            _num(a["min"]),
-            _num(a["mean"]),
-            _num(a["max"]),
-        )
+        if name == "t_ns" and a["min"] is not None:
+            figures = _times(race.steps(name))
+        else:
+            figures = (_num(a["min"]), _num(a["mean"]), _num(a["max"]))
+        steps.add_row(name, a["dtype"], str(a["shape"]), *figures)
     console.print(steps)
 
 
@@ -250,6 +250,28 @@ def _shard_number(race_id: str, key: str) -> int | None:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def codec_text(codec: dict[str, Any]) -> str:
+    """A race's codec attribute for people: ``jpeg (quality 90, subsampling 4:2:0)``."""
+    settings = {k: v for k, v in codec.items() if k != "name"}
+    if "subsampling" in settings and len(str(settings["subsampling"])) == 3:
+        settings["subsampling"] = ":".join(str(settings["subsampling"]))
+    text = ", ".join(f"{k} {v}" for k, v in settings.items())
+    lossless = " lossless" if codec.get("name") == "zstd" else ""
+    return f"{codec.get('name')}{lossless} ({text})" if text else f"{codec.get('name')}{lossless}"
+
+
+def _times(t_ns: npt.NDArray[Any]) -> tuple[str, str, str]:
+    """(first, mean step, last) of a race's step times: dates (UTC, ms) and a duration."""
+
+    def date(ns: int) -> str:
+        when = datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC)
+        return when.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+    steps = np.diff(t_ns.astype("int64"))
+    mean = f"{steps.mean() / 1e6:.1f} ms/step" if steps.size else "-"
+    return date(int(t_ns.min())), mean, date(int(t_ns.max()))
 
 
 def _export_frame(store: Store, race_id: str, step: int | None, out: str | None) -> None:

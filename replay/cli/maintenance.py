@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.console import Console
 
-from replay.cli.common import clean_errors, human_bytes, open_for_writing
+from replay.cli.common import clean_errors, human_bytes, open_for_writing, plural
 
 if TYPE_CHECKING:
     from replay.maintenance.verify import RaceCheck
@@ -62,8 +62,8 @@ def verify(store_path: str, repair: bool, as_json: bool) -> None:
             elif done is not None:
                 click.echo(f"    repaired: {done.kept} steps intact, {done.lost} lost")
         click.echo(
-            f"{len(report.races)} races, {report.frames_checked} frames checked: "
-            + ("all good" if report.ok else "damage found")
+            f"{plural(len(report.races), 'race')}, {plural(report.frames_checked, 'frame')} "
+            "checked: " + ("all good" if report.ok else "damage found")
         )
     unrepaired = [
         c

@@ -36,7 +36,7 @@ import re
 import secrets
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -50,6 +50,9 @@ from replay.errors import ReplayError
 if TYPE_CHECKING:
     from replay.format.race import Race
     from replay.store import Store
+
+#: Told the frames exported so far and the frames to export in all (a progress bar).
+Progress = Callable[[int, int], None]
 
 #: Where Minari looks for (and writes) datasets.
 MINARI_ROOT_ENV = "MINARI_DATASETS_PATH"
@@ -155,12 +158,14 @@ def export_video(
     crf: int = 23,
     start: int = 0,
     stop: int | None = None,
+    progress: Progress | None = None,
 ) -> VideoExport:
     """Write the race's frames as an H.264 MP4 (yuv420p) at its fps (or `fps`); frames
     lost to damage hold the previous one (counted in `VideoExport.held`).
 
     `crf` is x264's quality (0 lossless .. 51 worst; 23 default). H.264 needs even
     sizes: an odd last row or column is left out. The file appears only when whole.
+    `progress` is told after each frame (frames done, frames in all).
     """
     try:
         import av
@@ -176,6 +181,7 @@ def export_video(
     if race.length == 0 or (stop is not None and stop <= start):
         raise ExportError(f"race {race.race_id} has no committed frames in that range to export")
     count = held = 0
+    total = (race.length if stop is None else min(stop, race.length)) - start
     container_format = VIDEO_FORMATS[target.suffix.lower()]
     with (
         written_whole(target) as partial,
@@ -189,6 +195,8 @@ def export_video(
             image = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             container.mux(stream.encode(image))
             count, held = count + 1, held + repeated
+            if progress is not None:
+                progress(count, total)
         container.mux(stream.encode(None))
     return VideoExport(target, count, w, h, float(rate), held)
 
@@ -232,13 +240,15 @@ def export_minari(
     path: str | os.PathLike[str] | None = None,
     author: str | None = None,
     description: str | None = None,
+    progress: Progress | None = None,
 ) -> MinariExport:
     """Write races (default: every complete race) as the Minari dataset `dataset_id`.
 
     `path` is the Minari datasets folder (default: Minari's own, ``MINARI_DATASETS_PATH``
     or ``~/.minari/datasets``). Each race is an episode (split where a repair removed
     steps); the races must share their frame size and action shape. ExportError for a
-    malformed id or one that exists, before anything is written.
+    malformed id or one that exists, before anything is written. `progress` is told
+    the steps written after each race (steps done, steps in all).
     """
     check_dataset_id(dataset_id)
     try:
@@ -269,7 +279,7 @@ def export_minari(
         if target.exists():
             raise ExportError(f"a Minari dataset {dataset_id!r} already exists at {target}")
         try:
-            episodes = _write_episodes(races, dataset_id, settings, minari, EpisodeBuffer)
+            episodes = _write_episodes(races, dataset_id, settings, minari, EpisodeBuffer, progress)
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)  # no half-written dataset
             raise
@@ -278,12 +288,21 @@ def export_minari(
 
 
 def _write_episodes(
-    races: list[Race], dataset_id: str, settings: dict[str, Any], minari: Any, buffer: Any
+    races: list[Race],
+    dataset_id: str,
+    settings: dict[str, Any],
+    minari: Any,
+    buffer: Any,
+    progress: Progress | None,
 ) -> int:
     """Create the dataset from the first episode, add the others; returns how many."""
     dataset = None
-    count = 0
+    count = done = 0
+    total = sum(r.length for r in races)
     for race in races:
+        done += race.length
+        if progress is not None:
+            progress(done - race.length, total)
         for episode in _episodes(race, buffer):
             count += 1
             if dataset is not None:
@@ -293,6 +312,8 @@ def _write_episodes(
                 # advice to fill optional metadata (permalink, email, eval env, ...)
                 warnings.filterwarnings("ignore", category=UserWarning, module="minari.utils")
                 dataset = minari.create_dataset_from_buffers(dataset_id, [episode], **settings)
+    if progress is not None:
+        progress(total, total)
     return count
 
 

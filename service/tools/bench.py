@@ -22,7 +22,8 @@ from typing import Any
 import click
 import numpy as np
 
-from replay.bench.cli import write_results
+from replay.bench.cli import out_option, write_results
+from replay.bench.report import progress
 from replay.remote.client import Client
 from replay.store import open_store
 from service.tools.process import ServerProcess
@@ -127,12 +128,13 @@ def run_service_bench(
 @click.option("--seq-len", default=1, show_default=True)
 @click.option("--seconds", default=10.0, show_default=True, help="Per phase.")
 @click.option("--device", default="cpu", show_default=True, help="Where the client decodes.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+@out_option
 def serve_bench(
     store: str, batch_size: int, seq_len: int, seconds: float, device: str, out: str | None
 ) -> None:
     """Frames/s and batch latency over loopback HTTP vs the embedded reader, on STORE."""
-    results = run_service_bench(
-        store, batch_size=batch_size, seq_len=seq_len, seconds=seconds, device=device
-    )
+    with progress("bench serve"):
+        results = run_service_bench(
+            store, batch_size=batch_size, seq_len=seq_len, seconds=seconds, device=device
+        )
     write_results("serve", results, out)

@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
-from replay.bench.cli import load_frames, write_results
+from replay.bench.cli import load_frames, out_option, write_results
+from replay.bench.report import advance_to, expect, progress
 from replay.errors import ReplayError, SamplingError
 from replay.remote.client import Client
 from replay.store import Store, open_store
@@ -92,10 +93,13 @@ def _watch_memory(run: _Run, server: ServerProcess, duration: float) -> list[dic
     """The server's and this process's RSS (MB), sampled until `duration` has passed."""
     me = psutil.Process()
     rss = []
+    expect(round(duration))
     while time.monotonic() - run.start < duration:
+        elapsed = time.monotonic() - run.start
+        advance_to(elapsed, f"soak: {len(run.latencies)} batches, {len(run.errors)} errors")
         rss.append(
             {
-                "t": time.monotonic() - run.start,
+                "t": elapsed,
                 "server_mb": server.last_rss / 1e6,
                 "soak_mb": me.memory_info().rss / 1e6,
             }
@@ -165,7 +169,7 @@ def run_soak(
 @click.option("--fps", default=30.0, show_default=True, help="Writer pace.")
 @click.option("--clients", default=3, show_default=True, help="Sampling clients.")
 @click.option("--batch-size", default=16, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the JSON results here too.")
+@out_option
 def soak(
     store: Path,
     frames_from: str,
@@ -181,9 +185,10 @@ def soak(
     quarter of the run and RSS over time; exits 1 on any error.
     """
     frames = load_frames(frames_from, 60)
-    results = run_soak(
-        store, frames, duration=minutes * 60, fps=fps, clients=clients, batch_size=batch_size
-    )
+    with progress("soak"):
+        results = run_soak(
+            store, frames, duration=minutes * 60, fps=fps, clients=clients, batch_size=batch_size
+        )
     write_results("soak", results, out)
     if results["errors"]:
         sys.exit(1)

@@ -117,12 +117,22 @@ def test_bench_footprint_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8
             "50",
             "--quality",
             "90",
-            "--out",
+            "--json",
             str(out),
         ],
     )
     assert result.exit_code == 0, result.output
+    # people get tables: one row per setting, its figures as columns; scripts the file
+    assert '"benchmark"' not in result.output
+    header = next(line for line in result.output.splitlines() if "psnr_db" in line)
+    assert "quality" in header
+    assert "bytes_per_frame" in header
+    rows = [line for line in result.output.splitlines() if "games.CarRacing-v3.settings." in line]
+    assert len(rows) == 4
+    assert f"results (JSON) written to {out}" in result.output.replace("\n", "")
     doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "footprint"
+    assert doc["command"]
     assert doc["results"]["lossless_reference"] is True
     rows = doc["results"]["games"]["CarRacing-v3"]["settings"]
     assert {(r["quality"], r["subsampling"]) for r in rows} == {
@@ -135,6 +145,13 @@ def test_bench_footprint_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8
     assert by_q[(90, "420")]["psnr_db"] > by_q[(50, "420")]["psnr_db"]
     assert by_q[(90, "420")]["bytes_per_frame"] > by_q[(50, "420")]["bytes_per_frame"]
     assert 0.9 < by_q[(90, "444")]["ssim"] <= 1.0
+    codecs = doc["results"]["games"]["CarRacing-v3"]["codecs"]
+    for name in ("jpeg", "zstd"):
+        assert codecs[name]["bytes_per_frame"] > 0
+        assert codecs[name]["decode_ms"] > 0
+    ratio = codecs["zstd_over_jpeg"]["bytes"]
+    assert ratio == codecs["zstd"]["bytes_per_frame"] / codecs["jpeg"]["bytes_per_frame"]
+    assert "games.CarRacing-v3.codecs.zstd" in result.output  # a row of the summary
 
 
 def test_bench_plot_draws_what_was_measured(tmp_path: Path) -> None:
@@ -232,3 +249,53 @@ def test_bench_gpu_figures(real_frames: npt.NDArray[np.uint8]) -> None:
     assert all(r["failed"] == 0 and r["all_zero"] == 0 for r in measured)
     transform = results["transform_uint8_to_float32_nchw"]
     assert all(transform[name] > 0 for name in TRANSFORM_FIGURES), transform
+
+
+def test_summary_tables_group_recurring_figures_and_list_the_rest() -> None:
+    from rich.console import Console
+
+    from replay.bench.report import summary_tables
+
+    results = {
+        "frames": 256,
+        "frame_shape": [900, 1600, 3],
+        "approaches": {
+            "replay": {"build_s": 0.44, "warm": {"frames_per_s": 1227.9, "ms_per_batch": 52.1}},
+            "jpeg_file": {"build_s": 0.49, "warm": {"frames_per_s": 477.9, "ms_per_batch": 133.9}},
+        },
+        "samples": [{"t": float(i)} for i in range(60)],
+    }
+    console = Console(width=120, record=True)
+    for table in summary_tables("sample", results):
+        console.print(table)
+    text = console.export_text()
+    replay_row = next(line for line in text.splitlines() if "approaches.replay.warm" in line)
+    assert "1,228" in replay_row
+    assert "52.1" in replay_row
+    assert "frames_per_s" in text  # the columns of that table
+    assert "ms_per_batch" in text
+    assert "900, 1600, 3" in text
+    assert "approaches.jpeg_file.build_s" in text
+    assert "60 values (in the JSON)" in text  # a long series stays in the JSON
+
+
+def test_bench_progress_is_silent_off_a_terminal(tmp_path: Path) -> None:
+    """`expect`/`stage` outside a run, or with stderr not a terminal, print nothing."""
+    import click
+
+    from replay.bench.report import expect, progress, stage
+
+    expect(3)  # no run: nothing to update
+    stage("nothing")
+
+    @click.command()
+    def job() -> None:
+        with progress("bench job"):
+            expect(2)
+            stage("one")
+            stage("two")
+        click.echo("done")
+
+    result = CliRunner().invoke(job)
+    assert result.exit_code == 0
+    assert result.output == "done\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -88,6 +89,26 @@ def test_inspect_one_race(store_path: Path) -> None:
     code, out = invoke("inspect", str(store_path), race_id)
     assert code == 0
     assert "per-step arrays" in out
+    assert "jpeg (quality 90, subsampling 4:2:0)" in out  # not a Python dict
+    assert "{'name'" not in out
+    (t_ns,) = [line for line in out.splitlines() if "t_ns" in line]
+    t = replay.open_store(store_path, mode="r").race(race_id).steps("t_ns")
+    first = datetime.datetime.fromtimestamp(t.min() / 1e9, datetime.UTC)
+    assert first.strftime("%Y-%m-%d %H:%M:%S") in t_ns  # a date, not 1.797e+18
+    assert f"{np.diff(t).mean() / 1e6:.1f} ms/step" in t_ns
+    assert "e+18" not in t_ns
+
+
+def test_inspect_counts_in_words(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> None:
+    store = replay.open_store(tmp_path / "one")
+    with store.new_race(env="CarRacing-v3", codec="zstd") as writer:
+        writer.append(real_frames[0])
+    code, out = invoke("inspect", str(tmp_path / "one"))
+    assert code == 0, out
+    assert "1 race, 1 frame," in out
+    code, out = invoke("inspect", str(tmp_path / "one"), store.races()[0].race_id)
+    assert code == 0, out
+    assert "zstd lossless (level 3)" in out
 
 
 def test_export_frame(store_path: Path, tmp_path: Path) -> None:

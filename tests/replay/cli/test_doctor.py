@@ -5,6 +5,7 @@ pass, because the CPU path that device='auto' takes works."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,3 +117,24 @@ def test_a_part_this_gpu_lacks_is_skipped_not_failed() -> None:
         "skipped: this GPU has no hardware JPEG decoder; the CUDA backend decodes",
     )
     assert _attempt("cuda:0 decode (nvJPEG CUDA)", broken).ok is False
+
+
+def test_the_gpu_extra_is_suggested_once_and_only_where_a_gpu_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from replay.cli import doctor
+
+    code, out = run_doctor()
+    assert code == 0, out
+    if doctor.gpu_present():  # a GPU machine: said once, if anything is missing
+        assert out.count("pip install") <= 1
+    else:  # the CI machine: nothing to install for a GPU it does not have
+        assert "pip install" not in out
+    # the kernel driver's view of a machine with one GPU (its folder per GPU)
+    (tmp_path / "0000:01:00.0").mkdir()
+    monkeypatch.setattr(doctor, "NVIDIA_GPUS", tmp_path)
+    code, out = run_doctor()
+    assert code == 0, out
+    if doctor.cuda_report().get("reason") == doctor.NO_CUPY:  # the extra brings CuPy
+        assert out.count("pip install 'replay[gpu]'") == 1
+        assert "This machine has a GPU: pip install 'replay[gpu]'" in out

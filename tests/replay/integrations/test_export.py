@@ -181,7 +181,7 @@ def test_a_repaired_race_exports_to_minari_split_at_the_lost_step(
     args = ["export", str(path), race_id, "--minari", "replay/repaired-v0"]
     result = CliRunner().invoke(main, [*args, "--minari-root", str(root)])
     assert result.exit_code == 0, result.output
-    assert "wrote 1 races (2 episodes)" in result.output
+    assert "wrote 1 race (2 episodes)" in result.output
     assert "1 steps lost to damage left out" in result.output
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINARI_DATASETS_PATH", str(root))
