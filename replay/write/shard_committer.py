@@ -36,8 +36,8 @@ from replay.format.race_doc import check_owner, update_race
 
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
+    from replay.format.race_schema import StepSpec
     from replay.storage.base import ByteStorage
-    from replay.write.writer import StepSpec
 
 log = logging.getLogger(__name__)
 MAINTENANCE_S = 10.0  # seconds between capacity checks by a writer
