@@ -97,7 +97,7 @@ class Room:
         low, high = 0, at_most
         while low < high:
             mid = (low + high + 1) // 2
-            if _layout(mid, shape, steps)[2] <= self.free:
+            if ring_nbytes(mid, shape, steps) <= self.free:
                 low = mid
             else:
                 high = mid - 1
@@ -105,7 +105,7 @@ class Room:
 
     def shortfall(self, slots: int, shape: tuple[int, ...], steps: StepLayout) -> str | None:
         """None if the ring fits, else what it needs and what is free, in one phrase."""
-        needed = _layout(slots, shape, steps)[2]
+        needed = ring_nbytes(slots, shape, steps)
         if needed <= self.free:
             return None
         return (
@@ -128,6 +128,11 @@ def _layout(
     frames_at = -(-offset // _ALIGN) * _ALIGN
     total = frames_at + slots * int(np.prod(shape, dtype=np.int64))
     return offsets, frames_at, total
+
+
+def ring_nbytes(slots: int, shape: tuple[int, ...], steps: StepLayout) -> int:
+    """Bytes of shared memory a ring takes (its frames, step values and header)."""
+    return _layout(slots, shape, steps)[2]
 
 
 def _available_memory() -> int:
@@ -174,7 +179,7 @@ class FrameRing:
     @classmethod
     def create(cls, slots: int, shape: tuple[int, ...], steps: StepLayout) -> FrameRing:
         """A new zeroed ring (its pages faulted in now, not on the driver's first appends)."""
-        total = _layout(slots, shape, steps)[2]
+        total = ring_nbytes(slots, shape, steps)
         room = Room.now()
         shortfall = room.shortfall(slots, shape, steps)
         if shortfall is not None:

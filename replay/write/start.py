@@ -4,8 +4,8 @@
 `ThreadWriter` or a `ProcessWriter`. A process writer's ring lives in shared memory
 (`replay.write.ring`), and containers give little of it: Docker and Kubernetes mount
 a 64 MiB /dev/shm by default. When the ring the writer sized for the race does not
-fit there, the race is still recorded, with one warning that says what was needed,
-what is free and the fix:
+fit there, the race is still recorded, with one warning (once per process) that says
+what was needed, what is free and the fix:
 
 - with a smaller ring, if at least `MIN_SLOTS` slots fit (the driver may wait for
   the encoder a little sooner);
@@ -29,6 +29,8 @@ from replay.write.settings import MIN_SLOTS
 from replay.write.thread_writer import ThreadWriter
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from replay.format.race import RaceInfo
     from replay.format.race_schema import StepSpec
     from replay.storage.base import ByteStorage
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from replay.write.writer import Writer
 
 log = logging.getLogger(__name__)
+_warned: set[tuple[Path, str]] = set()  # (shared-memory folder, writer kind) warned about
 
 
 def start_writer(
@@ -69,7 +72,7 @@ def fitted(
         instead = "the thread writer instead (its ring in this process's memory)"
     else:
         return settings
-    log.warning(
-        "race %s: %s; recording with %s. Fix: %s", info.race_id, shortfall, instead, SHM_FIX
-    )
+    if (room.where, chosen.writer) not in _warned:  # a recorder of 25 races says it once
+        _warned.add((room.where, chosen.writer))
+        log.warning("replay: %s; recording with %s. Fix: %s", shortfall, instead, SHM_FIX)
     return chosen
