@@ -27,14 +27,8 @@ from replay.format import spec as fmt
 from replay.format.groups import ensure_groups, write_group
 from replay.format.race import Race, RaceInfo, read_json, read_race_info
 from replay.format.race_schema import check_race_args, race_attrs, race_builder, step_specs
-from replay.maintenance.capacity import (
-    Capacity,
-    EvictionPlan,
-    evict,
-    plan_eviction,
-    read_capacity,
-    save_capacity,
-)
+from replay.maintenance import capacity
+from replay.maintenance.capacity import Capacity, EvictionPlan, read_capacity, save_capacity
 from replay.maintenance.recovery import RecoveryReport, recover
 from replay.maintenance.repair import Repair, repair
 from replay.maintenance.verify import RaceCheck, StoreCheck, verify_store
@@ -42,16 +36,9 @@ from replay.sample.params import Kind, SamplerOptions
 from replay.sample.sampler import Sampler
 from replay.storage.base import ByteStorage, is_read_only_error
 from replay.storage.local import LocalStorage
-from replay.write.process_writer import ProcessWriter
-from replay.write.thread_writer import ThreadWriter
-from replay.write.writer import (
-    QueuePolicy,
-    StepSpec,
-    Writer,
-    WriterKind,
-    check_settings,
-    resolve_writer_kind,
-)
+from replay.write.settings import QueuePolicy, WriterKind, WriterSettings
+from replay.write.start import start_writer
+from replay.write.writer import Writer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -260,7 +247,7 @@ class Store:
         subsampling: str = "420",
         shard_size: int = fmt.DEFAULT_SHARD_SIZE,
         flush_interval: float = 1.0,
-        queue_size: int = 32,
+        queue_size: int | None = None,
         on_full: QueuePolicy = "block",
         device: str = "auto",
         writer: WriterKind = "auto",
@@ -270,15 +257,20 @@ class Store:
         `codec` is ``"jpeg"`` (lossy, `quality` 1-100, `subsampling` "420"/"422"/"444")
         or ``"zstd"`` (lossless). `extras` declares more per-step arrays as
         ``{name: (dtype, shape)}``. `meta` is any JSON-able user metadata.
-        `writer` is where frames are encoded: ``"process"`` (a writer process fed
-        through shared memory; ``"auto"`` for CPU frames) or ``"thread"`` (a thread
-        of this process; ``"auto"`` for CUDA frames), see `replay.write.process_writer`.
+        ``flush_interval, queue_size, on_full, device, writer`` are the writer's
+        settings (`replay.write.settings.WriterSettings`: `queue_size` None sizes the
+        ring for `fps`; `writer` ``"process"`` or ``"thread"``, docs/writer.md).
         """
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
         frames = check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
-        kind = resolve_writer_kind(
-            writer, check_settings(flush_interval, queue_size, on_full, device)
+        settings = WriterSettings(
+            flush_interval=flush_interval,
+            queue_size=queue_size,
+            on_full=on_full,
+            device=device,
+            writer=writer,
+            enforce_capacity=not read_capacity(self.storage).unlimited,
         )
         specs = step_specs(action_shape, extras or {})
         attrs = race_attrs(
@@ -294,54 +286,10 @@ class Store:
             extras=extras or {},
             meta=meta or {},
         )
-        return self._create_race(
-            attrs,
-            specs,
-            kind,
-            flush_interval=flush_interval,
-            queue_size=queue_size,
-            on_full=on_full,
-            device=device,
-        )
-
-    def _create_race(
-        self,
-        attrs: dict[str, Any],
-        specs: list[StepSpec],
-        kind: Literal["thread", "process"],
-        *,
-        flush_interval: float,
-        queue_size: int,
-        on_full: QueuePolicy,
-        device: str,
-    ) -> Writer:
-        """Write a new race's group, then start its writer: a process or a thread
-        (`replay.write.process_writer`); on any failure, no half-made race is left."""
         race_id = str(ULID())
         with self._whole_race(race_id):
             write_group(self.storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
-            info = RaceInfo.from_attrs(race_id, attrs)
-            enforce = None if read_capacity(self.storage).unlimited else self.enforce_capacity
-            if kind == "process":
-                return ProcessWriter(
-                    self.storage,
-                    info,
-                    specs,
-                    flush_interval=flush_interval,
-                    queue_size=queue_size,
-                    on_full=on_full,
-                    enforce_capacity=enforce is not None,
-                )
-            return ThreadWriter(
-                self.storage,
-                info,
-                specs,
-                flush_interval=flush_interval,
-                queue_size=queue_size,
-                on_full=on_full,
-                device=device,
-                on_shard=enforce,
-            )
+            return start_writer(self.storage, RaceInfo.from_attrs(race_id, attrs), specs, settings)
 
     @contextlib.contextmanager
     def _whole_race(self, race_id: str) -> Iterator[None]:
@@ -375,9 +323,7 @@ class Store:
 
     def enforce_capacity(self) -> EvictionPlan:
         """Evict the oldest finished races that exceed the saved capacity; returns what went."""
-        plan = plan_eviction(self.storage)
-        evict(self.storage, plan)
-        return plan
+        return capacity.enforce(self.storage)
 
     def recover(self, *, dry_run: bool = False) -> RecoveryReport:
         """Mark dead writers' races aborted and delete their temp files

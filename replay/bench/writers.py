@@ -31,7 +31,7 @@ from replay.bench.ingest import Frame, latency_summary, paced
 from replay.bench.report import expect, stage
 from replay.store import open_store
 from replay.write.ring import FrameRing
-from replay.write.writer import WriterKind
+from replay.write.settings import WriterKind
 
 
 def _sleep_until(deadline: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,10 +20,19 @@ from replay.codec.frames import FrameCodec, frame_codec, new_frame_codec
 from replay.codec.steps import step_compressors
 from replay.errors import ReplayError
 from replay.format import spec as fmt
-from replay.write.writer import StepSpec
 
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One per-step array of a race: its name, dtype and per-step shape (besides its
+    frames, what a race is made of: `step_specs` lists them, `race_builder` makes them)."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
 
 
 def race_attrs(

@@ -9,7 +9,8 @@ refresh), then its data. Orphan data -- a race folder whose ``zarr.json`` is gon
 
     store.set_capacity(max_bytes=50e9, max_age=7 * 86400)   # saved in the store
     plan = plan_eviction(store.storage)  # what would go, and why (a dry run)
-    evict(store.storage, plan)           # store.enforce_capacity() does both
+    evict(store.storage, plan)           # enforce(storage) does both
+                                         # (store.enforce_capacity(), and writers)
 """
 
 from __future__ import annotations
@@ -154,3 +155,14 @@ def evict(storage: ByteStorage, plan: EvictionPlan) -> list[Eviction]:
             continue
         done.append(eviction)
     return done
+
+
+def enforce(storage: ByteStorage) -> EvictionPlan:
+    """Evict the oldest finished races that exceed the saved capacity; returns the plan.
+
+    A function of the storage alone, so a writer (in the writer process too) enforces
+    the store's capacity as it commits shards without opening a `Store`.
+    """
+    plan = plan_eviction(storage)
+    evict(storage, plan)
+    return plan

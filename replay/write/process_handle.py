@@ -5,7 +5,8 @@ env): `shared_writer_process()` starts it with the first race (a fresh interpret
 running `replay.write.process_main`: fork-safe, and unlike multiprocessing's
 spawn/forkserver it never re-imports the driver's main module) and it ends when the
 driver does. `WriterProcess.send` is the one way to talk to it: an op byte (`OPEN`,
-`CLOSE`), a race number, and for `OPEN` a pickled setup.
+`CLOSE`), a race number, and for `OPEN` a pickled `RaceSetup`; `parse` reads a message
+back in the writer process.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, Pipe
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from replay.errors import WriterFailedError
 
 if TYPE_CHECKING:
-    pass
+    from replay.format.race import RaceInfo
+    from replay.format.race_schema import StepSpec
+    from replay.storage.base import ByteStorage
+    from replay.write.ring import StepLayout
+    from replay.write.settings import WriterSettings
 
 
 EXIT_WAIT_S = 10.0  # at exit, how long the driver waits for its writer process to finish
@@ -47,6 +53,26 @@ OPEN, CLOSE = b"o", b"c"
 RACE_NO = struct.Struct("<I")
 
 
+@dataclass(frozen=True)
+class RaceSetup:
+    """What the writer process needs to record a race (the payload of `OPEN`): the ring's
+    path and shape, where and what to write, and the writer's settings (with
+    `queue_size` the ring's slots)."""
+
+    ring: str
+    shape: tuple[int, int, int]
+    steps: StepLayout
+    storage: ByteStorage
+    info: RaceInfo
+    specs: list[StepSpec]
+    settings: WriterSettings
+
+
+def parse(message: bytes) -> tuple[bytes, int, bytes]:
+    """A message as sent by `WriterProcess.send`: (op, race number, payload)."""
+    return message[:1], RACE_NO.unpack_from(message, 1)[0], message[1 + RACE_NO.size :]
+
+
 class WriterProcess:
     """The driver's handle on its writer process: start, post, liveness."""
 
@@ -62,6 +88,7 @@ class WriterProcess:
         theirs.close()
         self._conn: Connection = ours
         self._lock = threading.Lock()
+        self._ready_lock = threading.Lock()
         self._next_race = 0
         self.owner = os.getpid()
         self.pid = self._proc.pid
@@ -70,7 +97,12 @@ class WriterProcess:
         self.start_s: float | None = None  # seconds from launch to ready
 
     def wait_ready(self) -> None:
-        """Wait until the process has imported what it needs (once; the caller's lock)."""
+        """Wait until the process has imported what it needs (the first caller waits for
+        its "ready"; races opened meanwhile from other threads wait for that one)."""
+        with self._ready_lock:
+            self._wait_ready()
+
+    def _wait_ready(self) -> None:
         if self.start_s is not None:
             return
         if not self._conn.poll(START_TIMEOUT_S) or self._conn.recv_bytes() != b"ready":
@@ -98,7 +130,7 @@ class WriterProcess:
             self.broken = True  # its end is closed, even if it is not reaped yet
             raise
 
-    def open(self, setup: dict[str, Any]) -> int:
+    def open(self, setup: RaceSetup) -> int:
         """Hand the process a race to record; returns its number."""
         with self._lock:
             self._next_race += 1

@@ -36,11 +36,11 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from replay.codec.pixel_order import Layout
 from replay.errors import WriterFailedError
 from replay.format import spec as fmt
+from replay.write.process_handle import CLOSE, OPEN, RaceSetup, parse
 from replay.write.process_writer import no_stats
 from replay.write.ring import DONE, RUNNING, FrameRing
 from replay.write.thread_writer import ThreadWriter
@@ -61,36 +61,25 @@ IDLE_POLL_S = 0.08
 class RaceFeeder:
     """One race in the writer process: its ring, its `ThreadWriter` and a feeder thread."""
 
-    def __init__(self, setup: dict[str, Any]) -> None:
-        self.ring = FrameRing.attach(
-            Path(setup["ring"]), setup["slots"], tuple(setup["shape"]), setup["layout"]
-        )
-        self._slots: int = setup["slots"]
+    def __init__(self, setup: RaceSetup) -> None:
+        self._slots = setup.settings.slots(setup.info.fps)  # the ring's (queue_size)
+        self.ring = FrameRing.attach(Path(setup.ring), self._slots, setup.shape, setup.steps)
         self._posted = 0  # frames handed to the writer (`ring.tail`: frames encoded)
         self._status: str | None = None
         self._wake = threading.Event()
         self._failure: str | None = None
         self.writer: ThreadWriter | None = None
         try:
-            on_shard = None
-            if setup["enforce_capacity"]:
-                from replay.store import Store
-
-                on_shard = Store(setup["storage"], read_only=False).enforce_capacity
             self.writer = ThreadWriter(
-                setup["storage"],
-                setup["info"],
-                setup["specs"],
-                flush_interval=setup["flush_interval"],
-                queue_size=self._slots,
-                on_full="block",
-                device="cpu",
-                on_shard=on_shard,
+                setup.storage,
+                setup.info,
+                setup.specs,
+                setup.settings,
                 ring=self.ring.frames,  # encoded where the driver put them
                 on_free=self._freed,
             )
         except Exception as e:  # the driver raises it from new_race
-            log.exception("writer process: cannot start race %s", setup["info"].race_id)
+            log.exception("writer process: cannot start race %s", setup.info.race_id)
             self.ring.publish(no_stats(f"{type(e).__name__}: {e}"), failed=True)
             self.ring.state = DONE
             self.ring.close()
@@ -190,10 +179,10 @@ def serve(conn: Connection, parent: int, stop: threading.Event) -> None:
             message = conn.recv_bytes()
         except (EOFError, OSError):
             break
-        op, race_no, payload = message[:1], int.from_bytes(message[1:5], "little"), message[5:]
-        if op == b"o":
+        op, race_no, payload = parse(message)
+        if op == OPEN:
             races[race_no] = RaceFeeder(pickle.loads(payload))
-        elif op == b"c":
+        elif op == CLOSE:
             feeder = races.pop(race_no)
             feeder.finish(payload.decode())
             closing = [f for f in closing if not f.done]  # forget the races that ended

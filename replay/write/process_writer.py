@@ -39,13 +39,15 @@ import numpy as np
 from replay.codec.pixel_order import copy_in
 from replay.errors import WriterClosedError, WriterFailedError
 from replay.format import spec as fmt
-from replay.write.process_handle import CLOSE, _shared_lock, shared_writer_process
-from replay.write.ring import DONE, STARTING, FrameRing, StepLayout
-from replay.write.writer import QueuePolicy, StepSpec, Writer, WriterStats, check_settings
+from replay.write.process_handle import CLOSE, RaceSetup, shared_writer_process
+from replay.write.ring import DONE, STARTING, FrameRing, step_layout
+from replay.write.writer import Writer, WriterStats
 
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
+    from replay.format.race_schema import StepSpec
     from replay.storage.base import ByteStorage
+    from replay.write.settings import WriterSettings
 
 _POLL_S = 0.0005  # how often a blocked append or a close looks at the ring again
 
@@ -66,29 +68,17 @@ def no_stats(error: str | None = None) -> WriterStats:
 
 
 class ProcessWriter(Writer):
-    """A writer whose encoder runs in the driver's writer process. Use `Store.new_race`."""
+    """A writer whose encoder runs in the driver's writer process. Use `Store.new_race`
+    (`settings` resolved: CPU frames)."""
 
     def __init__(
-        self,
-        storage: ByteStorage,
-        info: RaceInfo,
-        specs: list[StepSpec],
-        *,
-        flush_interval: float,
-        queue_size: int,
-        on_full: QueuePolicy,
-        enforce_capacity: bool,
+        self, storage: ByteStorage, info: RaceInfo, specs: list[StepSpec], settings: WriterSettings
     ) -> None:
-        self.device = check_settings(flush_interval, queue_size, on_full, "cpu")
-        self.race_id = info.race_id
-        self._specs = {s.name: s for s in specs}
-        self._shape = (info.height, info.width, 3)
-        self._on_full = on_full
-        self._slots = queue_size
-        layout: StepLayout = {s.name: (s.dtype, s.shape) for s in specs}
+        super().__init__(info, specs, settings)
+        steps = step_layout(specs)
         self._process = shared_writer_process()  # it boots while the ring is faulted in
         self.pid = self._process.pid
-        self._ring = FrameRing.create(queue_size, self._shape, layout)
+        self._ring = FrameRing.create(self._slots, self._shape, steps)
         self._head = 0
         self._lent: Any = None  # what frame_buffer lent: the slot at head, or the spare
         self._spare: Any = None  # lent when the ring is full
@@ -97,20 +87,11 @@ class ProcessWriter(Writer):
         self._closing = False
         self._final: WriterStats | None = None
         self._lock = threading.Lock()
-        setup = {
-            "ring": str(self._ring.path),
-            "slots": queue_size,
-            "shape": self._shape,
-            "layout": layout,
-            "storage": storage,
-            "info": info,
-            "specs": specs,
-            "flush_interval": flush_interval,
-            "enforce_capacity": enforce_capacity,
-        }
+        # the writer process encodes into the ring as it is: its slots, blocking
+        theirs = dataclasses.replace(settings, queue_size=self._slots, on_full="block")
+        setup = RaceSetup(str(self._ring.path), self._shape, steps, storage, info, specs, theirs)
         try:
-            with _shared_lock:
-                self._process.wait_ready()
+            self._process.wait_ready()
             self._race_no = self._process.open(setup)
             while self._ring.state == STARTING and self._alive():
                 time.sleep(_POLL_S)

@@ -10,9 +10,10 @@ frame, or the `replay.codec.pixel_order.Layout` of the frame's memory block it h
 The writer process also publishes its `WriterStats` here (pickled, under a
 sequence counter) so `stats()` in the driver reads them without a round trip.
 
-The ring is a file in ``/dev/shm`` (memory, not disk) mapped by both processes;
-the writer process unlinks it as soon as it has mapped it, so nothing is left
-behind whoever dies first.
+The ring is a file in ``/dev/shm`` (memory, not disk; ``$REPLAY_SHM_DIR`` if set)
+mapped by both processes; the writer process unlinks it as soon as it has mapped it,
+so nothing is left behind whoever dies first. `Room` says whether a ring fits there
+(`replay.write.start` picks a smaller ring or the thread writer when it does not).
 
     ring = FrameRing.create(slots=32, shape=(900, 1600, 3), steps={"reward": (np.float32, ())})
     ring.frames[0][...] = frame; ring.steps["reward"][0] = 1.0; ring.head = 1
@@ -26,11 +27,15 @@ import mmap
 import os
 import pickle
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from replay.format.race_schema import StepSpec
 
 #: per-step arrays: name -> (dtype, per-step shape)
 StepLayout = dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
@@ -44,9 +49,69 @@ _ALIGN = 4096
 STARTING, RUNNING, DONE = 0, 1, 2
 
 
-def _memory_dir() -> Path:
+#: where rings live: a memory-backed folder (tmpfs); /dev/shm unless set
+SHM_DIR_ENV = "REPLAY_SHM_DIR"
+#: what to do when a ring does not fit
+SHM_FIX = (
+    "give the recorder more shared memory (docker run --shm-size=1g, compose shm_size, "
+    f"a memory-backed emptyDir at /dev/shm in Kubernetes) or set {SHM_DIR_ENV} to a "
+    "larger tmpfs"
+)
+
+
+def memory_dir() -> Path:
+    """The folder rings are created in: $REPLAY_SHM_DIR, else /dev/shm (else the temp
+    folder, where there is no /dev/shm)."""
+    chosen = os.environ.get(SHM_DIR_ENV)
+    if chosen:
+        return Path(chosen)
     shm = Path("/dev/shm")
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def step_layout(specs: list[StepSpec]) -> StepLayout:
+    """The ring's per-step arrays for a race's step arrays."""
+    return {s.name: (s.dtype, s.shape) for s in specs}
+
+
+@dataclass(frozen=True)
+class Room:
+    """The shared memory a new ring can have now: `free` bytes in folder `where`."""
+
+    where: Path
+    free: int
+
+    @classmethod
+    def now(cls) -> Room:
+        """What `memory_dir` has free, bounded by the memory the kernel can give."""
+        where = memory_dir()
+        try:
+            stat = os.statvfs(where)
+            free = stat.f_bavail * stat.f_frsize
+        except OSError:
+            free = 0
+        return cls(where, min(free, _available_memory()))
+
+    def most_slots(self, shape: tuple[int, ...], steps: StepLayout, at_most: int) -> int:
+        """The most slots (up to `at_most`) of a ring that fits."""
+        low, high = 0, at_most
+        while low < high:
+            mid = (low + high + 1) // 2
+            if ring_nbytes(mid, shape, steps) <= self.free:
+                low = mid
+            else:
+                high = mid - 1
+        return low
+
+    def shortfall(self, slots: int, shape: tuple[int, ...], steps: StepLayout) -> str | None:
+        """None if the ring fits, else what it needs and what is free, in one phrase."""
+        needed = ring_nbytes(slots, shape, steps)
+        if needed <= self.free:
+            return None
+        return (
+            f"a ring of {slots} frames of {shape} needs {needed / 2**20:.1f} MiB of shared "
+            f"memory in {self.where}, {self.free / 2**20:.1f} MiB is free"
+        )
 
 
 def _layout(
@@ -63,6 +128,11 @@ def _layout(
     frames_at = -(-offset // _ALIGN) * _ALIGN
     total = frames_at + slots * int(np.prod(shape, dtype=np.int64))
     return offsets, frames_at, total
+
+
+def ring_nbytes(slots: int, shape: tuple[int, ...], steps: StepLayout) -> int:
+    """Bytes of shared memory a ring takes (its frames, step values and header)."""
+    return _layout(slots, shape, steps)[2]
 
 
 def _available_memory() -> int:
@@ -109,20 +179,20 @@ class FrameRing:
     @classmethod
     def create(cls, slots: int, shape: tuple[int, ...], steps: StepLayout) -> FrameRing:
         """A new zeroed ring (its pages faulted in now, not on the driver's first appends)."""
-        total = _layout(slots, shape, steps)[2]
-        available = _available_memory()
-        if total > available:
-            raise MemoryError(
-                f"a ring of {slots} frames of {shape} needs {total / 2**30:.1f} GiB of shared "
-                f"memory; {available / 2**30:.1f} GiB is available (lower queue_size)"
-            )
-        fd, name = tempfile.mkstemp(prefix="replay-ring-", dir=_memory_dir())
+        total = ring_nbytes(slots, shape, steps)
+        room = Room.now()
+        shortfall = room.shortfall(slots, shape, steps)
+        if shortfall is not None:
+            raise MemoryError(f"{shortfall}: {SHM_FIX}")
+        fd, name = tempfile.mkstemp(prefix="replay-ring-", dir=room.where)
         try:
             os.posix_fallocate(fd, 0, total)  # ENOSPC now, not SIGBUS on a later append
         except OSError as e:
             os.close(fd)
             os.unlink(name)
-            raise MemoryError(f"cannot allocate a ring of {total} bytes in {name}: {e}") from e
+            raise MemoryError(
+                f"cannot allocate a ring of {total / 2**20:.1f} MiB in {name}: {e}; {SHM_FIX}"
+            ) from e
         ring = cls(Path(name), fd, slots, shape, steps)
         ring.frames.fill(0)
         return ring

@@ -37,8 +37,8 @@ from replay.storage.outage import ride_out
 
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
+    from replay.format.race_schema import StepSpec
     from replay.storage.base import ByteStorage
-    from replay.write.writer import StepSpec
 
 log = logging.getLogger(__name__)
 MAINTENANCE_S = 10.0  # seconds between capacity checks by a writer

@@ -12,6 +12,7 @@ place); the background thread encodes frames in batches of
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from replay.codec.devices import Device, device_index, on_device
+from replay.codec.devices import on_device
 from replay.codec.pixel_order import Layout, contiguous, copy_in, pixels
 from replay.errors import (
     RaceTakenOverError,
@@ -37,11 +38,13 @@ from replay.format import shards
 from replay.format import spec as fmt
 from replay.format.lease import new_lease
 from replay.write.shard_committer import ShardCommitter
-from replay.write.writer import QueuePolicy, StepSpec, Writer, WriterStats, check_settings
+from replay.write.writer import Writer, WriterStats
 
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
+    from replay.format.race_schema import StepSpec
     from replay.storage.base import ByteStorage
+    from replay.write.settings import WriterSettings
 
 log = logging.getLogger(__name__)
 _CLOSE = object()
@@ -56,6 +59,15 @@ def _free_slots(n: int) -> queue.Queue[int]:
     return free
 
 
+def _maintenance(storage: ByteStorage, settings: WriterSettings) -> Callable[[], object] | None:
+    """What the committer runs after full shards: the store's capacity, if it has one."""
+    if not settings.enforce_capacity:
+        return None
+    from replay.maintenance import capacity  # zarr: imported by writers that need it only
+
+    return functools.partial(capacity.enforce, storage)
+
+
 @dataclass
 class _Pending:
     slot: int
@@ -67,7 +79,8 @@ class ThreadWriter(Writer):
     """A writer whose encoder runs in a background thread of the driver's process.
 
     The CUDA path (nvImageCodec releases the GIL for the whole nvJPEG encode), and
-    ``new_race(writer="thread")`` for CPU frames. `ring` and `on_free` are for the
+    ``new_race(writer="thread")`` for CPU frames. `settings` are resolved here (the
+    device checked). `ring` and `on_free` are for the
     writer process (`replay.write.process_main`): it hands its shared-memory ring, `post`s the
     slots the driver filled, and learns through `on_free(slot)` when a slot is encoded
     (free again), so frames are never copied out of shared memory.
@@ -78,28 +91,18 @@ class ThreadWriter(Writer):
         storage: ByteStorage,
         info: RaceInfo,
         specs: list[StepSpec],
+        settings: WriterSettings,
         *,
-        flush_interval: float,
-        queue_size: int,
-        on_full: QueuePolicy,
-        device: str,
-        on_shard: Callable[[], object] | None = None,
         ring: npt.NDArray[np.uint8] | None = None,
         on_free: Callable[[int], object] | None = None,
     ) -> None:
-        self.device: Device = check_settings(flush_interval, queue_size, on_full, device)
-        self._gpu = device_index(device) if self.device == "cuda" else 0
-        self.race_id = info.race_id
+        super().__init__(info, specs, settings.resolved())
         self.pid = os.getpid()
         self._info = info
         self._storage = storage
-        self._specs = {s.name: s for s in specs}
-        self._shape = (info.height, info.width, 3)
-        self._flush_interval = flush_interval
-        self._on_full = on_full
-        self._ring = self._allocate_ring(queue_size) if ring is None else ring
-        self._slots = queue_size
-        self._free = _free_slots(queue_size)
+        self._flush_interval = settings.flush_interval
+        self._ring = self._allocate_ring(self._slots) if ring is None else ring
+        self._free = _free_slots(self._slots)
         self._release: Callable[[int], object] = on_free or self._free.put
         self._lent: tuple[int, Any] | None = None  # (slot or -1, array) from frame_buffer
         self._spare: Any = None  # what frame_buffer lends when no slot is free
@@ -120,7 +123,13 @@ class ThreadWriter(Writer):
         }
         self._codec = info.frame_codec
         self._codec.prepare(self.device, self._gpu)  # now, not on the driver's first frames
-        self._committer = ShardCommitter(storage, info, specs, new_lease(flush_interval), on_shard)
+        self._committer = ShardCommitter(
+            storage,
+            info,
+            specs,
+            new_lease(settings.flush_interval),
+            _maintenance(storage, settings),
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"replay-writer-{self.race_id}", daemon=True
         )

@@ -30,28 +30,22 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from replay.closing import Closing
 from replay.codec.devices import Device, on_device
-from replay.codec.gpu_check import resolve_device
 from replay.errors import FrameError, ReplayError, StepDataError
 from replay.format import spec as fmt
+from replay.format.race_schema import StepSpec
+from replay.write.settings import WriterSettings
 
-QueuePolicy = Literal["block", "drop"]
+if TYPE_CHECKING:
+    from replay.format.race import RaceInfo
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """One per-step array of a race: its name, dtype and per-step shape."""
-
-    name: str
-    dtype: np.dtype[Any]
-    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -72,17 +66,6 @@ class WriterStats:
     bytes_written: int
     shards_written: int
     error: str | None
-
-
-def check_settings(flush_interval: float, queue_size: int, on_full: str, device: str) -> Device:
-    """Refuse bad writer settings (before a race is created); returns the device to use."""
-    if flush_interval <= 0:
-        raise ValueError(f"flush_interval must be positive, got {flush_interval}")
-    if queue_size < 1:
-        raise ValueError(f"queue_size must be at least 1, got {queue_size}")
-    if on_full not in ("block", "drop"):
-        raise ValueError(f"on_full must be 'block' or 'drop', not {on_full!r}")
-    return resolve_device(device)
 
 
 def _is_cuda_array(obj: object) -> bool:
@@ -114,7 +97,7 @@ def device_array(frame: Any, xp: Any, race_id: str = "") -> Any:
         ) from e
 
 
-class Writer:
+class Writer(Closing):
     """Records one race. Create it with `Store.new_race`, not directly.
 
     Two kinds share this interface: `ThreadWriter` (encodes in a thread of the
@@ -124,12 +107,17 @@ class Writer:
     race's lease holder).
     """
 
-    race_id: str
-    device: Device
     pid: int
-    _gpu: int  # the CUDA device a CUDA writer's frames live on
-    _specs: dict[str, StepSpec]
-    _shape: tuple[int, int, int]
+
+    def __init__(self, info: RaceInfo, specs: list[StepSpec], settings: WriterSettings) -> None:
+        """What both kinds hold: the race, its step arrays, and the (resolved) settings."""
+        self.race_id = info.race_id
+        self.device: Device = settings.kind
+        self._gpu = settings.gpu  # the CUDA device a CUDA writer's frames live on
+        self._specs = {s.name: s for s in specs}
+        self._shape = (info.height, info.width, 3)
+        self._on_full = settings.on_full
+        self._slots = settings.slots(info.fps)
 
     def append(self, frame: Any, **steps: Any) -> bool:
         """Queue one frame and its step data; returns False if the frame was dropped.
@@ -225,36 +213,12 @@ class Writer:
         values.setdefault("t_ns", np.asarray(time.time_ns(), dtype=np.int64))
         return values
 
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
+    def _leave(self, error: BaseException | None) -> None:
+        """Leaving a ``with`` block: complete, or aborted when the block raised."""
+        if error is None:
             self.close()
             return
         try:
             self.close(status=fmt.ABORTED)
         except ReplayError:  # the driver's own exception is the one to see
             log.exception("race %s: writer failed while aborting", self.race_id)
-
-
-WriterKind = Literal["auto", "thread", "process"]
-
-
-def resolve_writer_kind(kind: str, device: str) -> Literal["thread", "process"]:
-    """``auto``: a process for CPU frames, a thread for CUDA ones (see docs/design notes)."""
-    if kind not in ("auto", "thread", "process"):
-        raise ValueError(f"writer must be 'auto', 'thread' or 'process', not {kind!r}")
-    if device == "cuda":
-        if kind == "process":
-            raise ValueError(
-                "writer='process' encodes on the CPU; a CUDA writer encodes in a thread "
-                "(nvImageCodec releases the GIL while nvJPEG runs): use writer='thread'"
-            )
-        return "thread"
-    return "thread" if kind == "thread" else "process"

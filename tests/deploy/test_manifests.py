@@ -331,3 +331,43 @@ def test_every_probe_polls_an_open_get_route_of_the_app(tmp_path: Path) -> None:
     for where, path in found.items():
         assert "get" in paths.get(path, {}), f"{where}: {path} is not a GET route of the app"
         assert "security" not in paths[path]["get"], f"{where}: {path} needs a token"
+
+
+# -- shared memory for the writer process's ring (issue 23, item 6) ------------------------
+
+
+def quantity(text: str) -> int:
+    """Bytes of a size as compose writes it ("256m", binary as Docker reads it) or as
+    Kubernetes does ("256Mi"; "256M" is decimal there)."""
+    found = re.fullmatch(r"(\d+)([kmgKMG]?)(i?)[bB]?", text)
+    assert found, f"not a size: {text!r}"
+    number, prefix, binary = found.groups()
+    base = 1024 if binary or prefix.islower() else 1000
+    return int(number) * base ** " kmg".index(prefix.lower() or " ")
+
+
+def a_race_ring() -> int:
+    """Shared memory one race's ring takes: the recorder's 1600x900 CarRacing at 30 FPS."""
+    from replay.format.race_schema import step_specs
+    from replay.write.ring import ring_nbytes, step_layout
+    from replay.write.settings import WriterSettings
+
+    steps = step_layout(step_specs((3,), {}))
+    return ring_nbytes(WriterSettings().slots(fps=30), (900, 1600, 3), steps)
+
+
+def test_the_compose_recorder_has_shared_memory_for_its_rings() -> None:
+    recorder = compose()["services"]["recorder"]
+    assert "replay record" in " ".join(recorder["command"])
+    assert quantity(recorder["shm_size"]) >= 2 * a_race_ring()  # Docker's default: 64 MiB
+
+
+def test_the_k8s_recorder_mounts_memory_at_dev_shm_for_its_rings() -> None:
+    spec = one("Job")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory"
+    size = quantity(volume["emptyDir"]["sizeLimit"])
+    assert size >= 2 * a_race_ring()
+    assert size < quantity(container["resources"]["limits"]["memory"]) // 4  # it counts there

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,4 +24,14 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
     try:
         yield path
     finally:
-        subprocess.run(["umount", str(path)], check=True)
+        _umount(path)
+
+
+def _umount(path: Path) -> None:
+    """Unmount, waiting up to 5 s while the kernel still releases a file just unmapped
+    (a writer process's ring: "target is busy" for a moment after its munmap)."""
+    deadline = time.monotonic() + 5
+    while (done := subprocess.run(["umount", str(path)], capture_output=True)).returncode:
+        if b"busy" not in done.stderr or time.monotonic() > deadline:
+            raise RuntimeError(f"cannot unmount {path}: {done.stderr.decode().strip()}")
+        time.sleep(0.1)

@@ -443,7 +443,7 @@ def test_step_values_are_copied_at_append(tmp_path: Path, kind: str) -> None:
 
 def test_writer_process_unmaps_the_rings_of_finished_races(tmp_path: Path) -> None:
     """A driver recording race after race does not pile up shared memory in its writer
-    process (each ring is queue_size frames: 138 MB at 1600x900 by default)."""
+    process (each ring is half a second of frames: 62 MB at 1600x900 and 30 FPS)."""
     store = replay.open_store(tmp_path)
     pids = set()
     for i in range(4):
