@@ -38,7 +38,8 @@ def export(
       replay export ./replay-data 01J... --video race.mp4
       replay export ./replay-data --minari replay/carracing-v0 --minari-root ./minari
 
-    Without RACE, --minari exports every complete race. Needs replay[export].
+    A RACE is its id or any unique start of it (an ambiguous one lists the races it
+    matches). Without RACE, --minari exports every complete race. Needs replay[export].
     """
     from replay.integrations.export import export_minari, export_video
 
@@ -48,6 +49,7 @@ def export(
         raise click.UsageError("--video exports exactly one RACE")
     try:
         store = open_store(store_path, mode="r")
+        race_ids = tuple(store.resolve(ref) for ref in race_ids)
         if video is not None:
             done = export_video(store.race(race_ids[0]), video, fps=fps, crf=crf)
             click.echo(
