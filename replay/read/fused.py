@@ -204,7 +204,7 @@ def _index_source(t: Transform, height: int, width: int) -> str:
     """C statements splitting flat output index i into (n, c, oy, ox) for `t.layout`."""
     oh, ow = t.output_hw(height, width)
     channels = t.channels
-    if t.layout == "NCHW":
+    if t.channels_first:
         return (
             f"  int ox = (int)(i % {ow}); long long r = i / {ow};\n"
             f"  int oy = (int)(r % {oh}); r /= {oh};\n"

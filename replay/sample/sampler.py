@@ -51,7 +51,7 @@ from replay.read.decode import decode_frames
 from replay.read.filters import Filters
 from replay.read.index import Index, RaceEntry
 from replay.read.prefetch import prefetched
-from replay.read.reader import Reader
+from replay.read.reader import Reader, check_frame_sizes
 from replay.read.tensors import make_batch, to_numpy
 from replay.sample.checkpoints import SelectorFile
 from replay.sample.damage import Damage, Drawn, R, Skipped, frame_errors
@@ -143,6 +143,8 @@ class Sampler(Closing):
         saved = self.saved.load()
         if saved is not None:
             self.selector.load_state_dict(saved)
+        self.index.refresh()  # races of several frame sizes need a resizing transform: say so now
+        check_frame_sizes([e.info for e in self.index.entries], transform)
 
     def __repr__(self) -> str:
         space = self.live.space
