@@ -179,6 +179,7 @@ class SamplerOptions(SamplerKwargs, total=False):
     save_priorities: bool
     io_threads: int | None
     timeout: float | None
+    check_sizes: bool
 
 
 def make_selector(

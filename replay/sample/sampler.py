@@ -7,7 +7,9 @@ decoding is `replay.read.decode.decode_batch`.
 
 An item is a window of `seq_len` steps of one race, `stride` apart, starting at
 any step from which the whole window is committed: windows never cross a race
-boundary. With ``seq_len=1`` an item is one frame.
+boundary. With ``seq_len=1`` an item is one frame. A batch may mix codecs (each frame
+decodes by its race's); races of several frame sizes are refused when the sampler is made,
+unless its `transform` has a `size` (``check_sizes=False``: stored bytes only, the service).
 
     sampler = store.sampler("prioritized", batch_size=64, seq_len=4, seed=0)
     batch = sampler.sample()                    # frames (64, 4, 900, 1600, 3) uint8
@@ -106,6 +108,7 @@ class Sampler(Closing):
         io_threads: int | None = None,
         read_only: bool = False,
         timeout: float | None = 60.0,
+        check_sizes: bool = True,
         **kwargs: Unpack[SamplerKwargs],
     ) -> None:
         #: the sampler parameters (`replay.sample.params`): `params` with `kwargs` over them
@@ -143,8 +146,9 @@ class Sampler(Closing):
         saved = self.saved.load()
         if saved is not None:
             self.selector.load_state_dict(saved)
-        self.index.refresh()  # races of several frame sizes need a resizing transform: say so now
-        check_frame_sizes([e.info for e in self.index.entries], transform)
+        if check_sizes:  # races of several frame sizes need a resizing transform: say so now
+            self.index.refresh()  # (False: a sampler that only hands out stored bytes)
+            check_frame_sizes([e.info for e in self.index.entries], transform)
 
     def __repr__(self) -> str:
         space = self.live.space
