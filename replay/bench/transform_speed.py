@@ -29,11 +29,12 @@ import numpy.typing as npt
 from numcodecs import Zstd
 
 from replay.codec import jpeg
+from replay.codec.frames import CodecName
 from replay.cpus import usable_cpus
 from replay.read.transform import Transform
 
 Frame = npt.NDArray[np.uint8]
-CODECS = ("jpeg", "zstd")
+CODECS: tuple[CodecName, ...] = ("jpeg", "zstd")
 
 
 def transforms(height: int, width: int) -> dict[str, Transform]:
@@ -66,7 +67,7 @@ def run_transform_bench(
         with store.new_race(env="bench", height=h, width=w, codec=codec) as writer:
             for i in range(n):
                 writer.append(frames[i % len(frames)])
-        job = {"store": str(root / "store"), "race_id": writer.race_id}
+        job: dict[str, Any] = {"store": str(root / "store"), "race_id": writer.race_id}
         job |= {"batch_size": batch_size, "batches": batches}
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=spawn) as pool:

@@ -212,13 +212,14 @@ def frame_formats(infos: list[RaceInfo]) -> dict[str, FrameFormat]:
     return formats if any(f != first for f in formats.values()) else {}
 
 
-def check_frame_sizes(infos: list[RaceInfo], transform: Transform | None) -> None:
+def check_frame_sizes(index: Index, transform: Transform | None) -> None:
     """SamplingError, naming the races of each size and the filter that picks one, when
-    races of different frame sizes would share batches without a transform that
-    resizes them to one `size` (checked when a sampler is made)."""
+    the races of `index` (refreshed) differ in frame size and would share batches
+    without a transform that resizes them to one `size` (checked when a sampler is made)."""
+    index.refresh()
     by_size: dict[tuple[int, int], list[str]] = defaultdict(list)
-    for info in infos:
-        by_size[(info.height, info.width)].append(info.race_id)
+    for entry in index.entries:
+        by_size[(entry.info.height, entry.info.width)].append(entry.race_id)
     if len(by_size) < 2 or (transform is not None and transform.size is not None):
         return
     sizes = "; ".join(

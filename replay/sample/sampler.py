@@ -146,9 +146,8 @@ class Sampler(Closing):
         saved = self.saved.load()
         if saved is not None:
             self.selector.load_state_dict(saved)
-        if check_sizes:  # races of several frame sizes need a resizing transform: say so now
-            self.index.refresh()  # (False: a sampler that only hands out stored bytes)
-            check_frame_sizes([e.info for e in self.index.entries], transform)
+        if check_sizes:  # races of several sizes need a resizing transform: say so now
+            check_frame_sizes(self.index, transform)
 
     def __repr__(self) -> str:
         space = self.live.space
