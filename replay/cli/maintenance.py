@@ -137,6 +137,7 @@ def prune(
     """Remove orphan data, then the oldest finished races until STORE fits its capacity.
 
     \b
+      replay prune ./replay-data --max-bytes 500GB --max-age 14d --dry-run  # the plan only
       replay prune ./replay-data --max-bytes 500GB --max-age 14d            # the plan, then asks
       replay prune ./replay-data --max-bytes 500GB --max-age 14d --save --yes
 
