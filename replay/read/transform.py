@@ -200,18 +200,17 @@ def crop(frames: Any, t: Transform, scale: int = 1) -> Any:
 def area_planes(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
     """(N, H, W, C) uint8 -> (N, C, out_h, out_w) float32 area means, for whole factors.
 
-    Rows first (long contiguous runs), then columns on channel planes (long strided
-    runs); NumPy's own ``reshape(...).mean(axis=(2, 4))`` converts every pixel to
+    Rows first, into channel planes, then columns (long strided runs); NumPy's own ``reshape(...).mean(axis=(2, 4))`` converts every pixel to
     float and reduces over short axes, 20x slower on full frames.
     """
     n, h, w, c = x.shape
     fy, fx = h // out_h, w // out_w
     acc = xp.uint16 if fy * fx <= 257 else xp.uint32
-    rows = x.reshape(n, out_h, fy, w, c)
-    sums = rows[:, :, 0].astype(acc)
+    rows = x.reshape(n, out_h, fy, w, c).transpose(0, 4, 1, 2, 3)  # (n, c, out_h, fy, w)
+    sums = rows[:, :, :, 0].astype(acc)  # (n, c, out_h, w): channel planes from here on
     for k in range(1, fy):
-        sums += rows[:, :, k]
-    cells = sums.reshape(n, out_h, out_w, fx, c).transpose(0, 4, 1, 2, 3)
+        sums += rows[:, :, :, k]
+    cells = sums.reshape(n, c, out_h, out_w, fx)
     total = cells[..., 0].copy()
     for k in range(1, fx):
         total += cells[..., k]
