@@ -200,8 +200,9 @@ def crop(frames: Any, t: Transform, scale: int = 1) -> Any:
 def area_planes(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
     """(N, H, W, C) uint8 -> (N, C, out_h, out_w) float32 area means, for whole factors.
 
-    Rows first, into channel planes, then columns (long strided runs); NumPy's own ``reshape(...).mean(axis=(2, 4))`` converts every pixel to
-    float and reduces over short axes, 20x slower on full frames.
+    Rows first, into channel planes, then columns (long strided runs); NumPy's own
+    ``reshape(...).mean(axis=(2, 4))`` converts every pixel to float and reduces over
+    short axes, 20x slower on full frames.
     """
     n, h, w, c = x.shape
     fy, fx = h // out_h, w // out_w
