@@ -2,9 +2,11 @@
 
 Applied in this order to every decoded (H, W, 3) uint8 frame: crop, resize,
 greyscale, then dtype conversion (``x / 255``, minus `mean`, over `std`) and
-layout (``NHWC`` or ``NCHW``). One implementation serves NumPy and CuPy
-(`apply` takes the array module), so the CPU path is the GPU path's twin and
-the reference its tests compare against.
+layout (``NHWC``, ``NCHW``, or ``stacked``: a window's frames as channels,
+(B, L*C, H, W)). `apply` reads the full frames once, in integers (see there), and
+does the float work on the small result. One implementation serves NumPy and CuPy
+(`apply` takes the array module), so the CPU path is the GPU path's twin and the
+reference its tests compare against.
 
     t = Transform(size=(225, 400), dtype="float32", layout="NCHW", mean=0.5, std=0.5)
     batch = sampler.sample(transform=t)      # frames: (B, L, 3, 225, 400) float32
@@ -12,8 +14,9 @@ the reference its tests compare against.
 When the output is at most 1/2, 1/4 or 1/8 of the (cropped) frame, the CPU
 decoder decodes at that scale in the DCT domain (libjpeg-turbo through simplejpeg),
 which costs a fraction of a full decode; `dct_scale` picks the
-factor. The result differs from "full decode, then area resize" by the
-decoder's own downscaling filter (a few grey levels).
+factor, and a grey transform decodes only the JPEG's luma. The result differs from
+"full decode, then area resize, then luma" by the decoder's own downscaling filter
+and its luma (1/255 on average, 12/255 at worst on CarRacing frames).
 
 Resize is an area average when the factors are whole numbers (an exact
 1/2, 1/4 ... reduction) and bilinear (half-pixel centres, like
