@@ -24,6 +24,8 @@ EXAMPLE_RACE_ID = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
 
 Status = fmt.RaceStatus
 RaceIdStr = Annotated[str, Field(pattern=fmt.RACE_ID_PATTERN.pattern)]
+#: A frame height or width filter.
+Pixels = Annotated[int, Field(ge=1, le=65_536)]
 
 
 class Live(BaseModel):
@@ -247,6 +249,15 @@ class RaceFilter(BaseModel):
     min_length: int = Field(0, ge=0, le=2**40, description="Only races with this many steps.")
     contains: str | None = Field(
         None, max_length=200, description="Env, map, policy or id contains this (any case)."
+    )
+    codec: Literal["jpeg", "zstd"] | list[Literal["jpeg", "zstd"]] | None = Field(
+        None, description="Only races whose frames use this codec.", examples=["jpeg"]
+    )
+    height: Pixels | list[Pixels] | None = Field(
+        None, description="Only races of this frame height (pixels).", examples=[900]
+    )
+    width: Pixels | list[Pixels] | None = Field(
+        None, description="Only races of this frame width (pixels).", examples=[1600]
     )
 
     def as_filters(self) -> dict[str, Any]:

@@ -206,7 +206,8 @@ def sample(
     work: str | None,
     out: str | None,
 ) -> None:
-    """Sampling frames/s (batch 64, sequences 16x4), warm and cold, vs files, TorchRL, memmap."""
+    """Sampling frames/s (batch 64, sequences 16x4), warm and cold, vs files, TorchRL, memmap;
+    with and without Transforms on a JPEG and a zstd race, and vs bare decoding (floor)."""
     from replay.bench.sampling import run_sampling_bench
 
     frames = load_frames(frames_from, distinct)

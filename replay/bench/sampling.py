@@ -11,7 +11,10 @@ Compares, on the same real frames and in one run:
   raw (`RandomSampler` for single frames, `SliceSampler` for sequences); skipped
   where TorchRL is not installed;
 - ``raw_memmap``: a plain ``numpy.memmap`` of the raw frames, what
-  `LazyMemmapStorage` is underneath.
+  `LazyMemmapStorage` is underneath;
+- ``transforms``: replay's frames/s with and without the README's `Transform` and
+  others, on a JPEG and a zstd race, and as a fraction of bare decoding on every
+  core (`replay.bench.transform_speed`; under ``results["transforms"]``).
 
 Each figure is measured in a fresh process (spawned), so peak RSS is that
 approach's own. "warm": the data was just read, so it sits in the page cache;
@@ -56,7 +59,14 @@ def run_sampling_bench(
     batch_size: int = 64,
     seq: tuple[int, int] = (16, 4),
     cold_batches: int = 2,
-    approaches: Sequence[str] = ("replay", "jpeg_file", "png_file", "torchrl", "raw_memmap"),
+    approaches: Sequence[str] = (
+        "replay",
+        "jpeg_file",
+        "png_file",
+        "torchrl",
+        "raw_memmap",
+        "transforms",
+    ),
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Build every approach's storage of `frames` (cycled to `n`) under `store_path`
@@ -86,6 +96,13 @@ def run_sampling_bench(
     expect(len(approaches))
     for approach in approaches:
         stage(f"sample: {approach}")
+        if approach == "transforms":
+            from replay.bench.transform_speed import run_transform_bench
+
+            results["transforms"] = run_transform_bench(
+                work / approach, frames, n=min(n, 64), batches=batches
+            )
+            continue
         if approach == "torchrl" and not torchrl_available():
             results["approaches"]["torchrl"] = "not installed (pip install torchrl tensordict)"
             continue

@@ -86,8 +86,9 @@ def export(
       replay export ./replay-data 01J... --video race.mp4
       replay export ./replay-data --minari replay/carracing-v0 --minari-root ./minari
 
-    Without RACE, --minari exports every complete race. Steps a repair removed are
-    held (video: the frame before shown again) or split the race into episodes
+    A RACE is its id or any unique start of it (an ambiguous one lists the races it
+    matches). Without RACE, --minari exports every complete race. Steps a repair removed
+    are held (video: the frame before shown again) or split the race into episodes
     (Minari). Needs replay[export].
     """
     from replay.integrations.export import (
@@ -111,6 +112,7 @@ def export(
         raise click.UsageError(str(e)) from e
     try:
         store = open_store(store_path, mode="r")
+        race_ids = tuple(store.resolve(ref) for ref in race_ids)
         if video is not None:
             with _frames_bar(f"video {Path(video).name}") as progress:
                 race = store.race(race_ids[0])

@@ -13,6 +13,8 @@ from rich.console import Console
 from replay.cli.common import clean_errors, human_bytes, open_for_writing, plural
 
 if TYPE_CHECKING:
+    from replay.format.race import RaceInfo
+    from replay.maintenance.capacity import EvictionPlan
     from replay.maintenance.verify import RaceCheck
 
 
@@ -118,45 +120,94 @@ def recover(store_path: str, dry_run: bool) -> None:
 
 @click.command()
 @click.argument("store_path", metavar="STORE", type=click.Path())
-@click.option("--max-bytes", help="Byte budget, e.g. 500GB, 1.5TiB (default: saved in the store).")
-@click.option("--max-age", help="Maximum age of a finished race, e.g. 12h, 7d (default: saved).")
+@click.option("--max-bytes", help="Byte budget with a unit: 500GB, 2GiB (default: saved).")
+@click.option("--max-age", help="Age limit with a unit: 12h, 14d (default: saved).")
 @click.option("--save", is_flag=True, help="Save --max-bytes/--max-age in the store for writers.")
-@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@click.option("--dry-run", is_flag=True, help="Only show the plan.")
+@click.option("--yes", is_flag=True, help="Remove without asking (scripts).")
 @clean_errors
 def prune(
-    store_path: str, max_bytes: str | None, max_age: str | None, save: bool, dry_run: bool
+    store_path: str,
+    max_bytes: str | None,
+    max_age: str | None,
+    save: bool,
+    dry_run: bool,
+    yes: bool,
 ) -> None:
     """Remove orphan data, then the oldest finished races until STORE fits its capacity.
 
-    Races being recorded by live writers are never removed. Samplers drop removed
-    races on their next refresh.
-    """
-    from replay.maintenance.capacity import (
-        Capacity,
-        evict,
-        parse_age,
-        parse_size,
-        plan_eviction,
-        read_capacity,
-    )
+    \b
+      replay prune ./replay-data --max-bytes 500GB --max-age 14d --dry-run  # the plan only
+      replay prune ./replay-data --max-bytes 500GB --max-age 14d            # the plan, then asks
+      replay prune ./replay-data --max-bytes 500GB --max-age 14d --save --yes
 
-    store = open_for_writing(store_path, dry_run and not save)
+    Sizes and ages need a unit (a bare number is refused). The plan (races, bytes, the
+    oldest and newest race kept) is printed first; races are removed (and --save saves
+    the capacity, which writers then enforce) only with --yes or after you confirm in a
+    terminal. Races being recorded by live writers are never removed. Samplers drop
+    removed races on their next refresh.
+    """
+    from replay.maintenance.capacity import Capacity, evict, plan_eviction, read_capacity
+
+    store = open_for_writing(store_path, dry_run)
     saved = read_capacity(store.storage)
     try:
         capacity = Capacity(
-            parse_size(max_bytes) if max_bytes else saved.max_bytes,
-            parse_age(max_age) if max_age else saved.max_age,
+            _parsed("--max-bytes", max_bytes, saved.max_bytes),
+            _parsed("--max-age", max_age, saved.max_age),
         )
-    except ValueError as e:
+    except ValueError as e:  # zero or negative
         raise click.BadParameter(str(e)) from e
-    if save:
-        store.set_capacity(capacity.max_bytes, capacity.max_age)
     plan = plan_eviction(store.storage, capacity)
     if capacity.unlimited and not plan.evictions:
         raise click.ClickException("no capacity given or saved: pass --max-bytes and/or --max-age")
-    done = plan.evictions if dry_run else evict(store.storage, plan)
-    verb = "would remove" if dry_run else "removed"
+    _show_plan(store.races(), plan)
+    if dry_run:
+        click.echo("dry run: nothing removed" + (", nothing saved" if save else ""))
+        return
+    if plan.evictions and not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                "nothing removed: pass --yes to remove these races (a terminal is asked)"
+            )
+        click.confirm(f"remove {len(plan.evictions)} races?", abort=True)
+    if save:
+        store.set_capacity(capacity.max_bytes, capacity.max_age)
+        click.echo("capacity saved: writers keep the store within it")
+    done = evict(store.storage, plan)
     for gone in done:
-        click.echo(f"{verb} {gone.race_id}  {human_bytes(gone.nbytes)}  ({gone.reason})")
+        click.echo(f"removed {gone.race_id}  {human_bytes(gone.nbytes)}  ({gone.reason})")
     after = plan.bytes_before - sum(e.nbytes for e in done)
     click.echo(f"store: {human_bytes(plan.bytes_before)} -> {human_bytes(after)}")
+
+
+def _parsed(option: str, text: str | None, saved: float | None) -> Any:
+    """`text` parsed as a size (--max-bytes) or an age, or the saved value when absent."""
+    from replay.maintenance.capacity import parse_age, parse_size
+
+    if text is None:
+        return saved
+    try:
+        return parse_size(text) if option == "--max-bytes" else parse_age(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=option) from e
+
+
+def _show_plan(races: list[RaceInfo], plan: EvictionPlan) -> None:
+    """What prune would remove and keep, with a warning when that is most of the store."""
+    going = {e.race_id for e in plan.evictions}
+    for e in plan.evictions:
+        click.echo(f"would remove {e.race_id}  {human_bytes(e.nbytes)}  ({e.reason})")
+    kept = [r for r in races if r.race_id not in going]  # oldest first (ids sort by time)
+    removed = plan.bytes_before - plan.bytes_after
+    click.echo(
+        f"plan: remove {len(going)} races ({human_bytes(removed)}), keep {len(kept)} races "
+        f"({human_bytes(plan.bytes_after)}) of {human_bytes(plan.bytes_before)}"
+    )
+    if kept:
+        click.echo(f"  oldest kept: {kept[0].race_id} (started {kept[0].started_at})")
+        click.echo(f"  newest kept: {kept[-1].race_id} (started {kept[-1].started_at})")
+    if races and not kept:
+        click.echo("WARNING: this plan removes EVERY race in the store")
+    elif plan.bytes_before and removed > plan.bytes_before / 2:
+        click.echo(f"WARNING: this plan removes {removed / plan.bytes_before:.0%} of the store")

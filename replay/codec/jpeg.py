@@ -135,24 +135,28 @@ def _nbytes(image: Any) -> int:
 
 
 def decode_host(
-    blob: bytes, *, scale: int = 1, out: npt.NDArray[np.uint8] | None = None
+    blob: bytes, *, scale: int = 1, grey: bool = False, out: npt.NDArray[np.uint8] | None = None
 ) -> npt.NDArray[np.uint8] | None:
-    """Decode one JPEG on the CPU to (ceil(H/scale), ceil(W/scale), 3) uint8 RGB.
+    """Decode one JPEG on the CPU to (ceil(H/scale), ceil(W/scale), 3) uint8 RGB, or
+    (..., 1) luma with `grey`.
 
-    `scale` 2, 4 or 8 decodes in the DCT domain (a fraction of a full decode).
+    `scale` 2, 4 or 8 decodes in the DCT domain (a fraction of a full decode). `grey`
+    decodes only the Y channel of a colour JPEG (its BT.601 luma, as encoded: the
+    chroma is neither decoded nor upsampled).
     With `out` (C-contiguous, the right shape) the pixels land there and `out`'s
     view is returned. None for a blob that does not decode, or decodes with errors
     libjpeg-turbo could recover from (a truncated frame is damaged, not grey).
     Thread-safe; releases the GIL.
     """
+    colorspace = "GRAY" if grey else "RGB"
     try:
         if scale == 1:
-            image = simplejpeg.decode_jpeg(blob, colorspace="RGB", buffer=out)
+            image = simplejpeg.decode_jpeg(blob, colorspace=colorspace, buffer=out)
         else:
             h, w, _, _ = simplejpeg.decode_jpeg_header(blob)
             image = simplejpeg.decode_jpeg(
                 blob,
-                colorspace="RGB",
+                colorspace=colorspace,
                 min_height=h // scale,
                 min_width=w // scale,
                 min_factor=scale,

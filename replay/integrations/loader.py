@@ -93,7 +93,8 @@ class ReplayDataset(IterableDataset[Batch]):
         if info is not None:
             _drain_feeders_at_exit()
         store = open_store(self.store, mode="r")
-        with store.sampler(self.kind, seed=seed, **self.sampler_options) as sampler:
+        options = {"transform": self.transform, **self.sampler_options}
+        with store.sampler(self.kind, seed=seed, **options) as sampler:
 
             def make() -> Batch:
                 batch = sampler.sample(device="cpu", out="torch", transform=self.transform)

@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CAPACITY_ATTR = "capacity"
-_SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
-_AGE = re.compile(r"^\s*([0-9.]+)\s*([smhdw]?)\s*$", re.IGNORECASE)
+# units are required: a bare number once meant bytes or seconds, and `--max-age 3` (3 s)
+# removed a whole store
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(B|[KMGT]i?B?)\s*$", re.IGNORECASE)
+_AGE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -78,22 +80,24 @@ class EvictionPlan:
 
 
 def parse_size(text: str) -> int:
-    """'50G', '500MB', '1.5TiB', '1000' -> bytes."""
+    """'50G', '500MB', '1.5TiB', '1000B' -> bytes; a bare number is refused (units required)."""
     m = _SIZE.match(text)
     if not m:
-        raise ValueError(f"not a size: {text!r} (examples: 500MB, 50G, 1.5TiB)")
-    unit = (m.group(2) or "").upper().rstrip("B")
+        raise ValueError(
+            f"not a size: {text!r} (a number with a unit: 1000B, 500MB, 50GB, 2GiB, 1.5TiB)"
+        )
+    unit = m.group(2).upper().removesuffix("B")
     power = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit.rstrip("I")]
     base = 1024 if unit.endswith("I") else 1000
     return int(float(m.group(1)) * base**power)
 
 
 def parse_age(text: str) -> float:
-    """'7d', '12h', '30m', '90s', '2w' -> seconds."""
+    """'7d', '12h', '30m', '90s', '2w' -> seconds; a bare number is refused (units required)."""
     m = _AGE.match(text)
     if not m:
-        raise ValueError(f"not an age: {text!r} (examples: 90s, 30m, 12h, 7d, 2w)")
-    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2).lower()]
+        raise ValueError(f"not an age: {text!r} (a number with a unit: 90s, 30m, 12h, 14d, 2w)")
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2).lower()]
     return float(m.group(1)) * unit
 
 

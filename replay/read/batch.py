@@ -91,6 +91,15 @@ class SampleKeys:
 
 
 @dataclass(frozen=True)
+class FrameFormat:
+    """How one race of a batch stores its frames: its codec attributes and frame size."""
+
+    codec: dict[str, Any]
+    height: int
+    width: int
+
+
+@dataclass(frozen=True)
 class EncodedBatch:
     """A batch as stored: JPEG bytes per frame and the step arrays, not yet decoded.
 
@@ -98,13 +107,16 @@ class EncodedBatch:
         keys: the `SampleKeys` this batch holds.
         frames: B x L stored frames (JPEG bytes for jpeg races), as on disk, CRC32C checked
             and removed by the reader.
-        height, width: the frames' size (all races of a batch share it).
+        height, width: the frames' size (of the first item's race; see `formats`).
         steps: per-step arrays, each (B, L, ...): action, reward, terminated,
             truncated, t_ns and the extras common to all races of the batch.
-        codec: the races' codec attributes (``{"name": "jpeg", "quality": 90, ...}``).
+        codec: the first item's race's codec attributes (``{"name": "jpeg", ...}``).
         shard_size: frames per shard, to name the shard in errors (0: unknown).
         nstep: n-step returns, discounts, bootstrap steps (and frames) of an ``n_step``
             sampler (`replay.read.nstep`); None otherwise.
+        formats: `FrameFormat` per race id when the races of the batch differ in codec
+            or frame size (a store holding JPEG and zstd races); empty when they all
+            match `codec`, `height` and `width`. Each frame decodes by its race's codec.
     """
 
     keys: SampleKeys
@@ -115,6 +127,12 @@ class EncodedBatch:
     codec: dict[str, Any]
     shard_size: int = 0
     nstep: NStepArrays | None = None
+    formats: dict[str, FrameFormat] = field(default_factory=dict)
+
+    def item_formats(self) -> list[FrameFormat]:
+        """The `FrameFormat` of each item (B), by its race."""
+        first = FrameFormat(self.codec, self.height, self.width)
+        return [self.formats.get(r, first) for r in self.keys.race_ids]
 
     @property
     def nbytes(self) -> int:

@@ -28,9 +28,10 @@ from replay.codec.devices import device_index, on_device
 from replay.codec.frames import JpegFrames, frame_codec
 from replay.codec.gpu_check import resolve_device
 from replay.cpus import usable_cpus
+from replay.errors import SamplingError
 from replay.read import fused
 from replay.read import transform as tf
-from replay.read.batch import EncodedBatch, Out, Sampled, corrupt_frame_error
+from replay.read.batch import EncodedBatch, FrameFormat, Out, Sampled, corrupt_frame_error
 from replay.read.nstep import with_next_frames
 from replay.read.tensors import make_batch
 from replay.read.transform import Transform
@@ -74,7 +75,9 @@ def decode_frames(
 ) -> tuple[Any, list[int]]:
     """Decode every frame: ((B, L, *frame shape) array, flat indexes that failed).
 
-    Frames that fail are left as zeros; the caller raises or redraws them.
+    Each frame decodes by its race's codec (a batch may mix JPEG and zstd races);
+    races of different frame sizes need a transform with a `size`. Frames that fail
+    are left as zeros; the caller raises or redraws them.
     """
     t = transform or Transform()
     dev = resolve_device(device)
@@ -82,52 +85,76 @@ def decode_frames(
     blobs = [b for row in encoded.frames for b in row]
     if len(blobs) != keys.batch_size * keys.seq_len:
         raise ValueError(f"{len(blobs)} frames for a {keys.batch_size}x{keys.seq_len} batch")
-    h, w = encoded.height, encoded.width
-    shape = t.output_shape(h, w)
+    groups = _by_format(encoded, keys.seq_len)
+    shapes = {t.output_shape(f.height, f.width) for f, _ in groups}
+    if len(shapes) > 1:
+        sizes = ", ".join(sorted({f"{f.height}x{f.width}" for f, _ in groups}))
+        raise SamplingError(f"frames of sizes {sizes} in one batch need a Transform(size=...)")
+    shape = shapes.pop()
     if dev == "cuda":
-        flat, failed = _decode_cuda(blobs, encoded, t, device_index(device))
+        flat, failed = _decode_cuda(blobs, groups, t, shape, device_index(device))
     else:
         dtype = (
             np.uint8 if t.dtype == "uint8" else np.float16 if t.dtype == "float16" else np.float32
         )
         flat = _host_buffers.get((len(blobs), *shape), np.dtype(dtype))
-        failed = _decode_host(blobs, encoded, t, flat)
+        failed = [i for f, members in groups for i in _decode_host(blobs, members, f, t, flat)]
     if failed:  # zeros, not a recycled buffer's earlier batch or a transform of black
         flat[failed] = 0
-    return flat.reshape(keys.batch_size, keys.seq_len, *shape), failed
+    return flat.reshape(keys.batch_size, keys.seq_len, *shape), sorted(failed)
+
+
+def _by_format(encoded: EncodedBatch, seq_len: int) -> list[tuple[FrameFormat, list[int]]]:
+    """Each frame format of the batch (one for most batches) with its flat frame indexes."""
+    groups: list[tuple[FrameFormat, list[int]]] = []
+    for item, f in enumerate(encoded.item_formats()):
+        members = next((m for g, m in groups if g == f), None)
+        if members is None:
+            groups.append((f, members := []))
+        members.extend(range(item * seq_len, (item + 1) * seq_len))
+    return groups
 
 
 # -- host (CPU) decoding -----------------------------------------------------------------
 
 
 def _decode_host(
-    blobs: Sequence[bytes], encoded: EncodedBatch, t: Transform, out: npt.NDArray[Any]
+    blobs: Sequence[bytes],
+    members: list[int],
+    f: FrameFormat,
+    t: Transform,
+    out: npt.NDArray[Any],
 ) -> list[int]:
-    """Decode into `out` on every core (libjpeg-turbo releases the GIL); the failed indexes.
+    """Decode frames `members` of one format into `out` on every core (libjpeg-turbo and
+    zstd release the GIL); the failed indexes.
 
     Without a transform a JPEG frame is decoded straight into its slot of `out`;
-    with one, at the DCT scale the transform allows, then transformed into it.
+    with one, at the DCT scale the transform allows (only its luma for a grey one),
+    then transformed into its slot.
     """
-    h, w = encoded.height, encoded.width
-    codec = frame_codec(encoded.codec)
+    codec = frame_codec(f.codec)
     jpeg_codec = isinstance(codec, JpegFrames)  # JPEG decodes at a DCT scale, in place
-    scale = t.dct_scale(h, w) if jpeg_codec else 1
-    expect = (-(-h // scale), -(-w // scale), 3)
+    scale = t.dct_scale(f.height, f.width) if jpeg_codec else 1
+    luma = jpeg_codec and t.grey  # the Y channel only: chroma is neither decoded nor used
+    expect = (-(-f.height // scale), -(-f.width // scale), 1 if luma else 3)
     in_place = jpeg_codec and t.is_identity
 
     def decode(i: int) -> bool:
         if not jpeg_codec:
-            image = codec.decode(blobs[i], h, w)
+            image = codec.decode(blobs[i], f.height, f.width)
         else:
-            image = jpeg.decode_host(blobs[i], scale=scale, out=out[i] if in_place else None)
+            slot = out[i] if in_place else None
+            image = jpeg.decode_host(blobs[i], scale=scale, grey=luma, out=slot)
         if image is None or image.shape != expect:
             return False
-        if not in_place:
-            out[i] = image if t.is_identity else tf.apply(image[None], t, np, scale=scale)[0]
+        if t.is_identity and not in_place:
+            out[i] = image
+        elif not in_place:
+            tf.apply(image[None], t, np, scale=scale, out=out[i : i + 1])
         return True
 
-    ok = list(_pool().map(decode, range(len(blobs))))
-    return [i for i, good in enumerate(ok) if not good]
+    ok = list(_pool().map(decode, members))
+    return [i for i, good in zip(members, ok, strict=True) if not good]
 
 
 @functools.cache
@@ -173,7 +200,11 @@ _host_buffers = _HostBuffers()
 
 
 def _decode_cuda(
-    blobs: Sequence[bytes], encoded: EncodedBatch, t: Transform, index: int
+    blobs: Sequence[bytes],
+    groups: list[tuple[FrameFormat, list[int]]],
+    t: Transform,
+    shape: tuple[int, ...],
+    index: int,
 ) -> tuple[Any, list[int]]:
     """Decode on GPU `index` and transform each frame with one kernel (`replay.read.fused`)
     straight from the decoder's output into the batch; the failed indexes.
@@ -185,30 +216,43 @@ def _decode_cuda(
     """
     import cupy
 
-    h, w = encoded.height, encoded.width
-    codec = frame_codec(encoded.codec)
-    gpu_jpeg = isinstance(codec, JpegFrames)  # nvJPEG; zstd frames decode on the host
     with on_device(index):
-        flat = _device_buffer((len(blobs), *t.output_shape(h, w)), fused.output_dtype(t), index)
+        flat = _device_buffer((len(blobs), *shape), fused.output_dtype(t), index)
         failed: list[int] = []
-        step = decode_chunk(flat.nbytes, h * w * 3)
-        for start in range(0, len(blobs), step):
-            chunk = blobs[start : start + step]
-            if gpu_jpeg:
-                images = jpeg.decoder("cuda", index).decode(chunk)
-            else:
-                host = [codec.decode(b, h, w) for b in chunk]
-                images = [None if a is None else cupy.asarray(a) for a in host]
-            good = [im is not None and tuple(im.shape) == (h, w, 3) for im in images]
-            if gpu_jpeg:
-                _confirm_blank(images, chunk, good)
-            for j, image in enumerate(images):
-                if good[j] and image is not None:
-                    i = start + j
-                    fused.fused(image[None], t, out=flat[i : i + 1])
-            failed += [start + j for j, ok in enumerate(good) if not ok]
+        for f, members in groups:
+            failed += _decode_cuda_format(blobs, members, f, t, index, flat)
         cupy.cuda.get_current_stream().synchronize()
-    return flat, failed
+    return flat, sorted(failed)
+
+
+def _decode_cuda_format(
+    blobs: Sequence[bytes], members: list[int], f: FrameFormat, t: Transform, index: int, flat: Any
+) -> list[int]:
+    """Decode frames `members` of one format into `flat` (nvJPEG for JPEG, zstd on the
+    host); the failed indexes."""
+    import cupy
+
+    h, w = f.height, f.width
+    codec = frame_codec(f.codec)
+    gpu_jpeg = isinstance(codec, JpegFrames)
+    failed: list[int] = []
+    step = decode_chunk(flat.nbytes, h * w * 3)
+    for start in range(0, len(members), step):
+        at = members[start : start + step]
+        chunk = [blobs[i] for i in at]
+        if gpu_jpeg:
+            images = jpeg.decoder("cuda", index).decode(chunk)
+        else:
+            host = [codec.decode(b, h, w) for b in chunk]
+            images = [None if a is None else cupy.asarray(a) for a in host]
+        good = [im is not None and tuple(im.shape) == (h, w, 3) for im in images]
+        if gpu_jpeg:
+            _confirm_blank(images, chunk, good)
+        for i, image, ok in zip(at, images, good, strict=True):
+            if ok and image is not None:
+                fused.fused(image[None], t, out=flat[i : i + 1])
+        failed += [i for i, ok in zip(at, good, strict=True) if not ok]
+    return failed
 
 
 def _device_buffer(shape: tuple[int, ...], dtype: np.dtype[Any], index: int) -> Any:

@@ -6,6 +6,7 @@ same races whichever way it is asked for.
 
     Filters(env="CarRacing-v3", since="2026-05-01T00:00:00+00:00")
     Filters(map=["seed-1", "seed-2"], min_length=100).matches(race.info)
+    Filters(codec="jpeg", height=900, width=1600)   # one codec, one frame size
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from replay.format.race import RaceInfo
 class Filters:
     """Which races a sampler draws from (or a race list shows); None means any.
 
-    `env`, `map`, `policy`, `status` and `race_ids` take one value or a sequence
-    of values (any of them matches). `since` / `until` bound the race's
+    `env`, `map`, `policy`, `status`, `race_ids`, `codec` (the frame codec's name,
+    ``"jpeg"`` or ``"zstd"``), `height` and `width` (frame size in pixels) take one
+    value or a sequence of values (any of them matches). `since` / `until` bound the race's
     ``started_at`` (ISO 8601 strings or datetimes, UTC when they have no zone;
     ``since <= started_at < until``); a race whose ``started_at`` cannot be read
     passes no time bound. `min_length` keeps races with at least that many
@@ -43,6 +45,9 @@ class Filters:
     status: str | Sequence[str] | None = None
     min_length: int = 0
     contains: str | None = None
+    codec: str | Sequence[str] | None = None
+    height: int | Sequence[int] | None = None
+    width: int | Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("since", "until"):
@@ -73,6 +78,9 @@ class Filters:
             ("policy", info.policy),
             ("status", info.status),
             ("race_ids", info.race_id),
+            ("codec", info.codec.get("name")),
+            ("height", info.height),
+            ("width", info.width),
         ):
             want = getattr(self, name)
             if want is not None and actual not in _as_set(want):
@@ -95,8 +103,8 @@ class Filters:
         return self.until is None or started < _parse_time(self.until, "until")
 
 
-def _as_set(value: str | Sequence[str]) -> set[str]:
-    return {value} if isinstance(value, str) else set(value)
+def _as_set(value: str | int | Sequence[str] | Sequence[int]) -> set[object]:
+    return {value} if isinstance(value, str | int) else set(value)
 
 
 def _contains(info: RaceInfo, text: str) -> bool:

@@ -206,7 +206,7 @@ def _index_source(t: Transform, height: int, width: int) -> str:
     (c is const: a grey kernel never reads it, and NVRTC warns of a set, unread int)."""
     oh, ow = t.output_hw(height, width)
     channels = t.channels
-    if t.layout == "NCHW":
+    if t.channels_first:
         return (
             f"  int ox = (int)(i % {ow}); long long r = i / {ow};\n"
             f"  int oy = (int)(r % {oh}); r /= {oh};\n"

@@ -125,6 +125,7 @@ def fetch(reader: Reader, keys: SampleKeys, params: NStep) -> EncodedBatch:
         steps={name: value[:, :seq] for name, value in read.steps.items()},
         codec=read.codec,
         shard_size=read.shard_size,
+        formats=read.formats,
         nstep=NStepArrays(
             returns, discount, next_steps, next_frames=[row[seq:] for row in read.frames]
         ),
@@ -153,4 +154,5 @@ def with_next_frames(encoded: EncodedBatch) -> EncodedBatch:
         steps={},
         codec=encoded.codec,
         shard_size=encoded.shard_size,
+        formats=encoded.formats,
     )

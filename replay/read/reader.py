@@ -27,11 +27,12 @@ from replay.cpus import usable_cpus
 from replay.errors import CorruptDataError, SamplingError
 from replay.format import shards
 from replay.format import spec as fmt
-from replay.format.race import read_step_chunk
-from replay.read.batch import EncodedBatch, SampleKeys
+from replay.format.race import RaceInfo, read_step_chunk
+from replay.read.batch import EncodedBatch, FrameFormat, SampleKeys
 
 if TYPE_CHECKING:
     from replay.read.index import Index, RaceEntry
+    from replay.read.transform import Transform
     from replay.storage.base import ByteStorage
 
 #: Ranges closer than this are read as one (a pread costs more than a few KB).
@@ -80,7 +81,6 @@ class Reader:
         b, seq = keys.steps.shape
         entries = [self.index.entry(r) for r in keys.race_ids]
         first = entries[0].info
-        _check_alike(entries)
         names = _common_step_arrays([e.info for e in entries])
         groups: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
         steps_flat = keys.steps.reshape(-1).tolist()
@@ -120,6 +120,7 @@ class Reader:
             steps=steps,
             codec=dict(first.codec),
             shard_size=first.shard_size,
+            formats=frame_formats([e.info for e in entries]),
         )
 
     def _read_frames(
@@ -203,21 +204,34 @@ def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tup
     return out
 
 
-def _check_alike(entries: list[RaceEntry]) -> None:
-    """SamplingError unless the races of one batch share frame size and codec."""
-    first = entries[0].info
-    for e in entries:
-        if (e.info.height, e.info.width) != (first.height, first.width):
-            raise SamplingError(
-                f"races {first.race_id} ({first.height}x{first.width}) and {e.race_id} "
-                f"({e.info.height}x{e.info.width}) differ in frame size; "
-                "use filters to sample races of one size"
-            )
-        if e.info.frame_codec.name != first.frame_codec.name:
-            raise SamplingError(
-                f"races {first.race_id} and {e.race_id} use different frame codecs; "
-                "use filters to sample one codec"
-            )
+def frame_formats(infos: list[RaceInfo]) -> dict[str, FrameFormat]:
+    """Each race's `FrameFormat` when the races of a batch differ in codec or frame size
+    (each frame then decodes by its own race's codec); empty when they all match."""
+    formats = {i.race_id: FrameFormat(dict(i.codec), i.height, i.width) for i in infos}
+    first = formats[infos[0].race_id]
+    return formats if any(f != first for f in formats.values()) else {}
+
+
+def check_frame_sizes(index: Index, transform: Transform | None) -> None:
+    """SamplingError, naming the races of each size and the filter that picks one, when
+    the races of `index` (refreshed) differ in frame size and would share batches
+    without a transform that resizes them to one `size` (checked when a sampler is made)."""
+    index.refresh()
+    by_size: dict[tuple[int, int], list[str]] = defaultdict(list)
+    for entry in index.entries:
+        by_size[(entry.info.height, entry.info.width)].append(entry.race_id)
+    if len(by_size) < 2 or (transform is not None and transform.size is not None):
+        return
+    sizes = "; ".join(
+        f"{h}x{w}: {len(ids)} races ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+        for (h, w), ids in sorted(by_size.items())
+    )
+    (h, w), _ = max(by_size.items(), key=lambda kv: len(kv[1]))
+    raise SamplingError(
+        f"the sampled races differ in frame size ({sizes}); pass "
+        f"transform=Transform(size=(H, W)) to resize every frame to one size, or sample one "
+        f"size with filters={{'height': {h}, 'width': {w}}}"
+    )
 
 
 def _common_step_arrays(infos: list[Any]) -> list[str]:

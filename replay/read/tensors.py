@@ -54,6 +54,9 @@ def make_batch(
     if nstep is not None and nstep.next_frames is not None:
         seq = keys.seq_len
         frames_out, next_frames = frames_out[:, :seq], frames_out[:, seq:]
+    if transform is not None and transform.layout == "stacked":  # (B, L, C, H, W) -> (B, L*C, H, W)
+        frames_out = _stacked(frames_out)
+        next_frames = None if next_frames is None else _stacked(next_frames)
     return Batch(
         frames=frames_out,
         keys=keys.keys,
@@ -64,6 +67,13 @@ def make_batch(
         next_steps=None if nstep is None else convert(nstep.next_steps),
         next_frames=next_frames,
     )
+
+
+def _stacked(frames: Any) -> Any:
+    """A window's frames as channels: (B, L, C, H, W) -> (B, L*C, H, W) (a view when the
+    frames are contiguous, as decoded ones are; a copy for the split n-step halves)."""
+    b, seq, c, h, w = frames.shape
+    return frames.reshape(b, seq * c, h, w)
 
 
 def torch_bf16() -> Any:

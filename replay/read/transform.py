@@ -2,9 +2,11 @@
 
 Applied in this order to every decoded (H, W, 3) uint8 frame: crop, resize,
 greyscale, then dtype conversion (``x / 255``, minus `mean`, over `std`) and
-layout (``NHWC`` or ``NCHW``). One implementation serves NumPy and CuPy
-(`apply` takes the array module), so the CPU path is the GPU path's twin and
-the reference its tests compare against.
+layout (``NHWC``, ``NCHW``, or ``stacked``: a window's frames as channels,
+(B, L*C, H, W)). `apply` reads the full frames once, in integers (see there), and
+does the float work on the small result. One implementation serves NumPy and CuPy
+(`apply` takes the array module), so the CPU path is the GPU path's twin and the
+reference its tests compare against.
 
     t = Transform(size=(225, 400), dtype="float32", layout="NCHW", mean=0.5, std=0.5)
     batch = sampler.sample(transform=t)      # frames: (B, L, 3, 225, 400) float32
@@ -12,8 +14,9 @@ the reference its tests compare against.
 When the output is at most 1/2, 1/4 or 1/8 of the (cropped) frame, the CPU
 decoder decodes at that scale in the DCT domain (libjpeg-turbo through simplejpeg),
 which costs a fraction of a full decode; `dct_scale` picks the
-factor. The result differs from "full decode, then area resize" by the
-decoder's own downscaling filter (a few grey levels).
+factor, and a grey transform decodes only the JPEG's luma. The result differs from
+"full decode, then area resize, then luma" by the decoder's own downscaling filter
+and its luma (1/255 on average, 12/255 at worst on CarRacing frames).
 
 Resize is an area average when the factors are whole numbers (an exact
 1/2, 1/4 ... reduction) and bilinear (half-pixel centres, like
@@ -30,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 Dtype = Literal["uint8", "float32", "float16", "bfloat16"]
-Layout = Literal["NHWC", "NCHW"]
+Layout = Literal["NHWC", "NCHW", "stacked"]
 
 #: ITU-R BT.601 luma weights, as in PIL's ``convert("L")``.
 LUMA = (0.299, 0.587, 0.114)
@@ -48,7 +51,9 @@ class Transform:
         grey: reduce RGB to one luma channel.
         dtype: ``uint8`` (no scaling), or a float type: ``x / 255``, then ``(x - mean) / std``.
             ``bfloat16`` needs ``out="torch"``.
-        layout: ``NHWC`` (frames (B, L, H, W, C)) or ``NCHW`` (frames (B, L, C, H, W)).
+        layout: ``NHWC`` (frames (B, L, H, W, C)), ``NCHW`` (frames (B, L, C, H, W)), or
+            ``stacked``: NCHW with the L frames of a window stacked as channels, frames
+            (B, L*C, H, W) (DQN's frame stack: 4 grey frames are 4 channels).
         mean, std: per-channel (or scalar) normalisation on the [0, 1] scale.
         dct_scaling: allow decoding at 1/2, 1/4, 1/8 scale when the output is that small.
     """
@@ -71,8 +76,8 @@ class Transform:
             raise ValueError(f"size must be a positive (height, width), got {self.size!r}")
         if self.dtype not in ("uint8", "float32", "float16", "bfloat16"):
             raise ValueError(f"dtype must be uint8, float(16|32) or bfloat16, not {self.dtype!r}")
-        if self.layout not in ("NHWC", "NCHW"):
-            raise ValueError(f"layout must be 'NHWC' or 'NCHW', not {self.layout!r}")
+        if self.layout not in ("NHWC", "NCHW", "stacked"):
+            raise ValueError(f"layout must be 'NHWC', 'NCHW' or 'stacked', not {self.layout!r}")
         channels = 1 if self.grey else 3
         for name in ("mean", "std"):
             value = getattr(self, name)
@@ -95,6 +100,11 @@ class Transform:
         """Output channels: 1 for grey, else 3."""
         return 1 if self.grey else 3
 
+    @property
+    def channels_first(self) -> bool:
+        """True when a frame is laid out (C, H, W) (``NCHW`` and ``stacked``)."""
+        return self.layout != "NHWC"
+
     def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
         """The crop as (top, left, height, width), checked against a (height, width) frame."""
         if self.crop is None:
@@ -114,7 +124,7 @@ class Transform:
     def output_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Per-frame output shape (H, W, C) or (C, H, W)."""
         h, w = self.output_hw(height, width)
-        return (h, w, self.channels) if self.layout == "NHWC" else (self.channels, h, w)
+        return (self.channels, h, w) if self.channels_first else (h, w, self.channels)
 
     def dct_scale(self, height: int, width: int) -> int:
         """The DCT decode scale denominator (1, 2, 4 or 8) for (height, width) frames."""
@@ -129,57 +139,99 @@ class Transform:
         return 1
 
 
-def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1) -> Any:
-    """Transform a stack of (N, h, w, 3) uint8 frames (NumPy or CuPy, module `xp`).
+def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1, out: Any = None) -> Any:
+    """Transform a stack of (N, h, w, C) uint8 frames (NumPy or CuPy, module `xp`).
 
+    C is 3 (RGB), or 1 for frames the decoder already made grey (a JPEG's luma).
     `scale` says the frames were decoded at 1/scale of the source size, so the
     crop box is divided by it. Returns (N, *t.output_shape) of `t`'s dtype (float32
-    for ``bfloat16``; the caller converts).
+    for ``bfloat16``; the caller converts), written into `out` when given.
+
+    One pass over the full frames, in integers: an area resize sums rows, then
+    columns, in uint16 (uint32 past 257 pixels a cell); a bilinear one gathers the
+    rows it needs before converting them; grey and scaling then run on the small
+    result, channel planes (N, C, h, w) throughout. The arithmetic after the sums is
+    the float32 arithmetic of "mean, then luma, then scale", so the result equals
+    it exactly (``x / 255`` of the area mean, to float32 rounding).
     """
+    x = crop(frames, t, scale)
+    _, ch, cw, _ = x.shape
+    out_h, out_w = t.size if t.size is not None else (ch, cw)
+    if (out_h, out_w) == (ch, cw):
+        planes = x.transpose(0, 3, 1, 2)  # a view: uint8 until the dtype conversion
+    elif ch % out_h == 0 and cw % out_w == 0:
+        planes = area_planes(x, out_h, out_w, xp)
+    else:
+        planes = resize(x, out_h, out_w, xp).transpose(0, 3, 1, 2)
+    if t.grey and planes.shape[1] == 3:
+        r, g, b = (np.float32(v) for v in LUMA)
+        planes = planes[:, 0:1] * r + planes[:, 1:2] * g + planes[:, 2:3] * b
+    y = _converted(planes, t, xp)
+    if not t.channels_first:
+        y = y.transpose(0, 2, 3, 1)
+    if out is None:
+        return xp.ascontiguousarray(y)
+    out[...] = y
+    return out
+
+
+def _converted(planes: Any, t: Transform, xp: Any) -> Any:
+    """(N, C, h, w) planes in `t`'s dtype: ``(x / 255 - mean) / std`` in float32, in place."""
+    if t.dtype == "uint8":
+        if planes.dtype == xp.uint8:
+            return planes
+        return xp.clip(xp.rint(planes), 0, 255).astype(xp.uint8)
+    y = planes.astype(xp.float32, copy=False)  # uint8 planes (a view) are copied
+    xp.multiply(y, np.float32(1 / 255), out=y)
+    if np.any(np.asarray(t.mean) != 0):  # x - 0 and x / 1 are x: skip those passes
+        xp.subtract(y, xp.asarray(t.mean, dtype=xp.float32).reshape(-1, 1, 1), out=y)
+    if np.any(np.asarray(t.std) != 1):
+        xp.divide(y, xp.asarray(t.std, dtype=xp.float32).reshape(-1, 1, 1), out=y)
+    return y if t.dtype != "float16" else y.astype(xp.float16)
+
+
+def crop(frames: Any, t: Transform, scale: int = 1) -> Any:
+    """The crop of (N, h, w, C) frames decoded at 1/`scale` (a view)."""
     _, h, w, _ = frames.shape
     top, left, ch, cw = t.crop_box(h * scale, w * scale)
-    if (top, left, ch, cw) != (0, 0, h * scale, w * scale):
-        top, left, ch, cw = top // scale, left // scale, ch // scale, cw // scale
-        frames = frames[:, top : top + ch, left : left + cw]
-    else:
-        ch, cw = h, w
-    out_h, out_w = t.size if t.size is not None else (ch, cw)
-    x = frames
-    if (out_h, out_w) != (ch, cw):
-        x = resize(x, out_h, out_w, xp)
-    if t.grey:
-        x = grey(x, xp)
-    if t.dtype == "uint8":
-        y = x if x.dtype == xp.uint8 else xp.clip(xp.rint(x), 0, 255).astype(xp.uint8)
-    else:
-        dtype = xp.float16 if t.dtype == "float16" else xp.float32
-        mean = xp.asarray(t.mean, dtype=xp.float32).reshape(-1)
-        std = xp.asarray(t.std, dtype=xp.float32).reshape(-1)
-        y = ((x.astype(xp.float32) * np.float32(1 / 255) - mean) / std).astype(dtype)
-    if t.layout == "NCHW":
-        y = y.transpose(0, 3, 1, 2)
-    return xp.ascontiguousarray(y)
+    if (top, left, ch, cw) == (0, 0, h * scale, w * scale):
+        return frames
+    top, left, ch, cw = top // scale, left // scale, ch // scale, cw // scale
+    return frames[:, top : top + ch, left : left + cw]
 
 
-def grey(x: Any, xp: Any = np) -> Any:
-    """(N, H, W, 3) -> (N, H, W, 1) luma, float32."""
-    r, g, b = LUMA
-    y = x[..., 0:1] * np.float32(r) + x[..., 1:2] * np.float32(g) + x[..., 2:3] * np.float32(b)
-    return y.astype(xp.float32)
+def area_planes(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
+    """(N, H, W, C) uint8 -> (N, C, out_h, out_w) float32 area means, for whole factors.
+
+    Rows first, into channel planes, then columns (long strided runs); NumPy's own
+    ``reshape(...).mean(axis=(2, 4))`` converts every pixel to float and reduces over
+    short axes, 20x slower on full frames.
+    """
+    n, h, w, c = x.shape
+    fy, fx = h // out_h, w // out_w
+    acc = xp.uint16 if fy * fx <= 257 else xp.uint32
+    rows = x.reshape(n, out_h, fy, w, c).transpose(0, 4, 1, 2, 3)  # (n, c, out_h, fy, w)
+    sums = rows[:, :, :, 0].astype(acc)  # (n, c, out_h, w): channel planes from here on
+    for k in range(1, fy):
+        sums += rows[:, :, :, k]
+    cells = sums.reshape(n, c, out_h, out_w, fx)
+    total = cells[..., 0].copy()
+    for k in range(1, fx):
+        total += cells[..., k]
+    return total.astype(xp.float32) / np.float32(fy * fx)
 
 
 def resize(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
-    """(N, H, W, C) -> (N, out_h, out_w, C) float32: area for whole factors, else bilinear."""
-    n, h, w, c = x.shape
+    """(N, H, W, C) -> (N, out_h, out_w, C) float32: area for whole factors, else bilinear
+    (only the rows and columns it reads are converted to float)."""
+    h, w = x.shape[1:3]
     if h % out_h == 0 and w % out_w == 0:
-        fy, fx = h // out_h, w // out_w
-        y = x.reshape(n, out_h, fy, out_w, fx, c).astype(xp.float32)
-        return y.mean(axis=(2, 4), dtype=xp.float32)
+        return area_planes(x, out_h, out_w, xp).transpose(0, 2, 3, 1)
     y0, y1, wy = _bilinear_taps(h, out_h, xp)
     x0, x1, wx = _bilinear_taps(w, out_w, xp)
-    xf = x.astype(xp.float32)
-    top = xf[:, y0] * (1 - wy)[None, :, None, None] + xf[:, y1] * wy[None, :, None, None]
-    return top[:, :, x0] * (1 - wx)[None, None, :, None] + top[:, :, x1] * wx[None, None, :, None]
+    wy, wx = wy[None, :, None, None], wx[None, None, :, None]
+    top = x[:, y0].astype(xp.float32) * (1 - wy) + x[:, y1].astype(xp.float32) * wy
+    return top[:, :, x0] * (1 - wx) + top[:, :, x1] * wx
 
 
 def _bilinear_taps(size: int, out: int, xp: Any) -> tuple[Any, Any, Any]:

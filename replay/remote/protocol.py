@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.errors import ReplayError
-from replay.read.batch import EncodedBatch, NStepArrays, SampleKeys
+from replay.read.batch import EncodedBatch, FrameFormat, NStepArrays, SampleKeys
 
 MEDIA_TYPE: Final = "application/vnd.replay.batch.v1"
 #: Response headers of ``POST /v1/sample`` with ``skip_corrupt``: how many damaged
@@ -153,6 +153,9 @@ def pack(
         "width": encoded.width,
         "codec": encoded.codec,
         "shard_size": encoded.shard_size,
+        **(
+            {"formats": {r: vars(f) for r, f in encoded.formats.items()}} if encoded.formats else {}
+        ),
         "keys": {"race_ids": keys.race_ids, **key_arrays},
         "steps": steps,
         "frames": frames,
@@ -162,6 +165,14 @@ def pack(
     head = json.dumps(header, separators=(",", ":")).encode()
     pad = -(PREFIX.size + len(head)) % ALIGN
     return [PREFIX.pack(MAGIC, len(head)), head, b"\0" * pad, *data.parts]
+
+
+def _formats(encoded: EncodedBatch) -> dict[str, Any]:
+    """The optional ``formats`` header entry: each race's codec and frame size, sent only
+    when the races of the batch differ in them."""
+    if not encoded.formats:
+        return {}
+    return {"formats": {r: vars(f) for r, f in encoded.formats.items()}}
 
 
 def _pack_nstep(nstep: NStepArrays, data: _Layout, stored: bool) -> dict[str, Any]:
@@ -267,6 +278,10 @@ def _read(header: Mapping[str, Any], view: memoryview, start: int) -> EncodedBat
         codec=codec,
         shard_size=int(header.get("shard_size", 0)),
         nstep=nstep,
+        formats={
+            str(r): FrameFormat(dict(f["codec"]), int(f["height"]), int(f["width"]))
+            for r, f in header.get("formats", {}).items()
+        },
     )
 
 

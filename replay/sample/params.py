@@ -177,3 +177,4 @@ class SamplerOptions(SamplerKwargs, total=False):
     save_priorities: bool
     io_threads: int | None
     timeout: float | None
+    check_sizes: bool

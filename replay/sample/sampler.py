@@ -7,7 +7,9 @@ decoding is `replay.read.decode.decode_batch`.
 
 An item is a window of `seq_len` steps of one race, `stride` apart, starting at
 any step from which the whole window is committed: windows never cross a race
-boundary. With ``seq_len=1`` an item is one frame.
+boundary. With ``seq_len=1`` an item is one frame. A batch may mix codecs (each frame
+decodes by its race's); races of several frame sizes are refused when the sampler is made,
+unless its `transform` has a `size` (``check_sizes=False``: stored bytes only, the service).
 
     sampler = store.sampler("prioritized", batch_size=64, seq_len=4, seed=0)
     batch = sampler.sample()                    # frames (64, 4, 900, 1600, 3) uint8
@@ -51,7 +53,7 @@ from replay.read.decode import decode_frames
 from replay.read.filters import Filters
 from replay.read.index import Index, RaceEntry
 from replay.read.prefetch import prefetched
-from replay.read.reader import Reader
+from replay.read.reader import Reader, check_frame_sizes
 from replay.read.tensors import make_batch, to_numpy
 from replay.sample.checkpoints import SelectorFile
 from replay.sample.damage import Damage, Drawn, R, Skipped, frame_errors
@@ -107,6 +109,7 @@ class Sampler(Closing):
         io_threads: int | None = None,
         read_only: bool = False,
         timeout: float | None = 60.0,
+        check_sizes: bool = True,
         **kwargs: Unpack[SamplerKwargs],
     ) -> None:
         #: the sampler parameters (`replay.sample.params`): `params` with `kwargs` over them
@@ -143,6 +146,8 @@ class Sampler(Closing):
         saved = self.saved.load()
         if saved is not None:
             self.selector.load_state_dict(saved)
+        if check_sizes:  # races of several sizes need a resizing transform: say so now
+            check_frame_sizes(self.index, transform)
 
     def __repr__(self) -> str:
         space = self.live.space

@@ -78,6 +78,9 @@ class RaceQuery(BaseModel):
         description="Only races whose env, map, policy or id contains this (any case).",
         examples=["carracing"],
     )
+    codec: list[Literal["jpeg", "zstd"]] | None = Field(None, max_length=2)
+    height: list[Annotated[int, Field(ge=1)]] | None = Field(None, max_length=64)
+    width: list[Annotated[int, Field(ge=1)]] | None = Field(None, max_length=64)
     order: Literal["newest", "oldest"] = "newest"
     sort: SortKey | None = Field(
         None, description="Sort by this column (ascending; `desc` reverses); overrides `order`."
@@ -104,6 +107,9 @@ class RaceQuery(BaseModel):
             until=self.until or self.started_before,
             min_length=self.min_length,
             contains=self.q,
+            codec=self.codec,
+            height=self.height,
+            width=self.width,
         )
 
 

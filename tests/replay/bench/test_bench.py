@@ -299,3 +299,24 @@ def test_bench_progress_is_silent_off_a_terminal(tmp_path: Path) -> None:
     result = CliRunner().invoke(job)
     assert result.exit_code == 0
     assert result.output == "done\n"
+
+
+def test_bench_transform_rows_smoke(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> None:
+    """The transform and floor rows of ``replay bench sample``: every row on both codecs,
+    with its floor, and the ratios the report quotes."""
+    from replay.bench.transform_speed import CODECS, run_transform_bench
+
+    small = [np.ascontiguousarray(f[::5, ::5]) for f in real_frames[:4]]  # 180x320
+    results = run_transform_bench(tmp_path, small, n=8, batches=1, batch_size=4)
+    rows = {"raw", "readme", "rgb_quarter", "grey_84"}
+    for codec in CODECS:
+        assert set(results[codec]) == rows
+        for row in results[codec].values():
+            assert row["frames_per_s"] > 0
+            assert row["floor_frames_per_s"] > 0
+    ratios = results["ratios"]
+    assert {f"{c}_readme_vs_raw" for c in CODECS} <= set(ratios)
+    assert {f"{c}_raw_vs_floor" for c in CODECS} <= set(ratios)
+    assert all(v > 0 for v in ratios.values())
+    store = replay.open_store(tmp_path / "store", mode="r")
+    assert sorted(r.codec["name"] for r in store.races()) == ["jpeg", "zstd"]

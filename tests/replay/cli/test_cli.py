@@ -159,6 +159,23 @@ def test_race_ids_accept_a_unique_prefix(store_path: Path) -> None:
     assert "Traceback" not in out
 
 
+def test_export_takes_a_unique_prefix_and_lists_the_candidates_of_an_ambiguous_one(
+    store_path: Path, tmp_path: Path
+) -> None:
+    ids = replay.open_store(store_path, mode="r").race_ids()
+    shortest = next(n for n in range(1, 27) if len({i[:n] for i in ids}) == len(ids))
+    video = tmp_path / "race.mp4"
+    code, out = invoke("export", str(store_path), ids[1][:shortest].lower(), "--video", str(video))
+    assert code == 0, out
+    assert video.stat().st_size > 0
+    assert f"wrote {3} frames" in out
+    code, out = invoke("export", str(store_path), ids[0][: shortest - 1], "--video", str(video))
+    assert code == 1, out
+    assert "ambiguous" in out
+    assert ids[0] in out
+    assert ids[1] in out
+
+
 def test_not_found_names_the_store_as_given(store_path: Path) -> None:
     code, out = invoke("inspect", str(store_path), "7ZZZZ")
     assert code == 1

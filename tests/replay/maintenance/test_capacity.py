@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +15,13 @@ from click.testing import CliRunner
 
 import replay
 from replay.cli.main import main
-from replay.maintenance.capacity import Capacity, parse_age, parse_size, plan_eviction
+from replay.maintenance.capacity import (
+    Capacity,
+    parse_age,
+    parse_size,
+    plan_eviction,
+    read_capacity,
+)
 
 FRAME = (48, 64, 3)
 
@@ -27,9 +37,17 @@ def race(store: replay.Store, n: int = 8, **kwargs: object) -> str:
 def test_parse_size_and_age() -> None:
     assert parse_size("500MB") == 500_000_000
     assert parse_size("1.5GiB") == int(1.5 * 1024**3)
-    assert parse_size("1000") == 1000
+    assert parse_size("1000B") == 1000
+    assert parse_size("2GiB") == 2 * 1024**3
+    assert parse_size("50G") == 50_000_000_000
     assert parse_age("7d") == 7 * 86400
     assert parse_age("90s") == 90
+    assert parse_age("12h") == 12 * 3600
+    for bare in ("3", "1000", "1.5"):  # a bare number is refused: units are required
+        with pytest.raises(ValueError, match=f"not a size: '{bare}'"):
+            parse_size(bare)
+        with pytest.raises(ValueError, match=f"not an age: '{bare}'"):
+            parse_age(bare)
     with pytest.raises(ValueError, match="not a size"):
         parse_size("lots")
     with pytest.raises(ValueError, match="not an age"):
@@ -87,20 +105,81 @@ def test_prune_cli(tmp_path: Path) -> None:
     store = replay.open_store(tmp_path)
     ids = [race(store) for _ in range(3)]
     size = store.race_nbytes(ids[0])
-    result = CliRunner().invoke(
-        main, ["prune", str(tmp_path), "--max-bytes", str(size + 10), "--dry-run"]
-    )
+    budget = f"{size + 10}B"
+    result = CliRunner().invoke(main, ["prune", str(tmp_path), "--max-bytes", budget, "--dry-run"])
     assert result.exit_code == 0, result.output
     assert f"would remove {ids[0]}" in result.output
     assert f"would remove {ids[1]}" in result.output
+    assert f"oldest kept: {ids[2]}" in result.output
+    assert "dry run: nothing removed" in result.output
     assert len(store.races()) == 3
-    result = CliRunner().invoke(
-        main, ["prune", str(tmp_path), "--max-bytes", str(size + 10), "--save"]
-    )
+    result = CliRunner().invoke(main, ["prune", str(tmp_path), "--max-bytes", budget, "--save"])
+    assert result.exit_code == 1  # not a terminal and no --yes: the plan only
+    assert "pass --yes" in result.output
+    assert len(store.races()) == 3
+    assert read_capacity(store.storage).unlimited  # --save follows the same rule
+    args = ["prune", str(tmp_path), "--max-bytes", budget, "--save", "--yes"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert [r.race_id for r in store.races()] == [ids[2]]
-    result = CliRunner().invoke(main, ["prune", str(tmp_path)])  # uses the saved budget
-    assert result.exit_code == 0
+    assert read_capacity(store.storage).max_bytes == size + 10
+    result = CliRunner().invoke(main, ["prune", str(tmp_path)])  # the saved budget: nothing to do
+    assert result.exit_code == 0, result.output
+    assert "plan: remove 0 races" in result.output
     result = CliRunner().invoke(main, ["prune", str(tmp_path), "--max-bytes", "lots"])
     assert result.exit_code == 2
     assert "not a size" in result.output
+
+
+def test_prune_refuses_a_bare_number_and_says_when_a_plan_removes_most(tmp_path: Path) -> None:
+    """The first-hour accident: ``--max-age 3`` meant 3 seconds and emptied the store."""
+    store = replay.open_store(tmp_path)
+    ids = [race(store) for _ in range(4)]
+    result = CliRunner().invoke(main, ["prune", str(tmp_path), "--max-age", "3"])
+    assert result.exit_code == 2
+    assert "not an age: '3'" in result.output
+    assert "14d" in result.output
+    result = CliRunner().invoke(main, ["prune", str(tmp_path), "--max-bytes", "500"])
+    assert result.exit_code == 2
+    assert "not a size: '500'" in result.output
+    result = CliRunner().invoke(main, ["prune", str(tmp_path), "--max-bytes", "1B"])
+    assert result.exit_code == 1, result.output
+    assert "WARNING: this plan removes EVERY race" in result.output
+    assert [r.race_id for r in store.races()] == ids  # nothing removed
+    size = store.race_nbytes(ids[0])
+    result = CliRunner().invoke(main, ["prune", str(tmp_path), "--max-bytes", f"{size + 10}B"])
+    assert "WARNING: this plan removes 75% of the store" in result.output
+    assert f"newest kept: {ids[3]}" in result.output
+    assert len(store.races()) == 4
+
+
+def test_prune_asks_in_a_terminal(tmp_path: Path) -> None:
+    """With a terminal as stdin (a real pty), prune asks: 'n' keeps every race, 'y' removes."""
+    store = replay.open_store(tmp_path)
+    ids = [race(store) for _ in range(2)]
+    size = store.race_nbytes(ids[0])
+    args = ["prune", str(tmp_path), "--max-bytes", f"{size + 10}B"]
+    assert "Aborted" in _in_a_terminal(args, answer="n")
+    assert len(store.races()) == 2
+    out = _in_a_terminal(args, answer="y")
+    assert f"removed {ids[0]}" in out
+    assert [r.race_id for r in store.races()] == [ids[1]]
+
+
+def _in_a_terminal(args: list[str], answer: str) -> str:
+    """``replay ARGS`` with a pseudo-terminal as stdin and `answer` typed ahead; its output."""
+    primary, secondary = pty.openpty()
+    try:
+        os.write(primary, f"{answer}\n".encode())  # waits in the terminal's line buffer
+        proc = subprocess.run(
+            [sys.executable, "-c", "from replay.cli.main import main; main()", *args],
+            stdin=secondary,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    return proc.stdout + proc.stderr

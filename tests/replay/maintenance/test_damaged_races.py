@@ -109,7 +109,7 @@ def test_a_race_without_zarr_json_is_orphan_data_that_prune_removes(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert f"would remove {orphan}" in result.output
     assert "orphan data" in result.output
-    result = CliRunner().invoke(main, ["prune", str(tmp_path / "s")])
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "s"), "--yes"])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "s" / fmt.race_key(orphan)).exists()
     assert fresh.exists()

@@ -218,3 +218,37 @@ def test_gpu_decode_chunks_keep_peak_memory_near_the_output() -> None:
     assert decode_chunk(64 * frame * 4, frame) == DECODE_CHUNK  # float32: capped
     assert decode_chunk(64 * frame // 16, frame) == MIN_DECODE_CHUNK  # 1/4 size: floor
     assert decode_chunk(0, 0) == MIN_DECODE_CHUNK
+
+
+def test_a_grey_quarter_transform_on_jpeg_and_zstd_races_matches_full_decode_then_transform(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    """The README's Transform decodes a JPEG at 1/4 scale, only its luma; a zstd frame
+    whole, then one integer pass. Tolerance, on [0, 1] floats: zstd equals the transform
+    of the recorded frame (1e-5); JPEG is within 1/255 on average and 12/255 at worst of
+    "decode RGB at full size, area mean, luma" (the old path), and no farther from the
+    recorded frame's luma than that old path is."""
+    t = replay.Transform(size=(225, 400), grey=True, dtype="float32", layout="NCHW")
+    store = replay.open_store(tmp_path / "s")
+    source = real_frames[-8:]
+    ids = {c: write_race(store, source, codec=c, shard_size=4) for c in ("jpeg", "zstd")}
+    truth = (source.reshape(8, 225, 4, 400, 4, 3).mean(axis=(2, 4)) @ jpeg_luma()) / 255
+    for codec, race_id in ids.items():
+        encoded = fetch(tmp_path / "s", keys_of(race_id, list(range(8))))
+        ours = decode_batch(encoded, transform=t).frames[:, 0, 0]  # type: ignore[union-attr]
+        if codec == "zstd":
+            np.testing.assert_allclose(ours, truth, atol=1e-5)
+            continue
+        full = decode_batch(encoded).frames[:, 0].astype(np.float64)  # type: ignore[union-attr]
+        old = (full.reshape(8, 225, 4, 400, 4, 3).mean(axis=(2, 4)) @ jpeg_luma()) / 255
+        diff = np.abs(ours - old)
+        assert diff.mean() < 1 / 255, diff.mean() * 255
+        assert diff.max() < 12 / 255, diff.max() * 255
+        assert np.abs(ours - truth).mean() <= np.abs(old - truth).mean() * 2
+
+
+def jpeg_luma() -> npt.NDArray[np.float64]:
+    """BT.601 luma weights (what a JPEG's Y channel holds)."""
+    from replay.read.transform import LUMA
+
+    return np.array(LUMA)

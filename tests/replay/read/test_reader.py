@@ -350,7 +350,11 @@ def test_crop_grey_float_nchw_match_a_numpy_reference(real_store: tuple[Path, li
     grey = decode_batch(encoded, transform=Transform(crop=(100, 200, 400, 800), grey=True)).frames
     assert grey.shape == (3, 2, 400, 800, 1)
     luma = crop @ np.array(tf.LUMA)
-    assert np.abs(grey[..., 0].astype(np.float64) - luma).max() <= 0.5 + 1e-6
+    # grey decodes the JPEG's own luma (Y), not the luma of its RGB decode: they differ
+    # where decoded RGB clips (saturated colour edges); test_decode.py bounds both
+    diff = np.abs(grey[..., 0].astype(np.float64) - luma)
+    assert diff.mean() < 0.5, diff.mean()
+    assert diff.max() <= 32, diff.max()
 
     # cropped and DCT-scaled: the crop lies on the 1/4 grid, so the decoder scales
     small = Transform(crop=(100, 200, 400, 800), size=(100, 200), dtype="float16")

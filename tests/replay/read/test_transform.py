@@ -179,3 +179,51 @@ def test_transform_rejects_bad_settings() -> None:
         Transform(grey=True, dtype="float32", mean=(0.1, 0.2, 0.3))
     with pytest.raises(ValueError, match="std must be non-zero"):
         Transform(dtype="float32", std=(1.0, 0.0, 1.0))
+
+
+def old_transform(frames: npt.NDArray[np.uint8], t: Transform) -> npt.NDArray[np.float64]:
+    """The transform as it was before the one-pass rewrite, in float64: every pixel to
+    float, area mean (or bilinear), then luma, then ``(x / 255 - mean) / std``."""
+    top, left, h, w = t.crop_box(*frames.shape[1:3])
+    x = frames[:, top : top + h, left : left + w].astype(np.float64)
+    out_h, out_w = t.size or (h, w)
+    if (out_h, out_w) != (h, w) and h % out_h == 0 and w % out_w == 0:
+        x = area(frames[:, top : top + h, left : left + w], h // out_h)
+    elif (out_h, out_w) != (h, w):
+        x = np.stack([bilinear(image, out_h, out_w) for image in x.astype(np.uint8)])
+    if t.grey:
+        x = x @ np.array(tf.LUMA)[:, None]
+    if t.dtype != "uint8":
+        x = (x / 255 - np.array(t.mean)) / np.array(t.std)
+    return x.transpose(0, 3, 1, 2) if t.channels_first else x
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        Transform(size=(225, 400), grey=True, dtype="float32", layout="NCHW"),  # the README's
+        Transform(size=(225, 400)),
+        Transform(size=(450, 800), dtype="float16", mean=0.5, std=0.25),
+        Transform(crop=(100, 0, 800, 1600), size=(100, 200), grey=True, layout="stacked"),
+        Transform(crop=(400, 700, 60, 90), size=(21, 32), grey=True, dtype="float32"),
+    ],
+    ids=["readme", "rgb-quarter", "half-float16", "crop-grey-uint8", "bilinear-grey"],
+)
+def test_the_one_pass_transform_matches_the_old_one_on_real_frames(
+    frames: npt.NDArray[np.uint8], t: Transform
+) -> None:
+    """Tolerance: float32 within 1e-5 of float64 arithmetic (float16 within its rounding,
+    1e-3 relative); uint8 the same rounding, so at most 1 level where the float result
+    lies on a half (an area mean of 16 pixels can)."""
+    ours = tf.apply(frames, t)
+    ref = old_transform(frames, t)
+    assert ours.shape == ref.shape
+    if t.dtype == "uint8":
+        diff = np.abs(ours.astype(np.float64) - np.rint(ref))
+        assert diff.max() <= 1
+        assert diff.mean() < 0.01
+    elif t.dtype == "float16":
+        np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-3)
+    else:
+        np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert ours.astype(np.float64).std() > 0.01  # a real picture, not a flat one

@@ -75,7 +75,7 @@ def test_every_writing_command_fails_cleanly_on_a_read_only_mount(read_only_stor
     assert "cannot write" in out
     out = clean_failure(["recover", path])
     assert "cannot write" in out
-    out = clean_failure(["prune", path, "--max-bytes", "1"])
+    out = clean_failure(["prune", path, "--max-bytes", "1B", "--yes"])
     assert "cannot delete" in out
     out = clean_failure(["prune", path, "--max-bytes", "1GB", "--save"])
     assert "cannot write" in out
