@@ -10,6 +10,7 @@ randomized mini-batches back. The public surface is this module's ``__all__``.
         writer.append(frame, action=action, reward=reward)
 """
 
+from replay.codec.transform import Transform
 from replay.errors import (
     CorruptDataError,
     FrameError,
@@ -29,7 +30,6 @@ from replay.format.race import Race, RaceInfo
 from replay.read.batch import Batch, EncodedBatch, SampleKeys
 from replay.read.decode import decode_batch
 from replay.read.filters import Filters
-from replay.read.transform import Transform
 from replay.remote.client import Client
 from replay.remote.protocol import ProtocolError
 from replay.remote.retries import ServiceError

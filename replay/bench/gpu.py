@@ -6,8 +6,8 @@ benchmark issue, on real frames.
   decoder and the CPU, each checked for failed or all-zero images (a known failure
   mode of hardware decode on some inputs);
 - the uint8 -> float32 NCHW normalized transform, microseconds per frame, as one
-  kernel (`replay.read.fused`; target 20 us per 1600x900 frame, the reference hand-written
-  kernel took 400 us) and as the multi-kernel CuPy path of `replay.read.transform.apply`;
+  kernel (`replay.codec.fused`; target 20 us per 1600x900 frame, the reference hand-written
+  kernel took 400 us) and as the multi-kernel CuPy path of `replay.codec.transform.apply`;
 - device memory held by CuPy's pool afterwards.
 
     replay bench gpu --frames-from ./replay-data --out docs/results/gpu-h100.json
@@ -23,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.codec import jpeg
+from replay.codec import transform as tf
 from replay.codec.devices import cuda_available
 from replay.codec.nvimgcodec import new_decoder, nvimgcodec
-from replay.read import transform as tf
 
 Frame = npt.NDArray[np.uint8]
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -92,7 +92,7 @@ def _decode_backends(blobs: list[bytes], repeats: int) -> list[dict[str, Any]]:
 def _transform_us(frames: Sequence[Frame], repeats: int) -> dict[str, float]:
     import cupy
 
-    from replay.read import fused
+    from replay.codec import fused
 
     batch = cupy.asarray(np.stack(frames))
     t = tf.Transform(dtype="float32", layout="NCHW", mean=0.5, std=0.25)

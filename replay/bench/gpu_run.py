@@ -124,7 +124,7 @@ def run_sample(work: Path, batches: int = 8) -> dict[str, Any]:
     import torch
 
     from replay.codec import jpeg
-    from replay.read.transform import Transform
+    from replay.codec.transform import Transform
     from replay.store import open_store
 
     store_path = work / "ingest-store"

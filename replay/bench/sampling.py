@@ -266,7 +266,7 @@ def _sampler_for(job: dict[str, Any]) -> Callable[[], Any]:
 
 
 def _replay_sampler(job: dict[str, Any]) -> Callable[[], Any]:
-    from replay.read.transform import Transform
+    from replay.codec.transform import Transform
     from replay.store import open_store
 
     store = open_store(job["path"], mode="r")

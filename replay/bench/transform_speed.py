@@ -30,8 +30,8 @@ from numcodecs import Zstd
 
 from replay.codec import jpeg
 from replay.codec.frames import CodecName
+from replay.codec.transform import Transform
 from replay.cpus import usable_cpus
-from replay.read.transform import Transform
 
 Frame = npt.NDArray[np.uint8]
 CODECS: tuple[CodecName, ...] = ("jpeg", "zstd")

@@ -164,7 +164,7 @@ def _gpu_checks(index: int) -> list[Check]:
     (cpu_blob,) = jpeg.encoder("cpu").encode([frame], quality=90, subsampling="420")
 
     def transform() -> str:
-        from replay.read.fused import check_on_device
+        from replay.codec.fused import check_on_device
 
         return check_on_device(frame, index)
 

@@ -68,7 +68,7 @@ def gpu_check(index: int = 0) -> GpuCheck:
             image = dec.decode_one(blob)
         if image is None or not same_picture(image, frame):
             raise RuntimeError("the decoded frame does not match the encoded one")
-        from replay.read.fused import check_on_device  # the read wing: import when checking
+        from replay.codec.fused import check_on_device
 
         check_on_device(image, index)
         check = GpuCheck(True, f"decoded with the {dec.backend} backend; the fused kernel ran")

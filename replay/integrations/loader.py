@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from replay.codec.transform import Transform
 from replay.read.batch import Batch
 from replay.read.prefetch import prefetched
-from replay.read.transform import Transform
 from replay.sample.sampler import Kind
 from replay.store import open_store
 

@@ -74,7 +74,7 @@ from replay.read.index import Index
 from replay.read.reader import Reader
 
 if TYPE_CHECKING:
-    from replay.read.transform import Transform
+    from replay.codec.transform import Transform
     from replay.store import Store
 
 #: TorchRL needs a capacity; a store's is its disk, so positions never wrap.

@@ -5,7 +5,7 @@ pixels. Frames come out (B, L, H, W, 3) uint8, or the transform's layout and
 dtype, on the CPU (libjpeg-turbo on every core, straight into the batch buffer,
 at 1/2-1/8 scale in the DCT domain when the transform shrinks frames that much)
 or the GPU (nvJPEG into device memory, the transform applied there by one kernel,
-`replay.read.fused`; ``device="cuda:N"`` decodes on GPU N; bfloat16 frames come out as
+`replay.codec.fused`; ``device="cuda:N"`` decodes on GPU N; bfloat16 frames come out as
 their uint16 bit patterns, which `make_batch` views as ``torch.bfloat16``).
 
     batch = decode_batch(encoded, device="cuda", out="torch", transform=t)
@@ -23,18 +23,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from replay.codec import jpeg
+from replay.codec import fused, jpeg
+from replay.codec import transform as tf
 from replay.codec.devices import device_index, on_device
 from replay.codec.frames import JpegFrames, frame_codec
 from replay.codec.gpu_check import resolve_device
+from replay.codec.transform import Transform
 from replay.cpus import usable_cpus
 from replay.errors import SamplingError
-from replay.read import fused
-from replay.read import transform as tf
 from replay.read.batch import EncodedBatch, FrameFormat, Out, Sampled, corrupt_frame_error
 from replay.read.nstep import with_next_frames
 from replay.read.tensors import make_batch
-from replay.read.transform import Transform
 
 #: Most frames decoded per nvJPEG call (batched decode is faster; memory bounds it).
 DECODE_CHUNK = 16
@@ -206,7 +205,7 @@ def _decode_cuda(
     shape: tuple[int, ...],
     index: int,
 ) -> tuple[Any, list[int]]:
-    """Decode on GPU `index` and transform each frame with one kernel (`replay.read.fused`)
+    """Decode on GPU `index` and transform each frame with one kernel (`replay.codec.fused`)
     straight from the decoder's output into the batch; the failed indexes.
 
     The batch is allocated by torch when torch is installed (its caching allocator

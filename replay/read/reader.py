@@ -31,8 +31,8 @@ from replay.format.race import RaceInfo, read_step_chunk
 from replay.read.batch import EncodedBatch, FrameFormat, SampleKeys
 
 if TYPE_CHECKING:
+    from replay.codec.transform import Transform
     from replay.read.index import Index, RaceEntry
-    from replay.read.transform import Transform
     from replay.storage.base import ByteStorage
 
 #: Ranges closer than this are read as one (a pread costs more than a few KB).

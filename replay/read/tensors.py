@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from replay.codec.transform import Transform
 from replay.read.batch import Batch, NStepArrays, Out, Sampled, SampleKeys
 from replay.read.tensordicts import to_tensordict
-from replay.read.transform import Transform
 
 if TYPE_CHECKING:
     pass

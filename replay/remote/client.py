@@ -50,6 +50,7 @@ from typing import Any, Unpack
 import httpx
 
 from replay.closing import Closing
+from replay.codec.transform import Transform
 from replay.errors import (
     CorruptDataError,
     RaceNotFoundError,
@@ -61,7 +62,6 @@ from replay.read.batch import MAX_REDRAWS, EncodedBatch, Out, Sampled
 from replay.read.decode import decode_batch
 from replay.read.prefetch import prefetched
 from replay.read.tensors import make_batch, to_numpy
-from replay.read.transform import Transform
 from replay.remote import protocol
 from replay.remote.retries import NOT_SENT, RETRYABLE, SAFE_METHODS, ServiceError, error_of
 from replay.sample.params import SamplerKwargs, SamplerParams

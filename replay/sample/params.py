@@ -27,8 +27,8 @@ from replay.read.nstep import NStep
 from replay.sample.rate_limit import RateLimit
 
 if TYPE_CHECKING:
+    from replay.codec.transform import Transform
     from replay.read.batch import Out
-    from replay.read.transform import Transform
 
 __all__ = ["Kind", "SamplerKwargs", "SamplerOptions", "SamplerParams"]
 

@@ -17,18 +17,10 @@ unless its `transform` has a `size` (``check_sizes=False``: stored bytes only, t
     for batch in sampler:                       # prefetches the next batch meanwhile
         ...
 
-Priorities (``"prioritized"``) are saved every `checkpoint_interval` seconds and at
-`close` (`replay.sample.checkpoints`: in the store, or at `checkpoint_path`, a file of yours
-for a read-only store); a new sampler of the same name starts from them. On a read-only
-store without one, `update_priorities` raises `ReadOnlyStoreError` rather than drop
-them; ``save_priorities=False`` keeps them in memory, for the sampler's life only.
-Damaged data met with ``skip_corrupt`` is remembered and avoided (`replay.sample.damage`).
-The parameters (``kind``, ``batch_size``, ...) are `replay.sample.params.SamplerParams`.
-
-``n_step`` adds n-step returns (`replay.read.nstep`); ``min_size``, ``samples_per_insert``
-hold a learner back until its actors have written enough (`replay.sample.rate_limit`);
-``out="tensordict"`` gives TensorDicts (`replay.read.tensordicts`). Memory: the index's
-few bytes per cached frame (`replay.read.index`), and the selector's (`replay.sample.selectors`).
+The parameters are `replay.sample.params.SamplerParams`; where priorities are saved is
+`replay.sample.checkpoints`, damaged data avoided `replay.sample.damage`, n-step returns
+`replay.read.nstep`, rate limits `replay.sample.rate_limit`. Memory: the index's few
+bytes per cached frame (`replay.read.index`), and the selector's.
 """
 
 from __future__ import annotations
@@ -63,7 +55,7 @@ from replay.sample.rate_limit import RateLimiter
 from replay.sample.selectors import make_selector
 
 if TYPE_CHECKING:
-    from replay.read.transform import Transform
+    from replay.codec.transform import Transform
     from replay.storage.base import ByteStorage
 
 log = logging.getLogger(__name__)

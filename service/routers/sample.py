@@ -28,10 +28,10 @@ import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel
 
+from replay.codec.transform import Transform
 from replay.errors import RaceNotFoundError, RateLimitedError, ReplayError
 from replay.read.batch import EncodedBatch, SampleKeys
 from replay.read.decode import decode_frames
-from replay.read.transform import Transform
 from replay.remote import protocol
 from replay.sample.params import SamplerParams
 from replay.sample.rate_limit import MAX_POLL_S

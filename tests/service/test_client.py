@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import replay
+from replay.codec.transform import Transform
 from replay.errors import RaceNotFoundError, SamplingError
 from replay.read.batch import Batch
-from replay.read.transform import Transform
 from replay.remote.client import Client
 from replay.remote.retries import ServiceError
 

@@ -13,7 +13,7 @@ import pytest
 from sampling_helpers import make_store, write_race
 
 import replay
-from replay.read.transform import Transform
+from replay.codec.transform import Transform
 
 torch = pytest.importorskip("torch")
 from replay.integrations.loader import START_METHOD, ReplayDataset, make_loader, to_device  # noqa: E402

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sampling_helpers import keys_of
 
+from replay.codec.transform import Transform
 from replay.read.tensors import make_batch
-from replay.read.transform import Transform
 
 
 def test_sample_keys_shapes_and_views() -> None:

@@ -173,7 +173,7 @@ def test_gpu_transforms_match_the_cpu_path_and_bfloat16_comes_out_as_torch(
     store_path: Path, race: replay.Race
 ) -> None:
     torch = pytest.importorskip("torch")
-    from replay.read.transform import Transform
+    from replay.codec.transform import Transform
 
     encoded = fetch(store_path, keys_of(race.race_id, [1, 7]))
     t = Transform(
@@ -249,6 +249,6 @@ def test_a_grey_quarter_transform_on_jpeg_and_zstd_races_matches_full_decode_the
 
 def jpeg_luma() -> npt.NDArray[np.float64]:
     """BT.601 luma weights (what a JPEG's Y channel holds)."""
-    from replay.read.transform import LUMA
+    from replay.codec.transform import LUMA
 
     return np.array(LUMA)

@@ -12,8 +12,8 @@ import pytest
 from sampling_helpers import write_race
 
 import replay
+from replay.codec import transform as tf
 from replay.errors import SamplingError
-from replay.read import transform as tf
 from replay.read.batch import Batch
 from replay.read.decode import decode_batch
 from replay.read.filters import Filters

@@ -20,13 +20,13 @@ from pixels import assert_same_decode
 from sampling_helpers import make_store, small_frames, write_race
 
 import replay
+from replay.codec import transform as tf
 from replay.codec.devices import cuda_available
+from replay.codec.transform import Transform
 from replay.format import shards
 from replay.format import spec as fmt
-from replay.read import transform as tf
 from replay.read.decode import decode_batch
 from replay.read.reader import coalesce
-from replay.read.transform import Transform
 
 
 @pytest.fixture(scope="module")

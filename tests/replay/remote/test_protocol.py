@@ -14,9 +14,9 @@ import pytest
 from sampling_helpers import write_race
 
 import replay
+from replay.codec.transform import Transform
 from replay.read.batch import EncodedBatch, SampleKeys
 from replay.read.decode import decode_batch
-from replay.read.transform import Transform
 from replay.remote import protocol
 from replay.remote.protocol import ProtocolError, RawBatch
 

@@ -1,5 +1,5 @@
-"""`replay.read.fused`: the one-kernel transform. Its source is compiled for the CPU (the host
-twin) and compared with `replay.read.transform.apply`'s NumPy path on real frames, for every
+"""`replay.codec.fused`: the one-kernel transform. Its source is compiled for the CPU (the host
+twin) and compared with `replay.codec.transform.apply`'s NumPy path on real frames, for every
 output kind; the GPU test compares the CUDA kernel with the twin."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from replay.codec import fused
+from replay.codec import transform as tf
 from replay.codec.devices import cuda_available
-from replay.read import fused
-from replay.read import transform as tf
-from replay.read.transform import Transform
+from replay.codec.transform import Transform
 
 CASES = {
     "identity": Transform(),

@@ -1,4 +1,4 @@
-"""Every CUDA source `replay.read.fused` generates for the transforms the GPU tests, the
+"""Every CUDA source `replay.codec.fused` generates for the transforms the GPU tests, the
 benchmarks and the README use, compiled on the CPU for the lent GPUs: sm_75 (RTX 2070)
 and sm_90 (H100, H200). The first GPU run must not be spent on a syntax error.
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from test_fused import CASES
 
-from replay.read import fused
-from replay.read.fused import CHECK_TRANSFORM
-from replay.read.transform import Transform
+from replay.codec import fused
+from replay.codec.fused import CHECK_TRANSFORM
+from replay.codec.transform import Transform
 
 FULL = (900, 1600)  # the tests' and benchmarks' CarRacing frames
 #: (transform, frame height, width): each GPU test's, benchmark's and README example's

@@ -1,6 +1,6 @@
 """The whole `Transform` as one CUDA kernel: decoded uint8 HWC frames in, the batch out.
 
-`replay.read.transform.apply` with CuPy runs about seven kernels with float32 temporaries
+`replay.codec.transform.apply` with CuPy runs about seven kernels with float32 temporaries
 per chunk (crop, resize, grey, cast, scale, normalise, transpose). Here one kernel
 reads each output element's source pixels and writes it once: crop, resize (area for
 whole factors, else bilinear), grey, ``x / 255``, mean/std, uint8/float32/float16/
@@ -10,7 +10,7 @@ The source is generated per transform and frame size, and written to compile as 
 (NVRTC, through ``cupy.RawKernel``) and as C (the host twin, `host_twin`, compiled
 with the system C compiler): the same arithmetic in the same order, no fused
 multiply-add on either side, so the tests compare it with the NumPy path of
-`replay.read.transform.apply` on a machine without a GPU (bit for bit), and the GPU tests
+`replay.codec.transform.apply` on a machine without a GPU (bit for bit), and the GPU tests
 and `replay doctor` compare the kernel with the NumPy path the same way.
 
     out = fused(frames, t)            # frames: (N, H, W, 3) uint8 CuPy; out: CuPy, t's layout
@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.codec.devices import on_device
-from replay.read.transform import LUMA, Transform, apply
+from replay.codec.transform import LUMA, Transform, apply
 
 _C_TYPES = {
     "uint8": "unsigned char",

@@ -1,4 +1,4 @@
-"""`replay.read.transform`: crop, resize, grey, float NCHW on real CarRacing frames, each checked
+"""`replay.codec.transform`: crop, resize, grey, float NCHW on real CarRacing frames, each checked
 against a straightforward NumPy (or PIL, or torch) computation; settings and shapes."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from replay.read import transform as tf
-from replay.read.transform import Transform
+from replay.codec import transform as tf
+from replay.codec.transform import Transform
 
 
 @pytest.fixture(scope="module")
