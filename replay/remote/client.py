@@ -40,6 +40,7 @@ Errors (all `ReplayError`)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -57,16 +58,22 @@ from replay.errors import (
     SamplingError,
 )
 from replay.format.race import RaceInfo
+from replay.format.race_schema import check_race_args, step_specs
 from replay.read.batch import MAX_REDRAWS, EncodedBatch, Out, Sampled
 from replay.read.decode import decode_batch
 from replay.read.prefetch import prefetched
 from replay.read.tensors import make_batch, to_numpy
 from replay.read.transform import Transform
 from replay.remote import protocol
+from replay.remote.ingest import RaceRequest
+from replay.remote.remote_writer import RemoteWriter
 from replay.remote.retries import NOT_SENT, RETRYABLE, SAFE_METHODS, ServiceError, error_of
 from replay.sample.params import SamplerKwargs, SamplerParams
+from replay.write.writer import check_settings
 
 log = logging.getLogger(__name__)
+#: `Client.new_race` arguments that configure the writer, not the race.
+WRITER_OPTIONS = ("queue_size", "on_full", "retry_for")
 
 
 class Client(Closing):
@@ -359,6 +366,41 @@ class Client(Closing):
         body = {"keys": [[str(r), int(s)] for r, s in keys], "priorities": values}
         updated: int = self._acting("PUT", "/v1/priorities", json=body).json()["updated"]
         return updated
+
+    def new_race(self, *, env: str, **options: Any) -> RemoteWriter:
+        """Start recording a race through the service; returns its `RemoteWriter`.
+
+        The arguments are `Store.new_race`'s (``map, policy, fps, height, width,
+        action_shape, extras, meta, codec, quality, subsampling, shard_size`` describe
+        the race; ``flush_interval, queue_size, on_full`` the writer) and `retry_for`,
+        how long a chunk is sent again while the service does not answer. Frames are
+        encoded here (`replay.remote.remote_writer`); the service commits them.
+        """
+        if options.pop("device", "cpu") not in ("auto", "cpu"):
+            raise ValueError("a remote writer encodes on the CPU: device must be 'auto' or 'cpu'")
+        writer = {k: options.pop(k) for k in WRITER_OPTIONS if k in options}
+        writer["flush_interval"] = options.setdefault("flush_interval", 1.0)
+        check_settings(
+            writer["flush_interval"],
+            writer.get("queue_size", 32),
+            writer.get("on_full", "block"),
+            "cpu",
+        )
+        request = RaceRequest(env=env, **options)  # TypeError for an unknown argument
+        codec = check_race_args(
+            request.height,
+            request.width,
+            request.fps,
+            request.shard_size,
+            request.codec,
+            request.quality,
+            request.subsampling,
+            request.meta,
+        )
+        specs = step_specs(request.action_shape, request.extras)
+        body = dataclasses.asdict(request)
+        race = self.request("POST", "/v1/races", json=body).json()
+        return RemoteWriter(self._http, race, codec, specs, **writer)
 
 
 def _race_path(race_id: str) -> str:
