@@ -111,7 +111,7 @@ def create_race(
     specs = step_specs(request.action_shape, request.extras)
     for spec in specs:
         if spec.dtype.newbyteorder("<").str not in DTYPES:
-            raise ValueError(f"step array {spec.name!r}: dtype {spec.dtype} cannot travel in a chunk")
+            raise ValueError(f"step array {spec.name!r}: dtype {spec.dtype} is not allowed")
     attrs = race_attrs(
         env=request.env,
         map=request.map,

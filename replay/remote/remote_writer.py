@@ -86,7 +86,7 @@ class RemoteWriter(Writer):
         self._on_full = on_full
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self._lent: npt.NDArray[np.uint8] | None = None
-        self._closed = False
+        self._closed = self._close_seen = False
         self._lock = threading.Lock()
         self._appended = self._dropped = self._acked = self._bytes = 0
         self._encode_s, self._encoded = 0.0, 0
@@ -173,8 +173,8 @@ class RemoteWriter(Writer):
         except BaseException as e:  # reported through stats() and close()
             log.exception("race %s: remote writer failed", self.race_id)
             self._error = e
-            while self._queue.get() is not _CLOSE:  # unblock a waiting driver
-                pass
+            while not self._close_seen and self._queue.get() is not _CLOSE:
+                pass  # unblock a waiting driver, until close()
 
     def _loop(self) -> None:
         next_flush = time.monotonic() + self._flush_interval
@@ -187,7 +187,7 @@ class RemoteWriter(Writer):
                 item = self._queue.get(timeout=timeout)
                 while True:
                     if item is _CLOSE:
-                        closing = True
+                        closing = self._close_seen = True
                         break
                     batch.append(item)
                     if len(batch) == ENCODE_BATCH:

@@ -36,7 +36,8 @@ def _record(url: str, frames: list[npt.NDArray[np.uint8]], **race: Any) -> str:
             for step, frame in enumerate(frames):
                 assert writer.append(frame, action=np.full(3, step, np.float32), reward=step)
         stats = writer.stats()
-    assert (stats.appended, stats.written, stats.dropped, stats.error) == (len(frames), len(frames), 0, None)
+    counts = (stats.appended, stats.written, stats.dropped, stats.error)
+    assert counts == (len(frames), len(frames), 0, None)
     return writer.race_id
 
 
@@ -230,9 +231,13 @@ def test_bad_race_arguments_are_refused_before_anything_is_written(tmp_path: Pat
 def test_an_exception_in_the_actor_aborts_the_race(
     tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
 ) -> None:
+    def crash(writer: replay.Writer) -> None:
+        writer.append(frames[0])
+        raise RuntimeError("the driver crashed")
+
     with _serve(tmp_path / "s") as server, replay.Client(server.url) as client:
-        with pytest.raises(RuntimeError), client.new_race(env="x", codec="zstd") as writer:
-            writer.append(frames[0])
-            raise RuntimeError("the driver crashed")
+        writer = client.new_race(env="x", codec="zstd")
+        with pytest.raises(RuntimeError), writer:
+            crash(writer)
     race = replay.open_store(tmp_path / "s", mode="r").race(writer.race_id)
     assert (race.status, race.length) == ("aborted", 1)
