@@ -58,7 +58,6 @@ from replay.errors import (
     SamplingError,
 )
 from replay.format.race import RaceInfo
-from replay.format.race_schema import check_race_args, step_specs
 from replay.read.batch import MAX_REDRAWS, EncodedBatch, Out, Sampled
 from replay.read.decode import decode_batch
 from replay.read.prefetch import prefetched
@@ -66,14 +65,11 @@ from replay.read.tensors import make_batch, to_numpy
 from replay.read.transform import Transform
 from replay.remote import protocol
 from replay.remote.ingest import RaceRequest
-from replay.remote.remote_writer import RemoteWriter
+from replay.remote.remote_writer import RemoteWriter, writer_options
 from replay.remote.retries import NOT_SENT, RETRYABLE, SAFE_METHODS, ServiceError, error_of
 from replay.sample.params import SamplerKwargs, SamplerParams
-from replay.write.writer import check_settings
 
 log = logging.getLogger(__name__)
-#: `Client.new_race` arguments that configure the writer, not the race.
-WRITER_OPTIONS = ("queue_size", "on_full", "retry_for")
 
 
 class Client(Closing):
@@ -376,30 +372,10 @@ class Client(Closing):
         how long a chunk is sent again while the service does not answer. Frames are
         encoded here (`replay.remote.remote_writer`); the service commits them.
         """
-        if options.pop("device", "cpu") not in ("auto", "cpu"):
-            raise ValueError("a remote writer encodes on the CPU: device must be 'auto' or 'cpu'")
-        writer = {k: options.pop(k) for k in WRITER_OPTIONS if k in options}
-        writer["flush_interval"] = options.setdefault("flush_interval", 1.0)
-        check_settings(
-            writer["flush_interval"],
-            writer.get("queue_size", 32),
-            writer.get("on_full", "block"),
-            "cpu",
-        )
+        writer = writer_options(options)
         request = RaceRequest(env=env, **options)  # TypeError for an unknown argument
-        codec = check_race_args(
-            request.height,
-            request.width,
-            request.fps,
-            request.shard_size,
-            request.codec,
-            request.quality,
-            request.subsampling,
-            request.meta,
-        )
-        specs = step_specs(request.action_shape, request.extras)
-        body = dataclasses.asdict(request)
-        race = self.request("POST", "/v1/races", json=body).json()
+        codec, specs = request.check()
+        race = self.request("POST", "/v1/races", json=dataclasses.asdict(request)).json()
         return RemoteWriter(self._http, race, codec, specs, **writer)
 
 

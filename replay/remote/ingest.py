@@ -48,6 +48,7 @@ from replay.remote.protocol import DTYPES
 from replay.write.shard_committer import ShardCommitter
 
 if TYPE_CHECKING:
+    from replay.codec.frames import FrameCodec
     from replay.remote.chunks import Chunk
     from replay.storage.base import ByteStorage
     from replay.write.writer import StepSpec
@@ -85,6 +86,27 @@ class RaceRequest:
     shard_size: int = fmt.DEFAULT_SHARD_SIZE
     flush_interval: float = 1.0
 
+    def check(self) -> tuple[FrameCodec, list[StepSpec]]:
+        """The race's frame codec and step arrays; ValueError (naming the value) for a bad
+        argument, as `Store.new_race` checks them, and for a step dtype chunks cannot carry."""
+        if not self.flush_interval > 0:
+            raise ValueError(f"flush_interval must be positive, got {self.flush_interval}")
+        codec = check_race_args(
+            self.height,
+            self.width,
+            self.fps,
+            self.shard_size,
+            self.codec,
+            self.quality,
+            self.subsampling,
+            self.meta,
+        )
+        specs = step_specs(self.action_shape, self.extras)
+        for spec in specs:
+            if spec.dtype.newbyteorder("<").str not in DTYPES:
+                raise ValueError(f"step array {spec.name!r}: dtype {spec.dtype} is not allowed")
+        return codec, specs
+
 
 def remote_lease(ttl: float) -> dict[str, Any]:
     """The lease this service holds on a remote race (see the module doc)."""
@@ -96,22 +118,7 @@ def create_race(
 ) -> RemoteRace:
     """Write a new race's group and take its lease; ValueError/ReplayError for bad arguments
     (before anything is written)."""
-    if not request.flush_interval > 0:
-        raise ValueError(f"flush_interval must be positive, got {request.flush_interval}")
-    codec = check_race_args(
-        request.height,
-        request.width,
-        request.fps,
-        request.shard_size,
-        request.codec,
-        request.quality,
-        request.subsampling,
-        request.meta,
-    )
-    specs = step_specs(request.action_shape, request.extras)
-    for spec in specs:
-        if spec.dtype.newbyteorder("<").str not in DTYPES:
-            raise ValueError(f"step array {spec.name!r}: dtype {spec.dtype} is not allowed")
+    codec, specs = request.check()
     attrs = race_attrs(
         env=request.env,
         map=request.map,

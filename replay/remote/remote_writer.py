@@ -39,7 +39,7 @@ from replay.errors import ReplayError, WriterClosedError, WriterFailedError
 from replay.format import spec as fmt
 from replay.remote.chunks import EXPECTED_STEP_HEADER, MEDIA_TYPE, Chunk, pack
 from replay.remote.retries import error_of
-from replay.write.writer import QueuePolicy, Writer, WriterStats
+from replay.write.writer import QueuePolicy, Writer, WriterStats, check_settings
 
 if TYPE_CHECKING:
     from replay.codec.frames import FrameCodec
@@ -50,6 +50,26 @@ _CLOSE = object()
 ENCODE_BATCH = 16  # frames per encoder call (libjpeg-turbo lanes split them)
 CHUNK_OVERHEAD = 4096  # bytes a chunk's header may take beyond its frame lengths
 BUSY = (429, 503)  # answers that mean "not now": the chunk is sent again
+
+
+#: `Client.new_race` arguments that configure the writer, not the race.
+WRITER_OPTIONS = ("queue_size", "on_full", "retry_for")
+
+
+def writer_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Take the writer's settings out of `new_race`'s `options` (checked; ValueError);
+    ``flush_interval`` stays there too (the service's lease needs it)."""
+    if options.pop("device", "cpu") not in ("auto", "cpu"):
+        raise ValueError("a remote writer encodes on the CPU: device must be 'auto' or 'cpu'")
+    writer = {k: options.pop(k) for k in WRITER_OPTIONS if k in options}
+    writer["flush_interval"] = options.setdefault("flush_interval", 1.0)
+    check_settings(
+        writer["flush_interval"],
+        writer.get("queue_size", 32),
+        writer.get("on_full", "block"),
+        "cpu",
+    )
+    return writer
 
 
 class RemoteWriter(Writer):
