@@ -105,8 +105,12 @@ def test_a_retried_chunk_is_applied_once_and_a_gap_is_refused(
         # overlapping a committed step: only the new steps are applied
         rest = Chunk(10, blobs[10:], {"reward": np.arange(10, 20, dtype=np.float32)})
         assert _post_chunk(server.url, race_id, rest).json()["length"] == 20
-        closed = httpx.post(f"{server.url}/v1/races/{race_id}/close", json={}, timeout=30)
-        assert closed.json() == {"race_id": race_id, "length": 20}
+        for _ in range(2):  # a close retried answers as the first did
+            closed = httpx.post(f"{server.url}/v1/races/{race_id}/close", json={}, timeout=30)
+            assert closed.json() == {"race_id": race_id, "length": 20}
+        late = _post_chunk(server.url, race_id, Chunk(20, blobs[:1], {}))
+        assert late.status_code == 409
+        assert "complete" in late.json()["detail"]
     race = replay.open_store(tmp_path / "s", mode="r").race(race_id)
     assert race.status == "complete"
     np.testing.assert_array_equal(race.steps("reward"), np.arange(20, dtype=np.float32))
@@ -184,6 +188,8 @@ def test_bad_chunks_are_refused_naming_the_problem_and_nothing_is_written(
         assert "800x450 JPEG" in other.json()["detail"]
         unknown = _post_chunk(server.url, "0" * 26, Chunk(0, _zstd(frames[:1]), {}))
         assert unknown.status_code == 404
+        as_json = httpx.post(f"{server.url}/v1/races/{race_id}/chunks", json={"n": 0})
+        assert as_json.status_code == 415
     store = replay.open_store(tmp_path / "s", mode="r")
     assert [store.race(r).length for r in (race_id, jpeg_race)] == [0, 0]
     assert not list((tmp_path / "s" / "races" / race_id / "frames").glob("c/*"))

@@ -11,15 +11,18 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
 import simplejpeg
 
 import replay
+from replay.codec.frames import ZstdFrames
 from replay.errors import WriterFailedError
 from replay.format import spec as fmt
 from replay.maintenance.recovery import recover
+from replay.remote.chunks import MEDIA_TYPE, Chunk, pack
 from service.tools.process import ServerProcess
 
 #: A driver in "another language": httpx, numpy and simplejpeg only, written from
@@ -155,3 +158,26 @@ def test_a_silent_actors_race_is_aborted_by_recovery_after_its_lease(
     race = replay.open_store(tmp_path / "s", mode="r").race(writer.race_id)
     assert (race.status, race.length) == ("aborted", 5)
     np.testing.assert_array_equal(race.frame(4), frames[4])
+
+
+def test_a_second_service_on_the_store_refuses_a_race_the_first_one_holds(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    replay.open_store(tmp_path / "s")
+    env = {"REPLAY_MAX_BODY_BYTES": BODY}
+    with (
+        ServerProcess(tmp_path / "s", env=env) as first,
+        ServerProcess(tmp_path / "s", env=env) as second,
+        replay.Client(first.url) as client,
+    ):
+        writer = client.new_race(env="x", codec="zstd")
+        body = b"".join(pack(Chunk(0, ZstdFrames().encode(frames[:1]), {})))
+        headers = {"Content-Type": MEDIA_TYPE}
+        url = f"{second.url}/v1/races/{writer.race_id}/chunks"
+        refused = httpx.post(url, content=body, headers=headers, timeout=30)
+        assert refused.status_code == 409
+        assert "held by another live writer" in refused.json()["detail"]
+        writer.append(frames[0])
+        writer.close()
+    race = replay.open_store(tmp_path / "s", mode="r").race(writer.race_id)
+    assert (race.status, race.length) == ("complete", 1)
