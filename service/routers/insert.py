@@ -131,7 +131,12 @@ async def create(body: NewRace, request: Request, settings: SettingsDep) -> Race
     "/{race_id}/chunks",
     summary="Steps of a race: committed before the answer",
     responses=REFUSED,
-    openapi_extra={"requestBody": {"content": {chunks.MEDIA_TYPE: {}}, "required": True}},
+    openapi_extra={
+        "requestBody": {
+            "content": {chunks.MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "required": True,
+        }
+    },
 )
 async def add_chunk(
     race_id: RaceId,
