@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from replay.errors import ReplayError, WriterClosedError, WriterFailedError
 from replay.format import spec as fmt
-from replay.remote.chunks import EXPECTED_STEP_HEADER, MEDIA_TYPE, Chunk, pack
+from replay.remote.chunks import EXPECTED_STEP_HEADER, MAX_FRAMES, MEDIA_TYPE, Chunk, pack
 from replay.remote.retries import error_of
 from replay.write.writer import QueuePolicy, Writer, WriterStats, check_settings
 
@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _CLOSE = object()
 ENCODE_BATCH = 16  # frames per encoder call (libjpeg-turbo lanes split them)
-CHUNK_OVERHEAD = 4096  # bytes a chunk's header may take beyond its frame lengths
+CHUNK_OVERHEAD = 4096  # bytes of a chunk's header beyond PER_STEP_OVERHEAD a step
+PER_STEP_OVERHEAD = 24  # a frame's length in the header, the padding of its step values
 BUSY = (429, 503)  # answers that mean "not now": the chunk is sent again
 
 
@@ -97,6 +98,10 @@ class RemoteWriter(Writer):
         self._gpu = 0
         self._http = http
         self._specs = {s.name: s for s in specs}
+        #: bytes one step adds to a chunk beyond its frame
+        self._step_nbytes = PER_STEP_OVERHEAD + sum(
+            s.dtype.itemsize * int(np.prod(s.shape, dtype=np.int64)) for s in specs
+        )
         self._shape = (int(race["height"]), int(race["width"]), 3)
         self._shard_size = int(race["shard_size"])
         self._max_chunk = int(race["max_chunk_bytes"])
@@ -241,14 +246,11 @@ class RemoteWriter(Writer):
         chunk when there is none: a heartbeat)."""
         while True:
             n, size = 0, CHUNK_OVERHEAD
-            step_nbytes = sum(
-                int(np.prod(s.shape, dtype=int)) * 8 + 8 for s in self._specs.values()
-            )
-            while (
-                n < len(self._pending)
-                and size + len(self._pending[n][0]) + step_nbytes <= self._max_chunk
-            ):
-                size += len(self._pending[n][0]) + step_nbytes
+            while n < min(len(self._pending), MAX_FRAMES):
+                frame_size = len(self._pending[n][0]) + self._step_nbytes
+                if size + frame_size > self._max_chunk:
+                    break
+                size += frame_size
                 n += 1
             if n == 0 and self._pending:
                 raise WriterFailedError(

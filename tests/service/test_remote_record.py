@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,36 @@ def test_an_exception_in_the_actor_aborts_the_race(
             crash(writer)
     race = replay.open_store(tmp_path / "s", mode="r").race(writer.race_id)
     assert (race.status, race.length) == ("aborted", 1)
+
+
+def test_several_actors_record_at_once_in_chunks_under_the_body_limit(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    """Three actors at once through a service with the default 1 MiB body limit: each
+    writer splits its frames into chunks that fit, and every race is whole."""
+    replay.open_store(tmp_path / "s")
+    ids: dict[int, str] = {}
+
+    def actor(k: int) -> None:
+        chosen = frames[k::2][:20]
+        ids[k] = _record(server.url, chosen, codec="jpeg", flush_interval=0.5)
+
+    with ThreadServer(Settings(store=tmp_path / "s")) as server:
+        threads = [threading.Thread(target=actor, args=(k,)) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        metrics = httpx.get(f"{server.url}/metrics").text
+    # 20 JPEGs of ~85 KB each: at least 2 chunks per race
+    line = 'route="/v1/races/{race_id}/chunks",status="200"} '
+    chunks_sent = [float(m.split(line)[1]) for m in metrics.splitlines() if line in m]
+    assert sum(chunks_sent) >= 6, metrics
+    store = replay.open_store(tmp_path / "s", mode="r")
+    assert len(ids) == 3
+    for k, race_id in ids.items():
+        race = store.race(race_id)
+        assert (race.status, race.length) == ("complete", 20)
+        np.testing.assert_array_equal(race.steps("reward"), np.arange(20, dtype=np.float32))
+        local = JpegFrames(90, "420").encode([frames[k::2][19]])[0]
+        assert race.frame_bytes(19) == local
