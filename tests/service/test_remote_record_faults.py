@@ -16,8 +16,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import simplejpeg
+from click.testing import CliRunner
 
 import replay
+from capture.cli import record
 from replay.codec.frames import ZstdFrames
 from replay.errors import WriterFailedError
 from replay.format import spec as fmt
@@ -181,3 +183,21 @@ def test_a_second_service_on_the_store_refuses_a_race_the_first_one_holds(
         writer.close()
     race = replay.open_store(tmp_path / "s", mode="r").race(writer.race_id)
     assert (race.status, race.length) == ("complete", 1)
+
+
+def test_replay_record_to_a_service_records_a_real_game(tmp_path: Path) -> None:
+    """``replay record --to URL --token ...``: CarRacing played here, committed there."""
+    replay.open_store(tmp_path / "s")
+    env = {"REPLAY_MAX_BODY_BYTES": BODY, "REPLAY_TOKEN": "s3cret"}
+    with ServerProcess(tmp_path / "s", env=env) as server:
+        args = ["--to", server.url, "--token", "s3cret", "--source", "carracing"]
+        result = CliRunner().invoke(record, [*args, "--races", "1", "--steps", "12", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    (info,) = replay.open_store(tmp_path / "s", mode="r").races()
+    assert (info.env, info.status, info.length, info.codec["name"]) == (
+        "CarRacing-v3",
+        "complete",
+        12,
+        "zstd",
+    )
+    assert info.meta == {"seed": 3}
