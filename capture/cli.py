@@ -39,6 +39,9 @@ from replay.errors import ReplayError
 
 __all__ = ["RaceResult", "parse_options", "record"]
 
+#: Where `replay record` records: a store, or a service (``--to``).
+Target = replay.Store | replay.Client
+
 
 @dataclass(frozen=True, slots=True)
 class RaceResult:
@@ -130,6 +133,20 @@ def parse_options(options: Sequence[str]) -> dict[str, Any]:
     help="Frames per shard (default: the store's).",
 )
 @click.option(
+    "--to",
+    "service_url",
+    metavar="URL",
+    default=None,
+    help="Record through a replay service (http://host:8000) instead of into a store: "
+    "frames are encoded here and sent in chunks (docs/protocol.md).",
+)
+@click.option(
+    "--token",
+    envvar="REPLAY_TOKEN",
+    default=None,
+    help="The service's bearer token (REPLAY_TOKEN), with --to.",
+)
+@click.option(
     "--option",
     "-o",
     "options",
@@ -148,6 +165,8 @@ def record(
     codec: str,
     lossless: bool,
     shard_size: int | None,
+    service_url: str | None,
+    token: str | None,
     options: tuple[str, ...],
 ) -> None:
     """Record races from a frame source into a replay store.
@@ -170,10 +189,12 @@ def record(
                 raise
             raise click.BadParameter(str(exc), param_hint="--option") from exc
         with source:
-            store = replay.open_store(store_path, mode="a")
+            if service_url is not None:
+                store_path = service_url
+            target = _target(store_path, service_url, token)
             chosen = "zstd" if lossless else source.codec if codec == "auto" else codec
             console.print(
-                f"recording {races} race(s) of {source!r} into {store.root} "
+                f"recording {races} race(s) of {source!r} into {store_path} "
                 f"({'lossless zstd' if chosen == 'zstd' else f'JPEG q{quality}'}, seeds "
                 f"{seed}..{seed + races - 1})"
             )
@@ -181,12 +202,21 @@ def record(
             for i in range(races):
                 results.append(
                     _record_race(
-                        store, source, steps, seed + i, quality, chosen, shard_size, console
+                        target, source, steps, seed + i, quality, chosen, shard_size, console
                     )
                 )
+            if isinstance(target, replay.Client):
+                target.close()
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from exc
     out.print(_summary(results, store_path))
+
+
+def _target(store_path: str, service_url: str | None, token: str | None) -> Target:
+    """Where races go: the store, or the service at `service_url` (``--to``)."""
+    if service_url is None:
+        return replay.open_store(store_path, mode="a")
+    return replay.Client(service_url, token=token)
 
 
 def _store_path(argument: str | None, option: str | None) -> str:
@@ -214,7 +244,7 @@ def _race_progress(console: Console) -> Progress:
 
 
 def _record_race(
-    store: replay.Store,
+    target: Target,
     source: Source,
     max_steps: int,
     seed: int,
@@ -230,7 +260,7 @@ def _record_race(
     played, total_reward = 0, 0.0
     progress = _race_progress(console)
     with (
-        store.new_race(
+        target.new_race(
             env=source.env,
             map=race_map(source, seed),
             policy=source.policy,
@@ -258,12 +288,15 @@ def _record_race(
             progress.update(task, advance=1, reward=total_reward)
         progress.update(task, total=played)  # a race that ended early shows as done
     stats = writer.stats()
-    info = store.race(writer.race_id).info
+    if isinstance(target, replay.Client):
+        info, nbytes = target.race(writer.race_id), stats.bytes_written
+    else:
+        info, nbytes = target.race(writer.race_id).info, target.race_nbytes(writer.race_id)
     return RaceResult(
         race_id=writer.race_id,
         frames=info.length,
         dropped=stats.dropped,
-        nbytes=store.race_nbytes(writer.race_id),
+        nbytes=nbytes,
         raw_nbytes=info.raw_nbytes,
         seconds=time.perf_counter() - started,
         total_reward=total_reward,

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from service import __version__, errors
+from service.inserts import Inserts
 from service.middleware import (
     BodyLimitMiddleware,
     ConcurrencyLimitMiddleware,
@@ -23,7 +24,7 @@ from service.middleware import (
     MetricsMiddleware,
     SecurityHeadersMiddleware,
 )
-from service.routers import frames, health, metrics, races, sample, stats, viewer
+from service.routers import frames, health, insert, metrics, races, sample, stats, viewer
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "frames", "description": "Stored frames, as stored."},
             {"name": "sample", "description": "Batches for learners; priorities."},
             {"name": "metrics", "description": "Prometheus metrics."},
+            {"name": "insert", "description": "Recording races from other machines."},
         ],
     )
 
@@ -73,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.sampler_cache_size, settings.max_batches_in_flight, settings.request_ids_ttl_s
     )
     errors.install(app)
-    for module in (health, stats, races, frames, sample, metrics, viewer):
+    app.state.inserts = Inserts(settings)
+    for module in (health, stats, races, frames, sample, metrics, viewer, insert):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
     app.add_middleware(BodyLimitMiddleware, max_bytes=lambda: fixed.max_body_bytes)

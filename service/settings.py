@@ -88,6 +88,10 @@ class Settings(BaseSettings):
         gt=0,
         description="How long the answer to a request id (Replay-Request-Id) is remembered.",
     )
+    read_only: bool = Field(
+        False,
+        description="Refuse the insert routes (403): actors cannot record through this service.",
+    )
     max_rate_wait_s: float = Field(
         2.0,
         ge=0,

@@ -40,6 +40,7 @@ Errors (all `ReplayError`)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -63,6 +64,8 @@ from replay.read.decode import decode_batch
 from replay.read.prefetch import prefetched
 from replay.read.tensors import make_batch, to_numpy
 from replay.remote import protocol
+from replay.remote.ingest import RaceRequest
+from replay.remote.remote_writer import RemoteWriter, writer_options
 from replay.remote.retries import NOT_SENT, RETRYABLE, SAFE_METHODS, ServiceError, error_of
 from replay.sample.params import SamplerKwargs, SamplerParams
 
@@ -359,6 +362,21 @@ class Client(Closing):
         body = {"keys": [[str(r), int(s)] for r, s in keys], "priorities": values}
         updated: int = self._acting("PUT", "/v1/priorities", json=body).json()["updated"]
         return updated
+
+    def new_race(self, *, env: str, **options: Any) -> RemoteWriter:
+        """Start recording a race through the service; returns its `RemoteWriter`.
+
+        The arguments are `Store.new_race`'s (``map, policy, fps, height, width,
+        action_shape, extras, meta, codec, quality, subsampling, shard_size`` describe
+        the race; ``flush_interval, queue_size, on_full`` the writer) and `retry_for`,
+        how long a chunk is sent again while the service does not answer. Frames are
+        encoded here (`replay.remote.remote_writer`); the service commits them.
+        """
+        writer = writer_options(options)
+        request = RaceRequest(env=env, **options)  # TypeError for an unknown argument
+        codec, specs = request.check()
+        race = self.request("POST", "/v1/races", json=dataclasses.asdict(request)).json()
+        return RemoteWriter(self._http, race, codec, specs, **writer)
 
 
 def _race_path(race_id: str) -> str:

@@ -29,6 +29,8 @@ ROUTES = (
     "/v1/races/{race_id}",
     "/v1/races/{race_id}/steps",
     "/v1/races/{race_id}/frames/{step}",
+    "/v1/races/{race_id}/chunks",
+    "/v1/races/{race_id}/close",
     "/v1/sample",
     "/v1/priorities",
     "/metrics",
@@ -144,12 +146,12 @@ def test_the_api_version_is_written_once(http: httpx.Client) -> None:
     """Every API route is under ``/v1``, which `service.routers.API_PREFIX` alone spells."""
     import inspect
 
-    from service.routers import API_PREFIX, frames, health, races, sample, stats
+    from service.routers import API_PREFIX, frames, health, insert, races, sample, stats
 
     paths = set(http.get("/openapi.json").json()["paths"])
     assert paths == set(ROUTES)
     assert API_PREFIX == "/v1"
-    for module in (health, stats, races, frames, sample):
+    for module in (health, stats, races, frames, sample, insert):
         source = inspect.getsource(module)
         assert '"/v1' not in source, module.__name__
         assert module.router.prefix.startswith(API_PREFIX)

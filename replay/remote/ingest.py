@@ -1,0 +1,266 @@
+"""The service's side of remote recording: races created over HTTP, their chunks
+checked and committed to the store.
+
+A `RemoteRace` holds what a local writer holds for its race (the open shard's
+stored chunks and step values, the committed length, the lease) and commits each
+chunk with a `replay.write.shard_committer.ShardCommitter`, the local writer's own
+commit protocol: whole shards, the open shard re-committed, ``length`` last. A
+chunk is acknowledged once `apply` returns, so an acknowledged step is durable.
+Chunks say which step they start at: a chunk already committed (a retry whose
+answer was lost) is acknowledged again without being applied twice, a chunk
+past the committed length is refused (`ChunkGapError` names the step expected).
+
+The lease of a remote race is judged by its heartbeat (its ``host`` is not a host
+name, `REMOTE_HOST`), not by the service's pid: a race whose actor stays silent
+past the lease's ttl is closed as aborted by `replay recover`, however long the
+service lives. A restarted service takes a race back (`RemoteRace.resume`) from
+what the store holds, open shard included, so the actor's writer goes on from
+the last acknowledged step.
+
+    race = create_race(storage, RaceRequest(env="CarRacing-v3", codec="zstd"))
+    race.apply(unpack(body))          # -> committed length; FrameError/StepDataError/...
+    race.close("complete")
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from ulid import ULID
+
+from replay.errors import RaceTakenOverError, ReplayError
+from replay.format import shards
+from replay.format import spec as fmt
+from replay.format.groups import write_group
+from replay.format.lease import new_lease, process_started
+from replay.format.race import RaceInfo, read_race_info, read_step_chunk
+from replay.format.race_doc import update_race
+from replay.format.race_schema import check_race_args, race_attrs, race_builder, step_specs
+from replay.remote.chunk_checks import check_chunk
+from replay.remote.protocol import DTYPES
+from replay.write.shard_committer import ShardCommitter
+
+if TYPE_CHECKING:
+    from replay.codec.frames import FrameCodec
+    from replay.format.race_schema import StepSpec
+    from replay.remote.chunks import Chunk
+    from replay.storage.base import ByteStorage
+
+#: The ``host`` of a remote race's lease: not a host name, so that the lease is judged
+#: by its heartbeat (`replay.format.lease.writer_alive`) and a silent actor's race expires.
+REMOTE_HOST = f"remote actor via {socket.gethostname()}"
+
+
+class ChunkGapError(ReplayError):
+    """A chunk that starts past the race's committed length (steps would be missing)."""
+
+    def __init__(self, message: str, expected: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+
+
+@dataclass(frozen=True)
+class RaceRequest:
+    """The arguments of a remote `new_race` (those of `Store.new_race` that describe the
+    race; where frames are encoded is the actor's business)."""
+
+    env: str
+    map: str = ""
+    policy: str = ""
+    fps: float = 30
+    height: int = 900
+    width: int = 1600
+    action_shape: tuple[int, ...] = (3,)
+    extras: Mapping[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    codec: str = "jpeg"
+    quality: int = fmt.DEFAULT_QUALITY
+    subsampling: str = "420"
+    shard_size: int = fmt.DEFAULT_SHARD_SIZE
+    flush_interval: float = 1.0
+
+    def check(self) -> tuple[FrameCodec, list[StepSpec]]:
+        """The race's frame codec and step arrays; ValueError (naming the value) for a bad
+        argument, as `Store.new_race` checks them, and for a step dtype chunks cannot carry."""
+        if not self.flush_interval > 0:
+            raise ValueError(f"flush_interval must be positive, got {self.flush_interval}")
+        codec = check_race_args(
+            self.height,
+            self.width,
+            self.fps,
+            self.shard_size,
+            self.codec,
+            self.quality,
+            self.subsampling,
+            self.meta,
+        )
+        specs = step_specs(self.action_shape, self.extras)
+        for spec in specs:
+            if spec.dtype.newbyteorder("<").str not in DTYPES:
+                raise ValueError(f"step array {spec.name!r}: dtype {spec.dtype} is not allowed")
+        return codec, specs
+
+
+def remote_lease(ttl: float) -> dict[str, Any]:
+    """The lease this service holds on a remote race (see the module doc)."""
+    return {**new_lease(1.0), "host": REMOTE_HOST, "ttl": ttl, "remote": True}
+
+
+def create_race(
+    storage: ByteStorage, request: RaceRequest, on_shard: Callable[[], object] | None = None
+) -> RemoteRace:
+    """Write a new race's group and take its lease; ValueError/ReplayError for bad arguments
+    (before anything is written)."""
+    codec, specs = request.check()
+    attrs = race_attrs(
+        env=request.env,
+        map=request.map,
+        policy=request.policy,
+        fps=request.fps,
+        height=request.height,
+        width=request.width,
+        shard_size=request.shard_size,
+        codec=codec,
+        action_shape=request.action_shape,
+        extras=request.extras,
+        meta=request.meta,
+    )
+    race_id = str(ULID())
+    try:
+        write_group(storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
+        info = RaceInfo.from_attrs(race_id, attrs)
+        lease = remote_lease(fmt.lease_ttl(request.flush_interval))
+        update_race(storage, race_id, lambda attrs: None, writer=lease)
+    except BaseException:
+        storage.delete_tree(fmt.race_key(race_id))
+        raise
+    return RemoteRace(storage, info, lease, on_shard)
+
+
+def _held_elsewhere(lease: Any) -> bool:
+    """True while another live process holds `lease` (a local writer, or another service)."""
+    if not isinstance(lease, dict):
+        return False
+    try:
+        if lease.get("host") == REMOTE_HOST:  # this host's services: by pid
+            pid = int(lease["pid"])
+            return pid != os.getpid() and process_started(pid) == lease.get("started")
+        if lease.get("host") == socket.gethostname():  # a local writer on this host
+            return process_started(int(lease["pid"])) == lease.get("started")
+        return time.time() - float(lease["heartbeat"]) <= float(lease["ttl"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+class RemoteRace:
+    """One race recorded by a remote actor: its open shard and committed length."""
+
+    def __init__(
+        self,
+        storage: ByteStorage,
+        info: RaceInfo,
+        lease: dict[str, Any],
+        on_shard: Callable[[], object] | None = None,
+    ) -> None:
+        self.info = info
+        self.length = info.length
+        self._storage = storage
+        self._lease = lease
+        self._on_shard = on_shard
+        self._specs: list[StepSpec] = step_specs(
+            info.action_shape,
+            {n: (e["dtype"], tuple(e["shape"])) for n, e in info.extras.items()},
+        )
+        s = info.shard_size
+        self._shard, held = divmod(self.length, s)
+        self._chunks: list[bytes] = []
+        self._steps = {p.name: np.zeros((s, *p.shape), dtype=p.dtype) for p in self._specs}
+        if held:  # the open shard as committed: its frames and step values
+            key = fmt.frames_key(info.race_id, self._shard)
+            blob = storage.read(key)
+            for slot in shards.read_index(storage, key, s)[:held]:
+                if slot is None:
+                    raise ReplayError(f"race {info.race_id}: open shard {self._shard} has a hole")
+                self._chunks.append(blob[slot[0] : slot[0] + slot[1]])
+            for name in self._steps:
+                self._steps[name] = read_step_chunk(storage, info, name, self._shard).copy()
+
+    @classmethod
+    def resume(
+        cls, storage: ByteStorage, race_id: str, on_shard: Callable[[], object] | None = None
+    ) -> RemoteRace:
+        """Take back a race created through a service (this one before a restart, say);
+        RaceTakenOverError if it is not recording, or its writer lives elsewhere."""
+        info = read_race_info(storage, race_id)
+        lease = info.lease if isinstance(info.lease, dict) else {}
+        if info.status != fmt.RECORDING or not lease.get("remote"):
+            why = f"is {info.status}" if info.status != fmt.RECORDING else "is not remote"
+            raise RaceTakenOverError(f"race {race_id} {why}: it takes no chunks")
+        if _held_elsewhere(lease):
+            raise RaceTakenOverError(
+                f"race {race_id} is held by another live writer (host {lease.get('host')!r}, "
+                f"pid {lease.get('pid')}): send its chunks there"
+            )
+        ours = remote_lease(float(lease.get("ttl", fmt.lease_ttl(1.0))))
+        update_race(storage, race_id, lambda attrs: None, writer=ours)
+        return cls(storage, info, ours, on_shard)
+
+    def apply(self, chunk: Chunk) -> int:
+        """Check `chunk` against the race, commit the steps it adds; returns the committed
+        length. A chunk already committed is not applied again; `ChunkGapError` for one
+        that starts past the length. Nothing is written unless every check passes."""
+        race = self.info.race_id
+        if chunk.first_step > self.length:
+            raise ChunkGapError(
+                f"race {race}: chunk starts at step {chunk.first_step}, but {self.length} "
+                f"steps are committed: expected step {self.length}",
+                expected=self.length,
+            )
+        steps = check_chunk(self.info, self._specs, chunk)
+        skip = self.length - chunk.first_step
+        if skip >= chunk.n:  # a retry of what is committed, or a heartbeat: renew the lease
+            update_race(self._storage, race, lambda attrs: None, writer=self._lease)
+            return self.length
+        committer = ShardCommitter(
+            self._storage, self.info, self._specs, self._lease, self._on_shard
+        )
+        try:
+            for i in range(skip, chunk.n):
+                self._add(committer, chunk.frames[i], {k: v[i] for k, v in steps.items()})
+            if self._chunks:
+                committer.commit(self._shard, self._chunks, self._steps)
+        finally:
+            committer.finish()
+        self.length = chunk.first_step + chunk.n
+        return self.length
+
+    def _add(
+        self, committer: ShardCommitter, blob: bytes, values: Mapping[str, npt.NDArray[Any]]
+    ) -> None:
+        i = len(self._chunks)
+        for name, buf in self._steps.items():
+            buf[i] = values.get(name, 0)
+        self._chunks.append(shards.with_checksum(blob))
+        if len(self._chunks) == self.info.shard_size:
+            committer.commit(self._shard, self._chunks, self._steps)
+            self._shard += 1
+            self._chunks = []
+            for buf in self._steps.values():
+                buf[...] = 0
+
+    def close(self, status: str) -> None:
+        """Mark the race `status` (complete or aborted) and give up its lease."""
+        changes = {"status": status, "ended_at": fmt.utc_now(), "lease": None}
+        update_race(
+            self._storage,
+            self.info.race_id,
+            lambda attrs: attrs.update(changes),
+            writer=self._lease,
+        )
