@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from replay.format.race import RaceInfo
     from replay.format.race_schema import StepSpec
     from replay.storage.base import ByteStorage
-    from replay.write.ring import StepLayout
+    from replay.write.ring import StepTable
     from replay.write.settings import WriterSettings
 
 
@@ -61,7 +61,7 @@ class RaceSetup:
 
     ring: str
     shape: tuple[int, int, int]
-    steps: StepLayout
+    steps: StepTable
     storage: ByteStorage
     info: RaceInfo
     specs: list[StepSpec]

@@ -40,7 +40,7 @@ from replay.codec.pixel_order import copy_in
 from replay.errors import WriterClosedError, WriterFailedError
 from replay.format import spec as fmt
 from replay.write.process_handle import CLOSE, RaceSetup, shared_writer_process
-from replay.write.ring import DONE, STARTING, FrameRing, step_layout
+from replay.write.ring import DONE, STARTING, FrameRing, step_table
 from replay.write.writer import Writer, WriterStats
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class ProcessWriter(Writer):
         self, storage: ByteStorage, info: RaceInfo, specs: list[StepSpec], settings: WriterSettings
     ) -> None:
         super().__init__(info, specs, settings)
-        steps = step_layout(specs)
+        steps = step_table(specs)
         self._process = shared_writer_process()  # it boots while the ring is faulted in
         self.pid = self._process.pid
         self._ring = FrameRing.create(self._slots, self._shape, steps)

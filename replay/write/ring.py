@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from replay.format.race_schema import StepSpec
 
 #: per-step arrays: name -> (dtype, per-step shape)
-StepLayout = dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
+StepTable = dict[str, tuple[np.dtype[Any], tuple[int, ...]]]
 
 _HEAD, _TAIL, _STATE, _FAILED, _SEQ, _STATS_LEN = range(6)
 _HEADER = 8 * 8  # eight int64 counters
@@ -69,7 +69,7 @@ def memory_dir() -> Path:
     return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
 
 
-def step_layout(specs: list[StepSpec]) -> StepLayout:
+def step_table(specs: list[StepSpec]) -> StepTable:
     """The ring's per-step arrays for a race's step arrays."""
     return {s.name: (s.dtype, s.shape) for s in specs}
 
@@ -92,7 +92,7 @@ class Room:
             free = 0
         return cls(where, min(free, _available_memory()))
 
-    def most_slots(self, shape: tuple[int, ...], steps: StepLayout, at_most: int) -> int:
+    def most_slots(self, shape: tuple[int, ...], steps: StepTable, at_most: int) -> int:
         """The most slots (up to `at_most`) of a ring that fits."""
         low, high = 0, at_most
         while low < high:
@@ -103,7 +103,7 @@ class Room:
                 high = mid - 1
         return low
 
-    def shortfall(self, slots: int, shape: tuple[int, ...], steps: StepLayout) -> str | None:
+    def shortfall(self, slots: int, shape: tuple[int, ...], steps: StepTable) -> str | None:
         """None if the ring fits, else what it needs and what is free, in one phrase."""
         needed = ring_nbytes(slots, shape, steps)
         if needed <= self.free:
@@ -115,7 +115,7 @@ class Room:
 
 
 def _layout(
-    slots: int, shape: tuple[int, ...], steps: StepLayout
+    slots: int, shape: tuple[int, ...], steps: StepTable
 ) -> tuple[dict[str, int], int, int]:
     """Byte offsets of the step arrays, of the frames, and the total size (the slots'
     layouts come first, at ``_HEADER + _STATS``)."""
@@ -130,7 +130,7 @@ def _layout(
     return offsets, frames_at, total
 
 
-def ring_nbytes(slots: int, shape: tuple[int, ...], steps: StepLayout) -> int:
+def ring_nbytes(slots: int, shape: tuple[int, ...], steps: StepTable) -> int:
     """Bytes of shared memory a ring takes (its frames, step values and header)."""
     return _layout(slots, shape, steps)[2]
 
@@ -151,7 +151,7 @@ class FrameRing:
     """`slots` frames of `shape` uint8 plus their step values, in a shared mapping."""
 
     def __init__(
-        self, path: Path, fd: int, slots: int, shape: tuple[int, ...], steps: StepLayout
+        self, path: Path, fd: int, slots: int, shape: tuple[int, ...], steps: StepTable
     ) -> None:
         self.path = path
         self.slots = slots
@@ -177,7 +177,7 @@ class FrameRing:
         ).reshape(slots, *shape)
 
     @classmethod
-    def create(cls, slots: int, shape: tuple[int, ...], steps: StepLayout) -> FrameRing:
+    def create(cls, slots: int, shape: tuple[int, ...], steps: StepTable) -> FrameRing:
         """A new zeroed ring (its pages faulted in now, not on the driver's first appends)."""
         total = ring_nbytes(slots, shape, steps)
         room = Room.now()
@@ -198,7 +198,7 @@ class FrameRing:
         return ring
 
     @classmethod
-    def attach(cls, path: Path, slots: int, shape: tuple[int, ...], steps: StepLayout) -> FrameRing:
+    def attach(cls, path: Path, slots: int, shape: tuple[int, ...], steps: StepTable) -> FrameRing:
         """Map the ring another process created at `path`, and unlink its name."""
         fd = os.open(path, os.O_RDWR)
         ring = cls(path, fd, slots, shape, steps)

@@ -24,7 +24,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from replay.write.process_writer import ProcessWriter
-from replay.write.ring import SHM_FIX, Room, step_layout
+from replay.write.ring import SHM_FIX, Room, step_table
 from replay.write.settings import MIN_SLOTS
 from replay.write.thread_writer import ThreadWriter
 
@@ -58,7 +58,7 @@ def fitted(
 ) -> WriterSettings:
     """Process-writer `settings` whose ring fits in shared memory now: the same, a
     smaller ring, or (`auto`) the thread writer; one warning when they change."""
-    slots, shape, steps = settings.slots(info.fps), (info.height, info.width, 3), step_layout(specs)
+    slots, shape, steps = settings.slots(info.fps), (info.height, info.width, 3), step_table(specs)
     room = Room.now()
     shortfall = room.shortfall(slots, shape, steps)
     if shortfall is None or settings.queue_size is not None:

@@ -349,10 +349,10 @@ def quantity(text: str) -> int:
 def a_race_ring() -> int:
     """Shared memory one race's ring takes: the recorder's 1600x900 CarRacing at 30 FPS."""
     from replay.format.race_schema import step_specs
-    from replay.write.ring import ring_nbytes, step_layout
+    from replay.write.ring import ring_nbytes, step_table
     from replay.write.settings import WriterSettings
 
-    steps = step_layout(step_specs((3,), {}))
+    steps = step_table(step_specs((3,), {}))
     return ring_nbytes(WriterSettings().slots(fps=30), (900, 1600, 3), steps)
 
 
