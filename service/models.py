@@ -28,6 +28,11 @@ RaceIdStr = Annotated[str, Field(pattern=fmt.RACE_ID_PATTERN.pattern)]
 Pixels = Annotated[int, Field(ge=1, le=65_536)]
 
 
+#: Every request model: unknown fields and non-finite numbers (NaN, Infinity, 1e400)
+#: are refused with a 422 naming the field.
+STRICT: ConfigDict = {"extra": "forbid", "allow_inf_nan": False}
+
+
 class Live(BaseModel):
     """Liveness: the process answers (no storage is read)."""
 
@@ -231,7 +236,7 @@ class RaceFilter(BaseModel):
     matches). The fields are `replay.Filters`'s, the rule of the race list too.
     """
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(**STRICT)
 
     env: str | list[Annotated[str, Field(max_length=200)]] | None = Field(
         None, max_length=200, examples=["CarRacing-v3"]
@@ -273,7 +278,7 @@ class DecodedView(BaseModel):
     """Ask for decoded uint8 pixels (for clients without a JPEG decoder), optionally
     cropped, resized or reduced to grey. Costs the service a decode per frame."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(**STRICT)
 
     crop: tuple[NonNegativeInt, NonNegativeInt, PositiveInt, PositiveInt] | None = Field(
         None,
@@ -290,8 +295,7 @@ class SampleRequest(BaseModel):
     """A batch to draw: sampler kind and parameters, filters, seed."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,  # NaN, Infinity and 1e400 are refused in every field (422)
+        **STRICT,
         json_schema_extra={
             "examples": [
                 {"kind": "uniform", "batch_size": 64, "seq_len": 1, "seed": 0},
@@ -378,8 +382,7 @@ class PrioritiesRequest(BaseModel):
     """New priorities for sampled keys (race id, first step of the sequence)."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,  # NaN, Infinity and 1e400 are refused in every field (422)
+        **STRICT,
         json_schema_extra={
             "examples": [
                 {"keys": [[EXAMPLE_RACE_ID, 17], [EXAMPLE_RACE_ID, 90]], "priorities": [0.5, 2.0]}

@@ -17,17 +17,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
+
+from replay.cli.common import progress_bar
 
 #: A dict of at most this many numbers is a row of a table; a larger one is listed.
 ROW_FIELDS = 8
@@ -50,17 +48,7 @@ _active: list[_Bar] = []
 @contextlib.contextmanager
 def progress(title: str) -> Iterator[None]:
     """Show a progress bar titled `title` on stderr (a terminal only) for the block."""
-    console = Console(stderr=True)
-    bar = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
+    bar = progress_bar(SpinnerColumn(), TextColumn("{task.description}"))
     with bar:
         task = bar.add_task(title, total=None)
         _active.append(_Bar(bar, task))

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import ParamSpec
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TimeElapsedColumn
 
 from replay.errors import ReplayError
 from replay.store import Store, open_store
@@ -57,3 +59,18 @@ def clean_errors(command: Callable[P, None]) -> Callable[P, None]:
             raise click.ClickException(str(e)) from e
 
     return run
+
+
+def progress_bar(*columns: str | ProgressColumn) -> Progress:
+    """A rich progress bar on stderr, transient, shown only on a terminal (piped output and
+    CliRunner stay clean): `columns`, then a bar, done/total and the elapsed time."""
+    console = Console(stderr=True)
+    return Progress(
+        *columns,
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )

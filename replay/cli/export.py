@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 
-from replay.cli.common import plural
+from replay.cli.common import plural, progress_bar
 from replay.errors import ReplayError
 from replay.store import open_store
 
@@ -33,17 +32,7 @@ def _positive_fps(ctx: click.Context, param: click.Parameter, fps: float | None)
 @contextlib.contextmanager
 def _frames_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar of frames exported on stderr (a terminal only), and its update."""
-    console = Console(stderr=True)
-    bar = Progress(
-        TextColumn(description),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("frames"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
+    bar = progress_bar(TextColumn(description), TextColumn("frames"))
     with bar:
         task = bar.add_task(description, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import numpy.typing as npt
 
-from replay.remote.protocol import ALIGN, MAX_HEADER, PREFIX, ProtocolError, _array, _Layout
+from replay.remote.protocol import ALIGN, PREFIX, ProtocolError, _array, _Layout, read_header
 
 MEDIA_TYPE: Final = "application/vnd.replay.chunk.v1"
 MAGIC: Final = b"RPLC"
@@ -82,23 +82,7 @@ def pack(chunk: Chunk) -> list[bytes | memoryview]:
 def unpack(body: bytes | bytearray | memoryview) -> Chunk:
     """Read a chunk message; `ProtocolError` (naming what is wrong) for anything malformed:
     magic, version, header, lengths that do not add up, arrays whose first axis is not n."""
-    view = memoryview(body).cast("B")
-    if len(view) < PREFIX.size:
-        raise ProtocolError(f"a chunk message is at least {PREFIX.size} bytes, got {len(view)}")
-    magic, n_head = PREFIX.unpack_from(view)
-    if magic != MAGIC:
-        raise ProtocolError(f"not a chunk message (magic {bytes(magic)!r}, expected {MAGIC!r})")
-    if n_head > MAX_HEADER or PREFIX.size + n_head > len(view):
-        raise ProtocolError(f"header length {n_head} does not fit a {len(view)}-byte message")
-    try:
-        header = json.loads(bytes(view[PREFIX.size : PREFIX.size + n_head]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(f"header is not UTF-8 JSON: {e}") from e
-    if not isinstance(header, dict):
-        raise ProtocolError("header is not a JSON object")
-    if header.get("version") != VERSION:
-        raise ProtocolError(f"chunk version {header.get('version')!r}; this service reads 1")
-    start = PREFIX.size + n_head + (-(PREFIX.size + n_head) % ALIGN)
+    view, header, start = read_header(body, MAGIC, "chunk", VERSION)
     try:
         return _read(header, view, start)
     except (KeyError, TypeError, ValueError, struct.error) as e:

@@ -206,12 +206,29 @@ def unpack(body: bytes | bytearray | memoryview) -> EncodedBatch | RawBatch:
 
     Raises `ProtocolError` for anything malformed; never reads out of bounds.
     """
+    view, header, start = read_header(body, MAGIC, "batch")
+    try:
+        return _read(header, view, start)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ProtocolError):
+            raise
+        raise ProtocolError(f"malformed header: {type(e).__name__}: {e}") from e
+
+
+def read_header(
+    body: bytes | bytearray | memoryview, magic: bytes, kind: str, version: int = VERSION
+) -> tuple[memoryview, dict[str, Any], int]:
+    """The framing every message of ours shares (the batch, a recorded chunk): the
+    message as bytes, its JSON header (of `version`) and where its buffers start.
+
+    Raises `ProtocolError` naming what is wrong; never reads out of bounds.
+    """
     view = memoryview(body).cast("B")
     if len(view) < PREFIX.size:
-        raise ProtocolError(f"a batch message is at least {PREFIX.size} bytes, got {len(view)}")
-    magic, n = PREFIX.unpack_from(view)
-    if magic != MAGIC:
-        raise ProtocolError(f"not a batch message (magic {bytes(magic)!r}, expected {MAGIC!r})")
+        raise ProtocolError(f"a {kind} message is at least {PREFIX.size} bytes, got {len(view)}")
+    found, n = PREFIX.unpack_from(view)
+    if found != magic:
+        raise ProtocolError(f"not a {kind} message (magic {bytes(found)!r}, expected {magic!r})")
     if n > MAX_HEADER or PREFIX.size + n > len(view):
         raise ProtocolError(f"header length {n} does not fit a {len(view)}-byte message")
     try:
@@ -220,17 +237,11 @@ def unpack(body: bytes | bytearray | memoryview) -> EncodedBatch | RawBatch:
         raise ProtocolError(f"header is not UTF-8 JSON: {e}") from e
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
-    if header.get("version") != VERSION:
+    if header.get("version") != version:
         raise ProtocolError(
-            f"message version {header.get('version')!r}; this reader reads {VERSION}"
+            f"{kind} message version {header.get('version')!r}; this reader reads {version}"
         )
-    start = PREFIX.size + n + (-(PREFIX.size + n) % ALIGN)
-    try:
-        return _read(header, view, start)
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, ProtocolError):
-            raise
-        raise ProtocolError(f"malformed header: {type(e).__name__}: {e}") from e
+    return view, header, PREFIX.size + n + (-(PREFIX.size + n) % ALIGN)
 
 
 def _read(header: Mapping[str, Any], view: memoryview, start: int) -> EncodedBatch | RawBatch:
