@@ -26,7 +26,12 @@ from replay.format import catalogue
 from replay.format import spec as fmt
 from replay.format.groups import ensure_groups, write_group
 from replay.format.race import Race, RaceInfo, read_json, read_race_info
-from replay.format.race_schema import check_race_args, race_attrs, race_builder, step_specs
+from replay.format.race_schema import (
+    check_race_args,
+    race_attrs,
+    step_specs,
+    write_race,
+)
 from replay.maintenance import capacity
 from replay.maintenance.capacity import Capacity, EvictionPlan, read_capacity, save_capacity
 from replay.maintenance.recovery import RecoveryReport, recover
@@ -288,8 +293,8 @@ class Store:
         )
         race_id = str(ULID())
         with self._whole_race(race_id):
-            write_group(self.storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
-            return start_writer(self.storage, RaceInfo.from_attrs(race_id, attrs), specs, settings)
+            info = write_race(self.storage, race_id, attrs, specs)
+            return start_writer(self.storage, info, specs, settings)
 
     @contextlib.contextmanager
     def _whole_race(self, race_id: str) -> Iterator[None]:

@@ -55,7 +55,9 @@ def new_lease(flush_interval: float) -> dict[str, Any]:
     }
 
 
-def _pid_alive(pid: int, started: str | None) -> bool:
+def pid_alive(pid: int, started: str | None) -> bool:
+    """True while process `pid` of this host lives and is the one that started at
+    `started` (`process_started`; None: any process of that pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -77,7 +79,7 @@ def writer_alive(attrs: Attrs, now: float | None = None) -> bool:
     if isinstance(lease, dict):
         try:
             if lease.get("host") == socket.gethostname():
-                return _pid_alive(int(lease["pid"]), lease.get("started"))
+                return pid_alive(int(lease["pid"]), lease.get("started"))
             ttl = float(lease.get("ttl", fmt.lease_ttl(1.0)))
             return now - float(lease["heartbeat"]) <= ttl
         except (KeyError, TypeError, ValueError):

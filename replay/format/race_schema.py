@@ -20,9 +20,11 @@ from replay.codec.frames import FrameCodec, frame_codec, new_frame_codec
 from replay.codec.steps import step_compressors
 from replay.errors import ReplayError
 from replay.format import spec as fmt
+from replay.format.groups import write_group
+from replay.format.race import RaceInfo
 
 if TYPE_CHECKING:
-    from replay.format.race import RaceInfo
+    from replay.storage.base import ByteStorage
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,16 @@ def race_builder(attrs: dict[str, Any], specs: list[StepSpec]) -> Callable[[zarr
             )
 
     return build
+
+
+def write_race(
+    storage: ByteStorage, race_id: str, attrs: dict[str, Any], specs: list[StepSpec]
+) -> RaceInfo:
+    """Write a new race's Zarr documents (its group with `attrs`, its empty frame and step
+    arrays); its `RaceInfo`. The one way a race comes to be: `Store.new_race` and the
+    service's remote races both call it."""
+    write_group(storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
+    return RaceInfo.from_attrs(race_id, attrs)
 
 
 def race_documents(info: RaceInfo) -> dict[str, bytes]:

@@ -38,11 +38,15 @@ from ulid import ULID
 from replay.errors import RaceTakenOverError, ReplayError
 from replay.format import shards
 from replay.format import spec as fmt
-from replay.format.groups import write_group
-from replay.format.lease import new_lease, process_started
+from replay.format.lease import new_lease, pid_alive
 from replay.format.race import RaceInfo, read_race_info, read_step_chunk
 from replay.format.race_doc import update_race
-from replay.format.race_schema import check_race_args, race_attrs, race_builder, step_specs
+from replay.format.race_schema import (
+    check_race_args,
+    race_attrs,
+    step_specs,
+    write_race,
+)
 from replay.remote.chunk_checks import check_chunk
 from replay.remote.protocol import DTYPES
 from replay.write.shard_committer import ShardCommitter
@@ -134,8 +138,7 @@ def create_race(
     )
     race_id = str(ULID())
     try:
-        write_group(storage, fmt.race_key(race_id), attrs, race_builder(attrs, specs))
-        info = RaceInfo.from_attrs(race_id, attrs)
+        info = write_race(storage, race_id, attrs, specs)
         lease = remote_lease(fmt.lease_ttl(request.flush_interval))
         update_race(storage, race_id, lambda attrs: None, writer=lease)
     except BaseException:
@@ -151,9 +154,9 @@ def _held_elsewhere(lease: Any) -> bool:
     try:
         if lease.get("host") == REMOTE_HOST:  # this host's services: by pid
             pid = int(lease["pid"])
-            return pid != os.getpid() and process_started(pid) == lease.get("started")
+            return pid != os.getpid() and pid_alive(pid, lease.get("started"))
         if lease.get("host") == socket.gethostname():  # a local writer on this host
-            return process_started(int(lease["pid"])) == lease.get("started")
+            return pid_alive(int(lease["pid"]), lease.get("started"))
         return time.time() - float(lease["heartbeat"]) <= float(lease["ttl"])
     except (KeyError, TypeError, ValueError):
         return False
