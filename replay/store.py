@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack
 import zarr
 from ulid import ULID
 
-from replay.codec.frames import CodecName
+from replay.codec.frames import CodecName, writer_device
 from replay.errors import RaceNotFoundError, ReadOnlyStoreError, ReplayError, StoreError
 from replay.format import catalogue
 from replay.format import spec as fmt
@@ -273,7 +273,7 @@ class Store:
             flush_interval=flush_interval,
             queue_size=queue_size,
             on_full=on_full,
-            device=device,
+            device=writer_device(frames, device),
             writer=writer,
             enforce_capacity=not read_capacity(self.storage).unlimited,
         )

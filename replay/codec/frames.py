@@ -25,7 +25,7 @@ from zarr.abc.codec import ArrayArrayCodec, ArrayBytesCodec, BytesBytesCodec
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
 from replay.codec import jpeg
-from replay.codec.devices import Device
+from replay.codec.devices import Device, on_device
 from replay.codec.pixel_order import contiguous
 from replay.codec.steps import ZSTD_LEVEL
 from replay.codec.subsampling import SUBSAMPLING_FACTORS, Subsampling
@@ -49,6 +49,9 @@ class FrameCodec(ABC):
     """How a race's frames are stored (chosen at `Store.new_race`, read from attrs)."""
 
     name: ClassVar[CodecName]
+    #: whether `encode` runs on the GPU for ``device="cuda"`` (nvJPEG); a codec without
+    #: a GPU encoder takes ``device="auto"`` as the CPU (`writer_device`)
+    gpu_encoder: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -80,6 +83,7 @@ class JpegFrames(FrameCodec):
     """Lossy: each frame one baseline JPEG (`quality` 1-100, chroma `subsampling`)."""
 
     name: ClassVar[CodecName] = "jpeg"
+    gpu_encoder: ClassVar[bool] = True
     quality: int
     subsampling: Subsampling
 
@@ -131,6 +135,11 @@ class ZstdFrames(FrameCodec):
     def encode(
         self, images: Sequence[Any], *, device: str = "cpu", gpu: int = 0, spare_core: bool = False
     ) -> list[bytes]:
+        if device != "cpu":  # CUDA frames (a CUDA writer's ring): zstd runs on the host
+            import cupy
+
+            with on_device(gpu):
+                images = [cupy.asnumpy(image) for image in images]
         zstd = Zstd(level=self.level)
         return [bytes(zstd.encode(contiguous(image))) for image in images]
 
@@ -140,6 +149,13 @@ class ZstdFrames(FrameCodec):
             return raw.reshape(height, width, 3)
         except (RuntimeError, ValueError):
             return None
+
+
+def writer_device(codec: FrameCodec, device: str) -> str:
+    """The device a writer of `codec` frames asks for: `device`, except ``"auto"``
+    for a codec with no GPU encoder, which is the CPU (a GPU would only add an upload
+    and a download; CUDA frames then need ``device="cuda"``, downloaded to encode)."""
+    return "cpu" if device == "auto" and not codec.gpu_encoder else device
 
 
 def frame_codec(attrs: Mapping[str, Any]) -> FrameCodec:

@@ -14,7 +14,13 @@ import pytest
 from sampling_helpers import make_store
 
 import replay
-from replay.codec.frames import JpegFrames, ZstdFrames, frame_codec, new_frame_codec
+from replay.codec.frames import (
+    JpegFrames,
+    ZstdFrames,
+    frame_codec,
+    new_frame_codec,
+    writer_device,
+)
 from replay.format import spec as fmt
 
 
@@ -92,3 +98,14 @@ def test_an_unknown_status_or_codec_is_damaged_metadata(
     with pytest.raises(replay.CorruptDataError, match="damaged"):
         store.race(b)
     assert [(r.race_id, r.problem) for r in store.verify().races if not r.ok] == [(b, "metadata")]
+
+
+def test_auto_means_the_cpu_for_a_codec_without_a_gpu_encoder() -> None:
+    # Without this rule a GPU machine put zstd races' host frames in a CUDA ring and
+    # handed CUDA arrays to numcodecs' zstd, which takes only host buffers.
+    jpeg, zstd = new_frame_codec("jpeg", 90, "420"), new_frame_codec("zstd", 90, "420")
+    assert (jpeg.gpu_encoder, zstd.gpu_encoder) == (True, False)
+    assert writer_device(zstd, "auto") == "cpu"
+    assert writer_device(jpeg, "auto") == "auto"
+    assert writer_device(zstd, "cuda:1") == "cuda:1"  # CUDA frames: downloaded to encode
+    assert writer_device(jpeg, "cpu") == "cpu"

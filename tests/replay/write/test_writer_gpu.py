@@ -156,3 +156,27 @@ def test_frames_drawn_in_a_cuda_writer_s_frame_buffer(
     assert race.steps("reward").tolist() == list(range(20))
     for step in (0, 19):
         assert psnr(race.frame(step), real_frames[step]) >= 38.0
+
+
+def test_a_zstd_race_on_auto_writes_on_the_cpu_and_on_cuda_downloads_its_frames(
+    tmp_path: Path, real_frames: npt.NDArray[np.uint8]
+) -> None:
+    # zstd has no GPU encoder: "auto" keeps host frames on the host (no upload and
+    # download), and CUDA frames on device="cuda" are downloaded to compress, bit-exact.
+    import cupy
+
+    store = replay.open_store(tmp_path)
+    with store.new_race(env="CarRacing-v3", codec="zstd", device="auto") as on_auto:
+        assert on_auto.device == "cpu"
+        for frame in real_frames[:3]:
+            on_auto.append(frame)
+    with store.new_race(env="CarRacing-v3", codec="zstd", device="cuda", shard_size=2) as on_gpu:
+        assert on_gpu.device == "cuda"
+        for frame in real_frames[:3]:
+            on_gpu.append(cupy.asarray(frame))
+        on_gpu.append(real_frames[3])  # a host frame, uploaded to the ring
+    for writer, n in ((on_auto, 3), (on_gpu, 4)):
+        assert writer.stats().error is None
+        race = store.race(writer.race_id)
+        for step in range(n):
+            assert np.array_equal(race.frame(step), real_frames[step])
