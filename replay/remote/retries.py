@@ -123,6 +123,7 @@ class RetryPolicy:
         attempt = 0
         while True:
             attempt += 1
+            failed: httpx.TransportError | None = None
             try:
                 response = send()
             except httpx.TransportError as e:
@@ -136,7 +137,6 @@ class RetryPolicy:
                 if not busy(response):
                     return response
                 wait = max(delay, min(_retry_after(response), self.max_backoff))
-                failed = None
             spent = time.monotonic() - started
             out_of_time = self.deadline_s is not None and spent + wait > self.deadline_s
             if out_of_time or (self.tries is not None and attempt >= self.tries):
