@@ -116,22 +116,16 @@ def serve(
 
     from service.app import create_app
     from service.connections import uvicorn_config
-    from service.settings import Settings
 
-    given: dict[str, Any] = {
-        "store": store,
-        "host": host,
-        "port": port,
-        "token": token,
-        "allow_public": allow_public,
-        "max_requests_in_flight": limit_concurrency,
-        "read_only": read_only,
-    }
-    try:
-        settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    except pydantic.ValidationError as e:
-        messages = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
-        raise click.ClickException(messages) from None
+    settings = _settings(
+        store=store,
+        host=host,
+        port=port,
+        token=token,
+        allow_public=allow_public,
+        max_requests_in_flight=limit_concurrency,
+        read_only=read_only,
+    )
     try:
         open_store(settings.store, mode="r")
     except StoreError as e:
@@ -157,6 +151,18 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _settings(**given: Any) -> Settings:
+    """The settings: the options given, the rest from ``REPLAY_*`` (ClickException naming
+    what is wrong)."""
+    from service.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except pydantic.ValidationError as e:
+        messages = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+        raise click.ClickException(messages) from None
 
 
 def _announce(settings: Settings, url: str) -> None:

@@ -5,7 +5,9 @@ An actor creates a race (JSON), sends its steps in chunks
 once committed to the store, and closes it. docs/protocol.md ("Recording over
 HTTP") specifies the routes; `service.inserts` holds the races. The routes need
 the token when one is set, and answer 403 when the service is read-only
-(``REPLAY_READ_ONLY=1``) or its store cannot be written.
+(``replay serve --read-only``, ``REPLAY_READ_ONLY=1``) or its store cannot be written.
+A chunk past the bytes in flight its race or the service may hold
+(`service.insert_budget`) is answered 429 or 503 with Retry-After, undecoded.
 """
 
 from __future__ import annotations
