@@ -67,6 +67,7 @@ from replay.remote import protocol
 from replay.remote.ingest import RaceRequest
 from replay.remote.remote_writer import RemoteWriter, writer_options
 from replay.remote.retries import NOT_SENT, RETRYABLE, SAFE_METHODS, RetryPolicy, error_of
+from replay.remote.retries import ServiceError as ServiceError  # raised by every call here
 from replay.sample.params import SamplerKwargs, SamplerParams
 
 log = logging.getLogger(__name__)
