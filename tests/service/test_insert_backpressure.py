@@ -230,3 +230,32 @@ def test_a_writer_applies_on_full_while_the_service_is_full(
     np.testing.assert_array_equal(race.steps("reward"), np.array(taken, np.float32))
     for step in (0, len(taken) - 1):
         np.testing.assert_array_equal(race.frame(step), chosen[taken[step]])
+
+
+def test_a_writer_gives_up_after_retry_for_and_the_race_is_aborted(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    """A service full for longer than the writer's `retry_for`: the writer fails (naming
+    the 503 and the limit), `append` goes on dropping, and the race ends aborted."""
+    with _serve(tmp_path / "s") as server, replay.Client(server.url) as client:
+        budget = server.app.state.inserts.budget
+        writer = client.new_race(env="CarRacing-v3", codec="zstd", flush_interval=0.05, retry_for=2)
+        with budget.held(OTHER_RACE, budget.total):
+            assert writer.append(frames[0], reward=0)
+            _wait_for_error(writer)
+            assert not writer.append(frames[1], reward=1)  # failed: dropped, never held
+            with pytest.raises(replay.WriterFailedError, match="503") as failed:
+                writer.close()
+    assert "max_insert_bytes" in str(failed.value)
+    assert "tries" in str(failed.value)
+    stats = writer.stats()
+    assert (stats.appended, stats.written, stats.dropped) == (1, 0, 1)
+    race = replay.open_store(tmp_path / "s", mode="r").race(writer.race_id)
+    assert (race.status, race.length) == ("aborted", 0)
+
+
+def _wait_for_error(writer: replay.Writer, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while writer.stats().error is None:
+        assert time.monotonic() < deadline, "the writer never gave up"
+        time.sleep(0.05)
