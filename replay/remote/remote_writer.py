@@ -19,8 +19,8 @@ service's) is sent again, the same bytes from the same first step, after the ans
 `WriterFailedError`): the service acknowledges a chunk it already committed without
 applying it twice. While the background thread waits, the queue fills and `append`
 applies ``on_full``, as a local writer does when its disk is slow: the driver is never
-held longer than by a local writer's full ring. When nothing is appended for 5 flush intervals an
-empty chunk renews the race's lease.
+held longer than by a local writer's full ring. When nothing is appended for 5 flush
+intervals an empty chunk renews the race's lease.
 
     with Client(url).new_race(env="CarRacing-v3", codec="zstd") as writer:
         writer.append(frame, action=a, reward=r)

@@ -15,11 +15,13 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
+from click.testing import CliRunner
 from service_helpers import ThreadServer
 
 import replay
 from replay.codec.frames import ZstdFrames
 from replay.remote.chunks import MEDIA_TYPE, Chunk, pack
+from service.cli import serve
 from service.settings import Settings
 
 BODY = 128 << 10  # the largest chunk: 2 to 5 zstd CarRacing frames
@@ -259,3 +261,22 @@ def _wait_for_error(writer: replay.Writer, timeout: float = 60.0) -> None:
     while writer.stats().error is None:
         assert time.monotonic() < deadline, "the writer never gave up"
         time.sleep(0.05)
+
+
+def test_limits_that_no_chunk_could_fit_are_refused_at_start(tmp_path: Path) -> None:
+    replay.open_store(tmp_path / "s")
+    env = {"REPLAY_MAX_BODY_BYTES": str(BODY), "REPLAY_MAX_INSERT_BYTES_PER_RACE": str(BODY // 2)}
+    result = CliRunner().invoke(serve, [str(tmp_path / "s"), "--port", "0"], env=env)
+    assert result.exit_code != 0
+    assert f"max_insert_bytes_per_race ({BODY // 2}) is below max_body_bytes" in result.output
+    with pytest.raises(ValueError, match=rf"max_insert_bytes \({BODY}\) is below"):
+        Settings(
+            store=tmp_path / "s",
+            max_body_bytes=BODY,
+            max_insert_bytes=BODY,
+            max_insert_bytes_per_race=2 * BODY,
+        )
+    assert Settings(store=tmp_path / "s", max_body_bytes=BODY).insert_limits() == (
+        4 * BODY,
+        32 * BODY,
+    )
