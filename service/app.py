@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.sampler_cache_size, settings.max_batches_in_flight, settings.request_ids_ttl_s
     )
     errors.install(app)
-    app.state.inserts = Inserts(settings)
+    app.state.inserts = Inserts(settings, app.state.replay.metrics.registry)
     for module in (health, stats, races, frames, sample, metrics, viewer, insert):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")

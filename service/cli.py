@@ -81,6 +81,13 @@ def url_of(sock: socket.socket) -> str:
     "[REPLAY_MAX_REQUESTS_IN_FLIGHT; 256]. Open connections do not count: idle and "
     "slow ones are closed by the REPLAY_TIMEOUT_* timeouts.",
 )
+@click.option(
+    "--read-only",
+    is_flag=True,
+    default=None,
+    help="Refuse the recording routes (POST /v1/races...) with 403: actors cannot "
+    "record through this service; sampling and browsing work as ever [REPLAY_READ_ONLY].",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option(
     "--log-level",
@@ -95,6 +102,7 @@ def serve(
     token: str | None,
     allow_public: bool | None,
     limit_concurrency: int | None,
+    read_only: bool | None,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -108,21 +116,16 @@ def serve(
 
     from service.app import create_app
     from service.connections import uvicorn_config
-    from service.settings import Settings
 
-    given: dict[str, Any] = {
-        "store": store,
-        "host": host,
-        "port": port,
-        "token": token,
-        "allow_public": allow_public,
-        "max_requests_in_flight": limit_concurrency,
-    }
-    try:
-        settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    except pydantic.ValidationError as e:
-        messages = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
-        raise click.ClickException(messages) from None
+    settings = _settings(
+        store=store,
+        host=host,
+        port=port,
+        token=token,
+        allow_public=allow_public,
+        max_requests_in_flight=limit_concurrency,
+        read_only=read_only,
+    )
     try:
         open_store(settings.store, mode="r")
     except StoreError as e:
@@ -150,12 +153,26 @@ def serve(
         sock.close()
 
 
+def _settings(**given: Any) -> Settings:
+    """The settings: the options given, the rest from ``REPLAY_*`` (ClickException naming
+    what is wrong)."""
+    from service.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except pydantic.ValidationError as e:
+        messages = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+        raise click.ClickException(messages) from None
+
+
 def _announce(settings: Settings, url: str) -> None:
     """Say where the store is served, and how it is protected (a warning if it is not)."""
     click.echo(f"replay: serving {settings.store} at {url}  (API docs: {url}docs)", err=False)
     if settings.token is not None:
         click.echo("replay: a bearer token is required; open the viewer as <url>#token=<token>")
-    elif settings.allow_public:
+    if settings.read_only:
+        click.echo("replay: read-only: the recording routes answer 403")
+    if settings.token is None and settings.allow_public:
         click.echo(
             f"replay: WARNING: --allow-public and no token: anyone who can reach {url} "
             "reads the whole store. Set REPLAY_TOKEN (--token) unless that is intended.",

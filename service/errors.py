@@ -95,9 +95,14 @@ async def store_error_handler(request: Request, exc: Exception) -> Response:
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     """HTTPException (401, 404 of unknown routes, 405, ...) in the common error shape."""
     assert isinstance(exc, HTTPException)
-    name = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 503: "Busy"}.get(
-        exc.status_code, "HTTPError"
-    )
+    name = {
+        401: "Unauthorized",
+        404: "NotFound",
+        405: "MethodNotAllowed",
+        403: "Forbidden",
+        429: "Busy",
+        503: "Busy",
+    }.get(exc.status_code, "HTTPError")
     _count(request, name)
     body = Error(error=name, detail=str(exc.detail))
     return JSONResponse(body.model_dump(exclude_none=True), exc.status_code, headers=exc.headers)

@@ -6,6 +6,7 @@ order they arrive; different races in parallel. A race whose chunk failed to
 commit (a full disk, a store outage) is forgotten and taken back from the store
 (`RemoteRace.resume`) by its next chunk, so the in-memory state never runs
 ahead of what is committed; so is every race after a restart of the service.
+Chunks in flight are bounded in bytes, per race and in all (`budget`).
 
     inserts = Inserts(settings)
     race = inserts.create(RaceRequest(env="CarRacing-v3"))
@@ -19,19 +20,24 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from prometheus_client import CollectorRegistry
+
 from replay.errors import FrameError, RaceTakenOverError, StepDataError
 from replay.format.race import read_race_info
 from replay.remote.chunks import Chunk
 from replay.remote.ingest import ChunkGapError, RaceRequest, RemoteRace, create_race
 from replay.store import Store, open_store
+from service.insert_budget import InsertBudget
 from service.settings import Settings
 
 
 class Inserts:
     """Remote races being recorded through this service."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self._settings = settings
+        #: the chunk bytes in flight (`service.insert_budget`), gauges in `registry`
+        self.budget = InsertBudget(*settings.insert_limits(), registry=registry)
         self._store: Store | None = None
         self._lock = threading.Lock()
         self._races: dict[str, RemoteRace] = {}

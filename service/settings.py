@@ -92,6 +92,20 @@ class Settings(BaseSettings):
         False,
         description="Refuse the insert routes (403): actors cannot record through this service.",
     )
+    max_insert_bytes_per_race: int | None = Field(
+        None,
+        ge=1024,
+        description="Chunk bytes of one race being received and committed at once; a chunk "
+        "past it is answered 429 with Retry-After. At least max_body_bytes; "
+        "default 4 x max_body_bytes.",
+    )
+    max_insert_bytes: int | None = Field(
+        None,
+        ge=1024,
+        description="Chunk bytes of all races being received and committed at once; a chunk "
+        "past it is answered 503 with Retry-After. At least the per-race limit; "
+        "default 32 x max_body_bytes.",
+    )
     max_rate_wait_s: float = Field(
         2.0,
         ge=0,
@@ -124,6 +138,25 @@ class Settings(BaseSettings):
                 "--allow-public (REPLAY_ALLOW_PUBLIC=1) if that is really intended"
             )
         return self
+
+    @model_validator(mode="after")
+    def _insert_limits_fit_a_chunk(self) -> Self:
+        per_race, total = self.insert_limits()
+        if per_race < self.max_body_bytes:
+            raise ValueError(
+                f"max_insert_bytes_per_race ({per_race}) is below max_body_bytes "
+                f"({self.max_body_bytes}): the largest chunk would never be taken"
+            )
+        if total < per_race:
+            raise ValueError(
+                f"max_insert_bytes ({total}) is below max_insert_bytes_per_race ({per_race})"
+            )
+        return self
+
+    def insert_limits(self) -> tuple[int, int]:
+        """(bytes of one race, bytes of all races) of chunks in flight at once."""
+        per_race = self.max_insert_bytes_per_race or 4 * self.max_body_bytes
+        return per_race, self.max_insert_bytes or max(per_race, 32 * self.max_body_bytes)
 
     def token_value(self) -> str | None:
         """The token as plain text (None when auth is off)."""

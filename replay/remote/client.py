@@ -66,7 +66,8 @@ from replay.read.tensors import make_batch, to_numpy
 from replay.remote import protocol
 from replay.remote.ingest import RaceRequest
 from replay.remote.remote_writer import RemoteWriter, writer_options
-from replay.remote.retries import NOT_SENT, RETRYABLE, SAFE_METHODS, ServiceError, error_of
+from replay.remote.retries import NOT_SENT, RETRYABLE, SAFE_METHODS, RetryPolicy, error_of
+from replay.remote.retries import ServiceError as ServiceError  # raised by every call here
 from replay.sample.params import SamplerKwargs, SamplerParams
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,10 @@ class Client(Closing):
 
     `token` is sent as ``Authorization: Bearer``; `retries` more tries follow a
     failed connection or a 503, `backoff` seconds apart at first and doubling up to
-    `max_backoff` (the defaults wait about 22 s in all: a restarted service takes
-    1.3 s to accept connections again on an idle machine, several on a busy one,
-    plus however long it was down).
+    `max_backoff`, longer where the 503's ``Retry-After`` asks
+    (`replay.remote.retries.RetryPolicy`). The defaults wait about 22 s in all: a
+    restarted service takes 1.3 s to accept connections again on an idle machine,
+    several on a busy one, plus however long it was down.
     `transport` replaces httpx's (tests, custom TLS, proxies); `device` (``"auto"``:
     the GPU when there is one, else the CPU), `out` and `transform` are the
     defaults of `sample` and `batches`.
@@ -105,13 +107,11 @@ class Client(Closing):
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
-        if backoff < 0 or max_backoff < 0:
-            raise ValueError(f"backoff and max_backoff must be >= 0, got {backoff}, {max_backoff}")
+        self._retry = RetryPolicy(tries=retries + 1, backoff=backoff, max_backoff=max_backoff)
         headers = {"User-Agent": "replay-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = url.rstrip("/")
-        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.device, self.out, self.transform = device, out, transform
         self.corrupt_skipped = 0
         self._skipped_lock = threading.Lock()
@@ -139,30 +139,15 @@ class Client(Closing):
         """
         headers = kwargs.get("headers") or {}
         repeatable = method.upper() in SAFE_METHODS or protocol.REQUEST_ID_HEADER in headers
-        retry_on = RETRYABLE if repeatable else NOT_SENT
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as e:
-                where = f"{method} {self.url}{path}"
-                if not isinstance(e, retry_on):
-                    why = "" if repeatable else "; not retried, as the service may have acted on it"
-                    raise ServiceError(f"{where}: no answer ({type(e).__name__}: {e}){why}") from e
-                if last:
-                    raise ServiceError(f"{where}: no answer after {attempt + 1} tries ({e})") from e
-            else:
-                busy = response.status_code == 503 and (
-                    repeatable or "Retry-After" in response.headers
-                )
-                if not busy or last:
-                    if response.status_code >= 400:
-                        raise error_of(response)
-                    return response
-            time.sleep(delay)
-            delay = min(2 * delay, max(self.backoff, self.max_backoff))
-        raise AssertionError("unreachable")  # pragma: no cover
+        response = self._retry.call(
+            lambda: self._http.request(method, path, **kwargs),
+            where=f"{method} {self.url}{path}",
+            retry_on=RETRYABLE if repeatable else NOT_SENT,
+            busy=lambda r: r.status_code == 503 and (repeatable or "Retry-After" in r.headers),
+        )
+        if response.status_code >= 400:
+            raise error_of(response)
+        return response
 
     def _acting(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A call that acts (draws a batch, sets priorities), under a fresh request id
@@ -372,11 +357,15 @@ class Client(Closing):
         how long a chunk is sent again while the service does not answer. Frames are
         encoded here (`replay.remote.remote_writer`); the service commits them.
         """
-        writer = writer_options(options)
+        settings, retry_for = writer_options(options)
         request = RaceRequest(env=env, **options)  # TypeError for an unknown argument
         codec, specs = request.check()
-        race = self.request("POST", "/v1/races", json=dataclasses.asdict(request)).json()
-        return RemoteWriter(self._http, race, codec, specs, **writer)
+        created = self.request("POST", "/v1/races", json=dataclasses.asdict(request)).json()
+        info = self.race(str(created["race_id"]))
+        max_chunk = int(created["max_chunk_bytes"])
+        return RemoteWriter(
+            self._http, info, codec, specs, settings, max_chunk_bytes=max_chunk, retry_for=retry_for
+        )
 
 
 def _race_path(race_id: str) -> str:

@@ -3,19 +3,24 @@
 Made by `replay.Client.new_race`, it has the local writer's interface (`append`,
 `frame_buffer`, `stats`, `close`, context manager: an exception marks the race
 aborted). `append` checks the frame and steps, copies the frame and enqueues it
-(bounded by `queue_size`; when full, ``on_full="block"`` waits and ``"drop"``
-drops, counted). A background thread encodes frames with the race's codec
+(bounded by `queue_size`, by default half a second of frames as a local writer's
+ring; when full, ``on_full="block"`` waits and ``"drop"`` drops, counted in
+`stats().dropped`). A background thread encodes frames with the race's codec
 (`replay.codec.frames`: libjpeg-turbo or zstd, the local writer's encoders), so
 raw frames never cross the network, and sends them in chunks
 (`replay.remote.chunks`) at least every `flush_interval`, each at most the
 service's ``max_chunk_bytes``. A chunk counts as written once the service
 acknowledges it: it is then committed to the store.
 
-A chunk whose answer is lost (a broken connection, a 503 or 429, the service
-restarting) is sent again, the same bytes from the same first step, for up to
-`retry_for` seconds: the service acknowledges a chunk it already committed
-without applying it twice. When nothing is appended for 5 flush intervals an
-empty chunk renews the race's lease.
+A chunk whose answer is lost (a broken connection, the service restarting) or
+refused for back-pressure (429: this race's chunk bytes in flight are full, 503: the
+service's) is sent again, the same bytes from the same first step, after the answer's
+``Retry-After``, for up to `retry_for` seconds (then the writer fails: `close` raises
+`WriterFailedError`): the service acknowledges a chunk it already committed without
+applying it twice. While the background thread waits, the queue fills and `append`
+applies ``on_full``, as a local writer does when its disk is slow: the driver is never
+held longer than by a local writer's full ring. When nothing is appended for 5 flush
+intervals an empty chunk renews the race's lease.
 
     with Client(url).new_race(env="CarRacing-v3", codec="zstd") as writer:
         writer.append(frame, action=a, reward=r)
@@ -38,12 +43,13 @@ import numpy.typing as npt
 from replay.errors import ReplayError, WriterClosedError, WriterFailedError
 from replay.format import spec as fmt
 from replay.remote.chunks import EXPECTED_STEP_HEADER, MAX_FRAMES, MEDIA_TYPE, Chunk, pack
-from replay.remote.retries import error_of
-from replay.write.settings import QueuePolicy, WriterSettings
+from replay.remote.retries import RetryPolicy, error_of
+from replay.write.settings import WriterSettings
 from replay.write.writer import Writer, WriterStats
 
 if TYPE_CHECKING:
     from replay.codec.frames import FrameCodec
+    from replay.format.race import RaceInfo
     from replay.format.race_schema import StepSpec
 
 log = logging.getLogger(__name__)
@@ -58,60 +64,59 @@ BUSY = (429, 503)  # answers that mean "not now": the chunk is sent again
 WRITER_OPTIONS = ("queue_size", "on_full", "retry_for")
 
 
-def writer_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Take the writer's settings out of `new_race`'s `options` (checked; ValueError);
-    ``flush_interval`` stays there too (the service's lease needs it)."""
+def writer_options(options: dict[str, Any]) -> tuple[WriterSettings, float]:
+    """Take the writer's settings and `retry_for` out of `new_race`'s `options` (checked:
+    ValueError naming the value); ``flush_interval`` stays there too (the service's lease
+    needs it)."""
     if options.pop("device", "cpu") not in ("auto", "cpu"):
         raise ValueError("a remote writer encodes on the CPU: device must be 'auto' or 'cpu'")
     writer = {k: options.pop(k) for k in WRITER_OPTIONS if k in options}
-    writer["flush_interval"] = options.setdefault("flush_interval", 1.0)
-    WriterSettings(  # validated when made: ValueError naming the bad value
-        flush_interval=writer["flush_interval"],
-        queue_size=writer.get("queue_size", 32),
-        on_full=writer.get("on_full", "block"),
+    retry_for = writer.pop("retry_for", 60.0)
+    if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) or retry_for < 0:
+        raise ValueError(f"retry_for must be a number of seconds >= 0, got {retry_for!r}")
+    settings = WriterSettings(  # validated when made: ValueError naming the bad value
+        flush_interval=options.setdefault("flush_interval", 1.0),
         device="cpu",
         writer="thread",
+        **writer,
     )
-    return writer
+    return settings, float(retry_for)
 
 
 class RemoteWriter(Writer):
     """Records one race through a replay service; create it with `Client.new_race`.
 
-    `race` is the service's answer to ``POST /v1/races``; `http` the client's
-    connection pool (its base URL and token).
+    `info` is the race as the service created it; `http` the client's connection pool
+    (its base URL and token); `settings` are the writer's (``device="cpu"``: frames are
+    encoded here, on the CPU); the queue holds `settings.slots(fps)` frames, as a local
+    writer's ring. `max_chunk_bytes` is the service's largest chunk; a chunk is sent
+    again for `retry_for` seconds (`replay.remote.retries.RetryPolicy`).
     """
 
     def __init__(
         self,
         http: httpx.Client,
-        race: dict[str, Any],
+        info: RaceInfo,
         codec: FrameCodec,
         specs: list[StepSpec],
+        settings: WriterSettings,
         *,
-        flush_interval: float,
-        queue_size: int = 32,
-        on_full: QueuePolicy = "block",
+        max_chunk_bytes: int,
         retry_for: float = 60.0,
     ) -> None:
-        self.race_id = str(race["race_id"])
-        self.device = "cpu"
+        super().__init__(info, specs, settings)
         self.pid = os.getpid()
-        self._gpu = 0
         self._http = http
-        self._specs = {s.name: s for s in specs}
         #: bytes one step adds to a chunk beyond its frame
         self._step_nbytes = PER_STEP_OVERHEAD + sum(
             s.dtype.itemsize * int(np.prod(s.shape, dtype=np.int64)) for s in specs
         )
-        self._shape = (int(race["height"]), int(race["width"]), 3)
-        self._shard_size = int(race["shard_size"])
-        self._max_chunk = int(race["max_chunk_bytes"])
+        self._shard_size = info.shard_size
+        self._max_chunk = max_chunk_bytes
         self._codec = codec
-        self._flush_interval = flush_interval
-        self._retry_for = retry_for
-        self._on_full = on_full
-        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
+        self._flush_interval = settings.flush_interval
+        self._retry = RetryPolicy(deadline_s=retry_for, backoff=0.05, max_backoff=2.0)
+        self._queue: queue.Queue[Any] = queue.Queue(self._slots)
         self._lent: npt.NDArray[np.uint8] | None = None
         self._closed = self._close_seen = False
         self._lock = threading.Lock()
@@ -288,28 +293,19 @@ class RemoteWriter(Writer):
         self._acked = length
 
     def _post(self, path: str, **kwargs: Any) -> httpx.Response:
-        """POST, tried again on a broken connection or a busy answer for `retry_for` s.
-        A 409 naming the expected step answers like an acknowledgement of that length."""
-        deadline = time.monotonic() + self._retry_for
-        delay = 0.05
-        while True:
-            try:
-                response = self._http.post(path, **kwargs)
-            except httpx.TransportError as e:
-                problem = f"no answer ({type(e).__name__}: {e})"
-            else:
-                if response.status_code == 409 and EXPECTED_STEP_HEADER in response.headers:
-                    expected = int(response.headers[EXPECTED_STEP_HEADER])
-                    return httpx.Response(200, json={"length": expected})
-                if response.status_code < 400:
-                    return response
-                if response.status_code not in BUSY:
-                    raise error_of(response)
-                problem = f"{response.status_code} {response.reason_phrase}"
-                delay = max(delay, float(response.headers.get("Retry-After", delay)))
-            if time.monotonic() + delay > deadline:
-                raise WriterFailedError(
-                    f"race {self.race_id}: POST {path} failed for {self._retry_for} s: {problem}"
-                )
-            time.sleep(delay)
-            delay = min(2 * delay, 2.0)
+        """POST, tried again on a broken connection or a busy answer (429, 503: the
+        service's chunk bytes in flight are full, or it restarts) for `retry_for` s,
+        waiting as ``Retry-After`` asks: the background thread waits, the queue fills and
+        `append` applies ``on_full``. A 409 naming the expected step answers like an
+        acknowledgement of that length."""
+        response = self._retry.call(
+            lambda: self._http.post(path, **kwargs),
+            where=f"race {self.race_id}: POST {path}",
+            retry_on=(httpx.TransportError,),  # every insert call may be repeated
+            busy=lambda r: r.status_code in BUSY,
+        )
+        if response.status_code == 409 and EXPECTED_STEP_HEADER in response.headers:
+            return httpx.Response(200, json={"length": int(response.headers[EXPECTED_STEP_HEADER])})
+        if response.status_code >= 400:
+            raise error_of(response)
+        return response

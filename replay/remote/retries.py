@@ -1,7 +1,18 @@
-"""How the client talks HTTP: which failed tries may be repeated, and which
-`ReplayError` an error answer of the service stands for (`replay.remote.client`)."""
+"""How the client talks HTTP: which failed tries may be repeated, how long and how
+often (`RetryPolicy`, one for `Client` calls and `RemoteWriter` chunks alike), and which
+`ReplayError` an error answer of the service stands for (`replay.remote.client`).
+
+    policy = RetryPolicy(deadline_s=60, backoff=0.05, max_backoff=2)
+    response = policy.call(lambda: http.post(path, content=body), where="POST /v1/...",
+                           retry_on=(httpx.TransportError,), busy=lambda r: r.status_code == 503)
+"""
 
 from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 
@@ -65,3 +76,89 @@ def error_of(response: httpx.Response) -> ReplayError:
         status=response.status_code,
         error=name,
     )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Tries a call again after a failed connection or a busy answer, with backoff.
+
+    At most `tries` tries (None: no count) and, from the first try on, at most
+    `deadline_s` seconds (None: no deadline; one of the two must be set). The pause
+    starts at `backoff` seconds and doubles up to `max_backoff`; a busy answer's
+    ``Retry-After`` (seconds) lengthens it, up to `max_backoff` (the caller's own
+    bound on one wait). A try that would start past the deadline is not made.
+    """
+
+    tries: int | None = None
+    deadline_s: float | None = None
+    backoff: float = 0.1
+    max_backoff: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.tries is None and self.deadline_s is None:
+            raise ValueError("a RetryPolicy needs tries or deadline_s (or both)")
+        if self.tries is not None and self.tries < 1:
+            raise ValueError(f"tries must be >= 1, got {self.tries}")
+        if self.deadline_s is not None and not self.deadline_s >= 0:
+            raise ValueError(f"deadline_s must be >= 0 seconds, got {self.deadline_s!r}")
+        if not (self.backoff >= 0 and self.max_backoff >= 0):
+            raise ValueError(
+                f"backoff and max_backoff must be >= 0, got {self.backoff}, {self.max_backoff}"
+            )
+
+    def call(
+        self,
+        send: Callable[[], httpx.Response],
+        *,
+        where: str,
+        retry_on: tuple[type[httpx.TransportError], ...],
+        busy: Callable[[httpx.Response], bool],
+    ) -> httpx.Response:
+        """`send()` until it gives an answer that is not `busy` (returned, whatever its
+        status). A transport error not in `retry_on` raises `ServiceError` at once; tries
+        or time spent raise `ServiceError` naming the last problem (the error answer's
+        `ReplayError` for a busy answer)."""
+        started = time.monotonic()
+        delay = self.backoff
+        attempt = 0
+        while True:
+            attempt += 1
+            failed: httpx.TransportError | None = None
+            try:
+                response = send()
+            except httpx.TransportError as e:
+                if not isinstance(e, retry_on):
+                    raise ServiceError(
+                        f"{where}: no answer ({type(e).__name__}: {e}); not retried, as the "
+                        "service may have acted on it"
+                    ) from e
+                wait, failed = delay, e
+            else:
+                if not busy(response):
+                    return response
+                wait = max(delay, min(_retry_after(response), self.max_backoff))
+            spent = time.monotonic() - started
+            out_of_time = self.deadline_s is not None and spent + wait > self.deadline_s
+            if out_of_time or (self.tries is not None and attempt >= self.tries):
+                tried = f"after {attempt} tries in {spent:.1f} s"
+                if failed is not None:
+                    raise ServiceError(f"{where}: no answer {tried} ({failed})") from failed
+                raise _gave_up(error_of(response), tried)
+            time.sleep(wait)
+            delay = min(2 * delay, max(self.backoff, self.max_backoff))
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """A busy answer's ``Retry-After`` in seconds (0 when absent or not a number)."""
+    try:
+        seconds = float(response.headers.get("Retry-After", "0"))
+    except ValueError:
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+def _gave_up(error: ReplayError, tried: str) -> ReplayError:
+    """`error` of the last busy answer, its message saying how long it was tried."""
+    if isinstance(error, ServiceError):
+        return ServiceError(f"{error} ({tried})", status=error.status, error=error.error)
+    return error

@@ -5,7 +5,9 @@ An actor creates a race (JSON), sends its steps in chunks
 once committed to the store, and closes it. docs/protocol.md ("Recording over
 HTTP") specifies the routes; `service.inserts` holds the races. The routes need
 the token when one is set, and answer 403 when the service is read-only
-(``REPLAY_READ_ONLY=1``) or its store cannot be written.
+(``replay serve --read-only``, ``REPLAY_READ_ONLY=1``) or its store cannot be written.
+A chunk past the bytes in flight its race or the service may hold
+(`service.insert_budget`) is answered 429 or 503 with Retry-After, undecoded.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ REFUSED: dict[int | str, dict[str, Any]] = {
     403: {"model": Error, "description": "The service or its store is read-only."},
     409: {"model": Error, "description": "A gap (Replay-Expected-Step), or a closed race."},
     422: {"model": Error, "description": "Frames or steps that are not the race's."},
+    429: {"model": Error, "description": "The race's chunk bytes in flight are full: Retry-After."},
+    503: {
+        "model": Error,
+        "description": "The service's chunk bytes in flight are full: Retry-After.",
+    },
 }
 
 Name = Annotated[str, Field(max_length=200)]
@@ -88,7 +95,10 @@ class CloseRace(BaseModel):
 def inserts_of(request: Request, settings: SettingsDep) -> Inserts:
     """The app's `Inserts`; 403 when the service is read-only."""
     if settings.read_only:
-        raise HTTPException(403, detail="this service is read-only (REPLAY_READ_ONLY)")
+        raise HTTPException(
+            403,
+            detail="this service is read-only (--read-only, REPLAY_READ_ONLY): it records nothing",
+        )
     inserts: Inserts = request.app.state.inserts
     return inserts
 
@@ -147,8 +157,9 @@ async def add_chunk(
     inserts = inserts_of(request, settings)
     if content_type.split(";")[0].strip() != chunks.MEDIA_TYPE:
         raise HTTPException(415, detail=f"a chunk is {chunks.MEDIA_TYPE}, not {content_type!r}")
-    chunk = chunks.unpack(await request.body())
-    length = await _run(inserts.apply, race_id, chunk)
+    body = await request.body()  # received whole already (`BodyLimitMiddleware`)
+    with inserts.budget.held(race_id, len(body)):  # 429 / 503 with Retry-After when full
+        length = await _run(inserts.apply, race_id, chunks.unpack(body))
     return Committed(race_id=race_id, length=length)
 
 
