@@ -51,6 +51,7 @@ from typing import Any, Unpack
 import httpx
 
 from replay.closing import Closing
+from replay.codec.frames import writer_device
 from replay.codec.transform import Transform
 from replay.errors import (
     CorruptDataError,
@@ -353,13 +354,17 @@ class Client(Closing):
 
         The arguments are `Store.new_race`'s (``map, policy, fps, height, width,
         action_shape, extras, meta, codec, quality, subsampling, shard_size`` describe
-        the race; ``flush_interval, queue_size, on_full`` the writer) and `retry_for`,
-        how long a chunk is sent again while the service does not answer. Frames are
-        encoded here (`replay.remote.remote_writer`); the service commits them.
+        the race; ``flush_interval, queue_size, on_full, device`` the writer) and
+        `retry_for`, how long a chunk is sent again while the service does not answer.
+        Frames are encoded here (`replay.remote.remote_writer`: ``device="cuda"`` takes
+        CUDA frames and encodes JPEG with nvJPEG; ``"auto"``, the default, takes the GPU
+        for a JPEG race where one works); the service commits them.
         """
         settings, retry_for = writer_options(options)
         request = RaceRequest(env=env, **options)  # TypeError for an unknown argument
         codec, specs = request.check()
+        device = writer_device(codec, settings.device)  # before the race exists
+        settings = dataclasses.replace(settings, device=device).resolved()
         created = self.request("POST", "/v1/races", json=dataclasses.asdict(request)).json()
         info = self.race(str(created["race_id"]))
         max_chunk = int(created["max_chunk_bytes"])

@@ -6,8 +6,8 @@ aborted). `append` checks the frame and steps, copies the frame and enqueues it
 (bounded by `queue_size`, by default half a second of frames as a local writer's
 ring; when full, ``on_full="block"`` waits and ``"drop"`` drops, counted in
 `stats().dropped`). A background thread encodes frames with the race's codec
-(`replay.codec.frames`: libjpeg-turbo or zstd, the local writer's encoders), so
-raw frames never cross the network, and sends them in chunks
+(`replay.codec.frames`, the local writer's encoders: nvJPEG on a CUDA writer,
+libjpeg-turbo or zstd on the CPU), so raw frames never cross the network, and sends them in chunks
 (`replay.remote.chunks`) at least every `flush_interval`, each at most the
 service's ``max_chunk_bytes``. A chunk counts as written once the service
 acknowledges it: it is then committed to the store.
@@ -28,6 +28,7 @@ intervals an empty chunk renews the race's lease.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -40,6 +41,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from replay.codec.devices import on_device
 from replay.errors import ReplayError, WriterClosedError, WriterFailedError
 from replay.format import spec as fmt
 from replay.remote.chunks import EXPECTED_STEP_HEADER, MAX_FRAMES, MEDIA_TYPE, Chunk, pack
@@ -68,15 +70,13 @@ def writer_options(options: dict[str, Any]) -> tuple[WriterSettings, float]:
     """Take the writer's settings and `retry_for` out of `new_race`'s `options` (checked:
     ValueError naming the value); ``flush_interval`` stays there too (the service's lease
     needs it)."""
-    if options.pop("device", "cpu") not in ("auto", "cpu"):
-        raise ValueError("a remote writer encodes on the CPU: device must be 'auto' or 'cpu'")
     writer = {k: options.pop(k) for k in WRITER_OPTIONS if k in options}
     retry_for = writer.pop("retry_for", 60.0)
     if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) or retry_for < 0:
         raise ValueError(f"retry_for must be a number of seconds >= 0, got {retry_for!r}")
     settings = WriterSettings(  # validated when made: ValueError naming the bad value
         flush_interval=options.setdefault("flush_interval", 1.0),
-        device="cpu",
+        device=options.pop("device", "auto"),
         writer="thread",
         **writer,
     )
@@ -87,10 +87,12 @@ class RemoteWriter(Writer):
     """Records one race through a replay service; create it with `Client.new_race`.
 
     `info` is the race as the service created it; `http` the client's connection pool
-    (its base URL and token); `settings` are the writer's (``device="cpu"``: frames are
-    encoded here, on the CPU); the queue holds `settings.slots(fps)` frames, as a local
-    writer's ring. `max_chunk_bytes` is the service's largest chunk; a chunk is sent
-    again for `retry_for` seconds (`replay.remote.retries.RetryPolicy`).
+    (its base URL and token); `settings` are the writer's, resolved (``device`` "cpu" or
+    "cuda:N": a CUDA writer takes CUDA frames, keeps its queue in device memory and
+    encodes JPEG with nvJPEG, as a local CUDA writer); the queue holds
+    `settings.slots(fps)` frames, as a local writer's ring. `max_chunk_bytes` is the
+    service's largest chunk; a chunk is sent again for `retry_for` seconds
+    (`replay.remote.retries.RetryPolicy`).
     """
 
     def __init__(
@@ -129,6 +131,8 @@ class RemoteWriter(Writer):
         self._thread = threading.Thread(
             target=self._run, name=f"replay-remote-{self.race_id}", daemon=True
         )
+        if self.device == "cuda":
+            codec.prepare(self.device, self._gpu)  # now, not on the driver's first frames
         self._thread.start()
 
     # -- driver side -------------------------------------------------------------------
@@ -137,7 +141,7 @@ class RemoteWriter(Writer):
         if self._closed:
             raise WriterClosedError(f"race {self.race_id}: frame_buffer() after close()")
         if self._lent is None:
-            self._lent = np.empty(self._shape, dtype=np.uint8)
+            self._lent = self._copy(None)
         return self._lent
 
     def append(self, frame: Any, **steps: Any) -> bool:
@@ -146,17 +150,42 @@ class RemoteWriter(Writer):
         values = self._check_steps(steps)
         lent, self._lent = self._lent, None
         if frame is not lent or lent is None:
-            frame = np.array(self._check_frame(frame)[0], order="C", copy=True)
+            frame = self._copy(self._check_frame(frame)[0])
+        ready = self._drawn()
         if self._error is not None:
             self._dropped += 1
             return False
         try:
-            self._queue.put((frame, values), block=self._on_full == "block")
+            self._queue.put((frame, values, ready), block=self._on_full == "block")
         except queue.Full:
             self._dropped += 1
             return False
         self._appended += 1
         return True
+
+    def _copy(self, frame: Any) -> Any:
+        """A copy of `frame` the background thread owns (an empty frame for None): in
+        device memory on a CUDA writer (host frames uploaded), else on the host."""
+        if self.device != "cuda":
+            if frame is None:
+                return np.empty(self._shape, dtype=np.uint8)
+            return np.array(frame, order="C", copy=True)
+        import cupy
+
+        with on_device(self._gpu):
+            return cupy.empty(self._shape, cupy.uint8) if frame is None else cupy.array(frame)
+
+    def _drawn(self) -> Any:
+        """On a CUDA writer, an event past the work that drew or copied the frame on the
+        current stream: the encoder waits for it, the driver does not."""
+        if self.device != "cuda":
+            return None
+        import cupy
+
+        with on_device(self._gpu):
+            event = cupy.cuda.Event(disable_timing=True)
+            event.record()
+        return event
 
     def stats(self) -> WriterStats:
         """A snapshot of the counters: `written` steps are acknowledged (committed)."""
@@ -200,8 +229,9 @@ class RemoteWriter(Writer):
     # -- background thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self._loop()
+        try:  # a new thread starts on GPU 0, not the writer's
+            with on_device(self._gpu) if self.device == "cuda" else contextlib.nullcontext():
+                self._loop()
         except BaseException as e:  # reported through stats() and close()
             log.exception("race %s: remote writer failed", self.race_id)
             self._error = e
@@ -213,7 +243,7 @@ class RemoteWriter(Writer):
         last_sent = time.monotonic()
         closing = False
         while not closing:
-            batch: list[tuple[npt.NDArray[np.uint8], dict[str, npt.NDArray[Any]]]] = []
+            batch: list[tuple[Any, dict[str, npt.NDArray[Any]], Any]] = []
             timeout = max(0.0, next_flush - time.monotonic())
             try:
                 item = self._queue.get(timeout=timeout)
@@ -236,14 +266,19 @@ class RemoteWriter(Writer):
                     last_sent = now
                 next_flush = now + self._flush_interval
 
-    def _encode(self, batch: list[tuple[npt.NDArray[np.uint8], dict[str, Any]]]) -> None:
+    def _encode(self, batch: list[tuple[Any, dict[str, Any], Any]]) -> None:
         started = time.perf_counter()
-        blobs = self._codec.encode([frame for frame, _ in batch], spare_core=True)
+        for _, _, ready in batch:
+            if ready is not None:
+                ready.synchronize()
+        frames = [frame for frame, _, _ in batch]
+        blobs = self._codec.encode(frames, device=self.device, gpu=self._gpu, spare_core=True)
         took = time.perf_counter() - started
         self._encode_s += took
         self._encoded += len(batch)
         self._encode_recent.extend([took / len(batch)] * len(batch))
-        self._pending.extend((blob, steps) for blob, (_, steps) in zip(blobs, batch, strict=True))
+        steps = [values for _, values, _ in batch]
+        self._pending.extend(zip(blobs, steps, strict=True))
 
     def _pending_nbytes(self) -> int:
         return sum(len(blob) for blob, _ in self._pending)

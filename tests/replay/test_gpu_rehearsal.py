@@ -63,7 +63,8 @@ def gpu_test_ids() -> set[str]:
     """The gpu-marked tests this environment collects, named as tests.json names them."""
     done = run(
         sys.executable, "-m", "pytest", "-q", "--collect-only", "-m", "gpu", "-p",
-        "no:cacheprovider", "tests/replay", "tests/capture", cwd=ROOT,
+        "no:cacheprovider", "tests/replay", "tests/capture",
+        *map(str, sorted(ROOT.glob("tests/service/*_gpu.py"))), cwd=ROOT,
     )  # fmt: skip
     ids = (line.split("::", 1) for line in done.stdout.splitlines() if "::" in line)
     return {f"{path.removesuffix('.py').replace('/', '.')}::{name}" for path, name in ids}

@@ -17,6 +17,7 @@ import simplejpeg
 from service_helpers import ThreadServer
 
 import replay
+from replay.codec.devices import cuda_available
 from replay.codec.frames import JpegFrames, ZstdFrames
 from replay.remote.chunks import EXPECTED_STEP_HEADER, MEDIA_TYPE, Chunk, pack
 from service.settings import Settings
@@ -281,3 +282,16 @@ def test_several_actors_record_at_once_in_chunks_under_the_body_limit(
         np.testing.assert_array_equal(race.steps("reward"), np.arange(20, dtype=np.float32))
         local = JpegFrames(90, "420").encode([frames[k::2][19]])[0]
         assert race.frame_bytes(19) == local
+
+
+@pytest.mark.skipif(cuda_available(), reason="checks the error of a machine without a GPU")
+def test_a_device_that_is_not_there_is_refused_before_the_race_exists(tmp_path: Path) -> None:
+    # The CUDA path itself: tests/service/test_remote_record_gpu.py (marked gpu).
+    with _serve(tmp_path / "s") as server, replay.Client(server.url) as client:
+        with pytest.raises(RuntimeError, match="no CUDA device is visible"):
+            client.new_race(env="CarRacing-v3", codec="jpeg", device="cuda")
+        with pytest.raises(ValueError, match="'tpu'"):
+            client.new_race(env="CarRacing-v3", device="tpu")
+        with client.new_race(env="CarRacing-v3", codec="jpeg", device="auto") as writer:
+            assert writer.device == "cpu"  # no GPU here: libjpeg-turbo
+    assert len(replay.open_store(tmp_path / "s", mode="r").race_ids()) == 1
