@@ -1,0 +1,131 @@
+"""Remote recording across an actor's failures: an actor process killed with SIGKILL
+mid-race, and an actor behind a slow link (the project's delay proxy). Real uvicorn
+(`ServerProcess`) on loopback, real stores, real CarRacing frames, zstd races so
+every committed frame is checked byte for byte."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from service_helpers import assert_sampled_from
+
+import replay
+from replay.bench.delay_proxy import DelayProxy
+from replay.format import spec as fmt
+from replay.maintenance.recovery import recover
+from service.tools.process import ServerProcess
+
+BODY = {"REPLAY_MAX_BODY_BYTES": str(16 << 20)}  # chunks of a few real frames each
+WRITER_CHILD = Path(__file__).parents[1] / "replay" / "writer_child.py"
+FLUSH = 0.1
+
+
+def _progress(line: str) -> tuple[int, int]:
+    """(appended, written) from the child's "appended A written W" line."""
+    words = line.split()
+    assert words[0::2] == ["appended", "written"], line
+    return int(words[1]), int(words[3])
+
+
+def _kill_actor_mid_race(url: str, frames_file: Path) -> tuple[str, int, int]:
+    """Run an actor (writer_child.py, remote, zstd) at 30 FPS; SIGKILL it once 20 steps
+    are acknowledged. (race id, appended, written) as the actor last told them."""
+    options = ["--codec", "zstd", "--count", "100000", "--shard-size", "8", "--progress"]
+    options += ["--flush-interval", str(FLUSH)]
+    child = subprocess.Popen(
+        [sys.executable, str(WRITER_CHILD), url, str(frames_file), *options],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    race_id = child.stdout.readline().strip()
+    try:
+        for line in child.stdout:
+            if _progress(line)[1] >= 20:
+                break
+    finally:
+        child.send_signal(signal.SIGKILL)
+        rest = child.communicate(timeout=30)[0].splitlines()
+    assert child.returncode == -signal.SIGKILL
+    appended, written = _progress(rest[-1] if rest else line)
+    return race_id, appended, written
+
+
+@pytest.mark.slow
+def test_an_actor_killed_mid_race_loses_only_what_was_not_acknowledged(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    """SIGKILL of the actor's process: every step it saw acknowledged is in the store once
+    (rewards 0..L-1, frames byte-equal), nothing past what it appended; the race stays
+    ``recording`` under the service's lease until the lease times out, then recovery
+    closes it as aborted, and its steps are sampled by the embedded sampler and through
+    the service."""
+    replay.open_store(tmp_path / "s")
+    np.save(tmp_path / "frames.npy", np.stack(frames))
+    with ServerProcess(tmp_path / "s", env=BODY) as server:
+        race_id, appended, written = _kill_actor_mid_race(server.url, tmp_path / "frames.npy")
+        store = replay.open_store(tmp_path / "s")
+        race = store.race(race_id)
+        assert race.status == fmt.RECORDING
+        # acknowledged steps all there; at most the unacknowledged ones (and the one
+        # append after the last line the actor printed) lost
+        assert written <= race.length <= appended + 1
+        np.testing.assert_array_equal(race.steps("reward"), np.arange(race.length))
+        for step in range(race.length):
+            np.testing.assert_array_equal(race.frame(step), frames[step % len(frames)])
+        assert race_id in recover(store.storage).live  # the lease is still fresh
+        heartbeat = float(race.info.lease["heartbeat"])  # type: ignore[index]
+        expired = heartbeat + fmt.lease_ttl(FLUSH) + 1
+        assert recover(store.storage, now=expired).aborted == [race_id]
+        after = replay.open_store(tmp_path / "s", mode="r").race(race_id)
+        assert (after.status, after.length) == (fmt.ABORTED, race.length)
+        only = {"race_ids": [race_id]}
+        embedded = store.sampler(batch_size=8, seed=1, filters=only).sample()
+        assert_sampled_from(embedded, race_id, frames)
+        with replay.Client(server.url) as client:
+            assert client.race(race_id).status == fmt.ABORTED
+            assert_sampled_from(client.sample(batch_size=8, filters=only), race_id, frames)
+
+
+@pytest.mark.slow
+def test_a_race_over_a_slow_link_is_recorded_whole_and_never_blocks_the_driver(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    """Actor -> `DelayProxy` (every request held 150 ms, a long round trip) -> service.
+    The writer keeps sending chunks of many steps while the driver appends at 30 FPS:
+    with ``on_full="drop"`` nothing is dropped (the queue never filled, so a blocking
+    writer would never have waited), and at close every appended step is acknowledged
+    and in the store, byte-exact."""
+    replay.open_store(tmp_path / "s")
+    steps = 3 * len(frames)
+    with (
+        ServerProcess(tmp_path / "s", env=BODY) as server,
+        DelayProxy("127.0.0.1", int(server.url.rsplit(":", 1)[1]), delay=0.15) as proxy,
+        replay.Client(proxy.endpoint) as client,
+    ):
+        writer = client.new_race(
+            env="CarRacing-v3", codec="zstd", flush_interval=0.05, on_full="drop", queue_size=32
+        )
+        deepest = 0
+        for step in range(steps):
+            assert writer.append(frames[step % len(frames)], reward=step)
+            deepest = max(deepest, writer.stats().queue_depth)
+            time.sleep(1 / 30)
+        unacknowledged = writer.stats().appended - writer.stats().written
+        writer.close()
+    stats = writer.stats()
+    assert (stats.appended, stats.written, stats.dropped, stats.error) == (steps, steps, 0, None)
+    assert deepest < 32
+    assert unacknowledged > 0  # the link was slow: steps were still on their way
+    race = replay.open_store(tmp_path / "s", mode="r").race(writer.race_id)
+    assert (race.status, race.length) == (fmt.COMPLETE, steps)
+    np.testing.assert_array_equal(race.steps("reward"), np.arange(steps))
+    for step in range(0, steps, 5):
+        np.testing.assert_array_equal(race.frame(step), frames[step % len(frames)])
