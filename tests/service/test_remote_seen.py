@@ -53,7 +53,9 @@ def _listed(http: httpx.Client, race_id: str, at_least: int) -> dict[str, Any]:
     refreshes its index of recording races every second)."""
     deadline = time.monotonic() + 30
     while True:
-        items = {r["race_id"]: r for r in http.get("/v1/races").json()["items"]}
+        items: dict[str, dict[str, Any]] = {
+            r["race_id"]: r for r in http.get("/v1/races").json()["items"]
+        }
         if race_id in items and items[race_id]["length"] >= at_least:
             return items[race_id]
         assert time.monotonic() < deadline, items
