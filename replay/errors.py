@@ -8,6 +8,7 @@ messages. Messages name the offending value (the path, race, shard or step).
     ├── StoreError              a path is not a store, or cannot be used as one
     │   ├── ReadOnlyStoreError  a write was attempted on a store opened read-only
     │   └── RaceBusyError       repair/recover/prune refused: the race's writer is alive
+    │                           (or chunks: the race's service on another host may be)
     ├── RaceNotFoundError       no race with that id (also: a malformed id)
     ├── FrameError              a frame of the wrong shape, dtype or kind
     ├── StepDataError           per-step data of the wrong shape or an unknown key
@@ -35,7 +36,8 @@ class ReadOnlyStoreError(StoreError):
 
 
 class RaceBusyError(StoreError):
-    """A race's writer is alive, so repair, recover and prune leave the race alone."""
+    """A race's writer is alive (as far as its lease tells), so repair, recover and prune
+    leave the race alone, and a service replica refuses its chunks until the lease expires."""
 
 
 class RaceNotFoundError(ReplayError, KeyError):

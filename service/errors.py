@@ -13,6 +13,7 @@ of the service, so it is a 409 that names the race and shard::
     StepDataError, FrameError    422
     CorruptDataError             409  (+ race_id, shard, step)
     RequestIdConflict            422  (a Replay-Request-Id reused with other content)
+    RaceBusyError                503  (+ Retry-After: 1; a race held by a replica on another host)
     StoreError                   503  (the store is missing or unusable)
     other ReplayError            400
     FileNotFoundError            404  (removed while being read, e.g. evicted)
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException
 from replay.errors import (
     CorruptDataError,
     FrameError,
+    RaceBusyError,
     RaceNotFoundError,
     RateLimitedError,
     ReplayError,
@@ -89,6 +91,8 @@ async def store_error_handler(request: Request, exc: Exception) -> Response:
     headers = None
     if isinstance(exc, RateLimitedError):
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    elif isinstance(exc, RaceBusyError):  # its holder's lease may expire: ask again
+        headers = {"Retry-After": "1"}
     return JSONResponse(body.model_dump(exclude_none=True), status_code=code, headers=headers)
 
 

@@ -15,7 +15,10 @@ name, `REMOTE_HOST`), not by the service's pid: a race whose actor stays silent
 past the lease's ttl is closed as aborted by `replay recover`, however long the
 service lives. A restarted service takes a race back (`RemoteRace.resume`) from
 what the store holds, open shard included, so the actor's writer goes on from
-the last acknowledged step.
+the last acknowledged step. So does another replica sharing the store, once the
+race's own replica is dead: on this host as soon as its process is gone
+(`RaceTakenOverError`, 409, before), from another host once its lease has expired
+(`RaceBusyError`, 503: the actor's writer tries again meanwhile).
 
     race = create_race(storage, RaceRequest(env="CarRacing-v3", codec="zstd"))
     race.apply(unpack(body))          # -> committed length; FrameError/StepDataError/...
@@ -35,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 from ulid import ULID
 
-from replay.errors import RaceTakenOverError, ReplayError
+from replay.errors import RaceBusyError, RaceTakenOverError, ReplayError
 from replay.format import shards
 from replay.format import spec as fmt
 from replay.format.lease import new_lease, pid_alive
@@ -147,19 +150,24 @@ def create_race(
     return RemoteRace(storage, info, lease, on_shard)
 
 
-def _held_elsewhere(lease: Any) -> bool:
-    """True while another live process holds `lease` (a local writer, or another service)."""
+def _held_elsewhere(lease: Any) -> str | None:
+    """Who else holds `lease` now: ``"process"``, a live process of this host (a local
+    writer, or another service); ``"heartbeat"``, a holder on another host, whose lease
+    is judged by its heartbeat (it may have died: its lease expires after its ttl);
+    None, nobody."""
     if not isinstance(lease, dict):
-        return False
+        return None
     try:
         if lease.get("host") == REMOTE_HOST:  # this host's services: by pid
             pid = int(lease["pid"])
-            return pid != os.getpid() and pid_alive(pid, lease.get("started"))
+            alive = pid != os.getpid() and pid_alive(pid, lease.get("started"))
+            return "process" if alive else None
         if lease.get("host") == socket.gethostname():  # a local writer on this host
-            return pid_alive(int(lease["pid"]), lease.get("started"))
-        return time.time() - float(lease["heartbeat"]) <= float(lease["ttl"])
+            return "process" if pid_alive(int(lease["pid"]), lease.get("started")) else None
+        fresh = time.time() - float(lease["heartbeat"]) <= float(lease["ttl"])
+        return "heartbeat" if fresh else None
     except (KeyError, TypeError, ValueError):
-        return False
+        return None
 
 
 class RemoteRace:
@@ -200,16 +208,25 @@ class RemoteRace:
         cls, storage: ByteStorage, race_id: str, on_shard: Callable[[], object] | None = None
     ) -> RemoteRace:
         """Take back a race created through a service (this one before a restart, say);
-        RaceTakenOverError if it is not recording, or its writer lives elsewhere."""
+        RaceTakenOverError if it is not recording, or its writer is a live process of this
+        host; RaceBusyError (503: try again) while a holder on another host may be alive,
+        until its lease expires (another replica that died, say: docs/deploy.md)."""
         info = read_race_info(storage, race_id)
         lease = info.lease if isinstance(info.lease, dict) else {}
         if info.status != fmt.RECORDING or not lease.get("remote"):
             why = f"is {info.status}" if info.status != fmt.RECORDING else "is not remote"
             raise RaceTakenOverError(f"race {race_id} {why}: it takes no chunks")
-        if _held_elsewhere(lease):
+        holder = _held_elsewhere(lease)
+        where = f"(host {lease.get('host')!r}, pid {lease.get('pid')})"
+        if holder == "process":
             raise RaceTakenOverError(
-                f"race {race_id} is held by another live writer (host {lease.get('host')!r}, "
-                f"pid {lease.get('pid')}): send its chunks there"
+                f"race {race_id} is held by another live writer {where}: send its chunks there"
+            )
+        if holder == "heartbeat":
+            raise RaceBusyError(
+                f"race {race_id} is held by a writer on another host {where}, alive as far as "
+                f"its lease tells (renewed in the last {lease['ttl']} s): send its chunks "
+                "there, or again once that lease has expired"
             )
         ours = remote_lease(float(lease.get("ttl", fmt.lease_ttl(1.0))))
         update_race(storage, race_id, lambda attrs: None, writer=ours)

@@ -243,28 +243,39 @@ class RemoteWriter(Writer):
         last_sent = time.monotonic()
         closing = False
         while not closing:
-            batch: list[tuple[Any, dict[str, npt.NDArray[Any]], Any]] = []
-            timeout = max(0.0, next_flush - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-                while True:
-                    if item is _CLOSE:
-                        closing = self._close_seen = True
-                        break
-                    batch.append(item)
-                    if len(batch) == ENCODE_BATCH:
-                        break
-                    item = self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            if batch:
-                self._encode(batch)
+            closing = self._take(timeout=max(0.0, next_flush - time.monotonic()))
             now = time.monotonic()
             if closing or now >= next_flush or self._pending_nbytes() >= self._max_chunk:
                 if self._pending or now - last_sent >= 5 * self._flush_interval:
                     self._send_pending()
                     last_sent = now
                 next_flush = now + self._flush_interval
+
+    def _take(self, timeout: float) -> bool:
+        """Encode the frames queued, waiting up to `timeout` s for the first one; True once
+        close() was seen. Up to a queue's worth: the next chunk then carries every frame
+        that came while the last one was on its way (taking one encoder batch capped a
+        writer at ENCODE_BATCH frames per round trip, so a slow link dropped frames)."""
+        batch: list[tuple[Any, dict[str, npt.NDArray[Any]], Any]] = []
+        taken = 0
+        try:
+            item = self._queue.get(timeout=timeout)
+            while True:
+                if item is _CLOSE:
+                    self._close_seen = True
+                    break
+                batch.append(item)
+                if len(batch) == ENCODE_BATCH:
+                    self._encode(batch)
+                    taken, batch = taken + len(batch), []
+                    if taken >= self._queue.maxsize or self._pending_nbytes() >= self._max_chunk:
+                        break
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        if batch:
+            self._encode(batch)
+        return self._close_seen
 
     def _encode(self, batch: list[tuple[Any, dict[str, Any], Any]]) -> None:
         started = time.perf_counter()

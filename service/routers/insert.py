@@ -36,7 +36,8 @@ REFUSED: dict[int | str, dict[str, Any]] = {
     429: {"model": Error, "description": "The race's chunk bytes in flight are full: Retry-After."},
     503: {
         "model": Error,
-        "description": "The service's chunk bytes in flight are full: Retry-After.",
+        "description": "The service's chunk bytes in flight are full, or the race is held "
+        "by a replica on another host whose lease is fresh: Retry-After.",
     },
 }
 

@@ -7,6 +7,11 @@ Appends frames from FRAMES.npy (cycling), with reward = step and action = step
 "done N" (N committed) at the end. Tests kill it or wait. ``--writer`` picks the
 writer kind (default: thread); ``--hang-after N`` prints "appended N" after N appends and then
 waits forever without closing (for a test to SIGKILL it at a known count).
+
+STORE may be a service's URL (``http://127.0.0.1:PORT``): the child is then a remote
+actor recording through `replay.Client.new_race`. ``--codec zstd`` makes frames
+lossless (byte-exact checks); ``--progress`` prints "appended A written W" (the
+writer's counters, W acknowledged) after every append.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,17 +42,23 @@ def main() -> None:
     # writer that dies with its process; the writer-process tests ask for "process"
     parser.add_argument("--writer", default="thread", choices=["auto", "thread", "process"])
     parser.add_argument("--hang-after", type=int, default=None)
+    parser.add_argument("--codec", default="jpeg", choices=["jpeg", "zstd"])
+    parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     frames = np.load(args.frames, mmap_mode="r")
-    store = replay.open_store(args.store)
-    writer = store.new_race(
+    new_race: Any
+    if args.store.startswith("http://"):
+        new_race = replay.Client(args.store).new_race
+    else:
+        new_race = partial(replay.open_store(args.store).new_race, writer=args.writer)
+    writer = new_race(
         env=args.env,
         height=frames.shape[1],
         width=frames.shape[2],
         fps=args.fps,
         shard_size=args.shard_size,
         flush_interval=args.flush_interval,
-        writer=args.writer,
+        codec=args.codec,
     )
     print(writer.race_id, flush=True)
     with writer:
@@ -56,6 +69,9 @@ def main() -> None:
                 action=np.array([1, 2, 3], dtype=np.float32) * step,
                 reward=float(step),
             )
+            if args.progress:
+                stats = writer.stats()
+                print("appended", stats.appended, "written", stats.written, flush=True)
             if step + 1 == args.hang_after:
                 print("appended", step + 1, flush=True)
                 while True:

@@ -180,3 +180,16 @@ def replace_frame(
     chunks = [data[int(o) : int(o) + int(n)] for o, n in index if o != shards.EMPTY]
     chunks[slot] = shards.with_checksum(blob)
     path.write_bytes(shards.build_shard(chunks, shard_size))
+
+
+# -- remote races ----------------------------------------------------------------------------
+
+
+def assert_sampled_from(batch: Any, race_id: str, frames: list[npt.NDArray[np.uint8]]) -> None:
+    """Every item of `batch` (one step each) is a step of race `race_id`, whose step k was
+    recorded from ``frames[k % len(frames)]`` with reward k, losslessly (zstd)."""
+    assert len(batch) > 0
+    for i, (race, step) in enumerate(batch.keys):
+        assert race == race_id
+        assert float(batch.steps["reward"][i, 0]) == step
+        np.testing.assert_array_equal(np.asarray(batch.frames[i, 0]), frames[step % len(frames)])
