@@ -1,7 +1,8 @@
 """A remote race is an ordinary race: while an actor records it through the service it is
 listed by ``replay inspect`` (a real subprocess) and by the service's race list and
 the viewer's data routes, growing between two reads, and it samples; once closed it
-passes ``replay verify`` and its frames export (``replay inspect --frame --out``)."""
+passes ``replay verify`` and its frames export (``replay inspect --frame --out``,
+``replay export --video``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import av
 import httpx
 import numpy as np
 import numpy.typing as npt
@@ -110,3 +112,8 @@ def test_a_remote_race_is_seen_live_then_verifies_exports_and_samples(
     exported = _cli("inspect", str(store), writer.race_id, "--frame", "20", "--out", str(out))
     assert exported.returncode == 0, exported.stderr
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(out.read_bytes()))), frames[20])
+    video = tmp_path / "race.mp4"  # by a prefix of its id, as a user types it
+    exported = _cli("export", str(store), writer.race_id[:12], "--video", str(video))
+    assert exported.returncode == 0, exported.stderr
+    with av.open(str(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 27
