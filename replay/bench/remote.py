@@ -1,0 +1,335 @@
+"""Recording through the service (issue 25): actors that send their races over HTTP.
+
+One ``replay serve`` child on a random loopback port (`service.tools.process`), and
+actors in processes of their own (spawned, started together behind a barrier), each
+recording one race of real frames with the public API only: ``replay.Client(url)
+.new_race(...)`` (a `RemoteWriter`: encodes here, sends chunks, counts a step as
+written once the service has committed it), or ``Store.new_race`` on a local store
+(the local writer: the baseline, in the same run, on the same frames and codec).
+For each game in the frames given, with the codec its race was recorded with:
+
+- ``ingest``: frames/s until every race is closed (every frame durable), for the
+  local writer and for 1, 4, ... remote actors at full speed; the actors' CPU per
+  frame (user + system of the actor process and its writer process, all threads),
+  the service's CPU per frame, bytes on the wire per frame (what the actor's HTTP
+  client sent: request lines, headers and bodies of every request and every try,
+  counted by its transport) and requests per frame, bytes stored per frame;
+- ``append_paced``: the driver's `append` paced at `fps` (30), local and remote;
+- ``ratios``: remote over local, in the same run.
+
+Then ``sample_latency``: `Client.sample` (decoded here) and `Client.sample_encoded`
+(the request alone) of one batch size, p50/p99, with no actor recording and with
+`load_actors` remote actors appending as fast as they can (issue 25's target: within
+2x of none). On a small machine the actors, the service and the sampling client share
+the same cores: the figures say what this machine does, the ratios what inserting
+costs the others here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from replay.bench.ingest import Frame, latency_summary, paced
+from replay.bench.report import expect, stage
+from replay.bench.writers import cpu_seconds
+from replay.format.race import RaceInfo
+from replay.remote.client import Client
+from replay.store import Store, open_store
+from service.tools.process import ServerProcess
+
+#: Seconds an actor may take to start (imports, frames, its race) before the run fails.
+STARTUP_S = 300.0
+#: Seconds the run waits for an actor's figures once it has begun.
+FINISH_S = 900.0
+#: The frames of an actor that records until it is told to stop.
+UNTIL_STOPPED = 10**9
+
+#: A game to record: its distinct frames, and `new_race`'s codec arguments.
+Game = tuple[Sequence[Frame], Mapping[str, Any]]
+
+
+def race_codec(info: RaceInfo) -> dict[str, Any]:
+    """`new_race`'s codec arguments for frames recorded like the race `info`."""
+    attrs = info.frame_codec.attrs
+    if attrs["name"] == "jpeg":
+        return {"codec": "jpeg", "quality": attrs["quality"], "subsampling": attrs["subsampling"]}
+    return {"codec": attrs["name"]}
+
+
+class CountingTransport(httpx.BaseTransport):
+    """An HTTP transport that counts what its client sends: requests, and the bytes of
+    their request lines, headers and bodies (each try of a retried chunk again)."""
+
+    def __init__(self) -> None:
+        # the client's own pool keeps idle connections 4 s (under the service's 5 s)
+        self._inner = httpx.HTTPTransport(limits=httpx.Limits(keepalive_expiry=4))
+        self.requests = 0
+        self.nbytes = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        line = len(request.method) + len(request.url.raw_path) + len(" HTTP/1.1\r\n") + 1
+        head = line + sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
+        self.requests += 1
+        self.nbytes += head + len(request.read())
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@dataclass(frozen=True)
+class ActorJob:
+    """One actor's race: `frames` steps (cycling the frames saved at `frames_path`) at
+    `fps` (0: as fast as it can), into `target`: a store folder (the local writer) or a
+    service URL (a `RemoteWriter`)."""
+
+    target: str
+    frames_path: str
+    env: str
+    race: Mapping[str, Any]
+    frames: int
+    fps: float = 0.0
+
+
+def _record(job: ActorJob, barrier: Any, stop: Any) -> dict[str, Any]:
+    """In an actor process: make the race, wait for the others, record, close."""
+    frames = list(np.load(job.frames_path))
+    transport = CountingTransport()
+    with contextlib.ExitStack() as stack:
+        if job.target.startswith("http"):
+            client = stack.enter_context(Client(job.target, transport=transport))
+            writer = client.new_race(env=job.env, **job.race)
+        else:
+            writer = open_store(job.target).new_race(env=job.env, **job.race)
+        pids = {os.getpid(), writer.pid}  # the local writer encodes in a process of its own
+        barrier.wait(STARTUP_S)
+        cpu = sum(cpu_seconds(pid) for pid in pids)
+        started = time.perf_counter()
+        with writer:
+            lat = paced(frames, job.frames, job.fps, lambda _i, f: writer.append(f), stop.is_set)
+        seconds = time.perf_counter() - started  # closed: every frame durable
+        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu
+    stats = writer.stats()
+    return {
+        "race_id": writer.race_id,
+        "written": stats.written,
+        "dropped": stats.dropped,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "append": latency_summary(lat),
+        "requests": transport.requests,
+        "request_bytes": transport.nbytes,
+    }
+
+
+def _actor(job: ActorJob, barrier: Any, stop: Any, out: Any) -> None:
+    """An actor process: its figures, or its error, go to `out` (the parent waits for one
+    answer from each actor, so a failure is reported instead of hanging the run)."""
+    try:
+        out.put(_record(job, barrier, stop))
+    except BaseException as e:
+        barrier.abort()  # the others (and the parent) stop waiting for this one
+        out.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def run_actors(
+    jobs: Sequence[ActorJob], while_recording: Callable[[], Any] | None = None
+) -> tuple[list[dict[str, Any]], Any]:
+    """Run `jobs` in actor processes that begin together; returns their figures and, with
+    `while_recording`, what it returned, called once all record (then they are stopped)."""
+    ctx = multiprocessing.get_context("spawn")  # nothing inherited: a fresh actor
+    out = ctx.Queue()
+    barrier = ctx.Barrier(len(jobs) + 1)
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_actor, args=(job, barrier, stop, out)) for job in jobs]
+    for p in procs:
+        p.start()
+    during = None
+    try:
+        barrier.wait(STARTUP_S)
+        if while_recording is not None:
+            during = while_recording()
+    except threading.BrokenBarrierError:
+        pass  # an actor failed before it began: its error comes through `out`
+    finally:
+        if while_recording is not None or barrier.broken:
+            stop.set()
+    figures = [out.get(timeout=FINISH_S) for _ in procs]
+    for p in procs:
+        p.join()
+    failed = [f["error"] for f in figures if "error" in f]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} actors failed; first: {failed[0]}")
+    return figures, during
+
+
+def _ingest_row(figures: list[dict[str, Any]], store: Store, service_cpu: float) -> dict[str, Any]:
+    """The figures of one group of actors recording at once."""
+    written = sum(f["written"] for f in figures)
+    return {
+        "frames": written,
+        "frames_per_s": written / max(f["seconds"] for f in figures),
+        "actor_cpu_ms_per_frame": 1000 * sum(f["cpu_s"] for f in figures) / written,
+        "service_cpu_ms_per_frame": 1000 * service_cpu / written,
+        "wire_bytes_per_frame": sum(f["request_bytes"] for f in figures) / written,
+        "requests_per_frame": sum(f["requests"] for f in figures) / written,
+        "stored_bytes_per_frame": sum(store.race_nbytes(f["race_id"]) for f in figures) / written,
+        "dropped": sum(f["dropped"] for f in figures),
+    }
+
+
+class _Service:
+    """The served store, its ``replay serve`` child, and a local store beside them."""
+
+    def __init__(self, work: Path, server: ServerProcess) -> None:
+        self.server = server
+        self.store = open_store(work / "served", mode="r")
+        self.local = open_store(work / "local")
+        self.local_path = str(work / "local")
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.server.process.pid)
+
+    def record(
+        self, jobs: Sequence[ActorJob], while_recording: Callable[[], Any] | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
+        """Run `jobs`: (their row, each actor's figures, what `while_recording` returned)."""
+        cpu = self.cpu()
+        figures, during = run_actors(jobs, while_recording)
+        remote = jobs[0].target == self.server.url
+        store = self.store if remote else self.local
+        return _ingest_row(figures, store, self.cpu() - cpu if remote else 0.0), figures, during
+
+
+def _game(
+    service: _Service,
+    job: ActorJob,
+    actors: Sequence[int],
+    paced_frames: int,
+    fps: float,
+) -> dict[str, Any]:
+    """Local writer vs remote actors on one game's frames (the `job` of one actor)."""
+    url = service.server.url
+    local = ActorJob(service.local_path, job.frames_path, job.env, job.race, job.frames)
+    remote = ActorJob(url, job.frames_path, job.env, job.race, job.frames)
+    stage(f"remote: {job.env}, local writer")
+    ingest = {"local": service.record([local])[0]}
+    for k in actors:
+        stage(f"remote: {job.env}, {k} actor{'s' if k > 1 else ''}")
+        ingest[f"remote_{k}"] = service.record([remote] * k)[0]
+    appends = {}
+    for name, target in (("local", service.local_path), ("remote", url)):
+        stage(f"remote: {job.env}, {name} append at {fps:g} FPS")
+        pace = ActorJob(target, job.frames_path, job.env, job.race, paced_frames, fps)
+        appends[name] = service.record([pace])[1][0]["append"]
+    base = ingest["local"]["frames_per_s"]
+    ratios = {
+        f"frames_per_s_{k}_vs_local": row["frames_per_s"] / base
+        for k, row in ingest.items()
+        if k != "local"
+    }
+    ratios["append_p99_remote_vs_local"] = appends["remote"]["p99_us"] / appends["local"]["p99_us"]
+    return {
+        "ingest": ingest,
+        "append_paced": appends,
+        "ratios": ratios,
+    }
+
+
+def _sample_latency(url: str, batch_size: int, batches: int) -> dict[str, dict[str, float]]:
+    """`Client.sample` and `Client.sample_encoded` of `batch_size` frames, `batches` of each,
+    alternating, after one warm-up batch (the service's sampler and index, the decoder)."""
+    request, decoded = [], []
+    with Client(url) as client:
+        client.sample(batch_size=batch_size)
+        for _ in range(batches):
+            started = time.perf_counter()
+            client.sample_encoded(batch_size=batch_size)
+            request.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            client.sample(batch_size=batch_size)
+            decoded.append(time.perf_counter() - started)
+    return {"request": latency_summary(request), "decoded": latency_summary(decoded)}
+
+
+def _sampling(
+    service: _Service, jobs: Sequence[ActorJob], batch_size: int, batches: int
+) -> dict[str, Any]:
+    """Sample latency with no actor recording, then with `jobs` at full speed."""
+    url = service.server.url
+    stage("remote: sampling, no actor recording")
+    idle = _sample_latency(url, batch_size, batches)
+    stage(f"remote: sampling, {len(jobs)} actors recording")
+    row, _, loaded = service.record(jobs, lambda: _sample_latency(url, batch_size, batches))
+    results: dict[str, Any] = {"batch_size": batch_size, "batches": batches}
+    for name in ("request", "decoded"):
+        results[f"{name}_0_actors"] = idle[name]
+        results[f"{name}_{len(jobs)}_actors"] = loaded[name]
+    results["ratios"] = {
+        f"{name}_{q}_{len(jobs)}_vs_0_actors": loaded[name][f"{q}_us"] / idle[name][f"{q}_us"]
+        for name in ("request", "decoded")
+        for q in ("p50", "p99")
+    }
+    results["inserting"] = row  # what the actors recorded meanwhile
+    return results
+
+
+def run_remote_bench(
+    games: Mapping[str, Game],
+    work: Path,
+    *,
+    frames: int = 120,
+    actors: Sequence[int] = (1, 4),
+    paced_frames: int = 90,
+    fps: float = 30.0,
+    load_actors: int = 8,
+    batch_size: int = 8,
+    batches: int = 30,
+) -> dict[str, Any]:
+    """Remote actors vs the local writer on each game's frames, then sampling latency
+    with and without `load_actors` recording; `work` is a scratch folder. Returns the
+    figures (the module doc says what each is)."""
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "frames_per_actor": frames,
+        "paced_frames": paced_frames,
+        "fps": fps,
+        "load_average_before": list(os.getloadavg()),
+    }
+    jobs = {}
+    for i, (env, (distinct, race)) in enumerate(games.items()):
+        path = work / f"frames-{i}.npy"
+        np.save(path, np.stack(distinct))
+        h, w = distinct[0].shape[:2]
+        job = ActorJob("", str(path), env, {**race, "height": h, "width": w}, frames)
+        jobs[env] = job
+        results[env] = {
+            "frame_shape": list(distinct[0].shape),
+            "distinct_frames": len(distinct),
+            "codec": dict(race),
+        }
+    expect(len(games) * (3 + len(actors)) + 2)
+    open_store(work / "served")
+    with ServerProcess(work / "served") as server:
+        service = _Service(work, server)
+        for env, job in jobs.items():
+            results[env] |= _game(service, job, actors, paced_frames, fps)
+        load = [
+            ActorJob(server.url, j.frames_path, j.env, j.race, UNTIL_STOPPED)
+            for j in (list(jobs.values()) * load_actors)[:load_actors]
+        ]
+        results["sample_latency"] = _sampling(service, load, batch_size, batches)
+        results["service_peak_rss_mb"] = server.peak_rss / 2**20
+    results["load_average_after"] = list(os.getloadavg())
+    return results
