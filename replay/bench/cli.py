@@ -26,6 +26,7 @@ from replay.bench.writers import run_writer_bench
 from replay.cli.plugins import PluginGroup
 from replay.codec.frames import ZstdFrames
 from replay.errors import ReplayError
+from replay.format.race import RaceInfo
 from replay.store import Store, open_store
 
 FRAMES_FROM_HELP = (
@@ -363,7 +364,7 @@ def remote(
             "--frames, --distinct, --paced-frames, --batch-size, "
             "--batches and --fps must be positive"
         )
-    first = {}
+    first: dict[str, RaceInfo] = {}
     for info in _frames_store(frames_from).races():
         first.setdefault(info.env, info)
     games = {

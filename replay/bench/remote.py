@@ -46,6 +46,7 @@ from replay.bench.writers import cpu_seconds
 from replay.format.race import RaceInfo
 from replay.remote.client import Client
 from replay.store import Store, open_store
+from replay.write.writer import Writer
 from service.tools.process import ServerProcess
 
 #: Seconds an actor may take to start (imports, frames, its race) before the run fails.
@@ -107,6 +108,7 @@ def _record(job: ActorJob, barrier: Any, stop: Any) -> dict[str, Any]:
     frames = list(np.load(job.frames_path))
     transport = CountingTransport()
     with contextlib.ExitStack() as stack:
+        writer: Writer
         if job.target.startswith("http"):
             client = stack.enter_context(Client(job.target, transport=transport))
             writer = client.new_race(env=job.env, **job.race)
