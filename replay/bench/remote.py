@@ -8,32 +8,37 @@ written once the service has committed it), or ``Store.new_race`` on a local sto
 (the local writer: the baseline, in the same run, on the same frames and codec).
 For each game in the frames given, with the codec its race was recorded with:
 
-- ``ingest``: frames/s until every race is closed (every frame durable), for the
-  local writer and for 1, 4, ... remote actors at full speed; the actors' CPU per
-  frame (user + system of the actor process and its writer process, all threads),
-  the service's CPU per frame, bytes on the wire per frame (what the actor's HTTP
-  client sent: request lines, headers and bodies of every request and every try,
-  counted by its transport) and requests per frame, bytes stored per frame;
+- ``ingest``: frames acknowledged, frames/s until every race is closed (every frame
+  durable) and frames dropped, for the local writer and for 1, 4, ... remote actors
+  recording at once at full speed;
+- ``per_frame``: CPU ms of the actors (user + system of the actor process and its
+  writer process, all threads) and of the service; bytes on the wire (what the
+  actors' HTTP clients sent: request lines, headers and bodies of every request and
+  every try, counted by their transport) and requests; bytes stored (the races'
+  folders); bytes written to files (``/proc/PID/io`` ``wchar`` of the actors and the
+  service: an open shard committed again by every chunk shows here);
 - ``append_paced``: the driver's `append` paced at `fps` (30), local and remote;
 - ``ratios``: remote over local, in the same run.
 
 Then ``sample_latency``: `Client.sample` (decoded here) and `Client.sample_encoded`
-(the request alone) of one batch size, p50/p99, with no actor recording and with
-`load_actors` remote actors appending as fast as they can (issue 25's target: within
-2x of none). On a small machine the actors, the service and the sampling client share
-the same cores: the figures say what this machine does, the ratios what inserting
-costs the others here.
+(``request``: what the service answers) of one batch size, p50/p99, with no actor
+recording, with `load_actors` remote actors appending as fast as they can (issue 25's
+target: within 2x of none), and with the same actors at nice 19. On a small machine
+the actors, the service and the sampling client share the same cores: the first
+loaded figure says what inserting costs the others on this machine; at nice 19 the
+actors take only the CPU the service and the learner leave idle, the nearest one
+machine comes to actors on machines of their own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +60,8 @@ STARTUP_S = 300.0
 FINISH_S = 900.0
 #: The frames of an actor that records until it is told to stop.
 UNTIL_STOPPED = 10**9
+#: The niceness of the actors that stand in for actors on other machines.
+NICE = 19
 
 #: A game to record: its distinct frames, and `new_race`'s codec arguments.
 Game = tuple[Sequence[Frame], Mapping[str, Any]]
@@ -89,7 +96,7 @@ class CountingTransport(httpx.BaseTransport):
         self._inner.close()
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ActorJob:
     """One actor's race: `frames` steps (cycling the frames saved at `frames_path`) at
     `fps` (0: as fast as it can), into `target`: a store folder (the local writer) or a
@@ -101,12 +108,29 @@ class ActorJob:
     race: Mapping[str, Any]
     frames: int
     fps: float = 0.0
+    nice: int = 0
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes process `pid` has written to files (``wchar``: sockets do not count)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/{pid}/io has no wchar")
+
+
+def usage(pids: Iterable[int]) -> tuple[float, int]:
+    """CPU seconds (all threads) and bytes written to files of processes `pids`, so far."""
+    pids = list(pids)
+    return sum(cpu_seconds(p) for p in pids), sum(written_bytes(p) for p in pids)
 
 
 def _record(job: ActorJob, barrier: Any, stop: Any) -> dict[str, Any]:
     """In an actor process: make the race, wait for the others, record, close."""
+    os.nice(job.nice)
     frames = list(np.load(job.frames_path))
     transport = CountingTransport()
+    written = written_bytes(os.getpid())  # the race's documents count (as on the service)
     with contextlib.ExitStack() as stack:
         writer: Writer
         if job.target.startswith("http"):
@@ -116,19 +140,20 @@ def _record(job: ActorJob, barrier: Any, stop: Any) -> dict[str, Any]:
             writer = open_store(job.target).new_race(env=job.env, **job.race)
         pids = {os.getpid(), writer.pid}  # the local writer encodes in a process of its own
         barrier.wait(STARTUP_S)
-        cpu = sum(cpu_seconds(pid) for pid in pids)
+        cpu, _ = usage(pids)  # a fresh writer process has written nothing before
         started = time.perf_counter()
         with writer:
             lat = paced(frames, job.frames, job.fps, lambda _i, f: writer.append(f), stop.is_set)
         seconds = time.perf_counter() - started  # closed: every frame durable
-        cpu = sum(cpu_seconds(pid) for pid in pids) - cpu
+        cpu_after, written_after = usage(pids)
     stats = writer.stats()
     return {
         "race_id": writer.race_id,
         "written": stats.written,
         "dropped": stats.dropped,
         "seconds": seconds,
-        "cpu_s": cpu,
+        "cpu_s": cpu_after - cpu,
+        "file_bytes": written_after - written,
         "append": latency_summary(lat),
         "requests": transport.requests,
         "request_bytes": transport.nbytes,
@@ -176,19 +201,35 @@ def run_actors(
     return figures, during
 
 
-def _ingest_row(figures: list[dict[str, Any]], store: Store, service_cpu: float) -> dict[str, Any]:
-    """The figures of one group of actors recording at once."""
-    written = sum(f["written"] for f in figures)
-    return {
-        "frames": written,
-        "frames_per_s": written / max(f["seconds"] for f in figures),
-        "actor_cpu_ms_per_frame": 1000 * sum(f["cpu_s"] for f in figures) / written,
-        "service_cpu_ms_per_frame": 1000 * service_cpu / written,
-        "wire_bytes_per_frame": sum(f["request_bytes"] for f in figures) / written,
-        "requests_per_frame": sum(f["requests"] for f in figures) / written,
-        "stored_bytes_per_frame": sum(store.race_nbytes(f["race_id"]) for f in figures) / written,
+@dataclasses.dataclass
+class Group:
+    """What a group of actors recording at once did: `ingest` (frames acknowledged,
+    frames/s until all were closed, frames dropped), `per_frame` (CPU ms of the actors
+    and of the service, bytes on the wire, requests, bytes stored, bytes written to
+    files by the actors and the service) and each actor's own figures."""
+
+    ingest: dict[str, Any]
+    per_frame: dict[str, float]
+    actors: list[dict[str, Any]]
+
+
+def _group(figures: list[dict[str, Any]], store: Store, service: tuple[float, int]) -> Group:
+    """The figures of a group of actors, and the service's (CPU s, file bytes) meanwhile."""
+    n = sum(f["written"] for f in figures)
+    ingest = {
+        "frames": n,
+        "frames_per_s": n / max(f["seconds"] for f in figures),
         "dropped": sum(f["dropped"] for f in figures),
     }
+    per_frame = {
+        "actor_cpu_ms": 1000 * sum(f["cpu_s"] for f in figures) / n,
+        "service_cpu_ms": 1000 * service[0] / n,
+        "wire_bytes": sum(f["request_bytes"] for f in figures) / n,
+        "requests": sum(f["requests"] for f in figures) / n,
+        "stored_bytes": sum(store.race_nbytes(f["race_id"]) for f in figures) / n,
+        "written_bytes": (sum(f["file_bytes"] for f in figures) + service[1]) / n,
+    }
+    return Group(ingest, per_frame, figures)
 
 
 class _Service:
@@ -200,18 +241,18 @@ class _Service:
         self.local = open_store(work / "local")
         self.local_path = str(work / "local")
 
-    def cpu(self) -> float:
-        return cpu_seconds(self.server.process.pid)
-
     def record(
         self, jobs: Sequence[ActorJob], while_recording: Callable[[], Any] | None = None
-    ) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
-        """Run `jobs`: (their row, each actor's figures, what `while_recording` returned)."""
-        cpu = self.cpu()
+    ) -> tuple[Group, Any]:
+        """Run `jobs` (all local or all remote): their `Group`, and what `while_recording`
+        returned. The service's usage counts for remote actors only (a local writer's
+        race never reaches it)."""
+        cpu, written = usage([self.server.process.pid])
         figures, during = run_actors(jobs, while_recording)
-        remote = jobs[0].target == self.server.url
-        store = self.store if remote else self.local
-        return _ingest_row(figures, store, self.cpu() - cpu if remote else 0.0), figures, during
+        if jobs[0].target != self.server.url:
+            return _group(figures, self.local, (0.0, 0)), during
+        cpu_after, written_after = usage([self.server.process.pid])
+        return _group(figures, self.store, (cpu_after - cpu, written_after - written)), during
 
 
 def _game(
@@ -226,24 +267,25 @@ def _game(
     local = ActorJob(service.local_path, job.frames_path, job.env, job.race, job.frames)
     remote = ActorJob(url, job.frames_path, job.env, job.race, job.frames)
     stage(f"remote: {job.env}, local writer")
-    ingest = {"local": service.record([local])[0]}
+    groups = {"local": service.record([local])[0]}
     for k in actors:
         stage(f"remote: {job.env}, {k} actor{'s' if k > 1 else ''}")
-        ingest[f"remote_{k}"] = service.record([remote] * k)[0]
+        groups[f"remote_{k}"] = service.record([remote] * k)[0]
     appends = {}
     for name, target in (("local", service.local_path), ("remote", url)):
         stage(f"remote: {job.env}, {name} append at {fps:g} FPS")
         pace = ActorJob(target, job.frames_path, job.env, job.race, paced_frames, fps)
-        appends[name] = service.record([pace])[1][0]["append"]
-    base = ingest["local"]["frames_per_s"]
+        appends[name] = service.record([pace])[0].actors[0]["append"]
+    base = groups["local"].ingest["frames_per_s"]
     ratios = {
-        f"frames_per_s_{k}_vs_local": row["frames_per_s"] / base
-        for k, row in ingest.items()
+        f"frames_per_s_{k}_vs_local": group.ingest["frames_per_s"] / base
+        for k, group in groups.items()
         if k != "local"
     }
     ratios["append_p99_remote_vs_local"] = appends["remote"]["p99_us"] / appends["local"]["p99_us"]
     return {
-        "ingest": ingest,
+        "ingest": {k: group.ingest for k, group in groups.items()},
+        "per_frame": {k: group.per_frame for k, group in groups.items()},
         "append_paced": appends,
         "ratios": ratios,
     }
@@ -268,22 +310,28 @@ def _sample_latency(url: str, batch_size: int, batches: int) -> dict[str, dict[s
 def _sampling(
     service: _Service, jobs: Sequence[ActorJob], batch_size: int, batches: int
 ) -> dict[str, Any]:
-    """Sample latency with no actor recording, then with `jobs` at full speed."""
+    """Sample latency with no actor recording, then with `jobs` at full speed: at the
+    service's priority, then at nice `NICE` (the actors take only the CPU the service
+    and the learner leave: on one machine, the nearest to actors on machines of their own)."""
     url = service.server.url
     stage("remote: sampling, no actor recording")
-    idle = _sample_latency(url, batch_size, batches)
-    stage(f"remote: sampling, {len(jobs)} actors recording")
-    row, _, loaded = service.record(jobs, lambda: _sample_latency(url, batch_size, batches))
-    results: dict[str, Any] = {"batch_size": batch_size, "batches": batches}
-    for name in ("request", "decoded"):
-        results[f"{name}_0_actors"] = idle[name]
-        results[f"{name}_{len(jobs)}_actors"] = loaded[name]
+    runs = {"0_actors": _sample_latency(url, batch_size, batches)}
+    results: dict[str, Any] = {"batch_size": batch_size, "batches": batches, "inserting": {}}
+    for nice in (0, NICE):
+        name = f"{len(jobs)}_actors" + (f"_nice_{nice}" if nice else "")
+        stage(f"remote: sampling, {name.replace('_', ' ')} recording")
+        niced = [dataclasses.replace(job, nice=nice) for job in jobs]
+        group, runs[name] = service.record(niced, lambda: _sample_latency(url, batch_size, batches))
+        results["inserting"][name] = group.ingest | group.per_frame  # meanwhile
+    for kind in ("request", "decoded"):
+        results[kind] = {name: run[kind] for name, run in runs.items()}
     results["ratios"] = {
-        f"{name}_{q}_{len(jobs)}_vs_0_actors": loaded[name][f"{q}_us"] / idle[name][f"{q}_us"]
-        for name in ("request", "decoded")
+        f"{kind}_{q}_{name}_vs_0": results[kind][name][f"{q}_us"]
+        / results[kind]["0_actors"][f"{q}_us"]
+        for name in list(runs)[1:]
+        for kind in ("request", "decoded")
         for q in ("p50", "p99")
     }
-    results["inserting"] = row  # what the actors recorded meanwhile
     return results
 
 
@@ -321,7 +369,7 @@ def run_remote_bench(
             "distinct_frames": len(distinct),
             "codec": dict(race),
         }
-    expect(len(games) * (3 + len(actors)) + 2)
+    expect(len(games) * (3 + len(actors)) + 3)
     open_store(work / "served")
     with ServerProcess(work / "served") as server:
         service = _Service(work, server)
