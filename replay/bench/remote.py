@@ -99,8 +99,8 @@ class CountingTransport(httpx.BaseTransport):
 @dataclasses.dataclass(frozen=True)
 class ActorJob:
     """One actor's race: `frames` steps (cycling the frames saved at `frames_path`) at
-    `fps` (0: as fast as it can), into `target`: a store folder (the local writer) or a
-    service URL (a `RemoteWriter`)."""
+    `fps` (0: as fast as it can) and niceness `nice`, into `target`: a store folder (the
+    local writer) or a service URL (a `RemoteWriter`)."""
 
     target: str
     frames_path: str
@@ -262,10 +262,11 @@ def _game(
     paced_frames: int,
     fps: float,
 ) -> dict[str, Any]:
-    """Local writer vs remote actors on one game's frames (the `job` of one actor)."""
+    """Local writer vs remote actors on one game's frames (`job`: one actor's race of
+    them, at full speed)."""
     url = service.server.url
-    local = ActorJob(service.local_path, job.frames_path, job.env, job.race, job.frames)
-    remote = ActorJob(url, job.frames_path, job.env, job.race, job.frames)
+    local = dataclasses.replace(job, target=service.local_path)
+    remote = dataclasses.replace(job, target=url)
     stage(f"remote: {job.env}, local writer")
     groups = {"local": service.record([local])[0]}
     for k in actors:
@@ -274,7 +275,7 @@ def _game(
     appends = {}
     for name, target in (("local", service.local_path), ("remote", url)):
         stage(f"remote: {job.env}, {name} append at {fps:g} FPS")
-        pace = ActorJob(target, job.frames_path, job.env, job.race, paced_frames, fps)
+        pace = dataclasses.replace(job, target=target, frames=paced_frames, fps=fps)
         appends[name] = service.record([pace])[0].actors[0]["append"]
     base = groups["local"].ingest["frames_per_s"]
     ratios = {
@@ -316,15 +317,19 @@ def _sampling(
     url = service.server.url
     stage("remote: sampling, no actor recording")
     runs = {"0_actors": _sample_latency(url, batch_size, batches)}
-    results: dict[str, Any] = {"batch_size": batch_size, "batches": batches, "inserting": {}}
+    inserting: dict[str, Group] = {}  # what the actors recorded meanwhile
     for nice in (0, NICE):
         name = f"{len(jobs)}_actors" + (f"_nice_{nice}" if nice else "")
         stage(f"remote: sampling, {name.replace('_', ' ')} recording")
         niced = [dataclasses.replace(job, nice=nice) for job in jobs]
-        group, runs[name] = service.record(niced, lambda: _sample_latency(url, batch_size, batches))
-        results["inserting"][name] = group.ingest | group.per_frame  # meanwhile
+        inserting[name], runs[name] = service.record(
+            niced, lambda: _sample_latency(url, batch_size, batches)
+        )
+    results: dict[str, Any] = {"batch_size": batch_size, "batches": batches}
     for kind in ("request", "decoded"):
         results[kind] = {name: run[kind] for name, run in runs.items()}
+    results["inserting"] = {name: group.ingest for name, group in inserting.items()}
+    results["inserting_per_frame"] = {name: group.per_frame for name, group in inserting.items()}
     results["ratios"] = {
         f"{kind}_{q}_{name}_vs_0": results[kind][name][f"{q}_us"]
         / results[kind]["0_actors"][f"{q}_us"]
@@ -362,8 +367,7 @@ def run_remote_bench(
         path = work / f"frames-{i}.npy"
         np.save(path, np.stack(distinct))
         h, w = distinct[0].shape[:2]
-        job = ActorJob("", str(path), env, {**race, "height": h, "width": w}, frames)
-        jobs[env] = job
+        jobs[env] = ActorJob("", str(path), env, {**race, "height": h, "width": w}, frames)
         results[env] = {
             "frame_shape": list(distinct[0].shape),
             "distinct_frames": len(distinct),
@@ -375,8 +379,8 @@ def run_remote_bench(
         service = _Service(work, server)
         for env, job in jobs.items():
             results[env] |= _game(service, job, actors, paced_frames, fps)
-        load = [
-            ActorJob(server.url, j.frames_path, j.env, j.race, UNTIL_STOPPED)
+        load = [  # the games in turn
+            dataclasses.replace(j, target=server.url, frames=UNTIL_STOPPED)
             for j in (list(jobs.values()) * load_actors)[:load_actors]
         ]
         results["sample_latency"] = _sampling(service, load, batch_size, batches)

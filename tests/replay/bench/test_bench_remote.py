@@ -82,6 +82,7 @@ def test_bench_remote_measures_local_and_remote_actors(tmp_path: Path, frames_st
     for run in runs[1:]:
         assert sampling["inserting"][run]["frames"] > 0
         assert sampling["inserting"][run]["dropped"] == 0
+        assert sampling["inserting_per_frame"][run]["wire_bytes"] > 0
 
 
 def _check_wire_bytes(frames_store: Path, per_frame: dict[str, dict[str, float]]) -> None:
