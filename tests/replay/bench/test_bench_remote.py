@@ -31,6 +31,7 @@ def frames_store(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> Path:
     return tmp_path / "frames"
 
 
+@pytest.mark.slow  # about 14 actor processes and a service: 20-30 s on 2 cores
 def test_bench_remote_measures_local_and_remote_actors(tmp_path: Path, frames_store: Path) -> None:
     out = tmp_path / "remote.json"
     args = ["--frames-from", str(frames_store), "--frames", str(FRAMES)]
