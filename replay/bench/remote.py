@@ -125,7 +125,18 @@ def usage(pids: Iterable[int]) -> tuple[float, int]:
     return sum(cpu_seconds(p) for p in pids), sum(written_bytes(p) for p in pids)
 
 
-def _record(job: ActorJob, barrier: Any, stop: Any) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class _Signals:
+    """How the actors of one group and the parent keep step: `barrier` (every race made:
+    go), `started` (released by each actor after its first `append`), `stop` (set: stop
+    appending and close)."""
+
+    barrier: Any
+    started: Any
+    stop: Any
+
+
+def _record(job: ActorJob, signals: _Signals) -> dict[str, Any]:
     """In an actor process: make the race, wait for the others, record, close."""
     os.nice(job.nice)
     frames = list(np.load(job.frames_path))
@@ -139,11 +150,17 @@ def _record(job: ActorJob, barrier: Any, stop: Any) -> dict[str, Any]:
         else:
             writer = open_store(job.target).new_race(env=job.env, **job.race)
         pids = {os.getpid(), writer.pid}  # the local writer encodes in a process of its own
-        barrier.wait(STARTUP_S)
+
+        def append(i: int, frame: Frame) -> None:
+            writer.append(frame)
+            if i == 0:
+                signals.started.release()
+
+        signals.barrier.wait(STARTUP_S)
         cpu, _ = usage(pids)  # a fresh writer process has written nothing before
         started = time.perf_counter()
         with writer:
-            lat = paced(frames, job.frames, job.fps, lambda _i, f: writer.append(f), stop.is_set)
+            lat = paced(frames, job.frames, job.fps, append, signals.stop.is_set)
         seconds = time.perf_counter() - started  # closed: every frame durable
         cpu_after, written_after = usage(pids)
     stats = writer.stats()
@@ -160,14 +177,23 @@ def _record(job: ActorJob, barrier: Any, stop: Any) -> dict[str, Any]:
     }
 
 
-def _actor(job: ActorJob, barrier: Any, stop: Any, out: Any) -> None:
+def _actor(job: ActorJob, signals: _Signals, out: Any) -> None:
     """An actor process: its figures, or its error, go to `out` (the parent waits for one
     answer from each actor, so a failure is reported instead of hanging the run)."""
     try:
-        out.put(_record(job, barrier, stop))
+        out.put(_record(job, signals))
     except BaseException as e:
-        barrier.abort()  # the others (and the parent) stop waiting for this one
+        signals.barrier.abort()  # the others (and the parent) stop waiting for this one
         out.put({"error": f"{type(e).__name__}: {e}"})
+
+
+def _wait_started(signals: _Signals, n: int) -> None:
+    """Wait until `n` actors have appended a frame each (a busy machine may hold an actor
+    back past the barrier); BrokenBarrierError if one fails meanwhile."""
+    for _ in range(n):
+        while not signals.started.acquire(timeout=0.1):
+            if signals.barrier.broken:
+                raise threading.BrokenBarrierError
 
 
 def run_actors(
@@ -177,21 +203,21 @@ def run_actors(
     `while_recording`, what it returned, called once all record (then they are stopped)."""
     ctx = multiprocessing.get_context("spawn")  # nothing inherited: a fresh actor
     out = ctx.Queue()
-    barrier = ctx.Barrier(len(jobs) + 1)
-    stop = ctx.Event()
-    procs = [ctx.Process(target=_actor, args=(job, barrier, stop, out)) for job in jobs]
+    signals = _Signals(ctx.Barrier(len(jobs) + 1), ctx.Semaphore(0), ctx.Event())
+    procs = [ctx.Process(target=_actor, args=(job, signals, out)) for job in jobs]
     for p in procs:
         p.start()
     during = None
     try:
-        barrier.wait(STARTUP_S)
+        signals.barrier.wait(STARTUP_S)
         if while_recording is not None:
+            _wait_started(signals, len(jobs))
             during = while_recording()
     except threading.BrokenBarrierError:
-        pass  # an actor failed before it began: its error comes through `out`
+        pass  # an actor failed: its error comes through `out`
     finally:
-        if while_recording is not None or barrier.broken:
-            stop.set()
+        if while_recording is not None or signals.barrier.broken:
+            signals.stop.set()
     figures = [out.get(timeout=FINISH_S) for _ in procs]
     for p in procs:
         p.join()
