@@ -26,6 +26,7 @@ from replay.bench.writers import run_writer_bench
 from replay.cli.plugins import PluginGroup
 from replay.codec.frames import ZstdFrames
 from replay.errors import ReplayError
+from replay.format.race import RaceInfo
 from replay.store import Store, open_store
 
 FRAMES_FROM_HELP = (
@@ -106,6 +107,7 @@ def bench() -> None:
     \b
       replay bench ingest --frames-from ./replay-data --frames 300
       replay bench ingest --frames-from ./replay-data --frames 300 --writers
+      replay bench remote --frames-from ./replay-data
     """
 
 
@@ -314,6 +316,74 @@ def keys(
             Path(scratch), sizes=sizes, race_len=race_len, repeats=repeats, torchrl=not no_torchrl
         )
     write_results("keys", results, out)
+
+
+@bench.command()
+@frames_from_option()
+@click.option("--frames", "n", default=120, show_default=True, help="Frames per actor.")
+@click.option("--distinct", default=16, show_default=True, help="Distinct real frames to cycle.")
+@click.option(
+    "--actors",
+    default="1,4",
+    show_default=True,
+    callback=_counts,
+    help="Remote actors recording at once, compared with one local writer.",
+)
+@click.option("--paced-frames", default=90, show_default=True, help="Frames of the paced runs.")
+@click.option("--fps", default=30.0, show_default=True, help="Pace of the append latency runs.")
+@click.option(
+    "--load-actors",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Actors recording at full speed while sample latency is measured.",
+)
+@click.option("--batch-size", default=8, show_default=True, help="Frames per sampled batch.")
+@click.option("--batches", default=30, show_default=True, help="Timed batches per figure.")
+@work_option
+@out_option
+def remote(
+    frames_from: str,
+    n: int,
+    distinct: int,
+    actors: list[int],
+    paced_frames: int,
+    fps: float,
+    load_actors: int,
+    batch_size: int,
+    batches: int,
+    work: str | None,
+    out: str | None,
+) -> None:
+    """Recording through the service: frames/s of 1, 4 ... remote actors vs the local
+    writer, bytes on the wire, actor CPU, append latency; sample latency under inserts."""
+    from replay.bench.remote import race_codec, run_remote_bench
+
+    if min(n, distinct, paced_frames, batch_size, batches) < 1 or fps <= 0:
+        raise click.BadParameter(
+            "--frames, --distinct, --paced-frames, --batch-size, "
+            "--batches and --fps must be positive"
+        )
+    first: dict[str, RaceInfo] = {}
+    for info in _frames_store(frames_from).races():
+        first.setdefault(info.env, info)
+    games = {
+        env: (load_frames(frames_from, distinct, env), race_codec(info))
+        for env, info in sorted(first.items())
+    }
+    with tempfile.TemporaryDirectory(dir=work) as scratch, progress("bench remote"):
+        results = run_remote_bench(
+            games,
+            Path(scratch),
+            frames=n,
+            actors=actors,
+            paced_frames=paced_frames,
+            fps=fps,
+            load_actors=load_actors,
+            batch_size=batch_size,
+            batches=batches,
+        )
+    write_results("remote", results | {"frames_from": frames_from}, out)
 
 
 @bench.command()

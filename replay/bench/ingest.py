@@ -49,12 +49,19 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
 
 
 def paced(
-    frames: Sequence[Frame], n: int, fps: float, save: Callable[[int, Frame], Any]
+    frames: Sequence[Frame],
+    n: int,
+    fps: float,
+    save: Callable[[int, Frame], Any],
+    stop: Callable[[], bool] | None = None,
 ) -> list[float]:
-    """Seconds per `save(i, frame)` of `n` frames (cycling), paced at `fps` (0: unpaced)."""
+    """Seconds per `save(i, frame)` of `n` frames (cycling), paced at `fps` (0: unpaced);
+    fewer when `stop()` turns true first (a load that runs while something is measured)."""
     out = []
     start = time.perf_counter()
     for i in range(n):
+        if stop is not None and stop():
+            break
         t = time.perf_counter()
         save(i, frames[i % len(frames)])
         out.append(time.perf_counter() - t)

@@ -138,7 +138,7 @@ def _layout_costs(store: Any, frames: Sequence[Frame], n: int, fps: float) -> di
     return out
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process `pid`, its threads included (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -181,11 +181,11 @@ def run_writer_bench(
         for label, kind, in_ring in WRITER_SETUPS:
             with race(kind) as writer:
                 pids = {os.getpid(), writer.pid}
-                cpu = sum(_cpu_seconds(pid) for pid in pids)
+                cpu = sum(cpu_seconds(pid) for pid in pids)
                 started = time.perf_counter()
                 _driven(writer, frames, n, 0.0, "sleep", in_ring)
             elapsed = time.perf_counter() - started  # closed: every frame durable
-            cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu
+            cpu = sum(cpu_seconds(pid) for pid in pids) - cpu
             written = writer.stats().written
             figures.setdefault("sustained_frames_per_s", {})[label] = written / elapsed
             # CPU time of driver and writer per durable frame (the untimed drawing
