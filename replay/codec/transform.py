@@ -163,7 +163,9 @@ def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1, out: Any =
     if (out_h, out_w) == (ch, cw):
         planes = x.transpose(0, 3, 1, 2)  # a view: uint8 until the dtype conversion
     elif ch % out_h == 0 and cw % out_w == 0:  # compiled where Numba is, else NumPy's passes
-        planes = compiled_area_planes(x, out_h, out_w) if xp is np else None
+        # pixels, not planes, for an RGB NHWC output: its rounding and copy run in order
+        last = not t.grey and not t.channels_first
+        planes = compiled_area_planes(x, out_h, out_w, last) if xp is np else None
         if planes is None:
             planes = area_planes(x, out_h, out_w, xp)
     else:
@@ -253,7 +255,7 @@ def compiled_area_available() -> bool:
 
 
 def compiled_area_planes(
-    x: npt.NDArray[np.uint8], out_h: int, out_w: int
+    x: npt.NDArray[np.uint8], out_h: int, out_w: int, channels_last: bool = False
 ) -> npt.NDArray[np.float32] | None:
     """`area_planes` compiled (Numba, the ``fast`` extra; None without it), 4x NumPy's passes.
 
@@ -263,21 +265,23 @@ def compiled_area_planes(
     one contiguous run (vectorised), then each cell's `fx` pixels, with the factors
     compiled in (unrolled), ~0.3 ms, and releases the GIL. Its integer sums are
     divided by ``float32(fy * fx)`` as NumPy's are, so the planes are equal bit for
-    bit. Takes (N, H, W, C) uint8, a crop view too (pixels packed, rows strided).
+    bit. Takes (N, H, W, C) uint8, a crop view too (pixels packed, rows strided);
+    `channels_last` stores the planes as pixels ((N, H, W, C) memory, a planes view).
     """
     if not compiled_area_available():
         return None
     n, h, w, c = x.shape
     rows = x.reshape(n, h, w * c)  # a view for any crop: each row's pixels are packed
-    out = np.empty((n, c, out_h, out_w), dtype=np.float32)
-    _kernel(h // out_h, w // out_w, c)(rows, out)
-    return out
+    out = np.empty((n, out_h, out_w, c) if channels_last else (n, c, out_h, out_w), np.float32)
+    _kernel(h // out_h, w // out_w, c, channels_last)(rows, out)
+    return out.transpose(0, 3, 1, 2) if channels_last else out
 
 
 @functools.cache
-def _kernel(fy: int, fx: int, c: int) -> Kernel:
-    """The kernel for `fy` x `fx` cells of `c`-channel pixels (compiled on first use,
-    ~1 s; the factors are constants in it, so the cell loops unroll)."""
+def _kernel(fy: int, fx: int, c: int, last: bool) -> Kernel:
+    """The kernel for `fy` x `fx` cells of `c`-channel pixels, writing planes or (`last`)
+    pixels (compiled on first use, ~1 s; the factors are constants in it, so the cell
+    loops unroll)."""
     import numba
 
     area = np.float32(fy * fx)
@@ -303,7 +307,10 @@ def _kernel(fy: int, fx: int, c: int) -> Kernel:
                         total = np.uint32(0)
                         for dx in range(fx):
                             total += acc[ox, dx * c + ch]
-                        out[k, ch, oy, ox] = np.float32(total) / area
+                        if last:
+                            out[k, oy, ox, ch] = np.float32(total) / area
+                        else:
+                            out[k, ch, oy, ox] = np.float32(total) / area
 
     return kernel
 

@@ -249,10 +249,12 @@ def test_the_compiled_area_sums_equal_numpys_bit_for_bit(
     kernel and its host twin bit for bit either way."""
     assert tf.compiled_area_available()
     x = tf.crop(frames, Transform(crop=crop))
-    ours = tf.compiled_area_planes(x, *size)
-    assert ours is not None
-    assert ours.shape == (2, 3, *size)
-    np.testing.assert_array_equal(ours, tf.area_planes(x, *size))
+    for channels_last in (False, True):  # planes, or pixels seen as planes
+        ours = tf.compiled_area_planes(x, *size, channels_last)
+        assert ours is not None
+        assert ours.shape == (2, 3, *size)
+        assert ours.transpose(0, 2, 3, 1).flags.c_contiguous == channels_last
+        np.testing.assert_array_equal(ours, tf.area_planes(x, *size))
     grey = tf.apply(frames, Transform(crop=crop, size=size, grey=True, dtype="float32"))
     planes = tf.area_planes(x, *size)
     luma = planes[:, 0:1] * np.float32(0.299) + planes[:, 1:2] * np.float32(0.587)
