@@ -169,7 +169,9 @@ def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1, out: Any =
         if planes is None:
             planes = area_planes(x, out_h, out_w, xp)
     else:
-        planes = resize(x, out_h, out_w, xp).transpose(0, 3, 1, 2)
+        planes = compiled_bilinear_planes(x, out_h, out_w) if xp is np else None
+        if planes is None:
+            planes = resize(x, out_h, out_w, xp).transpose(0, 3, 1, 2)
     if t.grey and planes.shape[1] == 3:
         r, g, b = (np.float32(v) for v in LUMA)
         planes = planes[:, 0:1] * r + planes[:, 1:2] * g + planes[:, 2:3] * b
@@ -311,6 +313,51 @@ def _kernel(fy: int, fx: int, c: int, last: bool) -> Kernel:
                             out[k, oy, ox, ch] = np.float32(total) / area
                         else:
                             out[k, ch, oy, ox] = np.float32(total) / area
+
+    return kernel
+
+
+def compiled_bilinear_planes(
+    x: npt.NDArray[np.uint8], out_h: int, out_w: int
+) -> npt.NDArray[np.float32] | None:
+    """`resize`'s bilinear as (N, C, out_h, out_w) planes, compiled (None without Numba):
+    reads only the four corners of each output pixel, where NumPy's gathers copy whole
+    rows and columns first (84x84 from a full frame: 0.6 ms in NumPy). The same taps
+    and the same float32 operations in the same order, so equal bit for bit."""
+    if not compiled_area_available():
+        return None
+    n, h, w, c = x.shape
+    out = np.empty((n, c, out_h, out_w), dtype=np.float32)
+    _bilinear_kernel()(x.reshape(n, h, w * c), *_kernel_taps(h, w, c, out_h, out_w), out)
+    return out
+
+
+@functools.cache
+def _kernel_taps(h: int, w: int, c: int, out_h: int, out_w: int) -> tuple[Any, ...]:
+    """Rows, columns (as offsets into a row of `c`-channel pixels) and weights, once."""
+    y0, y1, wy = _bilinear_taps(h, out_h, np)
+    x0, x1, wx = _bilinear_taps(w, out_w, np)
+    return (y0, y1, 1 - wy, wy, x0 * c, x1 * c, 1 - wx, wx)
+
+
+@functools.cache
+def _bilinear_kernel() -> Callable[..., None]:
+    import numba
+
+    @numba.njit(nogil=True, cache=False)
+    def kernel(
+        src: Any, y0: Any, y1: Any, vy: Any, wy: Any, x0: Any, x1: Any, vx: Any, wx: Any, out: Any
+    ) -> None:
+        n, c, out_h, out_w = out.shape
+        for k in range(n):
+            for oy in range(out_h):
+                top, bottom = src[k, y0[oy]], src[k, y1[oy]]
+                for ox in range(out_w):
+                    for ch in range(c):
+                        a, b = x0[ox] + ch, x1[ox] + ch
+                        left = np.float32(top[a]) * vy[oy] + np.float32(bottom[a]) * wy[oy]
+                        right = np.float32(top[b]) * vy[oy] + np.float32(bottom[b]) * wy[oy]
+                        out[k, ch, oy, ox] = left * vx[ox] + right * wx[ox]
 
     return kernel
 

@@ -277,3 +277,20 @@ def test_apply_into_out_equals_apply(
         out = np.full_like(want, 3)
         assert tf.apply(frames, t, out=out) is out
         np.testing.assert_array_equal(out, want)
+
+
+def test_the_compiled_bilinear_resize_equals_numpys_bit_for_bit(
+    frames: npt.NDArray[np.uint8],
+) -> None:
+    """DQN's 84x84 from whole frames and from a crop, and a small upscale: the compiled
+    corners-only kernel gives NumPy's `resize` exactly (taps, weights, order)."""
+    for crop, size in [
+        (None, (84, 84)),
+        ((100, 200, 400, 800), (84, 84)),
+        ((420, 760, 30, 50), (45, 70)),
+    ]:
+        x = tf.crop(frames, Transform(crop=crop))
+        ours = tf.compiled_bilinear_planes(x, *size)
+        assert ours is not None
+        assert ours.shape == (2, 3, *size)
+        np.testing.assert_array_equal(ours, tf.resize(x, *size).transpose(0, 3, 1, 2))
