@@ -11,18 +11,17 @@ reference its tests compare against.
     t = Transform(size=(225, 400), dtype="float32", layout="NCHW", mean=0.5, std=0.5)
     batch = sampler.sample(transform=t)      # frames: (B, L, 3, 225, 400) float32
 
-When the output is at most 1/2, 1/4 or 1/8 of the (cropped) frame, the CPU
-decoder decodes at that scale in the DCT domain (libjpeg-turbo through simplejpeg),
-which costs a fraction of a full decode; `dct_scale` picks the
-factor, and a grey transform decodes only the JPEG's luma. The result differs from
-"full decode, then area resize, then luma" by the decoder's own downscaling filter
-and its luma (1/255 on average, 12/255 at worst on CarRacing frames).
+When the output is at most 1/2, 1/4 or 1/8 of the (cropped) frame, the CPU decoder
+decodes at that scale in the DCT domain (libjpeg-turbo through simplejpeg), a fraction
+of a full decode's cost; `dct_scale` picks the factor, and a grey transform decodes
+only the JPEG's luma. The result differs from "full decode, then area resize, then
+luma" by the decoder's own downscaling filter and its luma (1/255 on average, 12/255
+at worst on CarRacing frames).
 
-Resize is an area average when the factors are whole numbers (an exact
-1/2, 1/4 ... reduction; its sums compiled by Numba where the ``fast`` extra is
-installed, `compiled_area_planes`, 4x NumPy's passes, equal bit for bit) and
-bilinear (half-pixel centres, like
-``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``) otherwise.
+Resize is an area average for whole factors (1/2, 1/4 ...), else bilinear (half-pixel
+centres, as ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``);
+both compiled by Numba where the ``fast`` extra is installed (`compiled_area_planes`,
+`compiled_bilinear_planes`, equal to NumPy's bit for bit), else NumPy's passes run.
 """
 
 from __future__ import annotations
@@ -162,10 +161,11 @@ def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1, out: Any =
     out_h, out_w = t.size if t.size is not None else (ch, cw)
     if (out_h, out_w) == (ch, cw):
         planes = x.transpose(0, 3, 1, 2)  # a view: uint8 until the dtype conversion
-    elif ch % out_h == 0 and cw % out_w == 0:  # compiled where Numba is, else NumPy's passes
-        # pixels, not planes, for an RGB NHWC output: its rounding and copy run in order
-        last = not t.grey and not t.channels_first
-        planes = compiled_area_planes(x, out_h, out_w, last) if xp is np else None
+    elif ch % out_h == 0 and cw % out_w == 0:  # luma in the kernel for grey; pixels for
+        # RGB NHWC (its rounding and copy then run in memory order)
+        cells: Cells = "luma" if t.grey and x.shape[3] == 3 else "planes"
+        cells = "pixels" if cells == "planes" and not t.channels_first else cells
+        planes = compiled_area_planes(x, out_h, out_w, cells) if xp is np else None
         if planes is None:
             planes = area_planes(x, out_h, out_w, xp)
     else:
@@ -199,12 +199,9 @@ def _converted(planes: Any, t: Transform, xp: Any, dest: Any = None) -> Any:
             return rounded.astype(xp.uint8)
         xp.copyto(dest, rounded, casting="unsafe")  # whole values in 0..255: exact
         return dest
-    if dest is not None and dest.dtype == xp.float32:
-        y = dest
-        xp.multiply(planes, np.float32(1 / 255), out=y)
-    else:
-        y = planes.astype(xp.float32, copy=False)  # uint8 planes (a view) are copied
-        xp.multiply(y, np.float32(1 / 255), out=y)
+    float_dest = dest is not None and dest.dtype == xp.float32
+    y = dest if float_dest else xp.empty(planes.shape, dtype=xp.float32)
+    xp.multiply(planes, np.float32(1 / 255), out=y)  # uint8 cast inside: exact
     if np.any(np.asarray(t.mean) != 0):  # x - 0 and x / 1 are x: skip those passes
         xp.subtract(y, xp.asarray(t.mean, dtype=xp.float32).reshape(-1, 1, 1), out=y)
     if np.any(np.asarray(t.std) != 1):
@@ -243,7 +240,7 @@ def area_planes(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
     return total.astype(xp.float32) / np.float32(fy * fx)
 
 
-Kernel = Callable[[npt.NDArray[np.uint8], npt.NDArray[np.float32]], None]
+Cells = Literal["planes", "pixels", "luma"]
 
 
 @functools.cache
@@ -257,37 +254,41 @@ def compiled_area_available() -> bool:
 
 
 def compiled_area_planes(
-    x: npt.NDArray[np.uint8], out_h: int, out_w: int, channels_last: bool = False
+    x: npt.NDArray[np.uint8], out_h: int, out_w: int, cells: Cells = "planes"
 ) -> npt.NDArray[np.float32] | None:
     """`area_planes` compiled (Numba, the ``fast`` extra; None without it), 4x NumPy's passes.
 
-    Most of what a shrinking transform costs on a lossless zstd race's full frame
-    (no DCT scaling shrinks it first) is this resize: NumPy runs it as strided passes,
-    ~1.3 ms a 1600x900 frame. The kernel adds each output row's `fy` source rows as
-    one contiguous run (vectorised), then each cell's `fx` pixels, with the factors
-    compiled in (unrolled), ~0.3 ms, and releases the GIL. Its integer sums are
-    divided by ``float32(fy * fx)`` as NumPy's are, so the planes are equal bit for
-    bit. Takes (N, H, W, C) uint8, a crop view too (pixels packed, rows strided);
-    `channels_last` stores the planes as pixels ((N, H, W, C) memory, a planes view).
+    Most of what a shrinking transform costs on a zstd race's full frame (no DCT scaling
+    shrinks it first) is this resize: NumPy's strided passes take ~1.3 ms a 1600x900
+    frame. The kernel adds each output row's `fy` source rows as one contiguous run
+    (vectorised), then each cell's `fx` pixels (factors compiled in, unrolled), ~0.3 ms,
+    GIL released. Integer sums over ``float32(fy * fx)``, as NumPy's: equal bit for bit.
+    Takes (N, H, W, C) uint8, a crop view too (pixels packed, rows strided).
+    `cells`: ``planes``; ``pixels``, the planes stored as (N, H, W, C) (a planes view);
+    ``luma``, one plane, ``mean_r * 0.299 + mean_g * 0.587 + mean_b * 0.114`` in `apply`'s
+    float32 order (equal to it too).
     """
     if not compiled_area_available():
         return None
     n, h, w, c = x.shape
     rows = x.reshape(n, h, w * c)  # a view for any crop: each row's pixels are packed
-    out = np.empty((n, out_h, out_w, c) if channels_last else (n, c, out_h, out_w), np.float32)
-    _kernel(h // out_h, w // out_w, c, channels_last)(rows, out)
-    return out.transpose(0, 3, 1, 2) if channels_last else out
+    last = cells == "pixels"
+    planes = 1 if cells == "luma" else c
+    out = np.empty((n, out_h, out_w, c) if last else (n, planes, out_h, out_w), np.float32)
+    _kernel(h // out_h, w // out_w, c, cells)(rows, out)
+    return out.transpose(0, 3, 1, 2) if last else out
 
 
 @functools.cache
-def _kernel(fy: int, fx: int, c: int, last: bool) -> Kernel:
-    """The kernel for `fy` x `fx` cells of `c`-channel pixels, writing planes or (`last`)
-    pixels (compiled on first use, ~1 s; the factors are constants in it, so the cell
-    loops unroll)."""
+def _kernel(fy: int, fx: int, c: int, cells: Cells) -> Callable[..., None]:
+    """The kernel for `fy` x `fx` cells of `c`-channel pixels, writing `cells` (compiled
+    on first use, ~1 s; the factors are constants in it, so the cell loops unroll)."""
     import numba
 
     area = np.float32(fy * fx)
     wide = fy * fx > 257  # 255 * cells past 257 overflows uint16
+    last, luma = cells == "pixels", cells == "luma"
+    r, g, b = (np.float32(v) for v in LUMA)
 
     @numba.njit(nogil=True, cache=False)
     def kernel(src: Any, out: Any) -> None:
@@ -305,14 +306,20 @@ def _kernel(fy: int, fx: int, c: int, last: bool) -> Kernel:
                     for i in range(out_w * fx * c):
                         run[i] += row[i]
                 for ox in range(out_w):
+                    v = np.float32(0)  # luma: (r * R + g * G) + b * B, as `apply` adds it
                     for ch in range(c):
                         total = np.uint32(0)
                         for dx in range(fx):
                             total += acc[ox, dx * c + ch]
+                        mean = np.float32(total) / area
                         if last:
-                            out[k, oy, ox, ch] = np.float32(total) / area
+                            out[k, oy, ox, ch] = mean
+                        elif not luma:
+                            out[k, ch, oy, ox] = mean
+                        elif ch < 2:
+                            v = mean * r if ch == 0 else v + mean * g
                         else:
-                            out[k, ch, oy, ox] = np.float32(total) / area
+                            out[k, 0, oy, ox] = v + mean * b
 
     return kernel
 
@@ -321,9 +328,8 @@ def compiled_bilinear_planes(
     x: npt.NDArray[np.uint8], out_h: int, out_w: int
 ) -> npt.NDArray[np.float32] | None:
     """`resize`'s bilinear as (N, C, out_h, out_w) planes, compiled (None without Numba):
-    reads only the four corners of each output pixel, where NumPy's gathers copy whole
-    rows and columns first (84x84 from a full frame: 0.6 ms in NumPy). The same taps
-    and the same float32 operations in the same order, so equal bit for bit."""
+    only each output pixel's four corners are read (NumPy's gathers: 0.6 ms for 84x84
+    from a full frame); the same taps and float32 operations in order: equal bit for bit."""
     if not compiled_area_available():
         return None
     n, h, w, c = x.shape

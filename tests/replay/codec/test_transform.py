@@ -245,15 +245,16 @@ def test_the_compiled_area_sums_equal_numpys_bit_for_bit(
     size: tuple[int, int],
 ) -> None:
     """The Numba kernel (the ``fast`` extra, in ``dev``) and NumPy's passes give the same
-    float32 planes, so `apply` (which takes the kernel where Numba is) equals the fused
-    kernel and its host twin bit for bit either way."""
+    float32 planes, and the kernel's luma equals NumPy's luma of NumPy's planes, so
+    `apply` (which takes the kernel where Numba is) equals the fused kernel and its
+    host twin bit for bit either way."""
     assert tf.compiled_area_available()
     x = tf.crop(frames, Transform(crop=crop))
-    for channels_last in (False, True):  # planes, or pixels seen as planes
-        ours = tf.compiled_area_planes(x, *size, channels_last)
+    for cells in ("planes", "pixels"):  # pixels: stored (N, H, W, C), seen as planes
+        ours = tf.compiled_area_planes(x, *size, cells)
         assert ours is not None
         assert ours.shape == (2, 3, *size)
-        assert ours.transpose(0, 2, 3, 1).flags.c_contiguous == channels_last
+        assert ours.transpose(0, 2, 3, 1).flags.c_contiguous == (cells == "pixels")
         np.testing.assert_array_equal(ours, tf.area_planes(x, *size))
     grey = tf.apply(frames, Transform(crop=crop, size=size, grey=True, dtype="float32"))
     planes = tf.area_planes(x, *size)
