@@ -18,6 +18,7 @@ sampler's frames/s as a fraction of its floor.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -35,6 +36,7 @@ from replay.cpus import usable_cpus
 
 Frame = npt.NDArray[np.uint8]
 CODECS: tuple[CodecName, ...] = ("jpeg", "zstd")
+_ZSTD = Zstd()
 
 
 def transforms(height: int, width: int) -> dict[str, Transform]:
@@ -132,18 +134,38 @@ def _measure(job: dict[str, Any]) -> dict[str, dict[str, float]]:
 def _floor(
     codec: str, t: Transform | None, height: int, width: int, pool: ThreadPoolExecutor
 ) -> Callable[[list[bytes]], None]:
-    """Bare decoding of a batch's stored frames on every usable core (`pool`), nothing
-    else: the decode `t` needs (JPEG: its DCT scale, luma only when grey; zstd: whole
-    frames)."""
-    if codec == "zstd":
-        zstd = Zstd()
-        decode: Callable[[bytes], Any] = zstd.decode
-    else:
-        scale = 1 if t is None else t.dct_scale(height, width)
-        grey = t is not None and t.grey
-        decode = lambda blob: jpeg.decode_host(blob, scale=scale, grey=grey)  # noqa: E731
+    """Bare decoding of a batch's stored frames on every usable core (`pool`, one task
+    of consecutive frames per core, as the sampler runs them), nothing else: the decode
+    `t` needs (JPEG: its DCT scale, luma only when grey; zstd: whole frames). Without
+    a transform each frame lands in its slot of a reused batch buffer, as it must;
+    with one, in its thread's reused buffer (a transform's decode is scratch)."""
+    scale = 1 if t is None or codec == "zstd" else t.dct_scale(height, width)
+    grey = codec != "zstd" and t is not None and t.grey
+    shape = (-(-height // scale), -(-width // scale), 1 if grey else 3)
+    batch: list[npt.NDArray[np.uint8]] = []
+    local = threading.local()
+
+    def decode(blob: bytes, buf: npt.NDArray[np.uint8]) -> None:
+        if codec == "zstd":
+            _ZSTD.decode(blob, out=buf.reshape(-1))
+        else:
+            jpeg.decode_host(blob, scale=scale, grey=grey, out=buf)
+
+    def part(first: int, blobs: list[bytes]) -> None:
+        if t is None:
+            for k, blob in enumerate(blobs):
+                decode(blob, batch[0][first + k])
+            return
+        if getattr(local, "buf", None) is None:
+            local.buf = np.empty(shape, dtype=np.uint8)
+        for blob in blobs:
+            decode(blob, local.buf)
 
     def run(blobs: list[bytes]) -> None:
-        list(pool.map(decode, blobs))
+        if t is None and not batch:
+            batch.append(np.empty((len(blobs), *shape), dtype=np.uint8))
+        step = -(-len(blobs) // usable_cpus())
+        starts = range(0, len(blobs), step)
+        list(pool.map(part, starts, [blobs[i : i + step] for i in starts]))
 
     return run

@@ -144,11 +144,42 @@ class ZstdFrames(FrameCodec):
         return [bytes(zstd.encode(contiguous(image))) for image in images]
 
     def decode(self, blob: bytes, height: int, width: int) -> Image | None:
+        image = np.empty((height, width, 3), dtype=np.uint8)
+        return image if self.decode_into(blob, image) else None
+
+    def decode_into(self, blob: bytes, out: npt.NDArray[np.uint8]) -> bool:
+        """Decode one stored frame straight into `out` (C-contiguous (H, W, 3) uint8: a
+        batch's slot, or a reused buffer), so no frame-sized allocation is made (and
+        page-faulted) per frame; False if it does not decode to exactly that size."""
+        if content_size(blob) != out.nbytes:
+            return False
         try:
-            raw = np.frombuffer(Zstd().decode(blob), dtype=np.uint8)
-            return raw.reshape(height, width, 3)
+            _ZSTD.decode(blob, out=out.reshape(-1))
         except (RuntimeError, ValueError):
-            return None
+            return False
+        return True
+
+
+#: Decodes any level (zstd's level is the encoder's only); stateless, thread-safe.
+_ZSTD = Zstd()
+_FCS_BYTES = (0, 2, 4, 8)  # Frame_Content_Size field sizes by its flag (RFC 8878 3.1.1.1.1)
+
+
+def content_size(blob: bytes) -> int | None:
+    """The decompressed size a zstd frame's header declares (None if it declares none or
+    is not a zstd frame): numcodecs fills a larger `out` without saying how much it
+    wrote, so a short frame would pass for a whole one."""
+    if len(blob) < 6 or blob[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = blob[4]
+    single_segment = (descriptor >> 5) & 1
+    flag = descriptor >> 6
+    size = _FCS_BYTES[flag] or single_segment  # flag 0: 1 byte in a single segment, else none
+    start = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
+    if size == 0 or len(blob) < start + size:
+        return None
+    value = int.from_bytes(blob[start : start + size], "little")
+    return value + 256 if size == 2 else value
 
 
 def writer_device(codec: FrameCodec, device: str) -> str:

@@ -11,26 +11,28 @@ reference its tests compare against.
     t = Transform(size=(225, 400), dtype="float32", layout="NCHW", mean=0.5, std=0.5)
     batch = sampler.sample(transform=t)      # frames: (B, L, 3, 225, 400) float32
 
-When the output is at most 1/2, 1/4 or 1/8 of the (cropped) frame, the CPU
-decoder decodes at that scale in the DCT domain (libjpeg-turbo through simplejpeg),
-which costs a fraction of a full decode; `dct_scale` picks the
-factor, and a grey transform decodes only the JPEG's luma. The result differs from
-"full decode, then area resize, then luma" by the decoder's own downscaling filter
-and its luma (1/255 on average, 12/255 at worst on CarRacing frames).
+When the output is at most 1/2, 1/4 or 1/8 of the (cropped) frame, the CPU decoder
+decodes at that scale in the DCT domain (libjpeg-turbo through simplejpeg), a fraction
+of a full decode's cost; `dct_scale` picks the factor, and a grey transform decodes
+only the JPEG's luma. The result differs from "full decode, then area resize, then
+luma" by the decoder's own downscaling filter and its luma (1/255 on average, 12/255
+at worst on CarRacing frames).
 
-Resize is an area average when the factors are whole numbers (an exact
-1/2, 1/4 ... reduction) and bilinear (half-pixel centres, like
-``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``)
-otherwise.
+Resize is an area average for whole factors (1/2, 1/4 ...), else bilinear (half-pixel
+centres, as ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``);
+both compiled by Numba where the ``fast`` extra is installed (`compiled_area_planes`,
+`compiled_bilinear_planes`, equal to NumPy's bit for bit), else NumPy's passes run.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 Dtype = Literal["uint8", "float32", "float16", "bfloat16"]
 Layout = Literal["NHWC", "NCHW", "stacked"]
@@ -159,14 +161,24 @@ def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1, out: Any =
     out_h, out_w = t.size if t.size is not None else (ch, cw)
     if (out_h, out_w) == (ch, cw):
         planes = x.transpose(0, 3, 1, 2)  # a view: uint8 until the dtype conversion
-    elif ch % out_h == 0 and cw % out_w == 0:
-        planes = area_planes(x, out_h, out_w, xp)
+    elif ch % out_h == 0 and cw % out_w == 0:  # luma in the kernel for grey; pixels for
+        # RGB NHWC (its rounding and copy then run in memory order)
+        cells: Cells = "luma" if t.grey and x.shape[3] == 3 else "planes"
+        cells = "pixels" if cells == "planes" and not t.channels_first else cells
+        planes = compiled_area_planes(x, out_h, out_w, cells) if xp is np else None
+        if planes is None:
+            planes = area_planes(x, out_h, out_w, xp)
     else:
-        planes = resize(x, out_h, out_w, xp).transpose(0, 3, 1, 2)
+        planes = compiled_bilinear_planes(x, out_h, out_w) if xp is np else None
+        if planes is None:
+            planes = resize(x, out_h, out_w, xp).transpose(0, 3, 1, 2)
     if t.grey and planes.shape[1] == 3:
         r, g, b = (np.float32(v) for v in LUMA)
         planes = planes[:, 0:1] * r + planes[:, 1:2] * g + planes[:, 2:3] * b
-    y = _converted(planes, t, xp)
+    dest = None if out is None else out if t.channels_first else out.transpose(0, 3, 1, 2)
+    y = _converted(planes, t, xp, dest)
+    if y is dest:  # written straight into `out` (through its planes view when NHWC)
+        return out
     if not t.channels_first:
         y = y.transpose(0, 2, 3, 1)
     if out is None:
@@ -175,14 +187,21 @@ def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1, out: Any =
     return out
 
 
-def _converted(planes: Any, t: Transform, xp: Any) -> Any:
-    """(N, C, h, w) planes in `t`'s dtype: ``(x / 255 - mean) / std`` in float32, in place."""
+def _converted(planes: Any, t: Transform, xp: Any, dest: Any = None) -> Any:
+    """(N, C, h, w) planes in `t`'s dtype: uint8 rounded to nearest, or ``(x / 255 - mean)
+    / std`` in float32, in place: in `dest` (the output, as planes) for uint8 and
+    float32, so the result is written once (uint8 planes cast inside the multiply)."""
     if t.dtype == "uint8":
         if planes.dtype == xp.uint8:
             return planes
-        return xp.clip(xp.rint(planes), 0, 255).astype(xp.uint8)
-    y = planes.astype(xp.float32, copy=False)  # uint8 planes (a view) are copied
-    xp.multiply(y, np.float32(1 / 255), out=y)
+        rounded = xp.clip(xp.rint(planes, out=planes), 0, 255, out=planes)
+        if dest is None:
+            return rounded.astype(xp.uint8)
+        xp.copyto(dest, rounded, casting="unsafe")  # whole values in 0..255: exact
+        return dest
+    float_dest = dest is not None and dest.dtype == xp.float32
+    y = dest if float_dest else xp.empty(planes.shape, dtype=xp.float32)
+    xp.multiply(planes, np.float32(1 / 255), out=y)  # uint8 cast inside: exact
     if np.any(np.asarray(t.mean) != 0):  # x - 0 and x / 1 are x: skip those passes
         xp.subtract(y, xp.asarray(t.mean, dtype=xp.float32).reshape(-1, 1, 1), out=y)
     if np.any(np.asarray(t.std) != 1):
@@ -221,17 +240,156 @@ def area_planes(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
     return total.astype(xp.float32) / np.float32(fy * fx)
 
 
+Cells = Literal["planes", "pixels", "luma"]
+
+
+@functools.cache
+def compiled_area_available() -> bool:
+    """True when Numba imports (``pip install 'replay[fast]'``)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def compiled_area_planes(
+    x: npt.NDArray[np.uint8], out_h: int, out_w: int, cells: Cells = "planes"
+) -> npt.NDArray[np.float32] | None:
+    """`area_planes` compiled (Numba, the ``fast`` extra; None without it), 4x NumPy's passes.
+
+    Most of what a shrinking transform costs on a zstd race's full frame (no DCT scaling
+    shrinks it first) is this resize: NumPy's strided passes take ~1.3 ms a 1600x900
+    frame. The kernel adds each output row's `fy` source rows as one contiguous run
+    (vectorised), then each cell's `fx` pixels (factors compiled in, unrolled), ~0.3 ms,
+    GIL released. Integer sums over ``float32(fy * fx)``, as NumPy's: equal bit for bit.
+    Takes (N, H, W, C) uint8, a crop view too (pixels packed, rows strided).
+    `cells`: ``planes``; ``pixels``, the planes stored as (N, H, W, C) (a planes view);
+    ``luma``, one plane, ``mean_r * 0.299 + mean_g * 0.587 + mean_b * 0.114`` in `apply`'s
+    float32 order (equal to it too).
+    """
+    if not compiled_area_available():
+        return None
+    n, h, w, c = x.shape
+    rows = x.reshape(n, h, w * c)  # a view for any crop: each row's pixels are packed
+    last = cells == "pixels"
+    planes = 1 if cells == "luma" else c
+    out = np.empty((n, out_h, out_w, c) if last else (n, planes, out_h, out_w), np.float32)
+    _kernel(h // out_h, w // out_w, c, cells)(rows, out)
+    return out.transpose(0, 3, 1, 2) if last else out
+
+
+@functools.cache
+def _kernel(fy: int, fx: int, c: int, cells: Cells) -> Callable[..., None]:
+    """The kernel for `fy` x `fx` cells of `c`-channel pixels, writing `cells` (compiled
+    on first use, ~1 s; the factors are constants in it, so the cell loops unroll)."""
+    import numba
+
+    area = np.float32(fy * fx)
+    wide = fy * fx > 257  # 255 * cells past 257 overflows uint16
+    last, luma = cells == "pixels", cells == "luma"
+    r, g, b = (np.float32(v) for v in LUMA)
+
+    @numba.njit(nogil=True, cache=False)
+    def kernel(src: Any, out: Any) -> None:
+        n, h, width = src.shape
+        out_h, out_w = h // fy, width // (fx * c)
+        acc = np.empty((out_w, fx * c), np.uint32 if wide else np.uint16)
+        run = acc.reshape(-1)
+        for k in range(n):
+            for oy in range(out_h):
+                first = src[k, oy * fy]
+                for i in range(out_w * fx * c):
+                    run[i] = first[i]
+                for dy in range(1, fy):
+                    row = src[k, oy * fy + dy]
+                    for i in range(out_w * fx * c):
+                        run[i] += row[i]
+                for ox in range(out_w):
+                    v = np.float32(0)  # luma: (r * R + g * G) + b * B, as `apply` adds it
+                    for ch in range(c):
+                        total = np.uint32(0)
+                        for dx in range(fx):
+                            total += acc[ox, dx * c + ch]
+                        mean = np.float32(total) / area
+                        if last:
+                            out[k, oy, ox, ch] = mean
+                        elif not luma:
+                            out[k, ch, oy, ox] = mean
+                        elif ch < 2:
+                            v = mean * r if ch == 0 else v + mean * g
+                        else:
+                            out[k, 0, oy, ox] = v + mean * b
+
+    return kernel
+
+
+def compiled_bilinear_planes(
+    x: npt.NDArray[np.uint8], out_h: int, out_w: int
+) -> npt.NDArray[np.float32] | None:
+    """`resize`'s bilinear as (N, C, out_h, out_w) planes, compiled (None without Numba):
+    only each output pixel's four corners are read (NumPy's gathers: 0.6 ms for 84x84
+    from a full frame); the same taps and float32 operations in order: equal bit for bit."""
+    if not compiled_area_available():
+        return None
+    n, h, w, c = x.shape
+    out = np.empty((n, c, out_h, out_w), dtype=np.float32)
+    _bilinear_kernel()(x.reshape(n, h, w * c), *_kernel_taps(h, w, c, out_h, out_w), out)
+    return out
+
+
+@functools.cache
+def _kernel_taps(h: int, w: int, c: int, out_h: int, out_w: int) -> tuple[Any, ...]:
+    """Rows, columns (as offsets into a row of `c`-channel pixels) and weights, once."""
+    y0, y1, wy = _bilinear_taps(h, out_h, np)
+    x0, x1, wx = _bilinear_taps(w, out_w, np)
+    return (y0, y1, 1 - wy, wy, x0 * c, x1 * c, 1 - wx, wx)
+
+
+@functools.cache
+def _bilinear_kernel() -> Callable[..., None]:
+    import numba
+
+    @numba.njit(nogil=True, cache=False)
+    def kernel(
+        src: Any, y0: Any, y1: Any, vy: Any, wy: Any, x0: Any, x1: Any, vx: Any, wx: Any, out: Any
+    ) -> None:
+        n, c, out_h, out_w = out.shape
+        for k in range(n):
+            for oy in range(out_h):
+                top, bottom = src[k, y0[oy]], src[k, y1[oy]]
+                for ox in range(out_w):
+                    for ch in range(c):
+                        a, b = x0[ox] + ch, x1[ox] + ch
+                        left = np.float32(top[a]) * vy[oy] + np.float32(bottom[a]) * wy[oy]
+                        right = np.float32(top[b]) * vy[oy] + np.float32(bottom[b]) * wy[oy]
+                        out[k, ch, oy, ox] = left * vx[ox] + right * wx[ox]
+
+    return kernel
+
+
 def resize(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
-    """(N, H, W, C) -> (N, out_h, out_w, C) float32: area for whole factors, else bilinear
-    (only the rows and columns it reads are converted to float)."""
+    """(N, H, W, C) -> (N, out_h, out_w, C) float32: area for whole factors, else bilinear.
+
+    Bilinear gathers the four corner pixels of every output pixel in uint8 first
+    (rows, then columns: 84x84 from a full frame reads 0.5% of it) and converts only
+    those; then ``(p00 (1 - wy) + p10 wy) (1 - wx) + (p01 (1 - wy) + p11 wy) wx``, the
+    fused kernel's arithmetic in its order.
+    """
     h, w = x.shape[1:3]
     if h % out_h == 0 and w % out_w == 0:
         return area_planes(x, out_h, out_w, xp).transpose(0, 2, 3, 1)
     y0, y1, wy = _bilinear_taps(h, out_h, xp)
     x0, x1, wx = _bilinear_taps(w, out_w, xp)
     wy, wx = wy[None, :, None, None], wx[None, None, :, None]
-    top = x[:, y0].astype(xp.float32) * (1 - wy) + x[:, y1].astype(xp.float32) * wy
-    return top[:, :, x0] * (1 - wx) + top[:, :, x1] * wx
+    top, bottom = x[:, y0], x[:, y1]  # (N, out_h, W, C) uint8: the rows read
+
+    def column(rows: Any, cols: Any) -> Any:
+        return rows[:, :, cols].astype(xp.float32)
+
+    left = column(top, x0) * (1 - wy) + column(bottom, x0) * wy
+    right = column(top, x1) * (1 - wy) + column(bottom, x1) * wy
+    return left * (1 - wx) + right * wx
 
 
 def _bilinear_taps(size: int, out: int, xp: Any) -> tuple[Any, Any, Any]:

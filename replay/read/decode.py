@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ import numpy.typing as npt
 from replay.codec import fused, jpeg
 from replay.codec import transform as tf
 from replay.codec.devices import device_index, on_device
-from replay.codec.frames import JpegFrames, frame_codec
+from replay.codec.frames import FrameCodec, JpegFrames, ZstdFrames, frame_codec
 from replay.codec.gpu_check import resolve_device
 from replay.codec.transform import Transform
 from replay.cpus import usable_cpus
@@ -127,33 +127,87 @@ def _decode_host(
     """Decode frames `members` of one format into `out` on every core (libjpeg-turbo and
     zstd release the GIL); the failed indexes.
 
-    Without a transform a JPEG frame is decoded straight into its slot of `out`;
-    with one, at the DCT scale the transform allows (only its luma for a grey one),
-    then transformed into its slot.
+    One task per run of consecutive frames (`_runs`), not per frame: a JPEG decoded
+    at 1/4 scale takes ~0.8 ms, so a per-frame task and transform call would weigh.
     """
-    codec = frame_codec(f.codec)
-    jpeg_codec = isinstance(codec, JpegFrames)  # JPEG decodes at a DCT scale, in place
-    scale = t.dct_scale(f.height, f.width) if jpeg_codec else 1
-    luma = jpeg_codec and t.grey  # the Y channel only: chroma is neither decoded nor used
-    expect = (-(-f.height // scale), -(-f.width // scale), 1 if luma else 3)
-    in_place = jpeg_codec and t.is_identity
+    plan = _HostPlan(frame_codec(f.codec), f, t)
+    failed = _pool().map(lambda run: plan.decode(blobs, run, out), _runs(members))
+    return [i for run_failed in failed for i in run_failed]
 
-    def decode(i: int) -> bool:
-        if not jpeg_codec:
-            image = codec.decode(blobs[i], f.height, f.width)
+
+def _runs(members: list[int]) -> list[list[int]]:
+    """`members` cut into one run per core (fewer, longer runs measured faster than
+    two or four per core, or one per frame, on both codecs)."""
+    step = -(-len(members) // usable_cpus())
+    return [members[i : i + step] for i in range(0, len(members), step)]
+
+
+class _HostPlan:
+    """How one frame format decodes under transform `t` on the CPU.
+
+    JPEG decodes at the DCT scale `t` allows, only its luma for a grey `t`. Where
+    that decode is already the output (no transform; or a uint8 resize to exactly
+    that scale, with no crop) it lands straight in the batch's slot ("direct");
+    otherwise a run's frames decode into a reused scratch stack and `t` runs once
+    over the run. A zstd frame decodes straight into its slot without a transform,
+    else into a reused frame buffer (kept in cache) that `t` reads at once.
+    """
+
+    def __init__(self, codec: FrameCodec, f: FrameFormat, t: Transform) -> None:
+        self.codec, self.t = codec, t
+        self.jpeg = isinstance(codec, JpegFrames)
+        self.scale = t.dct_scale(f.height, f.width) if self.jpeg else 1
+        self.luma = self.jpeg and t.grey  # the Y channel only: chroma neither decoded nor used
+        h, w = -(-f.height // self.scale), -(-f.width // self.scale)
+        self.decoded = (h, w, 1 if self.luma else 3)
+        whole = t.crop_box(f.height, f.width) == (0, 0, f.height, f.width)
+        self.direct = t.is_identity or (
+            self.jpeg
+            and whole
+            and t.dtype == "uint8"
+            and t.output_hw(f.height, f.width) == (h, w)
+            and (t.layout == "NHWC" or self.luma)  # one channel: NCHW is NHWC's bytes
+        )
+
+    def decode(self, blobs: Sequence[bytes], run: list[int], out: npt.NDArray[Any]) -> list[int]:
+        """Decode (and transform) the frames `run` into `out`; those that failed."""
+        if self.direct:
+            return [i for i in run if not self._decode(blobs[i], out[i].reshape(self.decoded))]
+        if not self.jpeg:  # full frames: one at a time, each transformed while in cache
+            frame = _scratch((1, *self.decoded))
+            failed = []
+            for i in run:
+                if self._decode(blobs[i], frame[0]):
+                    tf.apply(frame, self.t, np, out=out[i : i + 1])
+                else:
+                    failed.append(i)
+            return failed
+        stack = _scratch((len(run), *self.decoded))
+        failed = [i for j, i in enumerate(run) if not self._decode(blobs[i], stack[j])]
+        if run == list(range(run[0], run[-1] + 1)):
+            tf.apply(stack, self.t, np, scale=self.scale, out=out[run[0] : run[-1] + 1])
         else:
-            slot = out[i] if in_place else None
-            image = jpeg.decode_host(blobs[i], scale=scale, grey=luma, out=slot)
-        if image is None or image.shape != expect:
-            return False
-        if t.is_identity and not in_place:
-            out[i] = image
-        elif not in_place:
-            tf.apply(image[None], t, np, scale=scale, out=out[i : i + 1])
-        return True
+            out[run] = tf.apply(stack, self.t, np, scale=self.scale)
+        return failed
 
-    ok = list(_pool().map(decode, members))
-    return [i for i, good in zip(members, ok, strict=True) if not good]
+    def _decode(self, blob: bytes, slot: npt.NDArray[np.uint8]) -> bool:
+        """One frame into `slot` (its decoded shape); False if it does not decode so."""
+        if not self.jpeg:
+            return cast(ZstdFrames, self.codec).decode_into(blob, slot)
+        image = jpeg.decode_host(blob, scale=self.scale, grey=self.luma, out=slot)
+        return image is not None and image.shape == self.decoded
+
+
+_local = threading.local()
+
+
+def _scratch(shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
+    """This thread's reused uint8 buffer of `shape` (grown when a larger one is asked)."""
+    size = int(np.prod(shape))
+    buf: npt.NDArray[np.uint8] | None = getattr(_local, "buf", None)
+    if buf is None or buf.size < size:
+        buf = _local.buf = np.empty(size, dtype=np.uint8)
+    return buf[:size].reshape(shape)
 
 
 @functools.cache
@@ -167,10 +221,13 @@ class _HostBuffers:
     A fresh 276 MB buffer per batch of 64 full frames costs its page faults on
     every batch; a buffer is handed out again only when no array, view or tensor
     made from it is alive (CPython reference count), so a batch a caller still
-    holds is never overwritten.
+    holds is never overwritten. The last `keep` buffers are kept: a loop that holds
+    its batch while the next one decodes needs two of one shape; four let up to four
+    shapes take turns (a learner and its evaluation; the benchmark's interleaved
+    transform rows) without a fresh buffer each turn.
     """
 
-    def __init__(self, keep: int = 2) -> None:
+    def __init__(self, keep: int = 4) -> None:
         self._keep = keep
         self._lock = threading.Lock()
         self._free: list[npt.NDArray[Any]] = []

@@ -227,3 +227,71 @@ def test_the_one_pass_transform_matches_the_old_one_on_real_frames(
     else:
         np.testing.assert_allclose(ours, ref, atol=1e-5)
     assert ours.astype(np.float64).std() > 0.01  # a real picture, not a flat one
+
+
+@pytest.mark.parametrize(
+    ("crop", "size"),
+    [
+        (None, (450, 800)),
+        (None, (225, 400)),  # the README's
+        ((100, 200, 400, 800), (100, 200)),  # a crop view: rows strided
+        ((0, 0, 900, 1500), (30, 50)),  # 1,500 pixels a cell: uint32 sums
+        ((300, 400, 200, 300), (40, 100)),  # 5 x 3 cells
+    ],
+)
+def test_the_compiled_area_sums_equal_numpys_bit_for_bit(
+    frames: npt.NDArray[np.uint8],
+    crop: tuple[int, int, int, int] | None,
+    size: tuple[int, int],
+) -> None:
+    """The Numba kernel (the ``fast`` extra, in ``dev``) and NumPy's passes give the same
+    float32 planes, and the kernel's luma equals NumPy's luma of NumPy's planes, so
+    `apply` (which takes the kernel where Numba is) equals the fused kernel and its
+    host twin bit for bit either way."""
+    assert tf.compiled_area_available()
+    x = tf.crop(frames, Transform(crop=crop))
+    for cells in ("planes", "pixels"):  # pixels: stored (N, H, W, C), seen as planes
+        ours = tf.compiled_area_planes(x, *size, cells)
+        assert ours is not None
+        assert ours.shape == (2, 3, *size)
+        assert ours.transpose(0, 2, 3, 1).flags.c_contiguous == (cells == "pixels")
+        np.testing.assert_array_equal(ours, tf.area_planes(x, *size))
+    grey = tf.apply(frames, Transform(crop=crop, size=size, grey=True, dtype="float32"))
+    planes = tf.area_planes(x, *size)
+    luma = planes[:, 0:1] * np.float32(0.299) + planes[:, 1:2] * np.float32(0.587)
+    luma += planes[:, 2:3] * np.float32(0.114)
+    np.testing.assert_array_equal(grey, (luma * np.float32(1 / 255)).transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float16"])
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_apply_into_out_equals_apply(
+    frames: npt.NDArray[np.uint8], dtype: tf.Dtype, layout: tf.Layout
+) -> None:
+    """Written straight into `out` (uint8 and float32 through its planes view, float16
+    converted) or returned: the same values; crops and bilinear too."""
+    for t in (
+        Transform(size=(225, 400), dtype=dtype, layout=layout),
+        Transform(crop=(400, 700, 60, 90), size=(21, 32), grey=True, dtype=dtype, layout=layout),
+    ):
+        want = tf.apply(frames, t)
+        out = np.full_like(want, 3)
+        assert tf.apply(frames, t, out=out) is out
+        np.testing.assert_array_equal(out, want)
+
+
+def test_the_compiled_bilinear_resize_equals_numpys_bit_for_bit(
+    frames: npt.NDArray[np.uint8],
+) -> None:
+    """DQN's 84x84 from whole frames and from a crop, and a small upscale: the compiled
+    corners-only kernel gives NumPy's `resize` exactly (taps, weights, order)."""
+    for crop, size in [
+        (None, (84, 84)),
+        ((100, 200, 400, 800), (84, 84)),
+        ((420, 760, 30, 50), (45, 70)),
+    ]:
+        x = tf.crop(frames, Transform(crop=crop))
+        ours = tf.compiled_bilinear_planes(x, *size)
+        assert ours is not None
+        assert ours.shape == (2, 3, *size)
+        np.testing.assert_array_equal(ours, tf.resize(x, *size).transpose(0, 3, 1, 2))

@@ -17,9 +17,9 @@ from sampling_helpers import keys_of, write_race
 import replay
 from replay.codec import jpeg
 from replay.codec.devices import cuda_available
-from replay.codec.frames import ZstdFrames
+from replay.codec.frames import ZstdFrames, content_size
 from replay.errors import GpuCodecError
-from replay.read.batch import Batch, EncodedBatch, SampleKeys, corrupt_frame_error
+from replay.read.batch import Batch, EncodedBatch, FrameFormat, SampleKeys, corrupt_frame_error
 from replay.read.decode import decode_batch, decode_frames
 
 SHARD = 4
@@ -111,7 +111,7 @@ def test_held_batches_are_not_overwritten_by_later_ones(
     first = decode_batch(fetch(store_path, keys_of(race.race_id, [0, 1])))
     copy = first.frames.copy()
     later = fetch(store_path, keys_of(race.race_id, [10, 11]))
-    for _ in range(4):  # more batches of the same shape than the buffer pool keeps
+    for _ in range(6):  # more batches of the same shape than the buffer pool keeps (4)
         other = decode_batch(later)
         assert not np.shares_memory(other.frames, first.frames)
     np.testing.assert_array_equal(first.frames, copy)
@@ -128,6 +128,75 @@ def test_lossless_zstd_frames_decode_bit_exact(real_frames: npt.NDArray[np.uint8
     np.testing.assert_array_equal(codec.decode(blobs[3], 900, 1600), frames[3])
     assert codec.decode(b"not zstd", 900, 1600) is None
     assert codec.decode(blobs[0], 900, 1599) is None  # the wrong frame size
+
+
+def test_zstd_frames_decode_into_a_buffer_only_at_their_declared_size(
+    real_frames: npt.NDArray[np.uint8],
+) -> None:
+    """numcodecs fills a larger buffer without saying how much it wrote: the header's
+    declared size is checked, so a short frame does not pass for a whole one."""
+    codec = ZstdFrames()
+    frame = real_frames[0]
+    (blob,) = codec.encode([frame])
+    assert content_size(blob) == frame.nbytes
+    small = np.ascontiguousarray(frame[:, :800])
+    (short,) = codec.encode([small])
+    assert content_size(short) == small.nbytes
+    out = np.full_like(frame, 7)
+    assert codec.decode_into(blob, out)
+    np.testing.assert_array_equal(out, frame)
+    assert not codec.decode_into(short, out)  # half a frame's bytes into a whole frame
+    assert not codec.decode_into(blob[:-9], out)  # truncated
+    assert not codec.decode_into(b"\x28\xb5\x2f\xfd" + blob[4:40], out)  # damaged body
+    assert content_size(b"junk junk") is None
+    for n in (5, 255, 300, 65_791, 70_000):  # every size field: 1, 2 (+256) and 4 bytes
+        (tiny,) = codec.encode([np.zeros((1, n, 1), dtype=np.uint8)])
+        assert content_size(tiny) == n
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        None,
+        replay.Transform(size=(225, 400)),  # JPEG at 1/4 straight into the batch
+        replay.Transform(size=(225, 400), grey=True, dtype="float32", layout="NCHW"),
+        replay.Transform(size=(84, 84), grey=True, dtype="float32", layout="stacked"),
+        replay.Transform(crop=(100, 200, 400, 800), size=(100, 200), layout="NCHW"),
+    ],
+    ids=["raw", "rgb-quarter", "readme", "grey-84", "crop-nchw"],
+)
+def test_every_host_path_equals_decoding_then_transforming_each_frame(
+    real_frames: npt.NDArray[np.uint8], t: replay.Transform | None
+) -> None:
+    """JPEG and zstd items alternate (each format's frames are not one slice of the
+    batch), so every way a frame lands is taken: straight into its slot, through a
+    run's scratch stack, through a zstd frame buffer; each equals the frame decoded
+    alone (at the transform's DCT scale) and transformed by `apply`, exactly."""
+    from replay.codec import transform as tf
+
+    frames = real_frames[-8:]
+    jpeg_codec = {"name": "jpeg", "quality": 90, "subsampling": "420"}
+    jpegs = jpeg.encoder("cpu").encode(list(frames), quality=90, subsampling="420")
+    zstds = ZstdFrames().encode(list(frames))
+    ids = ["J" * 26, "Z" * 26] * 4  # JPEG items 0, 2, 4, 6: runs [0, 2] and [4, 6]
+    steps = np.arange(8)[:, None]
+    keys = SampleKeys(ids, steps, np.ones(8, np.float32), np.ones(8))
+    rows = [[(jpegs if i % 2 == 0 else zstds)[i]] for i in range(8)]
+    formats = {ids[1]: FrameFormat({"name": "zstd"}, 900, 1600)}
+    encoded = EncodedBatch(keys, rows, 900, 1600, {}, jpeg_codec, SHARD, formats=formats)
+    got, failed = decode_frames(encoded, transform=t)
+    assert failed == []
+    tt = t or replay.Transform()
+    scale = tt.dct_scale(900, 1600)
+    for item in range(8):
+        if item % 2 == 0:
+            image = jpeg.decode_host(jpegs[item], scale=scale, grey=tt.grey)
+            assert image is not None
+            want = tf.apply(image[None], tt, scale=scale)
+        else:
+            want = tf.apply(frames[item][None], tt)
+        np.testing.assert_array_equal(got[item], want)
+    assert got.std() > 0.01  # real pictures
 
 
 def test_bad_batches_and_devices_are_refused(store_path: Path, race: replay.Race) -> None:
