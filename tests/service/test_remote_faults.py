@@ -22,7 +22,7 @@ from replay.format import spec as fmt
 from replay.maintenance.recovery import recover
 from service.tools.process import ServerProcess
 
-BODY = {"REPLAY_MAX_BODY_BYTES": str(16 << 20)}  # chunks of a few real frames each
+BODY = {"REPLAY_MAX_CHUNK_BYTES": str(16 << 20)}  # chunks of a few real frames each
 WRITER_CHILD = Path(__file__).parents[1] / "replay" / "writer_child.py"
 FLUSH = 0.1
 
