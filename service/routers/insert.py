@@ -163,8 +163,14 @@ async def add_chunk(
         raise HTTPException(415, detail=f"a chunk is {chunks.MEDIA_TYPE}, not {content_type!r}")
     body = await request.body()  # whole, <= max_chunk_bytes (`BodyLimitMiddleware`)
     with inserts.budget.held(race_id, len(body)):  # 429 / 503 with Retry-After when full
-        length = await _run(inserts.apply, race_id, chunks.unpack(body))
+        length = await _run(_unpack_and_apply, inserts, race_id, body)
     return Committed(race_id=race_id, length=length)
+
+
+def _unpack_and_apply(inserts: Inserts, race_id: str, body: bytes) -> int:
+    """Unpack and apply a chunk, in a worker thread: unpacking copies its frames out of
+    the body (up to ``max_chunk_bytes``), which the event loop should not wait for."""
+    return int(inserts.apply(race_id, chunks.unpack(body)))
 
 
 @router.post("/{race_id}/close", summary="End a race", responses=REFUSED)
