@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -37,6 +38,14 @@ bytes) and `/metrics` (Prometheus text). When the service has a token, every rou
 but the probes `/v1/live` (liveness) and `/v1/health` (readiness) needs
 `Authorization: Bearer <token>`.
 """
+
+
+def body_limit(settings: Settings, path: str) -> int:
+    """The largest request body at `path`: ``max_chunk_bytes`` on the chunk route (a
+    chunk carries up to a flush interval of frames), ``max_body_bytes`` elsewhere."""
+    if insert.CHUNK_PATH.fullmatch(path):
+        return settings.max_chunk_bytes
+    return settings.max_body_bytes
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -79,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, stats, races, frames, sample, metrics, viewer, insert):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=viewer.STATIC), name="static")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=lambda: fixed.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=functools.partial(body_limit, fixed))
     app.add_middleware(ConcurrencyLimitMiddleware, limit=lambda: fixed.max_requests_in_flight)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=lambda: app.state.replay.metrics)

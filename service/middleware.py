@@ -66,9 +66,10 @@ class MetricsMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Answers 413 to request bodies over `max_bytes` (declared or streamed)."""
+    """Answers 413 to request bodies over `max_bytes(path)` (declared or streamed): a
+    limit per path, so the chunk route takes larger bodies than the others."""
 
-    def __init__(self, app: ASGIApp, max_bytes: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: Callable[[str], int]) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
@@ -76,13 +77,13 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes()
+        limit = self.max_bytes(str(scope.get("path", "")))
         declared = _content_length(scope)
         too_large = declared is not None and declared > limit
-        if declared is not None and declared > DRAIN_MAX:
+        if too_large and declared is not None and declared > DRAIN_MAX:
             await _too_large(send, limit)  # not worth reading: the client gets a reset
             return
-        # Read the body up front (it is small: at most `limit`), then replay it. An
+        # Read the body up front (at most `limit`), then replay it. An
         # oversized body is read to its end and dropped, so the client sees the 413
         # instead of a connection reset.
         chunks: list[bytes] = []

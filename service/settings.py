@@ -55,7 +55,15 @@ class Settings(BaseSettings):
     max_decoded_bytes: int = Field(
         256 << 20, ge=1, description="Largest decoded (raw pixel) /v1/sample response."
     )
-    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body.")
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest request body (the chunk route excepted)."
+    )
+    max_chunk_bytes: int = Field(
+        16 << 20,
+        ge=1024,
+        description="Largest chunk body (POST /v1/races/{id}/chunks): about a second of "
+        "full-size JPEG frames, so an actor sends a chunk per flush_interval, not per few frames.",
+    )
     max_page_size: int = Field(1000, ge=1, description="Largest `limit` of /v1/races.")
     max_steps_window: int = Field(
         100_000, ge=1, description="Most steps /v1/races/{id}/steps returns at once."
@@ -96,15 +104,15 @@ class Settings(BaseSettings):
         None,
         ge=1024,
         description="Chunk bytes of one race being received and committed at once; a chunk "
-        "past it is answered 429 with Retry-After. At least max_body_bytes; "
-        "default 4 x max_body_bytes.",
+        "past it is answered 429 with Retry-After. At least max_chunk_bytes; "
+        "default 2 x max_chunk_bytes.",
     )
     max_insert_bytes: int | None = Field(
         None,
         ge=1024,
         description="Chunk bytes of all races being received and committed at once; a chunk "
         "past it is answered 503 with Retry-After. At least the per-race limit; "
-        "default 32 x max_body_bytes.",
+        "default 8 x max_chunk_bytes.",
     )
     max_rate_wait_s: float = Field(
         2.0,
@@ -142,10 +150,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _insert_limits_fit_a_chunk(self) -> Self:
         per_race, total = self.insert_limits()
-        if per_race < self.max_body_bytes:
+        if per_race < self.max_chunk_bytes:
             raise ValueError(
-                f"max_insert_bytes_per_race ({per_race}) is below max_body_bytes "
-                f"({self.max_body_bytes}): the largest chunk would never be taken"
+                f"max_insert_bytes_per_race ({per_race}) is below max_chunk_bytes "
+                f"({self.max_chunk_bytes}): the largest chunk would never be taken"
             )
         if total < per_race:
             raise ValueError(
@@ -155,8 +163,8 @@ class Settings(BaseSettings):
 
     def insert_limits(self) -> tuple[int, int]:
         """(bytes of one race, bytes of all races) of chunks in flight at once."""
-        per_race = self.max_insert_bytes_per_race or 4 * self.max_body_bytes
-        return per_race, self.max_insert_bytes or max(per_race, 32 * self.max_body_bytes)
+        per_race = self.max_insert_bytes_per_race or 2 * self.max_chunk_bytes
+        return per_race, self.max_insert_bytes or max(per_race, 8 * self.max_chunk_bytes)
 
     def token_value(self) -> str | None:
         """The token as plain text (None when auth is off)."""

@@ -5,22 +5,25 @@ Made by `replay.Client.new_race`, it has the local writer's interface (`append`,
 aborted). `append` checks the frame and steps, copies the frame and enqueues it
 (bounded by `queue_size`, by default half a second of frames as a local writer's
 ring; when full, ``on_full="block"`` waits and ``"drop"`` drops, counted in
-`stats().dropped`). A background thread encodes frames with the race's codec
+`stats().dropped`). An encoder thread encodes frames with the race's codec
 (`replay.codec.frames`, the local writer's encoders: nvJPEG on a CUDA writer,
-libjpeg-turbo or zstd on the CPU), so raw frames never cross the network, and sends them in chunks
+libjpeg-turbo or zstd on the CPU), so raw frames never cross the network, and hands
+them to a sender thread (`replay.remote.chunk_sender`), which sends them in chunks
 (`replay.remote.chunks`) at least every `flush_interval`, each at most the
-service's ``max_chunk_bytes``. A chunk counts as written once the service
-acknowledges it: it is then committed to the store.
+service's ``max_chunk_bytes``, one at a time: the encoder goes on encoding while a
+chunk is on its way. A chunk counts as written once the service acknowledges it: it
+is then committed to the store.
 
 A chunk whose answer is lost (a broken connection, the service restarting) or
 refused for back-pressure (429: this race's chunk bytes in flight are full, 503: the
 service's) is sent again, the same bytes from the same first step, after the answer's
 ``Retry-After``, for up to `retry_for` seconds (then the writer fails: `close` raises
 `WriterFailedError`): the service acknowledges a chunk it already committed without
-applying it twice. While the background thread waits, the queue fills and `append`
-applies ``on_full``, as a local writer does when its disk is slow: the driver is never
-held longer than by a local writer's full ring. When nothing is appended for 5 flush
-intervals an empty chunk renews the race's lease.
+applying it twice. While the sender waits, its encoded frames fill (a few chunks'
+worth), the encoder waits, the queue fills and `append` applies ``on_full``, as a local
+writer does when its disk is slow: the driver is never held longer than by a local
+writer's full ring. When nothing is appended for 5 flush intervals an empty chunk
+renews the race's lease.
 
     with Client(url).new_race(env="CarRacing-v3", codec="zstd") as writer:
         writer.append(frame, action=a, reward=r)
@@ -44,8 +47,8 @@ import numpy.typing as npt
 from replay.codec.devices import on_device
 from replay.errors import ReplayError, WriterClosedError, WriterFailedError
 from replay.format import spec as fmt
-from replay.remote.chunks import EXPECTED_STEP_HEADER, MAX_FRAMES, MEDIA_TYPE, Chunk, pack
-from replay.remote.retries import RetryPolicy, error_of
+from replay.remote.chunk_sender import ChunkSender
+from replay.remote.retries import RetryPolicy
 from replay.write.settings import WriterSettings
 from replay.write.writer import Writer, WriterStats
 
@@ -57,9 +60,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _CLOSE = object()
 ENCODE_BATCH = 16  # frames per encoder call (libjpeg-turbo lanes split them)
-CHUNK_OVERHEAD = 4096  # bytes of a chunk's header beyond PER_STEP_OVERHEAD a step
-PER_STEP_OVERHEAD = 24  # a frame's length in the header, the padding of its step values
-BUSY = (429, 503)  # answers that mean "not now": the chunk is sent again
 
 
 #: `Client.new_race` arguments that configure the writer, not the race.
@@ -108,31 +108,29 @@ class RemoteWriter(Writer):
     ) -> None:
         super().__init__(info, specs, settings)
         self.pid = os.getpid()
-        self._http = http
-        #: bytes one step adds to a chunk beyond its frame
-        self._step_nbytes = PER_STEP_OVERHEAD + sum(
-            s.dtype.itemsize * int(np.prod(s.shape, dtype=np.int64)) for s in specs
-        )
         self._shard_size = info.shard_size
-        self._max_chunk = max_chunk_bytes
         self._codec = codec
-        self._flush_interval = settings.flush_interval
-        self._retry = RetryPolicy(deadline_s=retry_for, backoff=0.05, max_backoff=2.0)
+        self._sender = ChunkSender(
+            http,
+            self.race_id,
+            self._specs,
+            max_chunk_bytes=max_chunk_bytes,
+            flush_interval=settings.flush_interval,
+            retry=RetryPolicy(deadline_s=retry_for, backoff=0.05, max_backoff=2.0),
+        )
         self._queue: queue.Queue[Any] = queue.Queue(self._slots)
         self._lent: npt.NDArray[np.uint8] | None = None
         self._closed = self._close_seen = False
         self._lock = threading.Lock()
-        self._appended = self._dropped = self._acked = self._bytes = 0
+        self._appended = self._dropped = 0
         self._encode_s, self._encoded = 0.0, 0
         self._encode_recent: deque[float] = deque(maxlen=4096)
-        self._error: BaseException | None = None
-        # encoded, not yet acknowledged: (blob, steps) from step `_acked` on
-        self._pending: list[tuple[bytes, dict[str, npt.NDArray[Any]]]] = []
         self._thread = threading.Thread(
             target=self._run, name=f"replay-remote-{self.race_id}", daemon=True
         )
         if self.device == "cuda":
             codec.prepare(self.device, self._gpu)  # now, not on the driver's first frames
+        self._sender.start()
         self._thread.start()
 
     # -- driver side -------------------------------------------------------------------
@@ -152,7 +150,7 @@ class RemoteWriter(Writer):
         if frame is not lent or lent is None:
             frame = self._copy(self._check_frame(frame)[0])
         ready = self._drawn()
-        if self._error is not None:
+        if self._sender.error is not None:
             self._dropped += 1
             return False
         try:
@@ -190,16 +188,17 @@ class RemoteWriter(Writer):
     def stats(self) -> WriterStats:
         """A snapshot of the counters: `written` steps are acknowledged (committed)."""
         recent = list(self._encode_recent)
+        error = self._sender.error
         return WriterStats(
             appended=self._appended,
-            written=self._acked,
+            written=self._sender.acked,
             dropped=self._dropped,
             queue_depth=self._queue.qsize(),
             encode_ms_mean=self._encode_s * 1000 / self._encoded if self._encoded else 0.0,
             encode_ms_p99=float(np.percentile(recent, 99)) * 1000 if recent else 0.0,
-            bytes_written=self._bytes,
-            shards_written=self._acked // self._shard_size,
-            error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
+            bytes_written=self._sender.nbytes,
+            shards_written=self._sender.acked // self._shard_size,
+            error=None if error is None else f"{type(error).__name__}: {error}",
         )
 
     def close(self, status: str = fmt.COMPLETE) -> None:
@@ -212,21 +211,23 @@ class RemoteWriter(Writer):
                 return
             self._closed = True
         self._queue.put(_CLOSE)
-        self._thread.join()
+        self._thread.join()  # every frame encoded (or the writer failed) ...
+        self._sender.join()  # ... and sent
         self._lent = None
-        if self._error is not None:
-            status = fmt.ABORTED
+        failed = self._sender.error is not None
         try:
-            self._post(f"/v1/races/{self.race_id}/close", json={"status": status})
+            path = f"/v1/races/{self.race_id}/close"
+            self._sender.post(path, json={"status": fmt.ABORTED if failed else status})
         except (httpx.HTTPError, ReplayError) as e:
-            self._error = self._error or e
-        if self._error is not None:
+            self._sender.fail(e)  # kept unless an earlier error is: stats() shows it
+        error = self._sender.error
+        if error is not None:
             raise WriterFailedError(
-                f"race {self.race_id}: remote writer failed after {self._acked} acknowledged "
-                f"steps: {self._error}"
-            ) from self._error
+                f"race {self.race_id}: remote writer failed after {self._sender.acked} "
+                f"acknowledged steps: {error}"
+            ) from error
 
-    # -- background thread -------------------------------------------------------------
+    # -- encoder thread ---------------------------------------------------------------
 
     def _run(self) -> None:
         try:  # a new thread starts on GPU 0, not the writer's
@@ -234,50 +235,31 @@ class RemoteWriter(Writer):
                 self._loop()
         except BaseException as e:  # reported through stats() and close()
             log.exception("race %s: remote writer failed", self.race_id)
-            self._error = e
-            while not self._close_seen and self._queue.get() is not _CLOSE:
+            self._sender.fail(e)
+        if not self._close_seen:  # the sender failed, or this thread did
+            while self._queue.get() is not _CLOSE:
                 pass  # unblock a waiting driver, until close()
+        self._sender.finish()
 
     def _loop(self) -> None:
-        next_flush = time.monotonic() + self._flush_interval
-        last_sent = time.monotonic()
-        closing = False
-        while not closing:
-            closing = self._take(timeout=max(0.0, next_flush - time.monotonic()))
-            now = time.monotonic()
-            if closing or now >= next_flush or self._pending_nbytes() >= self._max_chunk:
-                if self._pending or now - last_sent >= 5 * self._flush_interval:
-                    self._send_pending()
-                    last_sent = now
-                next_flush = now + self._flush_interval
-
-    def _take(self, timeout: float) -> bool:
-        """Encode the frames queued, waiting up to `timeout` s for the first one; True once
-        close() was seen. Up to a queue's worth: the next chunk then carries every frame
-        that came while the last one was on its way (taking one encoder batch capped a
-        writer at ENCODE_BATCH frames per round trip, so a slow link dropped frames)."""
-        batch: list[tuple[Any, dict[str, npt.NDArray[Any]], Any]] = []
-        taken = 0
-        try:
-            item = self._queue.get(timeout=timeout)
-            while True:
-                if item is _CLOSE:
-                    self._close_seen = True
-                    break
-                batch.append(item)
-                if len(batch) == ENCODE_BATCH:
-                    self._encode(batch)
-                    taken, batch = taken + len(batch), []
-                    if taken >= self._queue.maxsize or self._pending_nbytes() >= self._max_chunk:
+        """Encode the queued frames in batches of up to ENCODE_BATCH (fewer when the queue
+        holds fewer: they are sent by time, not held for company) and hand them to the
+        sender, until close() or the sender fails."""
+        while True:
+            batch: list[tuple[Any, dict[str, npt.NDArray[Any]], Any]] = []
+            item = self._queue.get()
+            with contextlib.suppress(queue.Empty):
+                while item is not _CLOSE:
+                    batch.append(item)
+                    if len(batch) == ENCODE_BATCH:
                         break
-                item = self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        if batch:
-            self._encode(batch)
-        return self._close_seen
+                    item = self._queue.get_nowait()
+            self._close_seen = item is _CLOSE
+            if (batch and not self._encode(batch)) or self._close_seen:
+                return
 
-    def _encode(self, batch: list[tuple[Any, dict[str, Any], Any]]) -> None:
+    def _encode(self, batch: list[tuple[Any, dict[str, Any], Any]]) -> bool:
+        """Encode `batch` and hand it to the sender: False if the sender has failed."""
         started = time.perf_counter()
         for _, _, ready in batch:
             if ready is not None:
@@ -288,70 +270,4 @@ class RemoteWriter(Writer):
         self._encode_s += took
         self._encoded += len(batch)
         self._encode_recent.extend([took / len(batch)] * len(batch))
-        steps = [values for _, values, _ in batch]
-        self._pending.extend(zip(blobs, steps, strict=True))
-
-    def _pending_nbytes(self) -> int:
-        return sum(len(blob) for blob, _ in self._pending)
-
-    def _send_pending(self) -> None:
-        """Send every pending frame in chunks of at most ``max_chunk_bytes`` (an empty
-        chunk when there is none: a heartbeat)."""
-        while True:
-            n, size = 0, CHUNK_OVERHEAD
-            while n < min(len(self._pending), MAX_FRAMES):
-                frame_size = len(self._pending[n][0]) + self._step_nbytes
-                if size + frame_size > self._max_chunk:
-                    break
-                size += frame_size
-                n += 1
-            if n == 0 and self._pending:
-                raise WriterFailedError(
-                    f"race {self.race_id}: a frame of {len(self._pending[0][0])} bytes does not "
-                    f"fit the service's max_chunk_bytes ({self._max_chunk}); raise "
-                    "REPLAY_MAX_BODY_BYTES on the service"
-                )
-            rows = self._pending[:n]
-            steps = {
-                name: np.stack([r[1].get(name, np.zeros(s.shape, s.dtype)) for r in rows])
-                if rows
-                else np.zeros((0, *s.shape), s.dtype)
-                for name, s in self._specs.items()
-            }
-            self._send(Chunk(self._acked, [blob for blob, _ in rows], steps))
-            if not self._pending:
-                return
-
-    def _send(self, chunk: Chunk) -> None:
-        """POST one chunk until the service acknowledges it; then drop what it committed."""
-        body = b"".join(pack(chunk))
-        path = f"/v1/races/{self.race_id}/chunks"
-        response = self._post(path, content=body, headers={"Content-Type": MEDIA_TYPE})
-        length = int(response.json()["length"])
-        if length < chunk.first_step or length > chunk.first_step + len(self._pending):
-            raise WriterFailedError(
-                f"race {self.race_id}: the service has {length} steps, but {chunk.first_step} "
-                f"were acknowledged and {len(self._pending)} more are pending"
-            )
-        done = length - chunk.first_step
-        self._bytes += sum(len(blob) for blob, _ in self._pending[:done])
-        del self._pending[:done]
-        self._acked = length
-
-    def _post(self, path: str, **kwargs: Any) -> httpx.Response:
-        """POST, tried again on a broken connection or a busy answer (429, 503: the
-        service's chunk bytes in flight are full, or it restarts) for `retry_for` s,
-        waiting as ``Retry-After`` asks: the background thread waits, the queue fills and
-        `append` applies ``on_full``. A 409 naming the expected step answers like an
-        acknowledgement of that length."""
-        response = self._retry.call(
-            lambda: self._http.post(path, **kwargs),
-            where=f"race {self.race_id}: POST {path}",
-            retry_on=(httpx.TransportError,),  # every insert call may be repeated
-            busy=lambda r: r.status_code in BUSY,
-        )
-        if response.status_code == 409 and EXPECTED_STEP_HEADER in response.headers:
-            return httpx.Response(200, json={"length": int(response.headers[EXPECTED_STEP_HEADER])})
-        if response.status_code >= 400:
-            raise error_of(response)
-        return response
+        return self._sender.put(blobs, [values for _, values, _ in batch])

@@ -12,6 +12,7 @@ A chunk past the bytes in flight its race or the service may hold
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -28,6 +29,8 @@ from service.models import Error
 from service.routers import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/races", tags=["insert"], dependencies=[Authorized])
+#: The chunk route's paths: their bodies may reach ``max_chunk_bytes``, not ``max_body_bytes``.
+CHUNK_PATH = re.compile(rf"{API_PREFIX}/races/[^/]+/chunks")
 
 REFUSED: dict[int | str, dict[str, Any]] = {
     403: {"model": Error, "description": "The service or its store is read-only."},
@@ -134,7 +137,7 @@ async def create(body: NewRace, request: Request, settings: SettingsDep) -> Race
         width=info.width,
         shard_size=info.shard_size,
         length=race.length,
-        max_chunk_bytes=settings.max_body_bytes,
+        max_chunk_bytes=settings.max_chunk_bytes,
     )
 
 
@@ -158,10 +161,16 @@ async def add_chunk(
     inserts = inserts_of(request, settings)
     if content_type.split(";")[0].strip() != chunks.MEDIA_TYPE:
         raise HTTPException(415, detail=f"a chunk is {chunks.MEDIA_TYPE}, not {content_type!r}")
-    body = await request.body()  # received whole already (`BodyLimitMiddleware`)
+    body = await request.body()  # whole, <= max_chunk_bytes (`BodyLimitMiddleware`)
     with inserts.budget.held(race_id, len(body)):  # 429 / 503 with Retry-After when full
-        length = await _run(inserts.apply, race_id, chunks.unpack(body))
+        length = await _run(_unpack_and_apply, inserts, race_id, body)
     return Committed(race_id=race_id, length=length)
+
+
+def _unpack_and_apply(inserts: Inserts, race_id: str, body: bytes) -> int:
+    """Unpack and apply a chunk, in a worker thread: unpacking copies its frames out of
+    the body (up to ``max_chunk_bytes``), which the event loop should not wait for."""
+    return int(inserts.apply(race_id, chunks.unpack(body)))
 
 
 @router.post("/{race_id}/close", summary="End a race", responses=REFUSED)

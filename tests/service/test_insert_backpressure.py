@@ -34,7 +34,7 @@ def _serve(path: Path, **limits: int) -> ThreadServer:
     per_race = limits.get("per_race", BODY)
     total = limits.get("total", BODY)
     settings = Settings(
-        store=path, max_body_bytes=BODY, max_insert_bytes_per_race=per_race, max_insert_bytes=total
+        store=path, max_chunk_bytes=BODY, max_insert_bytes_per_race=per_race, max_insert_bytes=total
     )
     return ThreadServer(settings)
 
@@ -265,18 +265,18 @@ def _wait_for_error(writer: replay.Writer, timeout: float = 60.0) -> None:
 
 def test_limits_that_no_chunk_could_fit_are_refused_at_start(tmp_path: Path) -> None:
     replay.open_store(tmp_path / "s")
-    env = {"REPLAY_MAX_BODY_BYTES": str(BODY), "REPLAY_MAX_INSERT_BYTES_PER_RACE": str(BODY // 2)}
+    env = {"REPLAY_MAX_CHUNK_BYTES": str(BODY), "REPLAY_MAX_INSERT_BYTES_PER_RACE": str(BODY // 2)}
     result = CliRunner().invoke(serve, [str(tmp_path / "s"), "--port", "0"], env=env)
     assert result.exit_code != 0
-    assert f"max_insert_bytes_per_race ({BODY // 2}) is below max_body_bytes" in result.output
+    assert f"max_insert_bytes_per_race ({BODY // 2}) is below max_chunk_bytes" in result.output
     with pytest.raises(ValueError, match=rf"max_insert_bytes \({BODY}\) is below"):
         Settings(
             store=tmp_path / "s",
-            max_body_bytes=BODY,
+            max_chunk_bytes=BODY,
             max_insert_bytes=BODY,
             max_insert_bytes_per_race=2 * BODY,
         )
-    assert Settings(store=tmp_path / "s", max_body_bytes=BODY).insert_limits() == (
-        4 * BODY,
-        32 * BODY,
+    assert Settings(store=tmp_path / "s", max_chunk_bytes=BODY).insert_limits() == (
+        2 * BODY,
+        8 * BODY,
     )

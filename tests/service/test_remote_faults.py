@@ -22,7 +22,7 @@ from replay.format import spec as fmt
 from replay.maintenance.recovery import recover
 from service.tools.process import ServerProcess
 
-BODY = {"REPLAY_MAX_BODY_BYTES": str(16 << 20)}  # chunks of a few real frames each
+BODY = {"REPLAY_MAX_CHUNK_BYTES": str(16 << 20)}  # chunks of a few real frames each
 WRITER_CHILD = Path(__file__).parents[1] / "replay" / "writer_child.py"
 FLUSH = 0.1
 
@@ -130,11 +130,13 @@ def test_a_race_over_a_slow_link_is_recorded_whole_and_never_blocks_the_driver(
     tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
 ) -> None:
     """Actor -> `DelayProxy` (every request held 1 s, a long round trip) -> service.
-    The writer sends a chunk of every step that came during the last round trip while
-    the driver appends at 30 FPS: with ``on_full="drop"`` nothing is dropped (the queue,
-    64 frames, never filled, so a blocking writer would never have waited; it took at
-    most 16 frames per round trip, and dropped half of them), and at close every
-    appended step is acknowledged and in the store, byte-exact."""
+    The writer encodes while its chunk is on its way and then sends a chunk of every
+    step that came meanwhile, while the driver appends at 30 FPS: with
+    ``on_full="drop"`` nothing is dropped (the queue, 16 frames, fewer than the 30 of a
+    round trip, never filled, so a blocking writer would never have waited; a writer
+    that encoded and sent on one thread stopped taking frames for each round trip and
+    dropped about half), and at close every appended step is acknowledged and in the
+    store, byte-exact."""
     replay.open_store(tmp_path / "s")
     steps = 3 * len(frames)
     with (
@@ -143,7 +145,7 @@ def test_a_race_over_a_slow_link_is_recorded_whole_and_never_blocks_the_driver(
         replay.Client(proxy.endpoint) as client,
     ):
         writer = client.new_race(
-            env="CarRacing-v3", codec="zstd", flush_interval=0.05, on_full="drop", queue_size=64
+            env="CarRacing-v3", codec="zstd", flush_interval=0.05, on_full="drop", queue_size=16
         )
         deepest = 0
         for step in range(steps):
@@ -154,7 +156,7 @@ def test_a_race_over_a_slow_link_is_recorded_whole_and_never_blocks_the_driver(
         writer.close()
     stats = writer.stats()
     assert (stats.appended, stats.written, stats.dropped, stats.error) == (steps, steps, 0, None)
-    assert deepest < 64
+    assert deepest < 16
     assert unacknowledged > 0  # the link was slow: steps were still on their way
     race = replay.open_store(tmp_path / "s", mode="r").race(writer.race_id)
     assert (race.status, race.length) == (fmt.COMPLETE, steps)

@@ -36,7 +36,7 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -
 def _actor_and_learner(path: Path) -> Iterator[tuple[ServiceState, RemoteWriter, replay.Client]]:
     """A service on a new store, an actor's remote race in it, and a learner's client."""
     replay.open_store(path)
-    settings = Settings(store=path, max_body_bytes=16 << 20, max_rate_wait_s=1.0)
+    settings = Settings(store=path, max_chunk_bytes=16 << 20, max_rate_wait_s=1.0)
     with (
         ThreadServer(settings) as server,
         replay.Client(server.url) as actor,

@@ -22,13 +22,12 @@ from replay.codec.frames import JpegFrames, ZstdFrames
 from replay.remote.chunks import EXPECTED_STEP_HEADER, MEDIA_TYPE, Chunk, pack
 from service.settings import Settings
 
-BODY = 16 << 20  # chunks of a few real frames each
 SHARD = 16
 
 
 def _serve(path: Path, **settings: Any) -> ThreadServer:
     replay.open_store(path)
-    return ThreadServer(Settings(store=path, max_body_bytes=BODY, **settings))
+    return ThreadServer(Settings(store=path, **settings))
 
 
 def _record(url: str, frames: list[npt.NDArray[np.uint8]], **race: Any) -> str:
@@ -118,6 +117,27 @@ def test_a_retried_chunk_is_applied_once_and_a_gap_is_refused(
     np.testing.assert_array_equal(race.steps("reward"), np.arange(20, dtype=np.float32))
     for step in range(20):
         np.testing.assert_array_equal(race.frame(step), frames[step])
+
+
+def test_the_chunk_route_takes_bodies_up_to_max_chunk_bytes_the_others_max_body_bytes(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    blobs = _zstd(frames[:5])
+    body = b"".join(pack(Chunk(0, blobs[:4], {})))
+    limits = {"max_body_bytes": len(body) // 4, "max_chunk_bytes": len(body)}
+    with _serve(tmp_path / "s", **limits) as server:
+        created = httpx.post(f"{server.url}/v1/races", json={"env": "E", "codec": "zstd"})
+        assert created.json()["max_chunk_bytes"] == len(body)  # what the writer packs to
+        race_id = created.json()["race_id"]
+        too_large = _post_chunk(server.url, race_id, Chunk(0, blobs, {}))  # 5 frames
+        assert too_large.status_code == 413, too_large.text
+        taken = _post_chunk(server.url, race_id, body)  # 4x the other routes' limit
+        assert (taken.status_code, taken.json()["length"]) == (200, 4)
+        json_type = {"content-type": "application/json"}
+        other = httpx.post(f"{server.url}/v1/sample", content=b" " * len(body), headers=json_type)
+        assert other.status_code == 413
+        assert str(len(body) // 4) in other.json()["detail"]
+    assert replay.open_store(tmp_path / "s", mode="r").race(race_id).length == 4
 
 
 def _with_header(body: bytes, frames: dict[str, Any]) -> bytes:

@@ -73,7 +73,7 @@ def test_a_driver_that_speaks_plain_http_records_a_race(
 ) -> None:
     replay.open_store(tmp_path / "s")
     np.save(tmp_path / "frames.npy", np.stack(frames[:12]))
-    with ServerProcess(tmp_path / "s", env={"REPLAY_MAX_BODY_BYTES": BODY}) as server:
+    with ServerProcess(tmp_path / "s", env={"REPLAY_MAX_CHUNK_BYTES": BODY}) as server:
         done = subprocess.run(
             [sys.executable, "-I", "-c", PLAIN_DRIVER, server.url, str(tmp_path / "frames.npy")],
             cwd=tmp_path,
@@ -99,7 +99,7 @@ def test_a_service_killed_mid_race_loses_nothing_it_acknowledged(
     """SIGKILL of the service while an actor records; restarted on the same port, it takes
     the race back and the actor's writer goes on: every step once, frames byte-exact."""
     replay.open_store(tmp_path / "s")
-    env = {"REPLAY_MAX_BODY_BYTES": BODY}
+    env = {"REPLAY_MAX_CHUNK_BYTES": BODY}
     server = ServerProcess(tmp_path / "s", env=env)
     port = int(server.url.rsplit(":", 1)[1])
     acked_at_kill = []
@@ -142,7 +142,7 @@ def test_a_silent_actors_race_is_aborted_by_recovery_after_its_lease(
     the actor, back too late, is refused and its writer fails."""
     replay.open_store(tmp_path / "s")
     with (
-        ServerProcess(tmp_path / "s", env={"REPLAY_MAX_BODY_BYTES": BODY}) as server,
+        ServerProcess(tmp_path / "s", env={"REPLAY_MAX_CHUNK_BYTES": BODY}) as server,
         replay.Client(server.url) as client,
     ):
         writer = client.new_race(env="x", codec="zstd", flush_interval=0.05)
@@ -166,7 +166,7 @@ def test_a_second_service_on_the_store_refuses_a_race_the_first_one_holds(
     tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
 ) -> None:
     replay.open_store(tmp_path / "s")
-    env = {"REPLAY_MAX_BODY_BYTES": BODY}
+    env = {"REPLAY_MAX_CHUNK_BYTES": BODY}
     with (
         ServerProcess(tmp_path / "s", env=env) as first,
         ServerProcess(tmp_path / "s", env=env) as second,
@@ -188,7 +188,7 @@ def test_a_second_service_on_the_store_refuses_a_race_the_first_one_holds(
 def test_replay_record_to_a_service_records_a_real_game(tmp_path: Path) -> None:
     """``replay record --to URL --token ...``: CarRacing played here, committed there."""
     replay.open_store(tmp_path / "s")
-    env = {"REPLAY_MAX_BODY_BYTES": BODY, "REPLAY_TOKEN": "s3cret"}
+    env = {"REPLAY_MAX_CHUNK_BYTES": BODY, "REPLAY_TOKEN": "s3cret"}
     with ServerProcess(tmp_path / "s", env=env) as server:
         args = ["--to", server.url, "--token", "s3cret", "--source", "carracing"]
         result = CliRunner().invoke(record, [*args, "--races", "1", "--steps", "12", "--seed", "3"])

@@ -29,7 +29,7 @@ from replay.remote.chunks import MEDIA_TYPE, Chunk, pack
 from replay.remote.remote_writer import RemoteWriter
 from service.tools.process import ServerProcess
 
-BODY = {"REPLAY_MAX_BODY_BYTES": str(16 << 20)}
+BODY = {"REPLAY_MAX_CHUNK_BYTES": str(16 << 20)}
 #: `replay serve` as if on a host named replica-b
 OTHER_HOST = ["unshare", "--uts", "sh", "-c", 'hostname replica-b && exec "$@"', "sh"]
 

@@ -15,7 +15,7 @@ from replay.codec.frames import ZstdFrames
 from replay.format import spec as fmt
 from service.tools.process import ServerProcess
 
-ENV = {"REPLAY_MAX_BODY_BYTES": str(16 << 20), "AWS_EC2_METADATA_DISABLED": "true"}
+ENV = {"REPLAY_MAX_CHUNK_BYTES": str(16 << 20), "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 @pytest.mark.s3

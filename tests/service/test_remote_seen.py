@@ -29,7 +29,7 @@ from replay.remote.remote_writer import RemoteWriter
 from service.tools.process import ServerProcess
 
 REPLAY = [sys.executable, "-c", "from replay.cli.main import main; main()"]
-BODY = {"REPLAY_MAX_BODY_BYTES": str(16 << 20)}
+BODY = {"REPLAY_MAX_CHUNK_BYTES": str(16 << 20)}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
