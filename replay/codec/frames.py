@@ -163,13 +163,15 @@ class ZstdFrames(FrameCodec):
 #: Decodes any level (zstd's level is the encoder's only); stateless, thread-safe.
 _ZSTD = Zstd()
 _FCS_BYTES = (0, 2, 4, 8)  # Frame_Content_Size field sizes by its flag (RFC 8878 3.1.1.1.1)
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def content_size(blob: bytes) -> int | None:
     """The decompressed size a zstd frame's header declares (None if it declares none or
     is not a zstd frame): numcodecs fills a larger `out` without saying how much it
-    wrote, so a short frame would pass for a whole one."""
-    if len(blob) < 6 or blob[:4] != b"\x28\xb5\x2f\xfd":
+    wrote, so a short frame would pass for a whole one; a chunk's frames are checked by
+    it before they are decompressed (`replay.remote.chunk_checks`: no memory bomb)."""
+    if len(blob) < 6 or blob[:4] != ZSTD_MAGIC:
         return None
     descriptor = blob[4]
     single_segment = (descriptor >> 5) & 1

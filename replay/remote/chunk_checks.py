@@ -18,6 +18,7 @@ import numpy.typing as npt
 import simplejpeg
 from numcodecs import Zstd
 
+from replay.codec.frames import content_size
 from replay.errors import FrameError, StepDataError
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def _check_frame(info: RaceInfo, step: int, blob: bytes) -> None:
                 f"{info.width}x{info.height}"
             )
         return
-    declared = _zstd_content_size(blob)
+    declared = content_size(blob)
     if declared != info.raw_frame_nbytes:  # read before decompressing: no memory bomb
         raise FrameError(
             f"{where} declares {declared} bytes in its zstd frame header, not "
@@ -92,20 +93,3 @@ def _check_frame(info: RaceInfo, step: int, blob: bytes) -> None:
             f"{where} decompresses to {len(raw)} bytes, not {info.raw_frame_nbytes} "
             f"({info.height}x{info.width}x3 uint8)"
         )
-
-
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def _zstd_content_size(blob: bytes) -> int | None:
-    """The content size a zstd frame header declares (RFC 8878 3.1.1.1), None if absent."""
-    if len(blob) < 6 or blob[:4] != ZSTD_MAGIC:
-        return None
-    descriptor = blob[4]
-    single_segment = (descriptor >> 5) & 1
-    at = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
-    size = (1 if single_segment else 0, 2, 4, 8)[descriptor >> 6]
-    if size == 0 or len(blob) < at + size:
-        return None
-    value = int.from_bytes(blob[at : at + size], "little")
-    return value + 256 if size == 2 else value
