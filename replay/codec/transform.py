@@ -244,7 +244,7 @@ Cells = Literal["planes", "pixels", "luma"]
 
 
 @functools.cache
-def compiled_area_available() -> bool:
+def numba_available() -> bool:
     """True when Numba imports (``pip install 'replay[fast]'``)."""
     try:
         import numba  # noqa: F401
@@ -268,19 +268,19 @@ def compiled_area_planes(
     ``luma``, one plane, ``mean_r * 0.299 + mean_g * 0.587 + mean_b * 0.114`` in `apply`'s
     float32 order (equal to it too).
     """
-    if not compiled_area_available():
+    if not numba_available():
         return None
     n, h, w, c = x.shape
     rows = x.reshape(n, h, w * c)  # a view for any crop: each row's pixels are packed
     last = cells == "pixels"
     planes = 1 if cells == "luma" else c
     out = np.empty((n, out_h, out_w, c) if last else (n, planes, out_h, out_w), np.float32)
-    _kernel(h // out_h, w // out_w, c, cells)(rows, out)
+    _area_kernel(h // out_h, w // out_w, c, cells)(rows, out)
     return out.transpose(0, 3, 1, 2) if last else out
 
 
 @functools.cache
-def _kernel(fy: int, fx: int, c: int, cells: Cells) -> Callable[..., None]:
+def _area_kernel(fy: int, fx: int, c: int, cells: Cells) -> Callable[..., None]:
     """The kernel for `fy` x `fx` cells of `c`-channel pixels, writing `cells` (compiled
     on first use, ~1 s; the factors are constants in it, so the cell loops unroll)."""
     import numba
@@ -330,7 +330,7 @@ def compiled_bilinear_planes(
     """`resize`'s bilinear as (N, C, out_h, out_w) planes, compiled (None without Numba):
     only each output pixel's four corners are read (NumPy's gathers: 0.6 ms for 84x84
     from a full frame); the same taps and float32 operations in order: equal bit for bit."""
-    if not compiled_area_available():
+    if not numba_available():
         return None
     n, h, w, c = x.shape
     out = np.empty((n, c, out_h, out_w), dtype=np.float32)

@@ -248,7 +248,7 @@ def test_the_compiled_area_sums_equal_numpys_bit_for_bit(
     float32 planes, and the kernel's luma equals NumPy's luma of NumPy's planes, so
     `apply` (which takes the kernel where Numba is) equals the fused kernel and its
     host twin bit for bit either way."""
-    assert tf.compiled_area_available()
+    assert tf.numba_available()
     x = tf.crop(frames, Transform(crop=crop))
     for cells in ("planes", "pixels"):  # pixels: stored (N, H, W, C), seen as planes
         ours = tf.compiled_area_planes(x, *size, cells)
