@@ -43,6 +43,7 @@ from replay.storage.base import ByteStorage, is_read_only_error
 from replay.storage.local import LocalStorage
 from replay.write.settings import QueuePolicy, WriterKind, WriterSettings
 from replay.write.start import start_writer
+from replay.write.store_sink import StoreDestination
 from replay.write.writer import Writer
 
 if TYPE_CHECKING:
@@ -294,7 +295,7 @@ class Store:
         race_id = str(ULID())
         with self._whole_race(race_id):
             info = write_race(self.storage, race_id, attrs, specs)
-            return start_writer(self.storage, info, specs, settings)
+            return start_writer(StoreDestination(self.storage), info, specs, settings)
 
     @contextlib.contextmanager
     def _whole_race(self, race_id: str) -> Iterator[None]:
