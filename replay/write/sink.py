@@ -32,13 +32,18 @@ if TYPE_CHECKING:
 class FrameSink(Protocol):
     """Takes one race's encoded frames, in order, and makes them durable.
 
-    `written` steps are durable (committed, or acknowledged by the service), `bytes`
+    `written` steps are durable (committed, or acknowledged by the service), `nbytes`
     and `shards` count what that took; the writer's `stats()` reports them.
     """
 
-    written: int
-    bytes: int
-    shards: int
+    @property
+    def written(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def shards(self) -> int: ...
 
     def add(self, blobs: list[bytes], steps: list[dict[str, npt.NDArray[Any]]]) -> None:
         """Take encoded frames and their step values (may wait while the sink is full);

@@ -87,7 +87,7 @@ class StoreSink:
         return self._committer.written
 
     @property
-    def bytes(self) -> int:
+    def nbytes(self) -> int:
         return self._committer.bytes
 
     @property

@@ -204,7 +204,7 @@ class ThreadWriter(Writer):
             encode_ms_p99=float(np.percentile(list(self._encode_recent), 99)) * 1000
             if self._encode_recent
             else 0.0,
-            bytes_written=self._sink.bytes,
+            bytes_written=self._sink.nbytes,
             shards_written=self._sink.shards,
             error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
         )

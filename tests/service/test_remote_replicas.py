@@ -26,7 +26,7 @@ from replay.bench.delay_proxy import DelayProxy
 from replay.codec.frames import ZstdFrames
 from replay.format import spec as fmt
 from replay.remote.chunks import MEDIA_TYPE, Chunk, pack
-from replay.remote.remote_writer import RemoteWriter
+from replay.write.writer import Writer
 from service.tools.process import ServerProcess
 
 BODY = {"REPLAY_MAX_CHUNK_BYTES": str(16 << 20)}
@@ -46,9 +46,7 @@ def _other_hosts_possible() -> bool:
     return probe.returncode == 0 and probe.stdout.strip() == "replica-b"
 
 
-def _append(
-    writer: RemoteWriter, frames: list[npt.NDArray[np.uint8]], start: int, stop: int
-) -> None:
+def _append(writer: Writer, frames: list[npt.NDArray[np.uint8]], start: int, stop: int) -> None:
     """Append steps [start, stop) (frame k % n, reward k); return once all are acknowledged."""
     for step in range(start, stop):
         assert writer.append(frames[step % len(frames)], reward=step)
