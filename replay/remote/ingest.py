@@ -16,9 +16,10 @@ past the lease's ttl is closed as aborted by `replay recover`, however long the
 service lives. A restarted service takes a race back (`RemoteRace.resume`) from
 what the store holds, open shard included, so the actor's writer goes on from
 the last acknowledged step. So does another replica sharing the store, once the
-race's own replica is dead: on this host as soon as its process is gone
-(`RaceTakenOverError`, 409, before), from another host once its lease has expired
-(`RaceBusyError`, 503: the actor's writer tries again meanwhile).
+race's own replica is dead: on this host as soon as its process is gone, from
+another host once its lease has expired; until then it answers `RaceBusyError`
+(503 with Retry-After), and the actor's writer sends the chunk again (a balancer
+that sent it astray sends the retry to the right replica, or to a live one).
 
     race = create_race(storage, RaceRequest(env="CarRacing-v3", codec="zstd"))
     race.apply(unpack(body))          # -> committed length; FrameError/StepDataError/...
@@ -208,9 +209,9 @@ class RemoteRace:
         cls, storage: ByteStorage, race_id: str, on_shard: Callable[[], object] | None = None
     ) -> RemoteRace:
         """Take back a race created through a service (this one before a restart, say);
-        RaceTakenOverError if it is not recording, or its writer is a live process of this
-        host; RaceBusyError (503: try again) while a holder on another host may be alive,
-        until its lease expires (another replica that died, say: docs/deploy.md)."""
+        RaceTakenOverError if it is not recording or not remote; RaceBusyError (503: try
+        again) while another replica holds it: one of this host while its process lives,
+        one of another host until its lease expires (docs/deploy.md)."""
         info = read_race_info(storage, race_id)
         lease = info.lease if isinstance(info.lease, dict) else {}
         if info.status != fmt.RECORDING or not lease.get("remote"):
@@ -219,8 +220,9 @@ class RemoteRace:
         holder = _held_elsewhere(lease)
         where = f"(host {lease.get('host')!r}, pid {lease.get('pid')})"
         if holder == "process":
-            raise RaceTakenOverError(
-                f"race {race_id} is held by another live writer {where}: send its chunks there"
+            raise RaceBusyError(
+                f"race {race_id} is held by another live replica of this host {where}: send "
+                "its chunks there, or again once that replica has ended"
             )
         if holder == "heartbeat":
             raise RaceBusyError(
