@@ -365,7 +365,8 @@ class Client(Closing):
         settings = dataclasses.replace(settings, device=writer_device(codec, settings.device))
         settings.resolved()  # the device checked before the race exists
         created = self.request("POST", "/v1/races", json=dataclasses.asdict(request)).json()
-        info = self.race(str(created["race_id"]))
+        # the race as the service made it from the same request: no second round trip
+        info = RaceInfo.from_attrs(str(created["race_id"]), request.attrs(codec))
         destination = ServiceDestination(
             self.url,
             self._http.headers,
