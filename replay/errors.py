@@ -37,7 +37,8 @@ class ReadOnlyStoreError(StoreError):
 
 class RaceBusyError(StoreError):
     """A race's writer is alive (as far as its lease tells), so repair, recover and prune
-    leave the race alone, and a service replica refuses its chunks until the lease expires."""
+    leave the race alone, and a service replica refuses its chunks (503, retry) while the
+    replica that holds it lives."""
 
 
 class RaceNotFoundError(ReplayError, KeyError):

@@ -26,12 +26,7 @@ from replay.format import catalogue
 from replay.format import spec as fmt
 from replay.format.groups import ensure_groups, write_group
 from replay.format.race import Race, RaceInfo, read_json, read_race_info
-from replay.format.race_schema import (
-    check_race_args,
-    race_attrs,
-    step_specs,
-    write_race,
-)
+from replay.format.race_schema import RaceSpec, write_race
 from replay.maintenance import capacity
 from replay.maintenance.capacity import Capacity, EvictionPlan, read_capacity, save_capacity
 from replay.maintenance.recovery import RecoveryReport, recover
@@ -43,6 +38,7 @@ from replay.storage.base import ByteStorage, is_read_only_error
 from replay.storage.local import LocalStorage
 from replay.write.settings import QueuePolicy, WriterKind, WriterSettings
 from replay.write.start import start_writer
+from replay.write.store_sink import StoreDestination
 from replay.write.writer import Writer
 
 if TYPE_CHECKING:
@@ -268,7 +264,11 @@ class Store:
         """
         if self.read_only:
             raise ReadOnlyStoreError(f"{self.root} is open read-only; cannot start a race")
-        frames = check_race_args(height, width, fps, shard_size, codec, quality, subsampling, meta)
+        race = RaceSpec(  # its fields are these arguments, in this order
+            *(env, map, policy, fps, height, width, action_shape, extras or {}, meta or {}),
+            *(codec, quality, subsampling, shard_size),
+        )
+        frames, specs = race.check()
         settings = WriterSettings(
             flush_interval=flush_interval,
             queue_size=queue_size,
@@ -277,24 +277,10 @@ class Store:
             writer=writer,
             enforce_capacity=not read_capacity(self.storage).unlimited,
         )
-        specs = step_specs(action_shape, extras or {})
-        attrs = race_attrs(
-            env=env,
-            map=map,
-            policy=policy,
-            fps=fps,
-            height=height,
-            width=width,
-            shard_size=shard_size,
-            codec=frames,
-            action_shape=action_shape,
-            extras=extras or {},
-            meta=meta or {},
-        )
         race_id = str(ULID())
         with self._whole_race(race_id):
-            info = write_race(self.storage, race_id, attrs, specs)
-            return start_writer(self.storage, info, specs, settings)
+            info = write_race(self.storage, race_id, race.attrs(frames), specs)
+            return start_writer(StoreDestination(self.storage), info, specs, settings)
 
     @contextlib.contextmanager
     def _whole_race(self, race_id: str) -> Iterator[None]:

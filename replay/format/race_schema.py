@@ -1,7 +1,7 @@
 """What a new race is made of: its attributes, its step arrays and its Zarr documents.
 
-`Store.new_race` checks its arguments here and writes what `race_builder` builds;
-a repair rebuilds a torn array document from `race_documents` (docs/format.md).
+`Store.new_race` checks its arguments here (`RaceSpec`) and writes what `race_builder`
+builds; a repair rebuilds a torn array document from `race_documents` (docs/format.md).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,39 +37,70 @@ class StepSpec:
     shape: tuple[int, ...]
 
 
-def race_attrs(
-    *,
-    env: str,
-    map: str,
-    policy: str,
-    fps: float,
-    height: int,
-    width: int,
-    shard_size: int,
-    codec: FrameCodec,
-    action_shape: tuple[int, ...],
-    extras: Mapping[str, tuple[str, tuple[int, ...]]],
-    meta: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The attributes of a race just started (status ``recording``, length 0, no lease)."""
-    return {
-        "env": env,
-        "map": map,
-        "policy": policy,
-        "fps": fps,
-        "height": height,
-        "width": width,
-        "shard_size": shard_size,
-        "started_at": fmt.utc_now(),
-        "ended_at": None,
-        "status": fmt.RECORDING,
-        "length": 0,
-        "codec": codec.attrs,
-        "action_shape": list(action_shape),
-        "extras": {n: {"dtype": d, "shape": list(s)} for n, (d, s) in extras.items()},
-        "meta": dict(meta),
-        "lease": None,
-    }
+@dataclass(frozen=True)
+class RaceSpec:
+    """What a race is, as opposed to how it is recorded: the arguments of
+    `Store.new_race` (and of a remote `new_race`) that describe it. `check` refuses a bad
+    one before anything is written; `attrs` are the attributes of the race just started."""
+
+    env: str
+    map: str = ""
+    policy: str = ""
+    fps: float = 30
+    height: int = 900
+    width: int = 1600
+    action_shape: tuple[int, ...] = (3,)
+    extras: Mapping[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    codec: str = "jpeg"
+    quality: int = fmt.DEFAULT_QUALITY
+    subsampling: str = "420"
+    shard_size: int = fmt.DEFAULT_SHARD_SIZE
+
+    def check(self) -> tuple[FrameCodec, list[StepSpec]]:
+        """The race's frame codec and step arrays; ValueError (naming the value) for a bad
+        argument: sizes, a non-finite fps, the codec (`replay.codec.frames.new_frame_codec`),
+        non-JSON or NaN meta; ReplayError for a reserved extra's name."""
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"height and width must be positive, got {self.height}x{self.width}")
+        try:
+            fps_ok = math.isfinite(float(self.fps)) and self.fps > 0
+        except (TypeError, ValueError):
+            fps_ok = False
+        if not fps_ok:
+            raise ValueError(f"fps must be a positive finite number, got {self.fps!r}")
+        if not 1 <= self.shard_size <= 65536:
+            raise ValueError(f"shard_size must be in 1..65536, got {self.shard_size}")
+        frames = new_frame_codec(self.codec, self.quality, self.subsampling)
+        try:
+            json.dumps(dict(self.meta), allow_nan=False)
+        except TypeError as e:
+            raise ValueError(f"meta must be JSON-serialisable: {e}") from e
+        except ValueError as e:  # NaN or infinity: not JSON (zarr.json must stay standard)
+            raise ValueError(f"meta must hold finite numbers only (no NaN/inf): {e}") from e
+        return frames, step_specs(self.action_shape, self.extras)
+
+    def attrs(self, codec: FrameCodec) -> dict[str, Any]:
+        """The attributes of the race just started (status ``recording``, length 0, no
+        lease), its frames stored with `codec` (from `check`)."""
+        return {
+            "env": self.env,
+            "map": self.map,
+            "policy": self.policy,
+            "fps": self.fps,
+            "height": self.height,
+            "width": self.width,
+            "shard_size": self.shard_size,
+            "started_at": fmt.utc_now(),
+            "ended_at": None,
+            "status": fmt.RECORDING,
+            "length": 0,
+            "codec": codec.attrs,
+            "action_shape": list(self.action_shape),
+            "extras": {n: {"dtype": d, "shape": list(s)} for n, (d, s) in self.extras.items()},
+            "meta": dict(self.meta),
+            "lease": None,
+        }
 
 
 def race_builder(attrs: dict[str, Any], specs: list[StepSpec]) -> Callable[[zarr.Group], None]:
@@ -124,39 +155,6 @@ def race_documents(info: RaceInfo) -> dict[str, bytes]:
     build(zarr.open_group(store=MemoryStore(documents), mode="w"))
     suffix = f"/{fmt.METADATA}"
     return {k[: -len(suffix)]: v.to_bytes() for k, v in documents.items() if k.endswith(suffix)}
-
-
-def check_race_args(
-    height: int,
-    width: int,
-    fps: float,
-    shard_size: int,
-    codec: str,
-    quality: int,
-    subsampling: str,
-    meta: Mapping[str, Any] | None,
-) -> FrameCodec:
-    """The frame codec of a new race; ValueError (naming the value) for a bad argument
-    of `Store.new_race`, before anything is written: sizes, a non-finite fps, the codec
-    (`replay.codec.frames.new_frame_codec`), non-JSON or NaN meta."""
-    if height <= 0 or width <= 0:
-        raise ValueError(f"height and width must be positive, got {height}x{width}")
-    try:
-        fps_ok = math.isfinite(float(fps)) and fps > 0
-    except (TypeError, ValueError):
-        fps_ok = False
-    if not fps_ok:
-        raise ValueError(f"fps must be a positive finite number, got {fps!r}")
-    if not 1 <= shard_size <= 65536:
-        raise ValueError(f"shard_size must be in 1..65536, got {shard_size}")
-    frames = new_frame_codec(codec, quality, subsampling)
-    try:
-        json.dumps(dict(meta or {}), allow_nan=False)
-    except TypeError as e:
-        raise ValueError(f"meta must be JSON-serialisable: {e}") from e
-    except ValueError as e:  # NaN or infinity: not JSON (zarr.json must stay standard)
-        raise ValueError(f"meta must hold finite numbers only (no NaN/inf): {e}") from e
-    return frames
 
 
 def step_specs(

@@ -1,15 +1,15 @@
-"""`ChunkSender`: the sending half of a `RemoteWriter`, on a thread of its own.
+"""`ChunkSender`: how a race recorded through a service sends its frames, on a thread of its own.
 
-The writer's encoder thread `put`s encoded frames (with their step values) at the end
-of a pending list; this thread sends them from its head in chunks
-(`replay.remote.chunks`), one chunk in flight at a time, and drops a frame once the
-service acknowledges it (committed). So the encoder keeps encoding while a chunk is on
-its way and being committed, instead of waiting for each answer. A chunk goes when the
-pending frames fill one (``max_chunk_bytes``), when `flush_interval` has passed (every
-frame pending then is sent), and when the encoder has finished; an empty chunk renews
-the race's lease after 5 flush intervals without one. The pending list is bounded in
-bytes (`PENDING_CHUNKS` chunks): past it `put` waits, the writer's raw queue fills and
-`append` applies ``on_full``.
+The writer's encoder thread (through `replay.remote.service_sink.ServiceSink`) `put`s
+encoded frames (with their step values) at the end of a pending list; this thread sends
+them from its head in chunks (`replay.remote.chunks`), one chunk in flight at a time,
+and drops a frame once the service acknowledges it (committed). So the encoder keeps
+encoding while a chunk is on its way and being committed, instead of waiting for each
+answer. A chunk goes when the pending frames fill one (``max_chunk_bytes``), when
+`flush_interval` has passed (every frame pending then is sent), and when the encoder has
+finished; an empty chunk renews the race's lease after 5 flush intervals without one.
+The pending list is bounded in bytes (`PENDING_CHUNKS` chunks): past it `put` waits, the
+writer's ring fills and `append` applies ``on_full``.
 
 A chunk whose answer is lost or refused as busy (429/503) is sent again as the same
 bytes from the same first step (`RetryPolicy`), so acknowledged always means committed.

@@ -40,6 +40,7 @@ Errors (all `ReplayError`)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -57,6 +58,7 @@ from replay.errors import (
     CorruptDataError,
     RaceNotFoundError,
     RateLimitedError,
+    ReplayError,
     SamplingError,
 )
 from replay.format.race import RaceInfo
@@ -66,10 +68,12 @@ from replay.read.prefetch import prefetched
 from replay.read.tensors import make_batch, to_numpy
 from replay.remote import protocol
 from replay.remote.ingest import RaceRequest
-from replay.remote.remote_writer import RemoteWriter, writer_options
 from replay.remote.retries import NOT_SENT, RETRYABLE, SAFE_METHODS, RetryPolicy, error_of
 from replay.remote.retries import ServiceError as ServiceError  # raised by every call here
+from replay.remote.service_sink import ServiceDestination, connection_pool, writer_options
 from replay.sample.params import SamplerKwargs, SamplerParams
+from replay.write.start import start_writer
+from replay.write.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +120,9 @@ class Client(Closing):
         self.device, self.out, self.transform = device, out, transform
         self.corrupt_skipped = 0
         self._skipped_lock = threading.Lock()
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=headers,
-            timeout=timeout,
-            transport=transport,
-            # idle connections are dropped before the service's keep-alive timeout (5 s)
-            # closes them, so a request is never sent on one it is closing
-            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=4),
-        )
+        self._own_transport = transport is not None
+        self._timeout = timeout
+        self._http = connection_pool(self.url, headers, timeout, transport)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -349,28 +347,40 @@ class Client(Closing):
         updated: int = self._acting("PUT", "/v1/priorities", json=body).json()["updated"]
         return updated
 
-    def new_race(self, *, env: str, **options: Any) -> RemoteWriter:
-        """Start recording a race through the service; returns its `RemoteWriter`.
+    def new_race(self, *, env: str, **options: Any) -> Writer:
+        """Start recording a race through the service; returns its `Writer`.
 
         The arguments are `Store.new_race`'s (``map, policy, fps, height, width,
         action_shape, extras, meta, codec, quality, subsampling, shard_size`` describe
-        the race; ``flush_interval, queue_size, on_full, device`` the writer) and
+        the race; ``flush_interval, queue_size, on_full, device, writer`` the writer) and
         `retry_for`, how long a chunk is sent again while the service does not answer.
-        Frames are encoded here (`replay.remote.remote_writer`: ``device="cuda"`` takes
-        CUDA frames and encodes JPEG with nvJPEG; ``"auto"``, the default, takes the GPU
-        for a JPEG race where one works); the service commits them.
+        The writer is the local one (a writer process for CPU frames; a thread for CUDA
+        frames, which nvJPEG encodes, or when this client was given its own
+        `transport`, which cannot go to another process); its encoded frames go to the
+        service in chunks (`replay.remote.service_sink`), which commits them.
         """
-        settings, retry_for = writer_options(options)
+        settings, retry_for = writer_options(options, own_transport=self._own_transport)
         request = RaceRequest(env=env, **options)  # TypeError for an unknown argument
         codec, specs = request.check()
-        device = writer_device(codec, settings.device)  # before the race exists
-        settings = dataclasses.replace(settings, device=device).resolved()
+        settings = dataclasses.replace(settings, device=writer_device(codec, settings.device))
+        settings.resolved()  # the device checked before the race exists
         created = self.request("POST", "/v1/races", json=dataclasses.asdict(request)).json()
-        info = self.race(str(created["race_id"]))
-        max_chunk = int(created["max_chunk_bytes"])
-        return RemoteWriter(
-            self._http, info, codec, specs, settings, max_chunk_bytes=max_chunk, retry_for=retry_for
+        # the race as the service made it from the same request: no second round trip
+        info = RaceInfo.from_attrs(str(created["race_id"]), request.attrs(codec))
+        destination = ServiceDestination(
+            self.url,
+            self._http.headers,
+            self._timeout,
+            int(created["max_chunk_bytes"]),
+            retry_for,
+            http=self._http,
         )
+        try:
+            return start_writer(destination, info, specs, settings)
+        except BaseException:  # no writer: the race ends now, not when its lease expires
+            with contextlib.suppress(ReplayError, httpx.HTTPError):
+                self.request("POST", f"/v1/races/{info.race_id}/close", json={"status": "aborted"})
+            raise
 
 
 def _race_path(race_id: str) -> str:

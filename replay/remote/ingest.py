@@ -16,9 +16,10 @@ past the lease's ttl is closed as aborted by `replay recover`, however long the
 service lives. A restarted service takes a race back (`RemoteRace.resume`) from
 what the store holds, open shard included, so the actor's writer goes on from
 the last acknowledged step. So does another replica sharing the store, once the
-race's own replica is dead: on this host as soon as its process is gone
-(`RaceTakenOverError`, 409, before), from another host once its lease has expired
-(`RaceBusyError`, 503: the actor's writer tries again meanwhile).
+race's own replica is dead: on this host as soon as its process is gone, from
+another host once its lease has expired; until then it answers `RaceBusyError`
+(503 with Retry-After), and the actor's writer sends the chunk again (a balancer
+that sent it astray sends the retry to the right replica, or to a live one).
 
     race = create_race(storage, RaceRequest(env="CarRacing-v3", codec="zstd"))
     race.apply(unpack(body))          # -> committed length; FrameError/StepDataError/...
@@ -31,7 +32,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,12 +45,7 @@ from replay.format import spec as fmt
 from replay.format.lease import new_lease, pid_alive
 from replay.format.race import RaceInfo, read_race_info, read_step_chunk
 from replay.format.race_doc import update_race
-from replay.format.race_schema import (
-    check_race_args,
-    race_attrs,
-    step_specs,
-    write_race,
-)
+from replay.format.race_schema import RaceSpec, step_specs, write_race
 from replay.remote.chunk_checks import check_chunk
 from replay.remote.protocol import DTYPES
 from replay.write.shard_committer import ShardCommitter
@@ -74,41 +70,19 @@ class ChunkGapError(ReplayError):
 
 
 @dataclass(frozen=True)
-class RaceRequest:
-    """The arguments of a remote `new_race` (those of `Store.new_race` that describe the
-    race; where frames are encoded is the actor's business)."""
+class RaceRequest(RaceSpec):
+    """The arguments of a remote `new_race`: those of `Store.new_race` that describe the
+    race (`RaceSpec`: where frames are encoded is the actor's business), and its
+    `flush_interval` (the lease's ttl follows it)."""
 
-    env: str
-    map: str = ""
-    policy: str = ""
-    fps: float = 30
-    height: int = 900
-    width: int = 1600
-    action_shape: tuple[int, ...] = (3,)
-    extras: Mapping[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
-    meta: Mapping[str, Any] = field(default_factory=dict)
-    codec: str = "jpeg"
-    quality: int = fmt.DEFAULT_QUALITY
-    subsampling: str = "420"
-    shard_size: int = fmt.DEFAULT_SHARD_SIZE
     flush_interval: float = 1.0
 
     def check(self) -> tuple[FrameCodec, list[StepSpec]]:
-        """The race's frame codec and step arrays; ValueError (naming the value) for a bad
-        argument, as `Store.new_race` checks them, and for a step dtype chunks cannot carry."""
+        """As `RaceSpec.check`, and ValueError for a bad `flush_interval` or a step dtype
+        that chunks cannot carry."""
         if not self.flush_interval > 0:
             raise ValueError(f"flush_interval must be positive, got {self.flush_interval}")
-        codec = check_race_args(
-            self.height,
-            self.width,
-            self.fps,
-            self.shard_size,
-            self.codec,
-            self.quality,
-            self.subsampling,
-            self.meta,
-        )
-        specs = step_specs(self.action_shape, self.extras)
+        codec, specs = super().check()
         for spec in specs:
             if spec.dtype.newbyteorder("<").str not in DTYPES:
                 raise ValueError(f"step array {spec.name!r}: dtype {spec.dtype} is not allowed")
@@ -126,22 +100,9 @@ def create_race(
     """Write a new race's group and take its lease; ValueError/ReplayError for bad arguments
     (before anything is written)."""
     codec, specs = request.check()
-    attrs = race_attrs(
-        env=request.env,
-        map=request.map,
-        policy=request.policy,
-        fps=request.fps,
-        height=request.height,
-        width=request.width,
-        shard_size=request.shard_size,
-        codec=codec,
-        action_shape=request.action_shape,
-        extras=request.extras,
-        meta=request.meta,
-    )
     race_id = str(ULID())
     try:
-        info = write_race(storage, race_id, attrs, specs)
+        info = write_race(storage, race_id, request.attrs(codec), specs)
         lease = remote_lease(fmt.lease_ttl(request.flush_interval))
         update_race(storage, race_id, lambda attrs: None, writer=lease)
     except BaseException:
@@ -208,9 +169,9 @@ class RemoteRace:
         cls, storage: ByteStorage, race_id: str, on_shard: Callable[[], object] | None = None
     ) -> RemoteRace:
         """Take back a race created through a service (this one before a restart, say);
-        RaceTakenOverError if it is not recording, or its writer is a live process of this
-        host; RaceBusyError (503: try again) while a holder on another host may be alive,
-        until its lease expires (another replica that died, say: docs/deploy.md)."""
+        RaceTakenOverError if it is not recording or not remote; RaceBusyError (503: try
+        again) while another replica holds it: one of this host while its process lives,
+        one of another host until its lease expires (docs/deploy.md)."""
         info = read_race_info(storage, race_id)
         lease = info.lease if isinstance(info.lease, dict) else {}
         if info.status != fmt.RECORDING or not lease.get("remote"):
@@ -219,8 +180,9 @@ class RemoteRace:
         holder = _held_elsewhere(lease)
         where = f"(host {lease.get('host')!r}, pid {lease.get('pid')})"
         if holder == "process":
-            raise RaceTakenOverError(
-                f"race {race_id} is held by another live writer {where}: send its chunks there"
+            raise RaceBusyError(
+                f"race {race_id} is held by another live replica of this host {where}: send "
+                "its chunks there, or again once that replica has ended"
             )
         if holder == "heartbeat":
             raise RaceBusyError(

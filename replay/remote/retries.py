@@ -1,5 +1,5 @@
 """How the client talks HTTP: which failed tries may be repeated, how long and how
-often (`RetryPolicy`, one for `Client` calls and `RemoteWriter` chunks alike), and which
+often (`RetryPolicy`, one for `Client` calls and a remote race's chunks alike), and which
 `ReplayError` an error answer of the service stands for (`replay.remote.client`).
 
     policy = RetryPolicy(deadline_s=60, backoff=0.05, max_backoff=2)

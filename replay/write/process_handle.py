@@ -29,9 +29,9 @@ from replay.errors import WriterFailedError
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
     from replay.format.race_schema import StepSpec
-    from replay.storage.base import ByteStorage
     from replay.write.ring import StepTable
     from replay.write.settings import WriterSettings
+    from replay.write.sink import Destination
 
 
 EXIT_WAIT_S = 10.0  # at exit, how long the driver waits for its writer process to finish
@@ -56,13 +56,13 @@ RACE_NO = struct.Struct("<I")
 @dataclass(frozen=True)
 class RaceSetup:
     """What the writer process needs to record a race (the payload of `OPEN`): the ring's
-    path and shape, where and what to write, and the writer's settings (with
-    `queue_size` the ring's slots)."""
+    path and shape, where and what to write (`destination`: a store's storage, or a
+    replay service), and the writer's settings (with `queue_size` the ring's slots)."""
 
     ring: str
     shape: tuple[int, int, int]
     steps: StepTable
-    storage: ByteStorage
+    destination: Destination
     info: RaceInfo
     specs: list[StepSpec]
     settings: WriterSettings

@@ -71,7 +71,7 @@ class RaceFeeder:
         self.writer: ThreadWriter | None = None
         try:
             self.writer = ThreadWriter(
-                setup.storage,
+                setup.destination,
                 setup.info,
                 setup.specs,
                 setup.settings,

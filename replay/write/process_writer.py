@@ -46,8 +46,8 @@ from replay.write.writer import Writer, WriterStats
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
     from replay.format.race_schema import StepSpec
-    from replay.storage.base import ByteStorage
     from replay.write.settings import WriterSettings
+    from replay.write.sink import Destination
 
 _POLL_S = 0.0005  # how often a blocked append or a close looks at the ring again
 
@@ -72,7 +72,11 @@ class ProcessWriter(Writer):
     (`settings` resolved: CPU frames)."""
 
     def __init__(
-        self, storage: ByteStorage, info: RaceInfo, specs: list[StepSpec], settings: WriterSettings
+        self,
+        destination: Destination,
+        info: RaceInfo,
+        specs: list[StepSpec],
+        settings: WriterSettings,
     ) -> None:
         super().__init__(info, specs, settings)
         steps = step_table(specs)
@@ -89,7 +93,8 @@ class ProcessWriter(Writer):
         self._lock = threading.Lock()
         # the writer process encodes into the ring as it is: its slots, blocking
         theirs = dataclasses.replace(settings, queue_size=self._slots, on_full="block")
-        setup = RaceSetup(str(self._ring.path), self._shape, steps, storage, info, specs, theirs)
+        ring = str(self._ring.path)
+        setup = RaceSetup(ring, self._shape, steps, destination, info, specs, theirs)
         try:
             self._process.wait_ready()
             self._race_no = self._process.open(setup)

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
     from replay.format.race import RaceInfo
     from replay.format.race_schema import StepSpec
-    from replay.storage.base import ByteStorage
     from replay.write.settings import WriterSettings
+    from replay.write.sink import Destination
     from replay.write.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,16 @@ _warned: set[tuple[Path, str]] = set()  # (shared-memory folder, writer kind) wa
 
 
 def start_writer(
-    storage: ByteStorage, info: RaceInfo, specs: list[StepSpec], settings: WriterSettings
+    destination: Destination, info: RaceInfo, specs: list[StepSpec], settings: WriterSettings
 ) -> Writer:
-    """The writer of a race just created (its group written): a thread or a process."""
+    """The writer of a race just created (its group written, in a store or by a service):
+    a thread or a process, whose frames go to `destination` (`replay.write.sink`)."""
     chosen = settings.resolved()
     if chosen.writer == "process":
         chosen = fitted(chosen, info, specs, auto=settings.writer == "auto")
     if chosen.writer == "thread":
-        return ThreadWriter(storage, info, specs, chosen)
-    return ProcessWriter(storage, info, specs, chosen)
+        return ThreadWriter(destination, info, specs, chosen)
+    return ProcessWriter(destination, info, specs, chosen)
 
 
 def fitted(

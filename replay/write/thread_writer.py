@@ -3,16 +3,16 @@
 The driver's process for a CUDA writer and ``new_race(writer="thread")``; the writer
 process (`replay.write.process_main`) for the default process writer. `append` copies a frame
 into a preallocated ring slot (or posts the slot `frame_buffer` lent, drawn in
-place); the background thread encodes frames in batches of
-`ENCODE_BATCH` and assembles whole shards; a `ShardCommitter` commits them
-(`replay.format.spec`) in a thread of its own, and the open shard again every
-`flush_interval` seconds. `replay.write.writer` describes the interface.
+place); the background thread encodes frames in batches of `ENCODE_BATCH` and hands
+them to the race's sink (`replay.write.sink`): whole shards committed to a store in a
+thread of their own, and the open shard again every `flush_interval` seconds
+(`replay.write.store_sink`), or chunks sent to a replay service
+(`replay.remote.service_sink`). `replay.write.writer` describes the interface.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import queue
@@ -34,17 +34,14 @@ from replay.errors import (
     WriterClosedError,
     WriterFailedError,
 )
-from replay.format import shards
 from replay.format import spec as fmt
-from replay.format.lease import new_lease
-from replay.write.shard_committer import ShardCommitter
 from replay.write.writer import Writer, WriterStats
 
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
     from replay.format.race_schema import StepSpec
-    from replay.storage.base import ByteStorage
     from replay.write.settings import WriterSettings
+    from replay.write.sink import Destination
 
 log = logging.getLogger(__name__)
 _CLOSE = object()
@@ -59,15 +56,6 @@ def _free_slots(n: int) -> queue.Queue[int]:
     return free
 
 
-def _maintenance(storage: ByteStorage, settings: WriterSettings) -> Callable[[], object] | None:
-    """What the committer runs after full shards: the store's capacity, if it has one."""
-    if not settings.enforce_capacity:
-        return None
-    from replay.maintenance import capacity  # zarr: imported by writers that need it only
-
-    return functools.partial(capacity.enforce, storage)
-
-
 @dataclass
 class _Pending:
     slot: int
@@ -79,7 +67,8 @@ class ThreadWriter(Writer):
     """A writer whose encoder runs in a background thread of the driver's process.
 
     The CUDA path (nvImageCodec releases the GIL for the whole nvJPEG encode), and
-    ``new_race(writer="thread")`` for CPU frames. `settings` are resolved here (the
+    ``new_race(writer="thread")`` for CPU frames. `destination` opens the race's sink
+    (`replay.write.sink`). `settings` are resolved here (the
     device checked). `ring` and `on_free` are for the
     writer process (`replay.write.process_main`): it hands its shared-memory ring, `post`s the
     slots the driver filled, and learns through `on_free(slot)` when a slot is encoded
@@ -88,7 +77,7 @@ class ThreadWriter(Writer):
 
     def __init__(
         self,
-        storage: ByteStorage,
+        destination: Destination,
         info: RaceInfo,
         specs: list[StepSpec],
         settings: WriterSettings,
@@ -96,10 +85,9 @@ class ThreadWriter(Writer):
         ring: npt.NDArray[np.uint8] | None = None,
         on_free: Callable[[int], object] | None = None,
     ) -> None:
-        super().__init__(info, specs, settings.resolved())
+        resolved = settings.resolved()
+        super().__init__(info, specs, resolved)
         self.pid = os.getpid()
-        self._info = info
-        self._storage = storage
         self._flush_interval = settings.flush_interval
         self._ring = self._allocate_ring(self._slots) if ring is None else ring
         self._free = _free_slots(self._slots)
@@ -114,22 +102,9 @@ class ThreadWriter(Writer):
         self._encode_s, self._encoded = 0.0, 0
         self._encode_recent: deque[float] = deque(maxlen=4096)  # seconds per frame
         self._error: BaseException | None = None
-        # the open shard, and how many frames the last commit queued held
-        self._shard = 0
-        self._chunks: list[bytes] = []
-        self._queued = 0
-        self._step_buf = {
-            s.name: np.zeros((info.shard_size, *s.shape), dtype=s.dtype) for s in specs
-        }
         self._codec = info.frame_codec
         self._codec.prepare(self.device, self._gpu)  # now, not on the driver's first frames
-        self._committer = ShardCommitter(
-            storage,
-            info,
-            specs,
-            new_lease(settings.flush_interval),
-            _maintenance(storage, settings),
-        )
+        self._sink = destination.open(info, specs, resolved)
         self._thread = threading.Thread(
             target=self._run, name=f"replay-writer-{self.race_id}", daemon=True
         )
@@ -222,15 +197,15 @@ class ThreadWriter(Writer):
         """A snapshot of the counters."""
         return WriterStats(
             appended=self._appended,
-            written=self._committer.written,
+            written=self._sink.written,
             dropped=self._dropped,
             queue_depth=self._pending.qsize(),
             encode_ms_mean=self._encode_s * 1000 / self._encoded if self._encoded else 0.0,
             encode_ms_p99=float(np.percentile(list(self._encode_recent), 99)) * 1000
             if self._encode_recent
             else 0.0,
-            bytes_written=self._committer.bytes,
-            shards_written=self._committer.shards,
+            bytes_written=self._sink.nbytes,
+            shards_written=self._sink.shards,
             error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
         )
 
@@ -251,12 +226,12 @@ class ThreadWriter(Writer):
             status = fmt.ABORTED
         if not isinstance(self._error, RaceTakenOverError):  # then the race is not ours
             try:
-                self._committer.update_attrs(status=status, ended_at=fmt.utc_now(), lease=False)
+                self._sink.close(status)
             except (OSError, ReplayError) as e:
                 self._error = self._error or e
         if self._error is not None:
             raise WriterFailedError(
-                f"race {self.race_id}: background writer failed after {self._committer.written} "
+                f"race {self.race_id}: background writer failed after {self._sink.written} "
                 f"committed frames: {self._error}"
             ) from self._error
 
@@ -276,8 +251,7 @@ class ThreadWriter(Writer):
         except BaseException as e:  # reported through stats() and close()
             log.exception("race %s: background writer failed", self.race_id)
             self._error = e
-            with contextlib.suppress(BaseException):  # ends its thread; e is the error
-                self._committer.finish()
+            self._sink.fail(e)
             while True:  # unblock a driver waiting for a slot, and drain the queue
                 self._free.put(-1)
                 try:
@@ -289,7 +263,6 @@ class ThreadWriter(Writer):
 
     def _loop(self) -> None:
         next_flush = time.monotonic() + self._flush_interval
-        last_lease = time.monotonic()
         closing = False
         while not closing:
             batch: list[_Pending] = []
@@ -312,17 +285,12 @@ class ThreadWriter(Writer):
                     item = None
             if batch:
                 self._encode(batch)
-            self._committer.check()  # a commit failed: stop now, the driver drops from here
+            self._sink.check()  # the sink failed: stop now, the driver drops from here
             now = time.monotonic()
             if closing or now >= next_flush:
-                if len(self._chunks) > self._queued:
-                    self._commit()  # only when frames came since the last commit
-                    last_lease = now
-                elif now - last_lease >= 5 * self._flush_interval:
-                    self._committer.renew_lease()
-                    last_lease = now
+                self._sink.flush(now)
                 next_flush = now + self._flush_interval
-        self._committer.finish()
+        self._sink.finish()
 
     def _encode(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -341,20 +309,6 @@ class ThreadWriter(Writer):
         self._encode_s += took
         self._encoded += len(batch)
         self._encode_recent.extend([took / len(batch)] * len(batch))
-        for p, blob in zip(batch, blobs, strict=True):
+        for p in batch:
             self._release(p.slot)
-            i = len(self._chunks)
-            for name, buf in self._step_buf.items():
-                buf[i] = p.steps.get(name, 0)
-            self._chunks.append(shards.with_checksum(blob))
-            if len(self._chunks) == self._info.shard_size:
-                self._commit()
-                self._shard += 1
-                self._chunks, self._queued = [], 0
-                for buf in self._step_buf.values():
-                    buf[...] = 0
-
-    def _commit(self) -> None:
-        """Queue the commit of the open shard as it is now (written in the background)."""
-        self._committer.commit(self._shard, self._chunks, self._step_buf)
-        self._queued = len(self._chunks)
+        self._sink.add(blobs, [p.steps for p in batch])

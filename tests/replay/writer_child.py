@@ -5,8 +5,9 @@
 Appends frames from FRAMES.npy (cycling), with reward = step and action = step
 * (1, 2, 3), at `fps`; prints the race id on the first line of stdout, then
 "done N" (N committed) at the end. Tests kill it or wait. ``--writer`` picks the
-writer kind (default: thread); ``--hang-after N`` prints "appended N" after N appends and then
-waits forever without closing (for a test to SIGKILL it at a known count).
+writer kind (default: thread, for a remote actor too); ``--hang-after N`` prints
+"appended N" after N appends and then waits forever without closing (for a test to
+SIGKILL it at a known count).
 
 STORE may be a service's URL (``http://127.0.0.1:PORT``): the child is then a remote
 actor recording through `replay.Client.new_race`. ``--codec zstd`` makes frames
@@ -48,7 +49,7 @@ def main() -> None:
     frames = np.load(args.frames, mmap_mode="r")
     new_race: Any
     if args.store.startswith("http://"):
-        new_race = replay.Client(args.store).new_race
+        new_race = partial(replay.Client(args.store).new_race, writer=args.writer)
     else:
         new_race = partial(replay.open_store(args.store).new_race, writer=args.writer)
     writer = new_race(

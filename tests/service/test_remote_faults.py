@@ -45,10 +45,12 @@ def _actor(url: str, frames_file: Path, count: int, *options: str) -> subprocess
     )
 
 
-def _kill_actor_mid_race(url: str, frames_file: Path) -> tuple[str, int, int]:
-    """Run an actor; SIGKILL it once 20 steps are acknowledged. (race id, appended,
-    written) as the actor last told them."""
-    child = _actor(url, frames_file, 100_000, "--progress")
+def _kill_actor_mid_race(
+    url: str, frames_file: Path, writer: str = "thread"
+) -> tuple[str, int, int]:
+    """Run an actor (its `writer` kind); SIGKILL it once 20 steps are acknowledged.
+    (race id, appended, written) as the actor last told them."""
+    child = _actor(url, frames_file, 100_000, "--progress", "--writer", writer)
     assert child.stdout is not None
     race_id = child.stdout.readline().strip()
     try:
@@ -99,6 +101,34 @@ def test_an_actor_killed_mid_race_loses_only_what_was_not_acknowledged(
     with ServerProcess(tmp_path / "s") as server, replay.Client(server.url) as client:
         assert client.race(race_id).status == fmt.ABORTED
         assert_sampled_from(client.sample(batch_size=8, filters=only), race_id, frames)
+
+
+@pytest.mark.slow
+def test_an_actor_killed_mid_race_with_a_writer_process_loses_nothing_it_appended(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    """The default writer for CPU frames is a process: SIGKILL of the actor's driver
+    leaves its writer process, which sends every frame already in its ring and closes the
+    race as aborted (as a local process writer commits them): every step the driver
+    appended is in the store once, byte-equal, and the race samples at once."""
+    replay.open_store(tmp_path / "s")
+    np.save(tmp_path / "frames.npy", np.stack(frames))
+    with ServerProcess(tmp_path / "s", env=BODY) as server, replay.Client(server.url) as client:
+        race_id, appended, written = _kill_actor_mid_race(
+            server.url, tmp_path / "frames.npy", "process"
+        )
+        deadline = time.monotonic() + 60
+        while client.race(race_id).status == fmt.RECORDING and time.monotonic() < deadline:
+            time.sleep(0.1)
+        race = client.race(race_id)
+        assert (race.status, race.length >= appended >= written >= 20) == (fmt.ABORTED, True)
+        only = {"race_ids": [race_id]}
+        assert_sampled_from(client.sample(batch_size=8, filters=only), race_id, frames)
+    stored = replay.open_store(tmp_path / "s", mode="r").race(race_id)
+    assert stored.length == race.length
+    np.testing.assert_array_equal(stored.steps("reward"), np.arange(stored.length))
+    for step in range(stored.length):
+        np.testing.assert_array_equal(stored.frame(step), frames[step % len(frames)])
 
 
 @pytest.mark.slow

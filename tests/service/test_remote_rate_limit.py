@@ -16,7 +16,7 @@ import numpy.typing as npt
 from service_helpers import ThreadServer
 
 import replay
-from replay.remote.remote_writer import RemoteWriter
+from replay.write.writer import Writer
 from service.settings import Settings
 from service.state import ServiceState
 
@@ -33,7 +33,7 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -
 
 
 @contextmanager
-def _actor_and_learner(path: Path) -> Iterator[tuple[ServiceState, RemoteWriter, replay.Client]]:
+def _actor_and_learner(path: Path) -> Iterator[tuple[ServiceState, Writer, replay.Client]]:
     """A service on a new store, an actor's remote race in it, and a learner's client."""
     replay.open_store(path)
     settings = Settings(store=path, max_chunk_bytes=16 << 20, max_rate_wait_s=1.0)
@@ -47,7 +47,7 @@ def _actor_and_learner(path: Path) -> Iterator[tuple[ServiceState, RemoteWriter,
             yield server.app.state.replay, writer, learner
 
 
-def _append(writer: RemoteWriter, frames: list[npt.NDArray[np.uint8]], n: int) -> None:
+def _append(writer: Writer, frames: list[npt.NDArray[np.uint8]], n: int) -> None:
     """Append `n` more frames and wait until the service has committed them."""
     start = writer.stats().appended
     for step in range(start, start + n):

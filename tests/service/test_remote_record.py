@@ -4,6 +4,7 @@ the service, real uvicorn on loopback, real stores, real CarRacing frames."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import threading
 from pathlib import Path
@@ -315,3 +316,32 @@ def test_a_device_that_is_not_there_is_refused_before_the_race_exists(tmp_path: 
         with client.new_race(env="CarRacing-v3", codec="jpeg", device="auto") as writer:
             assert writer.device == "cpu"  # no GPU here: libjpeg-turbo
     assert len(replay.open_store(tmp_path / "s", mode="r").race_ids()) == 1
+
+
+def test_a_remote_race_is_recorded_by_the_local_writer_kinds(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+) -> None:
+    """CPU frames go to a writer process by default (it sends with the client's token);
+    a client given its own transport records in a thread of this process (the transport
+    cannot go to another); asking for a process with one is refused before any race."""
+    few = frames[:12]
+    with _serve(tmp_path / "s", token="s3cret") as server:
+        kinds = {}
+        for transport in (None, httpx.HTTPTransport()):
+            with replay.Client(server.url, token="s3cret", transport=transport) as client:
+                with client.new_race(env="CarRacing-v3", codec="zstd", shard_size=SHARD) as w:
+                    for step, frame in enumerate(few):
+                        assert w.append(frame, reward=step)
+                kinds[w.race_id] = w.pid != os.getpid()
+                assert w.stats().written == len(few)
+        own = replay.Client(server.url, transport=httpx.HTTPTransport())
+        with own as client, pytest.raises(ValueError, match="own transport"):
+            client.new_race(env="CarRacing-v3", writer="process")
+    assert list(kinds.values()) == [True, False]  # a writer process, then a thread
+    store = replay.open_store(tmp_path / "s", mode="r")
+    assert sorted(store.race_ids()) == sorted(kinds)
+    for race_id in kinds:
+        race = store.race(race_id)
+        assert (race.status, race.length) == ("complete", len(few))
+        for step, frame in enumerate(few):
+            np.testing.assert_array_equal(race.frame(step), frame)

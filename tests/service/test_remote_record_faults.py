@@ -177,8 +177,8 @@ def test_a_second_service_on_the_store_refuses_a_race_the_first_one_holds(
         headers = {"Content-Type": MEDIA_TYPE}
         url = f"{second.url}/v1/races/{writer.race_id}/chunks"
         refused = httpx.post(url, content=body, headers=headers, timeout=30)
-        assert refused.status_code == 409
-        assert "held by another live writer" in refused.json()["detail"]
+        assert (refused.status_code, refused.headers.get("Retry-After")) == (503, "1")
+        assert "held by another live replica" in refused.json()["detail"]
         writer.append(frames[0])
         writer.close()
     race = replay.open_store(tmp_path / "s", mode="r").race(writer.race_id)

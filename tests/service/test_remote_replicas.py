@@ -26,7 +26,7 @@ from replay.bench.delay_proxy import DelayProxy
 from replay.codec.frames import ZstdFrames
 from replay.format import spec as fmt
 from replay.remote.chunks import MEDIA_TYPE, Chunk, pack
-from replay.remote.remote_writer import RemoteWriter
+from replay.write.writer import Writer
 from service.tools.process import ServerProcess
 
 BODY = {"REPLAY_MAX_CHUNK_BYTES": str(16 << 20)}
@@ -46,9 +46,7 @@ def _other_hosts_possible() -> bool:
     return probe.returncode == 0 and probe.stdout.strip() == "replica-b"
 
 
-def _append(
-    writer: RemoteWriter, frames: list[npt.NDArray[np.uint8]], start: int, stop: int
-) -> None:
+def _append(writer: Writer, frames: list[npt.NDArray[np.uint8]], start: int, stop: int) -> None:
     """Append steps [start, stop) (frame k % n, reward k); return once all are acknowledged."""
     for step in range(start, stop):
         assert writer.append(frames[step % len(frames)], reward=step)
@@ -116,11 +114,12 @@ def _assert_whole(store: Path, race_id: str, frames: list[npt.NDArray[np.uint8]]
 def test_a_replica_on_the_same_host_takes_over_a_race_once_its_replica_dies(
     tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
 ) -> None:
-    """Same host: replica B refuses A's race with 409 while A's process lives (judged by
-    pid), and takes it over at once when A is killed; every step is in the race once."""
+    """Same host: replica B answers A's race busy (503, retry) while A's process lives
+    (judged by pid), and takes it over at once when A is killed; every step is in the
+    race once."""
     replay.open_store(tmp_path / "s")
     with ServerProcess(tmp_path / "s", env=BODY) as second:
-        race_id = _fail_over(tmp_path / "s", frames, second, refused=(409, None))
+        race_id = _fail_over(tmp_path / "s", frames, second, refused=(503, "1"))
     _assert_whole(tmp_path / "s", race_id, frames)
 
 

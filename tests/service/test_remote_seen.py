@@ -25,7 +25,7 @@ from service_helpers import assert_sampled_from
 import replay
 from replay.codec.frames import ZstdFrames
 from replay.format import spec as fmt
-from replay.remote.remote_writer import RemoteWriter
+from replay.write.writer import Writer
 from service.tools.process import ServerProcess
 
 REPLAY = [sys.executable, "-c", "from replay.cli.main import main; main()"]
@@ -39,7 +39,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _append_acknowledged(
-    writer: RemoteWriter, frames: list[npt.NDArray[np.uint8]], start: int, stop: int
+    writer: Writer, frames: list[npt.NDArray[np.uint8]], start: int, stop: int
 ) -> None:
     """Append steps [start, stop) (frame k % n, reward k); return once all are committed."""
     for step in range(start, stop):
