@@ -14,6 +14,7 @@ does that, on the CPU or GPU.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -75,60 +76,57 @@ class Reader:
     def fetch(self, keys: SampleKeys) -> EncodedBatch:
         """The stored bytes and step arrays of every frame of `keys`.
 
+        One read task per shard touched, run on the I/O threads when there are
+        several (object stores answer ranged GETs in parallel) and in the caller's
+        thread when there is one (a hand-off to a thread costs more than a pread of a
+        sequence window). Step values are gathered per shard with one NumPy index.
         Raises `CorruptDataError` (naming race, shard and step) for a shard that
         cannot be read.
         """
         b, seq = keys.steps.shape
-        entries = [self.index.entry(r) for r in keys.race_ids]
-        first = entries[0].info
-        names = _common_step_arrays([e.info for e in entries])
-        groups: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
-        steps_flat = keys.steps.reshape(-1).tolist()
-        for flat, step in enumerate(steps_flat):
-            e = entries[flat // seq]
-            if not 0 <= step < e.length:
-                raise SamplingError(
-                    f"race {e.race_id}: step {step} is not committed (length {e.length})"
-                )
-            shard, slot = divmod(step, e.info.shard_size)
-            groups[(e.race_id, shard)].append((flat, slot))
+        entries = {r: self.index.entry(r) for r in dict.fromkeys(keys.race_ids)}
+        infos = [e.info for e in entries.values()]
+        names = _common_step_arrays(infos)
+        groups = _shard_groups(keys, list(entries.values()))
         blobs: list[bytes] = [b""] * (b * seq)
-        step_values: dict[str, list[Any]] = {n: [None] * (b * seq) for n in names}
 
-        def read_group(item: tuple[tuple[str, int], list[tuple[int, int]]]) -> int:
-            (race_id, shard), members = item
-            entry = self.index.entry(race_id)
-            reads = self._read_frames(entry, shard, members, blobs)
-            for name in names:
-                chunk = self._step_chunk(entry, name, shard)
-                for flat, slot in members:
-                    step_values[name][flat] = chunk[slot]
-            return reads
+        def read_group(g: _ShardGroup) -> tuple[int, dict[str, npt.NDArray[Any]]]:
+            reads = self._read_frames(g, blobs)
+            return reads, {n: self._step_chunk(g.entry, n, g.shard)[g.slots] for n in names}
 
-        reads = sum(self._pool.map(read_group, groups.items()))
-        steps = {n: np.stack(v).reshape(b, seq, *np.shape(v[0])) for n, v in step_values.items()}
+        done = [read_group(groups[0])] if len(groups) == 1 else self._pool.map(read_group, groups)
+        values: dict[str, npt.NDArray[Any]] = {}
+        reads = 0
+        for g, (group_reads, gathered) in zip(groups, done, strict=True):
+            reads += group_reads
+            for name, v in gathered.items():
+                if name not in values:
+                    values[name] = np.empty((b * seq, *v.shape[1:]), dtype=v.dtype)
+                values[name][g.flats] = v
         nbytes = sum(len(x) for x in blobs)
         with self._lock:
             self._frames += len(blobs)
             self._bytes += nbytes
             self._reads += reads
+        first = infos[0]
         return EncodedBatch(
             keys=keys,
             frames=[blobs[i * seq : (i + 1) * seq] for i in range(b)],
             height=first.height,
             width=first.width,
-            steps=steps,
+            steps={n: v.reshape(b, seq, *v.shape[1:]) for n, v in values.items()},
             codec=dict(first.codec),
             shard_size=first.shard_size,
-            formats=frame_formats([e.info for e in entries]),
+            formats=frame_formats(infos),
         )
 
-    def _read_frames(
-        self, entry: RaceEntry, shard: int, members: list[tuple[int, int]], out: list[bytes]
-    ) -> int:
-        slots = sorted({slot for _, slot in members})
-        ranges = dict(zip(slots, entry.frame_ranges(self.storage, shard, slots), strict=True))
-        spans = coalesce(sorted(ranges.values()))
+    def _read_frames(self, g: _ShardGroup, out: list[bytes]) -> int:
+        """The frames of one shard group into `out` (CRC32C checked, one copy each);
+        the reads that took."""
+        entry, shard = g.entry, g.shard
+        slots = np.unique(g.slots).tolist()
+        ranges = entry.frame_ranges(self.storage, shard, slots)
+        spans = coalesce(sorted(ranges))
         key = fmt.frames_key(entry.race_id, shard)
         try:
             data = self.storage.read_ranges(key, spans)
@@ -144,17 +142,17 @@ class Reader:
         starts = [s for s, _ in spans]
         views = [memoryview(d) for d in data]
         by_slot = {}
-        for slot, (offset, nbytes) in ranges.items():
-            i = int(np.searchsorted(starts, offset, side="right")) - 1
+        for slot, (offset, nbytes) in zip(slots, ranges, strict=True):
+            i = bisect.bisect_right(starts, offset) - 1
             at = offset - starts[i]
             try:
-                by_slot[slot] = shards.without_checksum(views[i][at : at + nbytes].tobytes())
+                by_slot[slot] = shards.without_checksum(views[i][at : at + nbytes])
             except ValueError as e:
                 step = shard * entry.info.shard_size + slot
                 raise CorruptDataError.at(
                     entry.race_id, shard, f"frame at step {step} is damaged ({e})", step=step
                 ) from e
-        for flat, slot in members:
+        for flat, slot in zip(g.flats.tolist(), g.slots.tolist(), strict=True):
             out[flat] = by_slot[slot]
         return len(spans)
 
@@ -190,6 +188,40 @@ class Reader:
         if out is None:
             return np.zeros(steps.shape)
         return out.reshape(*steps.shape, *out.shape[1:])
+
+
+@dataclass(frozen=True)
+class _ShardGroup:
+    """The frames of a batch that lie in one shard of one race."""
+
+    entry: RaceEntry
+    shard: int
+    flats: npt.NDArray[np.intp]  # their flat indexes in the batch (B * L)
+    slots: npt.NDArray[np.int64]  # their slots in the shard, in the same order
+
+
+def _shard_groups(keys: SampleKeys, entries: list[RaceEntry]) -> list[_ShardGroup]:
+    """The frames of `keys` grouped by (race, shard), with NumPy per race rather than
+    Python per frame; SamplingError for a step past a race's committed length."""
+    seq = keys.seq_len
+    place = {e.race_id: k for k, e in enumerate(entries)}
+    row_race = np.array([place[r] for r in keys.race_ids])
+    groups = []
+    for k, e in enumerate(entries):
+        rows = np.flatnonzero(row_race == k)
+        steps = keys.steps[rows].reshape(-1)
+        bad = (steps < 0) | (steps >= e.length)
+        if bad.any():
+            step = int(steps[bad][0])
+            raise SamplingError(
+                f"race {e.race_id}: step {step} is not committed (length {e.length})"
+            )
+        flats = (rows[:, None] * seq + np.arange(seq)).reshape(-1)
+        shard_of, slot = np.divmod(steps, e.info.shard_size)
+        for shard in np.unique(shard_of).tolist():
+            here = shard_of == shard
+            groups.append(_ShardGroup(e, shard, flats[here], slot[here]))
+    return groups
 
 
 def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tuple[int, int]]:
