@@ -77,9 +77,9 @@ class Reader:
         """The stored bytes and step arrays of every frame of `keys`.
 
         One read task per shard touched, run on the I/O threads when there are
-        several (object stores answer ranged GETs in parallel) and in the caller's
-        thread when there is one (a hand-off to a thread costs more than a pread of a
-        sequence window). Step values are gathered per shard with one NumPy index.
+        several (object stores answer ranged GETs in parallel); a batch inside one
+        shard is read from the caller's thread, its scattered spans spread over the
+        cores (`_read_frames`). Step values are gathered per shard with one NumPy index.
         Raises `CorruptDataError` (naming race, shard and step) for a shard that
         cannot be read.
         """
@@ -91,7 +91,7 @@ class Reader:
         blobs: list[bytes] = [b""] * (b * seq)
 
         def read_group(g: _ShardGroup) -> tuple[int, dict[str, npt.NDArray[Any]]]:
-            reads = self._read_frames(g, blobs)
+            reads = self._read_frames(g, blobs, spread=len(groups) == 1)
             return reads, {n: self._step_chunk(g.entry, n, g.shard)[g.slots] for n in names}
 
         done = [read_group(groups[0])] if len(groups) == 1 else self._pool.map(read_group, groups)
@@ -120,18 +120,48 @@ class Reader:
             formats=frame_formats(infos),
         )
 
-    def _read_frames(self, g: _ShardGroup, out: list[bytes]) -> int:
-        """The frames of one shard group into `out` (CRC32C checked, one copy each);
-        the reads that took."""
+    def _read_frames(self, g: _ShardGroup, out: list[bytes], *, spread: bool) -> int:
+        """The frames of one shard group into `out`; the reads (coalesced spans) that took.
+
+        With `spread` (a batch inside one shard, read in the caller's thread) spans that
+        do not coalesce are cut into one task per core, the first read here: copying
+        the bytes out of the page cache and checking them takes a core ~25 us a frame.
+        """
         entry, shard = g.entry, g.shard
         slots = np.unique(g.slots).tolist()
         ranges = entry.frame_ranges(self.storage, shard, slots)
         spans = coalesce(sorted(ranges))
+        starts = [s for s, _ in spans]
+        cut = -(-len(spans) // (min(len(spans), usable_cpus()) if spread else 1))
+        tasks: list[tuple[list[tuple[int, int]], list[tuple[int, int, int]]]] = [
+            (spans[i : i + cut], []) for i in range(0, len(spans), cut)
+        ]
+        for slot, (offset, nbytes) in zip(slots, ranges, strict=True):
+            tasks[(bisect.bisect_right(starts, offset) - 1) // cut][1].append(
+                (slot, offset, nbytes)
+            )
+        later = [self._pool.submit(self._read_spans, entry, shard, *t) for t in tasks[1:]]
+        by_slot = self._read_spans(entry, shard, *tasks[0])
+        for future in later:
+            by_slot.update(future.result())
+        for flat, slot in zip(g.flats.tolist(), g.slots.tolist(), strict=True):
+            out[flat] = by_slot[slot]
+        return len(spans)
+
+    def _read_spans(
+        self,
+        entry: RaceEntry,
+        shard: int,
+        spans: list[tuple[int, int]],
+        frames: list[tuple[int, int, int]],
+    ) -> dict[int, bytes]:
+        """Read `spans` of a shard; the bytes of each of `frames` (slot, offset, nbytes)
+        they hold, CRC32C checked in place and copied once."""
         key = fmt.frames_key(entry.race_id, shard)
         try:
             data = self.storage.read_ranges(key, spans)
         except (OSError, EOFError, ValueError) as e:
-            step = shard * entry.info.shard_size + slots[0]
+            step = shard * entry.info.shard_size + frames[0][0]
             raise CorruptDataError.at(
                 entry.race_id,
                 shard,
@@ -142,7 +172,7 @@ class Reader:
         starts = [s for s, _ in spans]
         views = [memoryview(d) for d in data]
         by_slot = {}
-        for slot, (offset, nbytes) in zip(slots, ranges, strict=True):
+        for slot, offset, nbytes in frames:
             i = bisect.bisect_right(starts, offset) - 1
             at = offset - starts[i]
             try:
@@ -152,9 +182,7 @@ class Reader:
                 raise CorruptDataError.at(
                     entry.race_id, shard, f"frame at step {step} is damaged ({e})", step=step
                 ) from e
-        for flat, slot in zip(g.flats.tolist(), g.slots.tolist(), strict=True):
-            out[flat] = by_slot[slot]
-        return len(spans)
+        return by_slot
 
     def _step_chunk(self, entry: RaceEntry, name: str, shard: int) -> npt.NDArray[Any]:
         """Values of one step array for the committed steps of one shard (cached)."""
