@@ -77,9 +77,10 @@ class Reader:
         """The stored bytes and step arrays of every frame of `keys`.
 
         One read task per shard touched, run on the I/O threads when there are
-        several (object stores answer ranged GETs in parallel); a batch inside one
-        shard is read from the caller's thread, its scattered spans spread over the
-        cores (`_read_frames`). Step values are gathered per shard with one NumPy index.
+        several (object stores answer ranged GETs in parallel), in the caller's thread
+        when there is one (waiting for a thread costs more than the reads of a batch
+        inside one shard, ~0.3 ms, and far more on a busy machine). Step values are
+        gathered per shard with one NumPy index.
         Raises `CorruptDataError` (naming race, shard and step) for a shard that
         cannot be read.
         """
@@ -91,7 +92,7 @@ class Reader:
         blobs: list[bytes] = [b""] * (b * seq)
 
         def read_group(g: _ShardGroup) -> tuple[int, dict[str, npt.NDArray[Any]]]:
-            reads = self._read_frames(g, blobs, spread=len(groups) == 1)
+            reads = self._read_frames(g, blobs)
             return reads, {n: self._step_chunk(g.entry, n, g.shard)[g.slots] for n in names}
 
         done = [read_group(groups[0])] if len(groups) == 1 else self._pool.map(read_group, groups)
@@ -120,30 +121,16 @@ class Reader:
             formats=frame_formats(infos),
         )
 
-    def _read_frames(self, g: _ShardGroup, out: list[bytes], *, spread: bool) -> int:
-        """The frames of one shard group into `out`; the reads (coalesced spans) that took.
-
-        With `spread` (a batch inside one shard, read in the caller's thread) spans that
-        do not coalesce are cut into one task per core, the first read here: copying
-        the bytes out of the page cache and checking them takes a core ~25 us a frame.
-        """
+    def _read_frames(self, g: _ShardGroup, out: list[bytes]) -> int:
+        """The frames of one shard group into `out`; the reads (coalesced spans) that took."""
         entry, shard = g.entry, g.shard
         slots = np.unique(g.slots).tolist()
         ranges = entry.frame_ranges(self.storage, shard, slots)
         spans = coalesce(sorted(ranges))
-        starts = [s for s, _ in spans]
-        cut = -(-len(spans) // (min(len(spans), usable_cpus()) if spread else 1))
-        tasks: list[tuple[list[tuple[int, int]], list[tuple[int, int, int]]]] = [
-            (spans[i : i + cut], []) for i in range(0, len(spans), cut)
+        frames = [
+            (slot, offset, nbytes) for slot, (offset, nbytes) in zip(slots, ranges, strict=True)
         ]
-        for slot, (offset, nbytes) in zip(slots, ranges, strict=True):
-            tasks[(bisect.bisect_right(starts, offset) - 1) // cut][1].append(
-                (slot, offset, nbytes)
-            )
-        later = [self._pool.submit(self._read_spans, entry, shard, *t) for t in tasks[1:]]
-        by_slot = self._read_spans(entry, shard, *tasks[0])
-        for future in later:
-            by_slot.update(future.result())
+        by_slot = self._read_spans(entry, shard, spans, frames)
         for flat, slot in zip(g.flats.tolist(), g.slots.tolist(), strict=True):
             out[flat] = by_slot[slot]
         return len(spans)
