@@ -216,27 +216,31 @@ class _ShardGroup:
 
 
 def _shard_groups(keys: SampleKeys, entries: list[RaceEntry]) -> list[_ShardGroup]:
-    """The frames of `keys` grouped by (race, shard), with NumPy per race rather than
-    Python per frame; SamplingError for a step past a race's committed length."""
-    seq = keys.seq_len
+    """The frames of `keys` grouped by (race, shard), sorted with NumPy once for the batch
+    rather than Python per frame; SamplingError for a step past its race's committed
+    length (the first such frame of the batch)."""
     place = {e.race_id: k for k, e in enumerate(entries)}
-    row_race = np.array([place[r] for r in keys.race_ids])
-    groups = []
-    for k, e in enumerate(entries):
-        rows = np.flatnonzero(row_race == k)
-        steps = keys.steps[rows].reshape(-1)
-        bad = (steps < 0) | (steps >= e.length)
-        if bad.any():
-            step = int(steps[bad][0])
-            raise SamplingError(
-                f"race {e.race_id}: step {step} is not committed (length {e.length})"
-            )
-        flats = (rows[:, None] * seq + np.arange(seq)).reshape(-1)
-        shard_of, slot = np.divmod(steps, e.info.shard_size)
-        for shard in np.unique(shard_of).tolist():
-            here = shard_of == shard
-            groups.append(_ShardGroup(e, shard, flats[here], slot[here]))
-    return groups
+    race_of = np.repeat([place[r] for r in keys.race_ids], keys.seq_len)  # per flat frame
+    steps = keys.steps.reshape(-1)
+    lengths = np.array([e.length for e in entries])[race_of]
+    bad = (steps < 0) | (steps >= lengths)
+    if bad.any():
+        i = int(np.argmax(bad))
+        e = entries[race_of[i]]
+        raise SamplingError(
+            f"race {e.race_id}: step {int(steps[i])} is not committed (length {e.length})"
+        )
+    shard_of, slot = np.divmod(steps, np.array([e.info.shard_size for e in entries])[race_of])
+    order = np.lexsort((shard_of, race_of))  # by race, then shard
+    race_sorted, shard_sorted, slot_sorted = race_of[order], shard_of[order], slot[order]
+    new = np.flatnonzero(
+        (np.diff(race_sorted, prepend=-1) != 0) | (np.diff(shard_sorted, prepend=-1) != 0)
+    )
+    ends = [*new[1:].tolist(), len(order)]
+    return [
+        _ShardGroup(entries[race_sorted[a]], int(shard_sorted[a]), order[a:b], slot_sorted[a:b])
+        for a, b in zip(new.tolist(), ends, strict=True)
+    ]
 
 
 def coalesce(ranges: list[tuple[int, int]], gap: int = COALESCE_GAP) -> list[tuple[int, int]]:
