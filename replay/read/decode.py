@@ -17,7 +17,7 @@ import functools
 import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, cast
 
 import numpy as np
@@ -129,10 +129,17 @@ def _decode_host(
 
     One task per run of consecutive frames (`_runs`), not per frame: a JPEG decoded
     at 1/4 scale takes ~0.8 ms, so a per-frame task and transform call would weigh.
+    The calling thread decodes the first run itself (one hand-off fewer), and returns
+    only once every run is done, so no task writes into `out` after it is handed out.
     """
     plan = _HostPlan(frame_codec(f.codec), f, t)
-    failed = _pool().map(lambda run: plan.decode(blobs, run, out), _runs(members))
-    return [i for run_failed in failed for i in run_failed]
+    first, *rest = _runs(members)
+    later = [_pool().submit(plan.decode, blobs, run, out) for run in rest]
+    try:
+        failed = plan.decode(blobs, first, out)
+    finally:
+        wait(later)
+    return failed + [i for future in later for i in future.result()]
 
 
 def _runs(members: list[int]) -> list[list[int]]:

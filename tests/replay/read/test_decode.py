@@ -105,6 +105,27 @@ def test_a_failed_frame_is_left_as_zeros(store_path: Path, race: replay.Race) ->
     assert not frames[1, 1].any()
 
 
+@pytest.mark.parametrize(
+    "t", [None, replay.Transform(size=(225, 400), grey=True, dtype="float32", layout="NCHW")]
+)
+def test_damaged_frames_in_every_run_are_named_and_zeroed(
+    store_path: Path, race: replay.Race, t: replay.Transform | None
+) -> None:
+    """The calling thread decodes the first run and the pool the others: a damaged frame
+    in the first run and one in the last are both reported, and the good ones decoded."""
+    keys = keys_of(race.race_id, [0, 3, 6, 9], seq_len=1)
+    encoded = fetch(store_path, keys)
+    rows = [row[:] for row in encoded.frames]
+    rows[0][0], rows[3][0] = b"junk", rows[3][0][:300]
+    frames, failed = decode_frames(replace(encoded, frames=rows), transform=t)
+    assert failed == [0, 3]
+    assert not frames[0].any()
+    assert not frames[3].any()
+    good, _ = decode_frames(encoded, transform=t)
+    np.testing.assert_array_equal(frames[1:3], good[1:3])
+    assert good[1:3].std() > 0.01
+
+
 def test_held_batches_are_not_overwritten_by_later_ones(
     store_path: Path, race: replay.Race
 ) -> None:

@@ -25,6 +25,7 @@ from replay.codec.devices import cuda_available
 from replay.codec.transform import Transform
 from replay.format import shards
 from replay.format import spec as fmt
+from replay.read.batch import SampleKeys
 from replay.read.decode import decode_batch
 from replay.read.reader import coalesce
 
@@ -95,6 +96,37 @@ def test_reads_are_grouped_by_shard_and_coalesced(real_store: tuple[Path, list[s
         (5000, 1),
     ]
     assert coalesce([(0, 10), (4, 2)], gap=0) == [(0, 10)]
+
+
+def test_fetch_gives_each_key_its_own_bytes_and_steps(real_store: tuple[Path, list[str]]) -> None:
+    """Hand-made keys: both races, several shards, a frame asked twice, items out of
+    order; and a batch inside one shard (read in the caller's thread)."""
+    path, (a, b) = real_store
+    store = replay.open_store(path, mode="r")
+    sampler = store.sampler(batch_size=1, seed=0)
+    cases = [
+        ([b, a, b, a], [[17, 3], [29, 8], [0, 17], [3, 3]]),  # shards 0-3 of both races
+        ([a, a], [[9, 10], [12, 9]]),  # one shard of one race
+    ]
+    for race_ids, steps in cases:
+        n = len(race_ids)
+        keys = SampleKeys(race_ids, np.array(steps), np.ones(n, np.float32), np.ones(n))
+        encoded = sampler.fetch(keys)
+        for race_id, row_steps, blobs, t_ns, reward in zip(
+            race_ids,
+            steps,
+            encoded.frames,
+            encoded.steps["t_ns"],
+            encoded.steps["reward"],
+            strict=True,
+        ):
+            race = store.race(race_id)
+            assert blobs == [race.frame_bytes(s) for s in row_steps]
+            np.testing.assert_array_equal(t_ns, race.steps("t_ns")[row_steps])
+            np.testing.assert_array_equal(reward, race.steps("reward")[row_steps])
+    late = SampleKeys([a, b], np.array([[0, 1], [17, 18]]), np.ones(2, np.float32), np.ones(2))
+    with pytest.raises(replay.SamplingError, match=f"race {b}: step 18 is not committed"):
+        sampler.fetch(late)
 
 
 def test_held_batches_are_never_overwritten(real_store: tuple[Path, list[str]]) -> None:
