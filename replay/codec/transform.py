@@ -19,9 +19,10 @@ luma" by the decoder's own downscaling filter and its luma (1/255 on average, 12
 at worst on CarRacing frames).
 
 Resize is an area average for whole factors (1/2, 1/4 ...), else bilinear (half-pixel
-centres, as ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``);
-both compiled by Numba where the ``fast`` extra is installed (`compiled_area_planes`,
-`compiled_bilinear_planes`, equal to NumPy's bit for bit), else NumPy's passes run.
+centres, as ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``).
+Where the ``fast`` extra is installed, Numba's kernels (`replay.codec.compiled`) run the
+resize, grey, dtype and layout in one pass into the output, equal to NumPy's passes bit
+for bit; else (and for CuPy) NumPy's passes run.
 """
 
 from __future__ import annotations
@@ -152,9 +153,10 @@ def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1, out: Any =
     One pass over the full frames, in integers: an area resize sums rows, then
     columns, in uint16 (uint32 past 257 pixels a cell); a bilinear one gathers the
     rows it needs before converting them; grey and scaling then run on the small
-    result, channel planes (N, C, h, w) throughout. The arithmetic after the sums is
-    the float32 arithmetic of "mean, then luma, then scale", so the result equals
-    it exactly (``x / 255`` of the area mean, to float32 rounding).
+    result, channel planes (N, C, h, w) throughout (with Numba, inside the resize
+    kernel, straight into the output: `replay.codec.compiled`). The arithmetic after
+    the sums is the float32 arithmetic of "mean, then luma, then scale", so the result
+    equals it exactly (``x / 255`` of the area mean, to float32 rounding).
     """
     x = crop(frames, t, scale)
     _, ch, cw, _ = x.shape
