@@ -3,7 +3,9 @@
 A race's ``codec`` attribute (docs/format.md) is read once into a `FrameCodec`
 (`RaceInfo.frame_codec`), which then encodes the writer's frames, decodes one stored
 frame, and gives the Zarr codec chain of the race's frames array; its `attrs` are the
-attribute as stored. The step arrays are always zstd (`ZSTD_LEVEL`, `encode_steps`).
+attribute as stored. The step arrays (action, reward, ... and the extras) are always
+little-endian values compressed by zstd at `ZSTD_LEVEL`: `step_compressors` is their
+Zarr codec chain and `encode_steps` one stored chunk.
 
     codec = frame_codec({"name": "jpeg", "quality": 90, "subsampling": "420"})
     blobs = codec.encode(images)               # one stored chunk per (H, W, 3) frame
@@ -27,13 +29,26 @@ from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 from replay.codec import jpeg
 from replay.codec.devices import Device, on_device
 from replay.codec.pixel_order import contiguous
-from replay.codec.steps import ZSTD_LEVEL
 from replay.codec.subsampling import SUBSAMPLING_FACTORS, Subsampling
 from replay.codec.zarr_jpeg import JpegCodec, is_quality
 from replay.codec.zarr_singleton_dim import SingletonDimCodec
 
 CodecName = Literal["jpeg", "zstd"]
 Image = npt.NDArray[np.uint8]
+
+#: The zstd level of lossless frames and of every step array.
+ZSTD_LEVEL = 3
+
+
+def step_compressors() -> list[BytesBytesCodec]:
+    """The compressors of every step array (action, reward, ... and the extras)."""
+    return [ZstdCodec(level=ZSTD_LEVEL)]
+
+
+def encode_steps(values: npt.NDArray[Any]) -> bytes:
+    """One stored chunk of a step array: little-endian values, zstd-compressed."""
+    little = np.ascontiguousarray(values).astype(values.dtype.newbyteorder("<"))
+    return bytes(Zstd(level=ZSTD_LEVEL).encode(little))
 
 
 @dataclass(frozen=True)

@@ -19,20 +19,21 @@ luma" by the decoder's own downscaling filter and its luma (1/255 on average, 12
 at worst on CarRacing frames).
 
 Resize is an area average for whole factors (1/2, 1/4 ...), else bilinear (half-pixel
-centres, as ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``);
-both compiled by Numba where the ``fast`` extra is installed (`compiled_area_planes`,
-`compiled_bilinear_planes`, equal to NumPy's bit for bit), else NumPy's passes run.
+centres, as ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``).
+Where the ``fast`` extra is installed, Numba's kernels (`replay.codec.compiled`) run the
+resize, grey, dtype and layout in one pass into the output, equal to NumPy's passes bit
+for bit; else (and for CuPy) NumPy's passes run.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
+
+from replay.codec import compiled
 
 Dtype = Literal["uint8", "float32", "float16", "bfloat16"]
 Layout = Literal["NHWC", "NCHW", "stacked"]
@@ -152,25 +153,23 @@ def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1, out: Any =
     One pass over the full frames, in integers: an area resize sums rows, then
     columns, in uint16 (uint32 past 257 pixels a cell); a bilinear one gathers the
     rows it needs before converting them; grey and scaling then run on the small
-    result, channel planes (N, C, h, w) throughout. The arithmetic after the sums is
-    the float32 arithmetic of "mean, then luma, then scale", so the result equals
-    it exactly (``x / 255`` of the area mean, to float32 rounding).
+    result, channel planes (N, C, h, w) throughout (with Numba, inside the resize
+    kernel, straight into the output: `replay.codec.compiled`). The arithmetic after
+    the sums is the float32 arithmetic of "mean, then luma, then scale", so the result
+    equals it exactly (``x / 255`` of the area mean, to float32 rounding).
     """
     x = crop(frames, t, scale)
     _, ch, cw, _ = x.shape
     out_h, out_w = t.size if t.size is not None else (ch, cw)
     if (out_h, out_w) == (ch, cw):
         planes = x.transpose(0, 3, 1, 2)  # a view: uint8 until the dtype conversion
-    elif ch % out_h == 0 and cw % out_w == 0:  # luma in the kernel for grey; pixels for
-        # RGB NHWC (its rounding and copy then run in memory order)
-        cells: Cells = "luma" if t.grey and x.shape[3] == 3 else "planes"
-        cells = "pixels" if cells == "planes" and not t.channels_first else cells
-        planes = compiled_area_planes(x, out_h, out_w, cells) if xp is np else None
-        if planes is None:
-            planes = area_planes(x, out_h, out_w, xp)
     else:
-        planes = compiled_bilinear_planes(x, out_h, out_w) if xp is np else None
-        if planes is None:
+        done = _compiled(x, t, out_h, out_w, out) if xp is np else None
+        if done is not None:
+            return done
+        if ch % out_h == 0 and cw % out_w == 0:
+            planes = area_planes(x, out_h, out_w, xp)
+        else:
             planes = resize(x, out_h, out_w, xp).transpose(0, 3, 1, 2)
     if t.grey and planes.shape[1] == 3:
         r, g, b = (np.float32(v) for v in LUMA)
@@ -240,102 +239,44 @@ def area_planes(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
     return total.astype(xp.float32) / np.float32(fy * fx)
 
 
-Cells = Literal["planes", "pixels", "luma"]
-
-
-@functools.cache
-def numba_available() -> bool:
-    """True when Numba imports (``pip install 'replay[fast]'``)."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def compiled_area_planes(
-    x: npt.NDArray[np.uint8], out_h: int, out_w: int, cells: Cells = "planes"
-) -> npt.NDArray[np.float32] | None:
-    """`area_planes` compiled (Numba, the ``fast`` extra; None without it), 4x NumPy's passes.
-
-    Most of what a shrinking transform costs on a zstd race's full frame (no DCT scaling
-    shrinks it first) is this resize: NumPy's strided passes take ~1.3 ms a 1600x900
-    frame. The kernel adds each output row's `fy` source rows as one contiguous run
-    (vectorised), then each cell's `fx` pixels (factors compiled in, unrolled), ~0.3 ms,
-    GIL released. Integer sums over ``float32(fy * fx)``, as NumPy's: equal bit for bit.
-    Takes (N, H, W, C) uint8, a crop view too (pixels packed, rows strided).
-    `cells`: ``planes``; ``pixels``, the planes stored as (N, H, W, C) (a planes view);
-    ``luma``, one plane, ``mean_r * 0.299 + mean_g * 0.587 + mean_b * 0.114`` in `apply`'s
-    float32 order (equal to it too).
-    """
-    if not numba_available():
+def _compiled(x: Any, t: Transform, out_h: int, out_w: int, out: Any) -> Any:
+    """The resize, grey, dtype and layout of `apply` in one compiled pass over (N, H, W, C)
+    `x` (`replay.codec.compiled`: area for whole factors, else bilinear), straight into
+    `out` (or a new array); None without Numba. float16 goes through float32."""
+    if not compiled.numba_available():
         return None
     n, h, w, c = x.shape
+    kind = np.uint8 if t.dtype == "uint8" else np.float32
+    k = t.channels
+    shape = (n, k, out_h, out_w) if t.channels_first else (n, out_h, out_w, k)
+    result = out if out is not None and out.dtype == kind else np.empty(shape, kind)
     rows = x.reshape(n, h, w * c)  # a view for any crop: each row's pixels are packed
-    last = cells == "pixels"
-    planes = 1 if cells == "luma" else c
-    out = np.empty((n, out_h, out_w, c) if last else (n, planes, out_h, out_w), np.float32)
-    _area_kernel(h // out_h, w // out_w, c, cells)(rows, out)
-    return out.transpose(0, 3, 1, 2) if last else out
-
-
-@functools.cache
-def _area_kernel(fy: int, fx: int, c: int, cells: Cells) -> Callable[..., None]:
-    """The kernel for `fy` x `fx` cells of `c`-channel pixels, writing `cells` (compiled
-    on first use, ~1 s; the factors are constants in it, so the cell loops unroll)."""
-    import numba
-
-    area = np.float32(fy * fx)
-    wide = fy * fx > 257  # 255 * cells past 257 overflows uint16
-    last, luma = cells == "pixels", cells == "luma"
-    r, g, b = (np.float32(v) for v in LUMA)
-
-    @numba.njit(nogil=True, cache=False)
-    def kernel(src: Any, out: Any) -> None:
-        n, h, width = src.shape
-        out_h, out_w = h // fy, width // (fx * c)
-        acc = np.empty((out_w, fx * c), np.uint32 if wide else np.uint16)
-        run = acc.reshape(-1)
-        for k in range(n):
-            for oy in range(out_h):
-                first = src[k, oy * fy]
-                for i in range(out_w * fx * c):
-                    run[i] = first[i]
-                for dy in range(1, fy):
-                    row = src[k, oy * fy + dy]
-                    for i in range(out_w * fx * c):
-                        run[i] += row[i]
-                for ox in range(out_w):
-                    v = np.float32(0)  # luma: (r * R + g * G) + b * B, as `apply` adds it
-                    for ch in range(c):
-                        total = np.uint32(0)
-                        for dx in range(fx):
-                            total += acc[ox, dx * c + ch]
-                        mean = np.float32(total) / area
-                        if last:
-                            out[k, oy, ox, ch] = mean
-                        elif not luma:
-                            out[k, ch, oy, ox] = mean
-                        elif ch < 2:
-                            v = mean * r if ch == 0 else v + mean * g
-                        else:
-                            out[k, 0, oy, ox] = v + mean * b
-
-    return kernel
-
-
-def compiled_bilinear_planes(
-    x: npt.NDArray[np.uint8], out_h: int, out_w: int
-) -> npt.NDArray[np.float32] | None:
-    """`resize`'s bilinear as (N, C, out_h, out_w) planes, compiled (None without Numba):
-    only each output pixel's four corners are read (NumPy's gathers: 0.6 ms for 84x84
-    from a full frame); the same taps and float32 operations in order: equal bit for bit."""
-    if not numba_available():
-        return None
-    n, h, w, c = x.shape
-    out = np.empty((n, c, out_h, out_w), dtype=np.float32)
-    _bilinear_kernel()(x.reshape(n, h, w * c), *_kernel_taps(h, w, c, out_h, out_w), out)
+    write = _output(t, c)
+    if h % out_h == 0 and w % out_w == 0:
+        compiled.area(rows, result, h // out_h, w // out_w, write)
+    else:
+        compiled.bilinear(rows, c, _kernel_taps(h, w, c, out_h, out_w), result, write)
+    if t.dtype != "float16":
+        return result
+    if out is None:
+        return result.astype(np.float16)
+    out[...] = result
     return out
+
+
+@functools.cache  # asked per frame; a Transform hashes in ~1 us
+def _output(t: Transform, c: int) -> compiled.Output:
+    """What the kernels write for `t` from `c`-channel frames: `_converted`'s arithmetic."""
+    mean, std = (np.broadcast_to(np.asarray(v, np.float64), (t.channels,)) for v in (t.mean, t.std))
+    return compiled.Output(
+        luma=LUMA if t.grey and c == 3 else None,
+        dtype="uint8" if t.dtype == "uint8" else "float32",
+        last=not t.channels_first,
+        subtract=bool(np.any(mean != 0)),
+        divide=bool(np.any(std != 1)),
+        offset=tuple(mean.tolist()),
+        divisor=tuple(std.tolist()),
+    )
 
 
 @functools.cache
@@ -344,28 +285,6 @@ def _kernel_taps(h: int, w: int, c: int, out_h: int, out_w: int) -> tuple[Any, .
     y0, y1, wy = _bilinear_taps(h, out_h, np)
     x0, x1, wx = _bilinear_taps(w, out_w, np)
     return (y0, y1, 1 - wy, wy, x0 * c, x1 * c, 1 - wx, wx)
-
-
-@functools.cache
-def _bilinear_kernel() -> Callable[..., None]:
-    import numba
-
-    @numba.njit(nogil=True, cache=False)
-    def kernel(
-        src: Any, y0: Any, y1: Any, vy: Any, wy: Any, x0: Any, x1: Any, vx: Any, wx: Any, out: Any
-    ) -> None:
-        n, c, out_h, out_w = out.shape
-        for k in range(n):
-            for oy in range(out_h):
-                top, bottom = src[k, y0[oy]], src[k, y1[oy]]
-                for ox in range(out_w):
-                    for ch in range(c):
-                        a, b = x0[ox] + ch, x1[ox] + ch
-                        left = np.float32(top[a]) * vy[oy] + np.float32(bottom[a]) * wy[oy]
-                        right = np.float32(top[b]) * vy[oy] + np.float32(bottom[b]) * wy[oy]
-                        out[k, ch, oy, ox] = left * vx[ox] + right * wx[ox]
-
-    return kernel
 
 
 def resize(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:

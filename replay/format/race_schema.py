@@ -16,8 +16,7 @@ import numpy as np
 import zarr
 from zarr.storage import MemoryStore
 
-from replay.codec.frames import FrameCodec, frame_codec, new_frame_codec
-from replay.codec.steps import step_compressors
+from replay.codec.frames import FrameCodec, frame_codec, new_frame_codec, step_compressors
 from replay.errors import ReplayError
 from replay.format import spec as fmt
 from replay.format.groups import write_group

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from replay.codec.steps import encode_steps
+from replay.codec.frames import encode_steps
 from replay.errors import RaceBusyError
 from replay.format import shards
 from replay.format import spec as fmt

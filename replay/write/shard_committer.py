@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
-from replay.codec.steps import encode_steps
+from replay.codec.frames import encode_steps
 from replay.format import shards
 from replay.format import spec as fmt
 from replay.format.race_doc import check_owner, update_race

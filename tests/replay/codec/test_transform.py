@@ -3,11 +3,14 @@ against a straightforward NumPy (or PIL, or torch) computation; settings and sha
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from replay.codec import compiled
 from replay.codec import transform as tf
 from replay.codec.transform import Transform
 
@@ -229,38 +232,58 @@ def test_the_one_pass_transform_matches_the_old_one_on_real_frames(
     assert ours.astype(np.float64).std() > 0.01  # a real picture, not a flat one
 
 
-@pytest.mark.parametrize(
-    ("crop", "size"),
-    [
-        (None, (450, 800)),
-        (None, (225, 400)),  # the README's
-        ((100, 200, 400, 800), (100, 200)),  # a crop view: rows strided
-        ((0, 0, 900, 1500), (30, 50)),  # 1,500 pixels a cell: uint32 sums
-        ((300, 400, 200, 300), (40, 100)),  # 5 x 3 cells
-    ],
-)
-def test_the_compiled_area_sums_equal_numpys_bit_for_bit(
-    frames: npt.NDArray[np.uint8],
-    crop: tuple[int, int, int, int] | None,
-    size: tuple[int, int],
+def numpy_transform(frames: npt.NDArray[np.uint8], t: Transform) -> npt.NDArray[Any]:
+    """`apply` spelled out in NumPy: `resize`'s float32 planes (area sums or bilinear
+    taps), luma, then ``x / 255``, mean, std (or rounding), as `apply`'s NumPy path."""
+    assert t.size is not None
+    planes = tf.resize(tf.crop(frames, t), *t.size).transpose(0, 3, 1, 2)
+    if t.grey:
+        r, g, b = (np.float32(v) for v in tf.LUMA)
+        planes = planes[:, 0:1] * r + planes[:, 1:2] * g + planes[:, 2:3] * b
+    if t.dtype == "uint8":
+        y: npt.NDArray[Any] = np.clip(np.rint(planes), 0, 255).astype(np.uint8)
+    else:
+        y = planes * np.float32(1 / 255) - np.asarray(t.mean, np.float32).reshape(-1, 1, 1)
+        y = y / np.asarray(t.std, np.float32).reshape(-1, 1, 1)
+        y = y.astype(np.float16) if t.dtype == "float16" else y
+    return y if t.channels_first else y.transpose(0, 2, 3, 1)
+
+
+#: Every setting the compiled kernels are built for, over the geometries that change them
+COMPILED = [
+    Transform(size=(225, 400), grey=True, dtype="float32", layout="NCHW"),  # the README's
+    Transform(size=(225, 400)),  # RGB uint8 NHWC: integer rounding, ties to even
+    Transform(size=(225, 400), layout="NCHW", dtype="bfloat16", mean=0.5),
+    Transform(size=(450, 800), dtype="float32", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)),
+    Transform(crop=(100, 200, 400, 800), size=(100, 200), grey=True),  # crop view, grey uint8
+    Transform(crop=(100, 200, 400, 800), size=(100, 200), layout="NCHW"),
+    Transform(crop=(0, 0, 900, 1500), size=(30, 50), dtype="float16", std=0.25),  # uint32 sums
+    Transform(crop=(300, 400, 200, 300), size=(40, 100)),  # 5 x 3 cells: an odd area
+    Transform(crop=(300, 400, 200, 300), size=(40, 100), grey=True, dtype="float32"),
+    Transform(size=(84, 84), grey=True, dtype="float32", layout="stacked"),  # bilinear
+    Transform(crop=(100, 200, 400, 800), size=(84, 84), mean=0.5, dtype="float32"),
+    Transform(crop=(420, 760, 30, 50), size=(45, 70)),  # a bilinear upscale, uint8
+]
+
+
+@pytest.mark.parametrize("t", COMPILED, ids=[f"{t.size}-{t.crop}-{t.dtype}" for t in COMPILED])
+def test_the_compiled_transform_equals_numpys_bit_for_bit(
+    frames: npt.NDArray[np.uint8], t: Transform
 ) -> None:
-    """The Numba kernel (the ``fast`` extra, in ``dev``) and NumPy's passes give the same
-    float32 planes, and the kernel's luma equals NumPy's luma of NumPy's planes, so
-    `apply` (which takes the kernel where Numba is) equals the fused kernel and its
-    host twin bit for bit either way."""
-    assert tf.numba_available()
-    x = tf.crop(frames, Transform(crop=crop))
-    for cells in ("planes", "pixels"):  # pixels: stored (N, H, W, C), seen as planes
-        ours = tf.compiled_area_planes(x, *size, cells)
-        assert ours is not None
-        assert ours.shape == (2, 3, *size)
-        assert ours.transpose(0, 2, 3, 1).flags.c_contiguous == (cells == "pixels")
-        np.testing.assert_array_equal(ours, tf.area_planes(x, *size))
-    grey = tf.apply(frames, Transform(crop=crop, size=size, grey=True, dtype="float32"))
-    planes = tf.area_planes(x, *size)
-    luma = planes[:, 0:1] * np.float32(0.299) + planes[:, 1:2] * np.float32(0.587)
-    luma += planes[:, 2:3] * np.float32(0.114)
-    np.testing.assert_array_equal(grey, (luma * np.float32(1 / 255)).transpose(0, 2, 3, 1))
+    """The Numba kernels (the ``fast`` extra, in ``dev``) write what NumPy's passes give,
+    bit for bit: the same integer sums, the float32 operations in the same order, uint8
+    rounded half to even (in integers for RGB area means; ties occur in these frames),
+    float16 through float32; so the fused GPU kernel and its host twin match either way."""
+    assert compiled.numba_available()
+    ours = tf.apply(frames, t)
+    want = numpy_transform(frames, t)
+    assert (ours.shape, ours.dtype) == (want.shape, want.dtype)
+    np.testing.assert_array_equal(ours, want)
+    assert ours.flags.c_contiguous
+    assert ours.astype(np.float64).std() > 0.01  # a real picture, not a flat one
+    if t.dtype == "uint8" and t.size == (225, 400):
+        planes = tf.area_planes(frames, *t.size)
+        assert np.any(planes - np.floor(planes) == 0.5)  # the ties the rounding must break
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float16"])
@@ -278,20 +301,3 @@ def test_apply_into_out_equals_apply(
         out = np.full_like(want, 3)
         assert tf.apply(frames, t, out=out) is out
         np.testing.assert_array_equal(out, want)
-
-
-def test_the_compiled_bilinear_resize_equals_numpys_bit_for_bit(
-    frames: npt.NDArray[np.uint8],
-) -> None:
-    """DQN's 84x84 from whole frames and from a crop, and a small upscale: the compiled
-    corners-only kernel gives NumPy's `resize` exactly (taps, weights, order)."""
-    for crop, size in [
-        (None, (84, 84)),
-        ((100, 200, 400, 800), (84, 84)),
-        ((420, 760, 30, 50), (45, 70)),
-    ]:
-        x = tf.crop(frames, Transform(crop=crop))
-        ours = tf.compiled_bilinear_planes(x, *size)
-        assert ours is not None
-        assert ours.shape == (2, 3, *size)
-        np.testing.assert_array_equal(ours, tf.resize(x, *size).transpose(0, 3, 1, 2))
