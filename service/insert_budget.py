@@ -22,9 +22,9 @@ A chunk taken is unpacked, checked and committed in a worker thread, at most
 wait on the event loop, holding no thread, their bytes still counted above. Those
 threads share the service's GIL and cores with the sample routes: eight actors'
 commits at once made a sample request wait for the GIL behind each of them (on 2
-cores, 14-29x its latency with none; docs/benchmarks.md, issue 25), while one at a
-time leaves it a core and the GIL between frames. ``replay_insert_commits_running``,
-``..._peak`` and ``replay_insert_commits_waited_total`` show it in /metrics.
+cores, 5.7-24x its latency with none even with the actors on cores of their own;
+docs/benchmarks.md, issue 25), while two at a time leave it the GIL far more often.
+``replay_insert_commits_running``, ``..._peak`` and ``..._waited`` show it in /metrics.
 
     slots = CommitSlots(1)
     length = await slots.run(inserts.apply, race_id, chunk)   # in a worker thread

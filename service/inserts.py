@@ -43,7 +43,7 @@ class Inserts:
         #: the chunk bytes in flight (`service.insert_budget`), gauges in `registry`
         self.budget = InsertBudget(*settings.insert_limits(), registry=registry)
         #: the worker threads that commit chunks, `insert_workers` at once
-        self.commits = CommitSlots(settings.insert_worker_count(), registry=registry)
+        self.commits = CommitSlots(settings.insert_workers, registry=registry)
         self._requests = Counter(
             "replay_insert_requests", "Requests the insert routes took", registry=registry
         )

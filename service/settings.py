@@ -20,8 +20,6 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from replay.cpus import usable_cpus
-
 
 def is_loopback(host: str) -> bool:
     """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
@@ -116,13 +114,14 @@ class Settings(BaseSettings):
         "past it is answered 503 with Retry-After. At least the per-race limit; "
         "default 8 x max_chunk_bytes.",
     )
-    insert_workers: int | None = Field(
-        None,
+    insert_workers: int = Field(
+        2,
         ge=1,
         description="Chunks unpacked, checked and committed at once in the whole service; "
         "more wait their turn (no thread held, their bytes still count against "
-        "max_insert_bytes). Default: half the usable CPUs, at least 1, so that sample "
-        "requests find a core and the GIL free however many actors send.",
+        "max_insert_bytes). Commits share the service's GIL with the sample routes: two "
+        "overlap one's fsync with the other's work, and each one more is one more thread "
+        "a sample request waits behind.",
     )
     max_rate_wait_s: float = Field(
         2.0,
@@ -175,10 +174,6 @@ class Settings(BaseSettings):
         """(bytes of one race, bytes of all races) of chunks in flight at once."""
         per_race = self.max_insert_bytes_per_race or 2 * self.max_chunk_bytes
         return per_race, self.max_insert_bytes or max(per_race, 8 * self.max_chunk_bytes)
-
-    def insert_worker_count(self) -> int:
-        """Chunks committed at once (`insert_workers`, or half the usable CPUs)."""
-        return self.insert_workers or max(1, usable_cpus() // 2)
 
     def token_value(self) -> str | None:
         """The token as plain text (None when auth is off)."""

@@ -17,7 +17,6 @@ from service_helpers import ThreadServer
 
 import replay
 from replay.codec.frames import ZstdFrames
-from replay.cpus import usable_cpus
 from replay.remote.chunks import MEDIA_TYPE, Chunk, pack
 from service.settings import Settings
 
@@ -60,14 +59,15 @@ def _actor(
             )
 
 
-def test_one_insert_worker_commits_one_chunk_at_a_time_and_loses_nothing(
-    tmp_path: Path, frames: list[npt.NDArray[np.uint8]]
+@pytest.mark.parametrize("workers", [1, 2])
+def test_chunks_past_the_insert_workers_wait_their_turn_and_nothing_is_lost(
+    tmp_path: Path, frames: list[npt.NDArray[np.uint8]], workers: int
 ) -> None:
     n = CHUNKS * PER_CHUNK
     blobs = ZstdFrames().encode(frames[:n])
     replay.open_store(tmp_path / "s")
     answers: list[httpx.Response] = []
-    with ThreadServer(Settings(store=tmp_path / "s", insert_workers=1)) as server:
+    with ThreadServer(Settings(store=tmp_path / "s", insert_workers=workers)) as server:
         barrier = threading.Barrier(ACTORS)
         actors = [
             threading.Thread(target=_actor, args=(server.url, blobs, barrier, answers))
@@ -78,11 +78,11 @@ def test_one_insert_worker_commits_one_chunk_at_a_time_and_loses_nothing(
         for actor in actors:
             actor.join()
         commits = server.app.state.inserts.commits
-        assert commits.n == 1
-        assert commits.peak == 1  # never two chunks committed at once
+        assert commits.n == workers
+        assert 1 <= commits.peak <= workers  # never more chunks committed at once
         assert commits.running == 0
         assert commits.waited > 0  # chunks did arrive together, and waited their turn
-        assert _metric(server.url, "replay_insert_commits_peak") == 1
+        assert _metric(server.url, "replay_insert_commits_peak") == commits.peak
         assert _metric(server.url, "replay_insert_commits_waited") == commits.waited
     assert len(answers) == ACTORS * CHUNKS
     assert sorted({r.status_code for r in answers}) == [200]  # no refusal, no 500
@@ -134,8 +134,13 @@ def test_the_insert_routes_count_the_bytes_they_receive(
         assert _metric(server.url, "replay_insert_request_bytes_total") == sent
 
 
-def test_insert_workers_default_to_half_the_usable_cpus_and_refuse_zero(tmp_path: Path) -> None:
-    assert Settings(store=tmp_path).insert_worker_count() == max(1, usable_cpus() // 2)
-    assert Settings(store=tmp_path, insert_workers=3).insert_worker_count() == 3
+def test_insert_workers_come_from_the_environment_and_refuse_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLAY_INSERT_WORKERS", raising=False)
+    assert Settings(store=tmp_path).insert_workers == 2
+    monkeypatch.setenv("REPLAY_INSERT_WORKERS", "3")
+    assert Settings(store=tmp_path).insert_workers == 3
+    monkeypatch.setenv("REPLAY_INSERT_WORKERS", "0")
     with pytest.raises(pydantic.ValidationError, match="insert_workers"):
-        Settings(store=tmp_path, insert_workers=0)
+        Settings(store=tmp_path)
