@@ -22,8 +22,8 @@ A chunk taken is unpacked, checked and committed in a worker thread, at most
 wait on the event loop, holding no thread, their bytes still counted above. Those
 threads share the service's GIL and cores with the sample routes: eight actors'
 commits at once made a sample request wait for the GIL behind each of them (on 2
-cores, 5.7-24x its latency with none even with the actors on cores of their own;
-docs/benchmarks.md, issue 25), while two at a time leave it the GIL far more often.
+cores, with the actors on a core of their own, its p99 at 22-56x of none; 3-10x with
+two at a time: docs/benchmarks.md, issue 25).
 ``replay_insert_commits_running``, ``..._peak`` and ``..._waited`` show it in /metrics.
 
     slots = CommitSlots(1)
