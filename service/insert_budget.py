@@ -22,7 +22,7 @@ A chunk taken is unpacked, checked and committed in a worker thread, at most
 wait on the event loop, holding no thread, their bytes still counted above. Those
 threads share the service's GIL and cores with the sample routes: eight actors'
 commits at once made a sample request wait for the GIL behind each of them (on 2
-cores, with the actors on a core of their own, its p99 at 22-56x of none; 3-10x with
+cores, with the actors on a core of their own, its p99 at 9.8-56x of none; 1.6-9.9x with
 two at a time: docs/benchmarks.md, issue 25).
 ``replay_insert_commits_running``, ``..._peak`` and ``..._waited`` show it in /metrics.
 
