@@ -1,4 +1,5 @@
-"""Back-pressure on recording: the chunk bytes in flight, per race and for the service.
+"""Back-pressure on recording: the chunk bytes in flight, per race and for the service,
+and the chunks committed at once (`CommitSlots`).
 
 A chunk counts from the moment its route takes it (its body received, not yet
 decoded) until it is committed or refused. A chunk that would take a race past
@@ -15,20 +16,37 @@ chunk alone always fits.
 
 The event loop admits and releases (a lock keeps it honest from threads too);
 ``replay_insert_bytes_in_flight`` and ``replay_insert_bytes_peak`` show it in /metrics.
+
+A chunk taken is unpacked, checked and committed in a worker thread, at most
+``insert_workers`` of them at once in the whole service (`CommitSlots`); the others
+wait on the event loop, holding no thread, their bytes still counted above. Those
+threads share the service's GIL and cores with the sample routes: eight actors'
+commits at once made a sample request wait for the GIL behind each of them (on 2
+cores, with the actors on a core of their own, its p99 at 9.8-56x of none; 1.6-9.9x with
+two at a time: docs/benchmarks.md, issue 25).
+``replay_insert_commits_running``, ``..._peak`` and ``..._waited`` show it in /metrics.
+
+    slots = CommitSlots(1)
+    length = await slots.run(inserts.apply, race_id, chunk)   # in a worker thread
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
+import anyio
 from prometheus_client import CollectorRegistry, Gauge
 from starlette.exceptions import HTTPException
 
 #: Seconds an actor refused for back-pressure waits before it sends again: about
 #: what a commit of one chunk takes, so a retry meets a budget that has moved.
 RETRY_AFTER_S = 1
+
+T = TypeVar("T")
 
 
 class InsertsBusy(HTTPException):
@@ -98,3 +116,41 @@ class InsertBudget:
             left = self._races.pop(race_id) - nbytes
             if left:
                 self._races[race_id] = left
+
+
+class CommitSlots:
+    """Runs chunk commits in worker threads, at most `n` at once; the others wait
+    (on the event loop, holding no thread) in the order they came."""
+
+    def __init__(self, n: int, registry: CollectorRegistry | None = None) -> None:
+        self.n = n
+        self.running = 0
+        self.peak = 0
+        #: chunks that found every slot taken and waited, since the service started
+        self.waited = 0
+        self._limiter = anyio.CapacityLimiter(n)
+        self._lock = threading.Lock()
+        if registry is not None:
+            for name, what in (
+                ("running", "Chunks being unpacked, checked and committed now"),
+                ("peak", "Most chunks committed at once since the service started"),
+                ("waited", "Chunks that waited for a commit slot since the service started"),
+            ):
+                gauge = Gauge(f"replay_insert_commits_{name}", what, registry=registry)
+                gauge.set_function(functools.partial(getattr, self, name))
+
+    async def run(self, call: Callable[..., T], *args: object) -> T:
+        """`call(*args)` in a worker thread once a slot is free."""
+        if self._limiter.available_tokens < 1:
+            self.waited += 1
+        return await anyio.to_thread.run_sync(self._counted, call, *args, limiter=self._limiter)
+
+    def _counted(self, call: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            return call(*args)
+        finally:
+            with self._lock:
+                self.running -= 1

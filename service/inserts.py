@@ -6,7 +6,11 @@ order they arrive; different races in parallel. A race whose chunk failed to
 commit (a full disk, a store outage) is forgotten and taken back from the store
 (`RemoteRace.resume`) by its next chunk, so the in-memory state never runs
 ahead of what is committed; so is every race after a restart of the service.
-Chunks in flight are bounded in bytes, per race and in all (`budget`).
+Chunks in flight are bounded in bytes, per race and in all (`budget`), and at most
+``insert_workers`` are committed at once (`commits`). What the insert routes receive
+is counted (`received`: requests, and the bytes of their request lines, headers and
+bodies, each try of a retried chunk again), in /metrics as
+``replay_insert_requests_total`` and ``replay_insert_request_bytes_total``.
 
     inserts = Inserts(settings)
     race = inserts.create(RaceRequest(env="CarRacing-v3"))
@@ -20,14 +24,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from replay.errors import FrameError, RaceTakenOverError, StepDataError
 from replay.format.race import read_race_info
 from replay.remote.chunks import Chunk
 from replay.remote.ingest import ChunkGapError, RaceRequest, RemoteRace, create_race
 from replay.store import Store, open_store
-from service.insert_budget import InsertBudget
+from service.insert_budget import CommitSlots, InsertBudget
 from service.settings import Settings
 
 
@@ -38,10 +42,25 @@ class Inserts:
         self._settings = settings
         #: the chunk bytes in flight (`service.insert_budget`), gauges in `registry`
         self.budget = InsertBudget(*settings.insert_limits(), registry=registry)
+        #: the worker threads that commit chunks, `insert_workers` at once
+        self.commits = CommitSlots(settings.insert_workers, registry=registry)
+        self._requests = Counter(
+            "replay_insert_requests", "Requests the insert routes took", registry=registry
+        )
+        self._request_bytes = Counter(
+            "replay_insert_request_bytes",
+            "Bytes of the request lines, headers and bodies the insert routes took",
+            registry=registry,
+        )
         self._store: Store | None = None
         self._lock = threading.Lock()
         self._races: dict[str, RemoteRace] = {}
         self._race_locks: dict[str, threading.Lock] = {}
+
+    def received(self, nbytes: int) -> None:
+        """Count a request of `nbytes` (request line, headers, body) to an insert route."""
+        self._requests.inc()
+        self._request_bytes.inc(nbytes)
 
     def store(self) -> Store:
         """The served store, opened for writing (once)."""

@@ -114,6 +114,15 @@ class Settings(BaseSettings):
         "past it is answered 503 with Retry-After. At least the per-race limit; "
         "default 8 x max_chunk_bytes.",
     )
+    insert_workers: int = Field(
+        2,
+        ge=1,
+        description="Chunks unpacked, checked and committed at once in the whole service; "
+        "more wait their turn (no thread held, their bytes still count against "
+        "max_insert_bytes). Commits share the service's GIL with the sample routes: two "
+        "overlap one's fsync with the other's work, and each one more is one more thread "
+        "a sample request waits behind.",
+    )
     max_rate_wait_s: float = Field(
         2.0,
         ge=0,

@@ -356,7 +356,12 @@ def remote(
     out: str | None,
 ) -> None:
     """Recording through the service: frames/s of 1, 4 ... remote actors vs the local
-    writer, bytes on the wire, actor CPU, append latency; sample latency under inserts."""
+    writer, bytes on the wire, actor CPU, append latency; sample latency under inserts.
+
+    Sample latency is measured with no actor, with --load-actors at full speed, at
+    nice 19, and pinned apart (os.sched_setaffinity): the actors and their child
+    processes on half the usable CPUs, the service and the sampling client on the other
+    half (2 CPUs: one each; skipped on 1 CPU); `pinned` in the output names them."""
     from replay.bench.remote import race_codec, run_remote_bench
 
     if min(n, distinct, paced_frames, batch_size, batches) < 1 or fps <= 0:

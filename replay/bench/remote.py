@@ -11,23 +11,28 @@ For each game in the frames given, with the codec its race was recorded with:
 - ``ingest``: frames acknowledged, frames/s until every race is closed (every frame
   durable) and frames dropped, for the local writer and for 1, 4, ... remote actors
   recording at once at full speed;
-- ``per_frame``: CPU ms of the actors (user + system of the actor process and its
-  writer process, all threads) and of the service; bytes on the wire (what the
-  actors' HTTP clients sent: request lines, headers and bodies of every request and
-  every try, counted by their transport) and requests; bytes stored (the races'
-  folders); bytes written to files (``/proc/PID/io`` ``wchar`` of the actors and the
-  service: an open shard committed again by every chunk shows here);
+- ``per_frame``: CPU ms of the actors (user + system of the actor process and of its
+  child processes, a writer process, all threads) and of the service; bytes on the
+  wire (what the service's insert routes received, `insert_counts`: request lines,
+  headers and bodies of every request and every try, whatever client sent them) and
+  requests; bytes stored (the races' folders); bytes written to files
+  (``/proc/PID/io`` ``wchar`` of the actors, their children and the service: an open
+  shard committed again by every chunk shows here);
 - ``append_paced``: the driver's `append` paced at `fps` (30), local and remote;
 - ``ratios``: remote over local, in the same run.
 
 Then ``sample_latency``: `Client.sample` (decoded here) and `Client.sample_encoded`
 (``request``: what the service answers) of one batch size, p50/p99, with no actor
 recording, with `load_actors` remote actors appending as fast as they can (issue 25's
-target: within 2x of none), and with the same actors at nice 19. On a small machine
-the actors, the service and the sampling client share the same cores: the first
-loaded figure says what inserting costs the others on this machine; at nice 19 the
-actors take only the CPU the service and the learner leave idle, the nearest one
-machine comes to actors on machines of their own.
+target: within 2x of none), with the same actors at nice 19, and pinned apart
+(``*_pinned``). On a small machine the actors, the service and the sampling client
+share the same cores: the first loaded figure says what inserting costs the others
+on this machine; at nice 19 the actors take only the CPU the service and the learner
+leave idle; pinned, the actors and their child processes run on half the CPUs and the
+service and the sampling client on the other half (on 2 CPUs: one each; ``pinned``
+says which; skipped on 1 CPU), so what remains is the service's own insert work, as
+with actors on machines of their own. Each pinned figure is compared with no actor,
+pinned alike (``..._vs_0_pinned``).
 """
 
 from __future__ import annotations
@@ -44,10 +49,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
 from replay.bench.ingest import Frame, latency_summary, paced
 from replay.bench.report import expect, stage
-from replay.bench.writers import cpu_seconds
 from replay.format.race import RaceInfo
 from replay.remote.client import Client
 from replay.store import Store, open_store
@@ -75,32 +80,23 @@ def race_codec(info: RaceInfo) -> dict[str, Any]:
     return {"codec": attrs["name"]}
 
 
-class CountingTransport(httpx.BaseTransport):
-    """An HTTP transport that counts what its client sends: requests, and the bytes of
-    their request lines, headers and bodies (each try of a retried chunk again)."""
-
-    def __init__(self) -> None:
-        # the client's own pool keeps idle connections 4 s (under the service's 5 s)
-        self._inner = httpx.HTTPTransport(limits=httpx.Limits(keepalive_expiry=4))
-        self.requests = 0
-        self.nbytes = 0
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        line = len(request.method) + len(request.url.raw_path) + len(" HTTP/1.1\r\n") + 1
-        head = line + sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
-        self.requests += 1
-        self.nbytes += head + len(request.read())
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        self._inner.close()
+def insert_counts(url: str) -> tuple[float, float]:
+    """(requests, bytes) the insert routes of the service at `url` have received so far:
+    its ``replay_insert_requests_total`` and ``replay_insert_request_bytes_total``."""
+    found = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("replay_insert_requests_total", "replay_insert_request_bytes_total"):
+            found[name] = float(value)
+    return found["replay_insert_requests_total"], found["replay_insert_request_bytes_total"]
 
 
 @dataclasses.dataclass(frozen=True)
 class ActorJob:
     """One actor's race: `frames` steps (cycling the frames saved at `frames_path`) at
-    `fps` (0: as fast as it can) and niceness `nice`, into `target`: a store folder (the
-    local writer) or a service URL (a `RemoteWriter`)."""
+    `fps` (0: as fast as it can), at niceness `nice` and on `cpus` (None: any, as the
+    parent), into `target`: a store folder (the local writer) or a service URL (a
+    `RemoteWriter`). Its child processes (a writer process) inherit both."""
 
     target: str
     frames_path: str
@@ -109,6 +105,7 @@ class ActorJob:
     frames: int
     fps: float = 0.0
     nice: int = 0
+    cpus: frozenset[int] | None = None
 
 
 def written_bytes(pid: int) -> int:
@@ -119,10 +116,26 @@ def written_bytes(pid: int) -> int:
     raise RuntimeError(f"/proc/{pid}/io has no wchar")
 
 
-def usage(pids: Iterable[int]) -> tuple[float, int]:
-    """CPU seconds (all threads) and bytes written to files of processes `pids`, so far."""
-    pids = list(pids)
-    return sum(cpu_seconds(p) for p in pids), sum(written_bytes(p) for p in pids)
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (all threads), of its children that it
+    has waited for (a writer process that has exited) and of those still running."""
+    seconds = 0.0
+    for proc in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            seconds += times.user + times.system + times.children_user + times.children_system
+    return seconds
+
+
+def usage(pid: int) -> tuple[float, int]:
+    """CPU seconds (`tree_cpu_seconds`) and bytes written to files of process `pid` and
+    its children, so far."""
+    pids = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    written = 0
+    for p in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            written += written_bytes(p)
+    return tree_cpu_seconds(pid), written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,17 +152,17 @@ class _Signals:
 def _record(job: ActorJob, signals: _Signals) -> dict[str, Any]:
     """In an actor process: make the race, wait for the others, record, close."""
     os.nice(job.nice)
+    if job.cpus is not None:
+        pin(os.getpid(), job.cpus)
     frames = list(np.load(job.frames_path))
-    transport = CountingTransport()
     written = written_bytes(os.getpid())  # the race's documents count (as on the service)
     with contextlib.ExitStack() as stack:
         writer: Writer
         if job.target.startswith("http"):
-            client = stack.enter_context(Client(job.target, transport=transport))
+            client = stack.enter_context(Client(job.target))
             writer = client.new_race(env=job.env, **job.race)
         else:
             writer = open_store(job.target).new_race(env=job.env, **job.race)
-        pids = {os.getpid(), writer.pid}  # the local writer encodes in a process of its own
 
         def append(i: int, frame: Frame) -> None:
             writer.append(frame)
@@ -157,12 +170,12 @@ def _record(job: ActorJob, signals: _Signals) -> dict[str, Any]:
                 signals.started.release()
 
         signals.barrier.wait(STARTUP_S)
-        cpu, _ = usage(pids)  # a fresh writer process has written nothing before
+        cpu, _ = usage(os.getpid())  # a fresh writer process has written nothing before
         started = time.perf_counter()
         with writer:
             lat = paced(frames, job.frames, job.fps, append, signals.stop.is_set)
         seconds = time.perf_counter() - started  # closed: every frame durable
-        cpu_after, written_after = usage(pids)
+        cpu_after, written_after = usage(os.getpid())
     stats = writer.stats()
     return {
         "race_id": writer.race_id,
@@ -172,8 +185,7 @@ def _record(job: ActorJob, signals: _Signals) -> dict[str, Any]:
         "cpu_s": cpu_after - cpu,
         "file_bytes": written_after - written,
         "append": latency_summary(lat),
-        "requests": transport.requests,
-        "request_bytes": transport.nbytes,
+        "cpus": sorted(affinity(os.getpid())),  # its threads' and its writer process's
     }
 
 
@@ -239,8 +251,19 @@ class Group:
     actors: list[dict[str, Any]]
 
 
-def _group(figures: list[dict[str, Any]], store: Store, service: tuple[float, int]) -> Group:
-    """The figures of a group of actors, and the service's (CPU s, file bytes) meanwhile."""
+@dataclasses.dataclass(frozen=True)
+class ServiceUsage:
+    """What the service did while a group recorded: CPU seconds, bytes written to files,
+    and the requests and bytes its insert routes received (`insert_counts`)."""
+
+    cpu_s: float = 0.0
+    file_bytes: int = 0
+    requests: float = 0.0
+    request_bytes: float = 0.0
+
+
+def _group(figures: list[dict[str, Any]], store: Store, service: ServiceUsage) -> Group:
+    """The figures of a group of actors, and the service's usage meanwhile."""
     n = sum(f["written"] for f in figures)
     ingest = {
         "frames": n,
@@ -249,11 +272,11 @@ def _group(figures: list[dict[str, Any]], store: Store, service: tuple[float, in
     }
     per_frame = {
         "actor_cpu_ms": 1000 * sum(f["cpu_s"] for f in figures) / n,
-        "service_cpu_ms": 1000 * service[0] / n,
-        "wire_bytes": sum(f["request_bytes"] for f in figures) / n,
-        "requests": sum(f["requests"] for f in figures) / n,
+        "service_cpu_ms": 1000 * service.cpu_s / n,
+        "wire_bytes": service.request_bytes / n,
+        "requests": service.requests / n,
         "stored_bytes": sum(store.race_nbytes(f["race_id"]) for f in figures) / n,
-        "written_bytes": (sum(f["file_bytes"] for f in figures) + service[1]) / n,
+        "written_bytes": (sum(f["file_bytes"] for f in figures) + service.file_bytes) / n,
     }
     return Group(ingest, per_frame, figures)
 
@@ -273,12 +296,19 @@ class _Service:
         """Run `jobs` (all local or all remote): their `Group`, and what `while_recording`
         returned. The service's usage counts for remote actors only (a local writer's
         race never reaches it)."""
-        cpu, written = usage([self.server.process.pid])
+        url, pid = self.server.url, self.server.process.pid
+        (cpu, written), (requests, nbytes) = usage(pid), insert_counts(url)
         figures, during = run_actors(jobs, while_recording)
-        if jobs[0].target != self.server.url:
-            return _group(figures, self.local, (0.0, 0)), during
-        cpu_after, written_after = usage([self.server.process.pid])
-        return _group(figures, self.store, (cpu_after - cpu, written_after - written)), during
+        if jobs[0].target != url:
+            return _group(figures, self.local, ServiceUsage()), during
+        (cpu_after, written_after), (requests_after, nbytes_after) = usage(pid), insert_counts(url)
+        service = ServiceUsage(
+            cpu_after - cpu,
+            written_after - written,
+            requests_after - requests,
+            nbytes_after - nbytes,
+        )
+        return _group(figures, self.store, service), during
 
 
 def _game(
@@ -334,35 +364,119 @@ def _sample_latency(url: str, batch_size: int, batches: int) -> dict[str, dict[s
     return {"request": latency_summary(request), "decoded": latency_summary(decoded)}
 
 
+def cpu_split() -> tuple[frozenset[int], frozenset[int]] | None:
+    """The CPUs this process may use, cut in two: (the service's and the sampling
+    client's, the actors'), the first half the larger (on 2 CPUs: one each); None with
+    fewer than 2."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = (len(cpus) + 1) // 2
+    return frozenset(cpus[:half]), frozenset(cpus[half:])
+
+
+def _tasks(pid: int) -> list[int]:
+    """The threads of process `pid` and of its children, all of them."""
+    procs = (pid, *(c.pid for c in psutil.Process(pid).children(recursive=True)))
+    tasks = []
+    for proc in procs:
+        with contextlib.suppress(FileNotFoundError):  # a child that just ended
+            tasks += [int(task.name) for task in Path(f"/proc/{proc}/task").iterdir()]
+    return tasks
+
+
+def affinity(pid: int) -> set[int]:
+    """The CPUs any thread of process `pid` or of its children may run on."""
+    cpus: set[int] = set()
+    for task in _tasks(pid):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            cpus |= os.sched_getaffinity(task)
+    return cpus
+
+
+def pin(pid: int, cpus: Iterable[int]) -> None:
+    """Pin every thread of process `pid` and of its children to `cpus`; the threads and
+    processes they start later inherit it (Linux affinity is per thread)."""
+    cpus = set(cpus)
+    for task in _tasks(pid):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(task, cpus)
+
+
+def _pinned(
+    service: _Service, jobs: Sequence[ActorJob], sample: Callable[[], Any]
+) -> tuple[dict[str, Any], dict[str, Group], dict[str, Any]]:
+    """Sample latency with the service and the sampling client (this process) on one half
+    of the CPUs, with no actor, then with `jobs` on the other half (`cpu_split`): actors
+    on machines of their own, as far as one machine goes. Returns (runs, what the actors
+    recorded, where each ran), or no runs on a 1-CPU machine."""
+    split = cpu_split()
+    if split is None:
+        return {}, {}, {"skipped": "1 usable CPU: no CPU to pin the actors apart on"}
+    service_cpus, actor_cpus = split
+    where = {"service_and_sampler_cpus": sorted(service_cpus), "actor_cpus": sorted(actor_cpus)}
+    everyone = os.sched_getaffinity(0)
+    server = service.server.process.pid
+    runs, inserting = {}, {}
+    try:
+        for pid in (server, os.getpid()):
+            pin(pid, service_cpus)
+        stage("remote: sampling, service pinned apart, no actor recording")
+        runs["0_actors_pinned"] = sample()
+        name = f"{len(jobs)}_actors_pinned"
+        stage(f"remote: sampling, {len(jobs)} actors pinned apart recording")
+        apart = [dataclasses.replace(job, cpus=actor_cpus) for job in jobs]
+        inserting[name], runs[name] = service.record(apart, sample)
+        where["actors_ran_on"] = sorted({c for f in inserting[name].actors for c in f["cpus"]})
+        where["service_ran_on"] = sorted(affinity(server))
+    finally:
+        for pid in (server, os.getpid()):
+            pin(pid, everyone)
+    return runs, inserting, where
+
+
+def _baseline(name: str) -> str:
+    """The run a loaded run of `_sampling` is compared with: no actor, pinned alike."""
+    if name == "0_actors_pinned":
+        return "0_actors"
+    return "0_actors_pinned" if name.endswith("_pinned") else "0_actors"
+
+
 def _sampling(
     service: _Service, jobs: Sequence[ActorJob], batch_size: int, batches: int
 ) -> dict[str, Any]:
     """Sample latency with no actor recording, then with `jobs` at full speed: at the
-    service's priority, then at nice `NICE` (the actors take only the CPU the service
-    and the learner leave: on one machine, the nearest to actors on machines of their own)."""
+    service's priority, at nice `NICE` (the actors take only the CPU the service and the
+    learner leave), then pinned to CPUs apart from the service's and the sampler's
+    (`_pinned`; each loaded run is compared with no actor, pinned alike)."""
     url = service.server.url
+
+    def sample() -> dict[str, dict[str, float]]:
+        return _sample_latency(url, batch_size, batches)
+
     stage("remote: sampling, no actor recording")
-    runs = {"0_actors": _sample_latency(url, batch_size, batches)}
+    runs = {"0_actors": sample()}
     inserting: dict[str, Group] = {}  # what the actors recorded meanwhile
     for nice in (0, NICE):
         name = f"{len(jobs)}_actors" + (f"_nice_{nice}" if nice else "")
         stage(f"remote: sampling, {name.replace('_', ' ')} recording")
         niced = [dataclasses.replace(job, nice=nice) for job in jobs]
-        inserting[name], runs[name] = service.record(
-            niced, lambda: _sample_latency(url, batch_size, batches)
-        )
-    results: dict[str, Any] = {"batch_size": batch_size, "batches": batches}
+        inserting[name], runs[name] = service.record(niced, sample)
+    pinned_runs, pinned_inserting, where = _pinned(service, jobs, sample)
+    runs |= pinned_runs
+    inserting |= pinned_inserting
+    results: dict[str, Any] = {"batch_size": batch_size, "batches": batches, "pinned": where}
     for kind in ("request", "decoded"):
         results[kind] = {name: run[kind] for name, run in runs.items()}
     results["inserting"] = {name: group.ingest for name, group in inserting.items()}
     results["inserting_per_frame"] = {name: group.per_frame for name, group in inserting.items()}
-    results["ratios"] = {
-        f"{kind}_{q}_{name}_vs_0": results[kind][name][f"{q}_us"]
-        / results[kind]["0_actors"][f"{q}_us"]
-        for name in list(runs)[1:]
-        for kind in ("request", "decoded")
-        for q in ("p50", "p99")
-    }
+    results["ratios"] = ratios = {}
+    for name in list(runs)[1:]:
+        base = _baseline(name)
+        for kind in ("request", "decoded"):
+            for q in ("p50", "p99"):
+                key = f"{kind}_{q}_{name}_vs_{base.replace('_actors', '')}"
+                ratios[key] = results[kind][name][f"{q}_us"] / results[kind][base][f"{q}_us"]
     return results
 
 
@@ -399,7 +513,7 @@ def run_remote_bench(
             "distinct_frames": len(distinct),
             "codec": dict(race),
         }
-    expect(len(games) * (3 + len(actors)) + 3)
+    expect(len(games) * (3 + len(actors)) + 3 + (2 if cpu_split() else 0))
     open_store(work / "served")
     with ServerProcess(work / "served") as server:
         service = _Service(work, server)

@@ -7,7 +7,8 @@ HTTP") specifies the routes; `service.inserts` holds the races. The routes need
 the token when one is set, and answer 403 when the service is read-only
 (``replay serve --read-only``, ``REPLAY_READ_ONLY=1``) or its store cannot be written.
 A chunk past the bytes in flight its race or the service may hold
-(`service.insert_budget`) is answered 429 or 503 with Retry-After, undecoded.
+(`service.insert_budget`) is answered 429 or 503 with Retry-After, undecoded; one
+taken waits for one of the service's ``insert_workers`` commit slots.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from replay.format import spec as fmt
 from replay.remote import chunks
 from replay.remote.ingest import ChunkGapError, RaceRequest
 from service.deps import Authorized, RaceId, SettingsDep
+from service.insert_budget import CommitSlots
 from service.inserts import Inserts
 from service.models import Error
 from service.routers import API_PREFIX
@@ -107,9 +109,26 @@ def inserts_of(request: Request, settings: SettingsDep) -> Inserts:
     return inserts
 
 
-async def _run(call: Any, *args: Any) -> Any:
-    """`call(*args)` in a worker thread, its refusals as HTTP answers."""
+async def received(request: Request, inserts: Inserts) -> bytes:
+    """The request's body, counted with its request line and headers (`Inserts.received`:
+    what an actor sends, as HTTP/1.1 writes it)."""
+    body = await request.body()  # read once: FastAPI's own parse of it reads the same
+    scope = request.scope
+    target = len(scope["raw_path"]) + (
+        len(scope["query_string"]) + 1 if scope["query_string"] else 0
+    )
+    line = len(scope["method"]) + 1 + target + len(" HTTP/1.1\r\n")
+    headers = sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + 2  # ": ", CRLF; blank line
+    inserts.received(line + headers + len(body))
+    return body
+
+
+async def _run(call: Any, *args: Any, slots: CommitSlots | None = None) -> Any:
+    """`call(*args)` in a worker thread (one of `slots`' when given), its refusals as
+    HTTP answers."""
     try:
+        if slots is not None:
+            return await slots.run(call, *args)
         return await anyio.to_thread.run_sync(call, *args)
     except ChunkGapError as e:
         headers = {chunks.EXPECTED_STEP_HEADER: str(e.expected)}
@@ -123,6 +142,7 @@ async def _run(call: Any, *args: Any) -> Any:
 @router.post("", status_code=201, summary="Create a race to record", responses=REFUSED)
 async def create(body: NewRace, request: Request, settings: SettingsDep) -> RaceCreated:
     inserts = inserts_of(request, settings)
+    await received(request, inserts)
     fields = body.model_dump()
     fields["action_shape"] = tuple(body.action_shape)
     fields["extras"] = {n: (d, tuple(s)) for n, (d, s) in body.extras.items()}
@@ -161,9 +181,9 @@ async def add_chunk(
     inserts = inserts_of(request, settings)
     if content_type.split(";")[0].strip() != chunks.MEDIA_TYPE:
         raise HTTPException(415, detail=f"a chunk is {chunks.MEDIA_TYPE}, not {content_type!r}")
-    body = await request.body()  # whole, <= max_chunk_bytes (`BodyLimitMiddleware`)
+    body = await received(request, inserts)  # whole, <= max_chunk_bytes (`BodyLimitMiddleware`)
     with inserts.budget.held(race_id, len(body)):  # 429 / 503 with Retry-After when full
-        length = await _run(_unpack_and_apply, inserts, race_id, body)
+        length = await _run(_unpack_and_apply, inserts, race_id, body, slots=inserts.commits)
     return Committed(race_id=race_id, length=length)
 
 
@@ -178,5 +198,6 @@ async def close(
     race_id: RaceId, body: CloseRace, request: Request, settings: SettingsDep
 ) -> Committed:
     inserts = inserts_of(request, settings)
+    await received(request, inserts)
     length = await _run(inserts.close, race_id, body.status)
     return Committed(race_id=race_id, length=length)

@@ -4,7 +4,9 @@ actor processes, real frames; the figures' shape and sanity, never their speed."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import replay
+from replay.bench.remote import cpu_split
 from replay.cli.main import main
 from replay.codec.frames import ZstdFrames
 
@@ -31,7 +34,7 @@ def frames_store(tmp_path: Path, real_frames: npt.NDArray[np.uint8]) -> Path:
     return tmp_path / "frames"
 
 
-@pytest.mark.slow  # about 14 actor processes and a service: 20-30 s on 2 cores
+@pytest.mark.slow  # about 17 actor processes and a service: 30-40 s on 2 cores
 def test_bench_remote_measures_local_and_remote_actors(tmp_path: Path, frames_store: Path) -> None:
     out = tmp_path / "remote.json"
     args = ["--frames-from", str(frames_store), "--frames", str(FRAMES)]
@@ -72,18 +75,47 @@ def test_bench_remote_measures_local_and_remote_actors(tmp_path: Path, frames_st
             append = game["append_paced"][name]
             assert 0 < append["p50_us"] <= append["p99_us"] <= append["max_us"]
     _check_wire_bytes(frames_store, figures["CarRacing-v3"]["per_frame"])
-    sampling = figures["sample_latency"]
-    runs = ("0_actors", "2_actors", "2_actors_nice_19")
+    _check_sampling(figures["sample_latency"])
+    assert "pinned apart" in CliRunner().invoke(main, ["bench", "remote", "--help"]).output
+
+
+def _check_sampling(sampling: dict[str, Any]) -> None:
+    """Sample latency with no actor, 2 actors, at nice 19 and pinned apart (2+ CPUs here)."""
+    runs = ("0_actors", "2_actors", "2_actors_nice_19", "0_actors_pinned", "2_actors_pinned")
     for kind in ("request", "decoded"):
         assert tuple(sampling[kind]) == runs
         for latency in sampling[kind].values():
             assert 0 < latency["p50_us"] <= latency["p99_us"]
-    assert len(sampling["ratios"]) == 8
-    assert min(sampling["ratios"].values()) > 0
-    for run in runs[1:]:
+    ratios = sampling["ratios"]
+    assert len(ratios) == 4 * 4
+    assert min(ratios.values()) > 0
+    pinned = sampling["request"]["2_actors_pinned"]["p50_us"]
+    alone = sampling["request"]["0_actors_pinned"]["p50_us"]
+    assert ratios["request_p50_2_actors_pinned_vs_0_pinned"] == pytest.approx(pinned / alone)
+    for run in ("2_actors", "2_actors_nice_19", "2_actors_pinned"):
         assert sampling["inserting"][run]["frames"] > 0
         assert sampling["inserting"][run]["dropped"] == 0
         assert sampling["inserting_per_frame"][run]["wire_bytes"] > 0
+    where = sampling["pinned"]
+    service, actors = set(where["service_and_sampler_cpus"]), set(where["actor_cpus"])
+    assert service
+    assert actors
+    assert not service & actors
+    assert service | actors == os.sched_getaffinity(0)  # restored here afterwards
+    assert len(service) == (len(service | actors) + 1) // 2
+    assert set(where["actors_ran_on"]) == actors  # every actor thread, its writer process too
+    assert set(where["service_ran_on"]) == service
+
+
+def test_no_cpu_to_pin_actors_apart_on_one_cpu() -> None:
+    everyone = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(everyone)})
+        assert cpu_split() is None
+    finally:
+        os.sched_setaffinity(0, everyone)
+    service, actors = cpu_split() or (frozenset(), frozenset())
+    assert sorted(service | actors) == sorted(everyone)
 
 
 def _check_wire_bytes(frames_store: Path, per_frame: dict[str, dict[str, float]]) -> None:
