@@ -181,22 +181,49 @@ _FCS_BYTES = (0, 2, 4, 8)  # Frame_Content_Size field sizes by its flag (RFC 887
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def content_size(blob: bytes) -> int | None:
-    """The decompressed size a zstd frame's header declares (None if it declares none or
-    is not a zstd frame): numcodecs fills a larger `out` without saying how much it
-    wrote, so a short frame would pass for a whole one; a chunk's frames are checked by
-    it before they are decompressed (`replay.remote.chunk_checks`: no memory bomb)."""
+def _content_size_field(blob: bytes) -> tuple[int, int] | None:
+    """Where a zstd frame header's Frame_Content_Size field lies: (start, size in bytes,
+    0 if absent); None if `blob` is not a zstd frame."""
     if len(blob) < 6 or blob[:4] != ZSTD_MAGIC:
         return None
     descriptor = blob[4]
     single_segment = (descriptor >> 5) & 1
-    flag = descriptor >> 6
-    size = _FCS_BYTES[flag] or single_segment  # flag 0: 1 byte in a single segment, else none
-    start = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
-    if size == 0 or len(blob) < start + size:
+    size = _FCS_BYTES[descriptor >> 6] or single_segment  # flag 0: 1 byte in a single segment
+    return 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3], size
+
+
+def content_size(blob: bytes) -> int | None:
+    """The decompressed size a zstd frame's header declares (None if it declares none or
+    is not a zstd frame): numcodecs fills a larger `out` without saying how much it
+    wrote, so a short frame would pass for a whole one; a chunk's frames are checked by
+    it before they are stored (`replay.remote.chunk_checks`)."""
+    field = _content_size_field(blob)
+    if field is None or field[1] == 0 or len(blob) < field[0] + field[1]:
         return None
+    start, size = field
     value = int.from_bytes(blob[start : start + size], "little")
     return value + 256 if size == 2 else value
+
+
+def frame_nbytes(blob: bytes) -> int | None:
+    """The bytes the zstd frame at the start of `blob` takes, from its header and its
+    blocks' headers (RFC 8878 3.1.1.2), without decompressing it: a frame cut short, or
+    followed by other bytes, does not take ``len(blob)``. None if `blob` is not a zstd
+    frame, its blocks run past its end or use the reserved type."""
+    field = _content_size_field(blob)
+    if field is None:
+        return None
+    at = field[0] + field[1]
+    while at + 3 <= len(blob):
+        header = int.from_bytes(blob[at : at + 3], "little")
+        kind, size = (header >> 1) & 3, header >> 3
+        if kind == 3:
+            return None
+        at += 3 + (1 if kind == 1 else size)  # an RLE block is one byte, repeated
+        if header & 1:  # the last block, then the content checksum if the frame has one
+            end = at + (4 if (blob[4] >> 2) & 1 else 0)
+            return end if end <= len(blob) else None
+    return None
 
 
 def writer_device(codec: FrameCodec, device: str) -> str:

@@ -11,13 +11,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from numcodecs import Zstd
 from sampling_helpers import make_store
 
 import replay
 from replay.codec.frames import (
+    ZSTD_MAGIC,
     JpegFrames,
     ZstdFrames,
     frame_codec,
+    frame_nbytes,
     new_frame_codec,
     writer_device,
 )
@@ -109,3 +112,27 @@ def test_auto_means_the_cpu_for_a_codec_without_a_gpu_encoder() -> None:
     assert writer_device(jpeg, "auto") == "auto"
     assert writer_device(zstd, "cuda:1") == "cuda:1"  # CUDA frames: downloaded to encode
     assert writer_device(jpeg, "cpu") == "cpu"
+
+
+def test_a_zstd_frames_length_is_read_from_its_block_headers(
+    real_frames: npt.NDArray[np.uint8],
+) -> None:
+    """`frame_nbytes` walks the blocks (compressed ones of real frames, RLE ones of a black
+    frame, raw ones of noise, with and without a content checksum) without decompressing:
+    a whole frame takes its length; one cut short, or followed by other bytes, does not."""
+    noise = np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    images = [*real_frames[:2], np.zeros_like(real_frames[0]), noise]
+    blobs = ZstdFrames().encode(images)
+    blobs += [bytes(Zstd(level=1, checksum=True).encode(np.ascontiguousarray(noise)))]
+    for blob in blobs:
+        assert frame_nbytes(blob) == len(blob)
+        assert frame_nbytes(blob + b"\x00\x00") == len(blob)  # then other bytes: not one frame
+        for cut in (1, 3, len(blob) // 2):
+            assert frame_nbytes(blob[:-cut]) != len(blob) - cut
+    # by hand: one last raw block of 5 bytes, after a single-segment header of 1 size byte
+    made = ZSTD_MAGIC + bytes([0x20, 5]) + ((5 << 3) | 1).to_bytes(3, "little") + b"hello"
+    assert bytes(Zstd().decode(made)) == b"hello"  # a real zstd frame
+    assert frame_nbytes(made) == len(made)
+    reserved = ZSTD_MAGIC + bytes([0x20, 5]) + ((5 << 3) | 0b111).to_bytes(3, "little") + b"hello"
+    assert frame_nbytes(reserved) is None  # block type 3 is reserved
+    assert frame_nbytes(b"not zstd at all") is None
