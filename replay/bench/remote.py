@@ -3,9 +3,10 @@
 One ``replay serve`` child on a random loopback port (`service.tools.process`), and
 actors in processes of their own (spawned, started together behind a barrier), each
 recording one race of real frames with the public API only: ``replay.Client(url)
-.new_race(...)`` (a `RemoteWriter`: encodes here, sends chunks, counts a step as
-written once the service has committed it), or ``Store.new_race`` on a local store
-(the local writer: the baseline, in the same run, on the same frames and codec).
+.new_race(...)`` (the local writer with a `ServiceSink`: encodes here, in its writer
+process, sends chunks, counts a step as written once the service has committed it),
+or ``Store.new_race`` on a local store (the local writer: the baseline, in the same
+run, on the same frames and codec).
 For each game in the frames given, with the codec its race was recorded with:
 
 - ``ingest``: frames acknowledged, frames/s until every race is closed (every frame
@@ -95,8 +96,8 @@ def insert_counts(url: str) -> tuple[float, float]:
 class ActorJob:
     """One actor's race: `frames` steps (cycling the frames saved at `frames_path`) at
     `fps` (0: as fast as it can), at niceness `nice` and on `cpus` (None: any, as the
-    parent), into `target`: a store folder (the local writer) or a service URL (a
-    `RemoteWriter`). Its child processes (a writer process) inherit both."""
+    parent), into `target`: a store folder (the local writer) or a service URL (the same
+    writer, sending chunks). Its child processes (a writer process) inherit both."""
 
     target: str
     frames_path: str
