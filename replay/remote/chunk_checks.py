@@ -86,8 +86,9 @@ def _check_frame(info: RaceInfo, step: int, blob: bytes) -> None:
             f"{where} declares {declared} bytes in its zstd frame header, not "
             f"{info.raw_frame_nbytes} ({info.height}x{info.width}x3 uint8)"
         )
-    if frame_nbytes(blob) != len(blob):
+    taken = frame_nbytes(blob)
+    if taken != len(blob):
         raise FrameError(
             f"{where} is not one whole zstd frame of {len(blob)} bytes (its blocks take "
-            f"{frame_nbytes(blob)}: cut short, or run into other bytes)"
+            f"{taken}: cut short, or run into other bytes)"
         )
