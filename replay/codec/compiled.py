@@ -80,6 +80,13 @@ def area(rows: npt.NDArray[np.uint8], out: Any, fy: int, fx: int, output: Output
     _area_kernel(fy, fx, c, *output.compiled_in)(rows, out, *output.arrays)
 
 
+def convert(rows: npt.NDArray[np.uint8], out: Any, c: int, output: Output) -> None:
+    """`output`'s conversion of (N, H, W * `c`) uint8 `rows` at their own size (a JPEG
+    decoded at the transform's DCT scale) into `out`: 3x NumPy's uint8 to float32
+    multiply, which casts through buffers."""
+    _convert_kernel(c, *output.compiled_in)(rows, out, *output.arrays)
+
+
 def bilinear(
     rows: npt.NDArray[np.uint8], c: int, taps: tuple[Any, ...], out: Any, output: Output
 ) -> None:
@@ -186,6 +193,35 @@ def _area_kernel(
                     else:
                         for ch in range(c):
                             store(line, ch, ox, np.float32(cells[j + ch]) / area, off, div)
+                emit(out, k, oy, line)
+
+    return kernel
+
+
+@functools.cache
+def _convert_kernel(c: int, luma: Luma | None, dtype: str, *flags: bool) -> Callable[..., None]:
+    """The kernel for `c`-channel pixels kept at their size (compiled on first use)."""
+    import numba
+
+    grey, kind = luma is not None, np.dtype(dtype).type
+    r, g, b = (np.float32(v) for v in (luma or (0.0, 0.0, 0.0)))
+    store, emit = _store(dtype, *flags[1:]), _emit(flags[0])
+
+    @numba.njit(nogil=True, cache=False)
+    def kernel(src: Any, out: Any, off: Any, div: Any) -> None:
+        n, h, width = src.shape
+        line = np.empty((1 if grey else c, width // c), kind)
+        for k in range(n):
+            for oy in range(h):
+                row = src[k, oy]
+                for ox in range(width // c):
+                    j = ox * c
+                    if grey:  # (r * R + g * G) + b * B, as `apply` adds them
+                        v = np.float32(row[j]) * r + np.float32(row[j + 1]) * g
+                        store(line, 0, ox, v + np.float32(row[j + 2]) * b, off, div)
+                    else:
+                        for ch in range(c):
+                            store(line, ch, ox, np.float32(row[j + ch]), off, div)
                 emit(out, k, oy, line)
 
     return kernel

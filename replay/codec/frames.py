@@ -85,7 +85,7 @@ class FrameCodec(ABC):
         `spare_core` leaves a core to the caller (a game driver beside the writer)."""
 
     @abstractmethod
-    def decode(self, blob: bytes, height: int, width: int) -> Image | None:
+    def decode(self, blob: bytes | memoryview, height: int, width: int) -> Image | None:
         """One stored frame on the host; None if it does not decode to (height, width, 3)."""
 
     def prepare(self, device: str = "cpu", gpu: int = 0) -> None:
@@ -128,7 +128,7 @@ class JpegFrames(FrameCodec):
             images, quality=self.quality, subsampling=self.subsampling, lanes=lanes
         )
 
-    def decode(self, blob: bytes, height: int, width: int) -> Image | None:
+    def decode(self, blob: bytes | memoryview, height: int, width: int) -> Image | None:
         image = jpeg.decoder("cpu").decode_one(blob)
         return image if image is not None and image.shape == (height, width, 3) else None
 
@@ -158,11 +158,11 @@ class ZstdFrames(FrameCodec):
         zstd = Zstd(level=self.level)
         return [bytes(zstd.encode(contiguous(image))) for image in images]
 
-    def decode(self, blob: bytes, height: int, width: int) -> Image | None:
+    def decode(self, blob: bytes | memoryview, height: int, width: int) -> Image | None:
         image = np.empty((height, width, 3), dtype=np.uint8)
         return image if self.decode_into(blob, image) else None
 
-    def decode_into(self, blob: bytes, out: npt.NDArray[np.uint8]) -> bool:
+    def decode_into(self, blob: bytes | memoryview, out: npt.NDArray[np.uint8]) -> bool:
         """Decode one stored frame straight into `out` (C-contiguous (H, W, 3) uint8: a
         batch's slot, or a reused buffer), so no frame-sized allocation is made (and
         page-faulted) per frame; False if it does not decode to exactly that size."""
@@ -181,7 +181,7 @@ _FCS_BYTES = (0, 2, 4, 8)  # Frame_Content_Size field sizes by its flag (RFC 887
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def _content_size_field(blob: bytes) -> tuple[int, int] | None:
+def _content_size_field(blob: bytes | memoryview) -> tuple[int, int] | None:
     """Where a zstd frame header's Frame_Content_Size field lies: (start, size in bytes,
     0 if absent); None if `blob` is not a zstd frame."""
     if len(blob) < 6 or blob[:4] != ZSTD_MAGIC:
@@ -192,7 +192,7 @@ def _content_size_field(blob: bytes) -> tuple[int, int] | None:
     return 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3], size
 
 
-def content_size(blob: bytes) -> int | None:
+def content_size(blob: bytes | memoryview) -> int | None:
     """The decompressed size a zstd frame's header declares (None if it declares none or
     is not a zstd frame): numcodecs fills a larger `out` without saying how much it
     wrote, so a short frame would pass for a whole one; a chunk's frames are checked by

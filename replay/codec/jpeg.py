@@ -135,7 +135,11 @@ def _nbytes(image: Any) -> int:
 
 
 def decode_host(
-    blob: bytes, *, scale: int = 1, grey: bool = False, out: npt.NDArray[np.uint8] | None = None
+    blob: bytes | memoryview,
+    *,
+    scale: int = 1,
+    grey: bool = False,
+    out: npt.NDArray[np.uint8] | None = None,
 ) -> npt.NDArray[np.uint8] | None:
     """Decode one JPEG on the CPU to (ceil(H/scale), ceil(W/scale), 3) uint8 RGB, or
     (..., 1) luma with `grey`.
@@ -219,7 +223,7 @@ class JpegDecoder:
                 self._hardware = self._hardware_decoder if name == "hardware" else None
                 self.backend = name
 
-    def _run(self, decoder: Any, blobs: Sequence[bytes]) -> list[Any]:
+    def _run(self, decoder: Any, blobs: Sequence[bytes | memoryview]) -> list[Any]:
         """One nvImageCodec decode, synchronized on both sides: the hardware decoder
         is known to write before the caller's stream is done (pytorch/vision #9606),
         so nothing may be pending on the stream when it starts, and its output is
@@ -228,11 +232,13 @@ class JpegDecoder:
 
         stream = cupy.cuda.get_current_stream()
         stream.synchronize()
-        images = decoder.decode(list(blobs), cuda_stream=stream.ptr)
+        # bytes, as nvImageCodec documents its input (the reader hands out memoryviews)
+        encoded = [b if isinstance(b, bytes) else bytes(b) for b in blobs]
+        images = decoder.decode(encoded, cuda_stream=stream.ptr)
         stream.synchronize()
         return list(images)
 
-    def decode(self, blobs: Sequence[bytes]) -> list[Any | None]:
+    def decode(self, blobs: Sequence[bytes | memoryview]) -> list[Any | None]:
         """Decode each blob; None in place of a blob that does not decode."""
         if self.device == "cpu":
             images = [decode_host(blob) for blob in blobs]
@@ -254,7 +260,7 @@ class JpegDecoder:
                 self.decoded["cuda"] += sum(im is not None for im in again)
             return [None if image is None else cupy.asarray(image) for image in images]
 
-    def decode_one(self, blob: bytes) -> npt.NDArray[np.uint8] | None:
+    def decode_one(self, blob: bytes | memoryview) -> npt.NDArray[np.uint8] | None:
         """Decode one blob to a host array (None if it does not decode)."""
         (image,) = self.decode([blob])
         if image is None or self.device == "cpu":

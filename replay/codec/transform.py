@@ -161,16 +161,17 @@ def apply(frames: Any, t: Transform, xp: Any = np, *, scale: int = 1, out: Any =
     x = crop(frames, t, scale)
     _, ch, cw, _ = x.shape
     out_h, out_w = t.size if t.size is not None else (ch, cw)
-    if (out_h, out_w) == (ch, cw):
+    same = (out_h, out_w) == (ch, cw)
+    converts = t.dtype != "uint8" or (t.grey and x.shape[3] == 3)
+    done = _compiled(x, t, out_h, out_w, out) if xp is np and (converts or not same) else None
+    if done is not None:
+        return done
+    if same:
         planes = x.transpose(0, 3, 1, 2)  # a view: uint8 until the dtype conversion
+    elif ch % out_h == 0 and cw % out_w == 0:
+        planes = area_planes(x, out_h, out_w, xp)
     else:
-        done = _compiled(x, t, out_h, out_w, out) if xp is np else None
-        if done is not None:
-            return done
-        if ch % out_h == 0 and cw % out_w == 0:
-            planes = area_planes(x, out_h, out_w, xp)
-        else:
-            planes = resize(x, out_h, out_w, xp).transpose(0, 3, 1, 2)
+        planes = resize(x, out_h, out_w, xp).transpose(0, 3, 1, 2)
     if t.grey and planes.shape[1] == 3:
         r, g, b = (np.float32(v) for v in LUMA)
         planes = planes[:, 0:1] * r + planes[:, 1:2] * g + planes[:, 2:3] * b
@@ -241,7 +242,8 @@ def area_planes(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
 
 def _compiled(x: Any, t: Transform, out_h: int, out_w: int, out: Any) -> Any:
     """The resize, grey, dtype and layout of `apply` in one compiled pass over (N, H, W, C)
-    `x` (`replay.codec.compiled`: area for whole factors, else bilinear), straight into
+    `x` (`replay.codec.compiled`: area for whole factors, else bilinear; at `x`'s own size
+    the conversion alone), straight into
     `out` (or a new array); None without Numba. float16 goes through float32."""
     if not compiled.numba_available():
         return None
@@ -252,7 +254,9 @@ def _compiled(x: Any, t: Transform, out_h: int, out_w: int, out: Any) -> Any:
     result = out if out is not None and out.dtype == kind else np.empty(shape, kind)
     rows = x.reshape(n, h, w * c)  # a view for any crop: each row's pixels are packed
     write = _output(t, c)
-    if h % out_h == 0 and w % out_w == 0:
+    if (h, w) == (out_h, out_w):
+        compiled.convert(rows, result, c, write)
+    elif h % out_h == 0 and w % out_w == 0:
         compiled.area(rows, result, h // out_h, w // out_w, write)
     else:
         compiled.bilinear(rows, c, _kernel_taps(h, w, c, out_h, out_w), result, write)

@@ -34,6 +34,11 @@ Sampled: TypeAlias = "Batch | TensorDict"
 MAX_REDRAWS = 100
 
 
+#: One stored frame's bytes: a view into the read that fetched it (the reader copies
+#: nothing), or bytes; ``bytes(blob)`` for a copy that outlives the batch cheaply.
+Blob = bytes | memoryview
+
+
 @dataclass(frozen=True)
 class NStepArrays:
     """The n-step values of a batch, each (B, L).
@@ -48,7 +53,7 @@ class NStepArrays:
     returns: npt.NDArray[np.float32]
     discount: npt.NDArray[np.float32]
     next_steps: npt.NDArray[np.int64]
-    next_frames: list[list[bytes]] | None = None
+    next_frames: list[list[Blob]] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,8 @@ class EncodedBatch:
 
     Attributes:
         keys: the `SampleKeys` this batch holds.
-        frames: B x L stored frames (JPEG bytes for jpeg races), as on disk, CRC32C checked
-            and removed by the reader.
+        frames: B x L stored frames (JPEG bytes for jpeg races) as on disk, CRC32C checked
+            and removed by the reader: each a `Blob` (a memoryview from the reader).
         height, width: the frames' size (of the first item's race; see `formats`).
         steps: per-step arrays, each (B, L, ...): action, reward, terminated,
             truncated, t_ns and the extras common to all races of the batch.
@@ -120,7 +125,7 @@ class EncodedBatch:
     """
 
     keys: SampleKeys
-    frames: list[list[bytes]]
+    frames: list[list[Blob]]
     height: int
     width: int
     steps: dict[str, npt.NDArray[Any]]

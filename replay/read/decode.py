@@ -31,7 +31,7 @@ from replay.codec.gpu_check import resolve_device
 from replay.codec.transform import Transform
 from replay.cpus import usable_cpus
 from replay.errors import SamplingError
-from replay.read.batch import EncodedBatch, FrameFormat, Out, Sampled, corrupt_frame_error
+from replay.read.batch import Blob, EncodedBatch, FrameFormat, Out, Sampled, corrupt_frame_error
 from replay.read.nstep import with_next_frames
 from replay.read.tensors import make_batch
 
@@ -118,7 +118,7 @@ def _by_format(encoded: EncodedBatch, seq_len: int) -> list[tuple[FrameFormat, l
 
 
 def _decode_host(
-    blobs: Sequence[bytes],
+    blobs: Sequence[Blob],
     members: list[int],
     f: FrameFormat,
     t: Transform,
@@ -176,7 +176,7 @@ class _HostPlan:
             and (t.layout == "NHWC" or self.luma)  # one channel: NCHW is NHWC's bytes
         )
 
-    def decode(self, blobs: Sequence[bytes], run: list[int], out: npt.NDArray[Any]) -> list[int]:
+    def decode(self, blobs: Sequence[Blob], run: list[int], out: npt.NDArray[Any]) -> list[int]:
         """Decode (and transform) the frames `run` into `out`; those that failed."""
         if self.direct:
             return [i for i in run if not self._decode(blobs[i], out[i].reshape(self.decoded))]
@@ -197,7 +197,7 @@ class _HostPlan:
             out[run] = tf.apply(stack, self.t, np, scale=self.scale)
         return failed
 
-    def _decode(self, blob: bytes, slot: npt.NDArray[np.uint8]) -> bool:
+    def _decode(self, blob: Blob, slot: npt.NDArray[np.uint8]) -> bool:
         """One frame into `slot` (its decoded shape); False if it does not decode so."""
         if not self.jpeg:
             return cast(ZstdFrames, self.codec).decode_into(blob, slot)
@@ -263,7 +263,7 @@ _host_buffers = _HostBuffers()
 
 
 def _decode_cuda(
-    blobs: Sequence[bytes],
+    blobs: Sequence[Blob],
     groups: list[tuple[FrameFormat, list[int]]],
     t: Transform,
     shape: tuple[int, ...],
@@ -289,7 +289,7 @@ def _decode_cuda(
 
 
 def _decode_cuda_format(
-    blobs: Sequence[bytes], members: list[int], f: FrameFormat, t: Transform, index: int, flat: Any
+    blobs: Sequence[Blob], members: list[int], f: FrameFormat, t: Transform, index: int, flat: Any
 ) -> list[int]:
     """Decode frames `members` of one format into `flat` (nvJPEG for JPEG, zstd on the
     host); the failed indexes."""
@@ -331,7 +331,7 @@ def _device_buffer(shape: tuple[int, ...], dtype: np.dtype[Any], index: int) -> 
     return cupy.from_dlpack(tensor)
 
 
-def _confirm_blank(images: list[Any], blobs: Sequence[bytes], good: list[bool]) -> None:
+def _confirm_blank(images: list[Any], blobs: Sequence[Blob], good: list[bool]) -> None:
     """Re-decode on the CPU the frames the GPU decoded as all zeros (a known failure mode
     of hardware decode on some inputs); one host sync for the chunk."""
     import cupy

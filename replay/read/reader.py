@@ -29,7 +29,7 @@ from replay.errors import CorruptDataError, SamplingError
 from replay.format import shards
 from replay.format import spec as fmt
 from replay.format.race import RaceInfo, read_step_chunk
-from replay.read.batch import EncodedBatch, FrameFormat, SampleKeys
+from replay.read.batch import Blob, EncodedBatch, FrameFormat, SampleKeys
 
 if TYPE_CHECKING:
     from replay.codec.transform import Transform
@@ -89,7 +89,7 @@ class Reader:
         infos = [e.info for e in entries.values()]
         names = _common_step_arrays(infos)
         groups = _shard_groups(keys, list(entries.values()))
-        blobs: list[bytes] = [b""] * (b * seq)
+        blobs: list[Blob] = [b""] * (b * seq)
 
         def read_group(g: _ShardGroup) -> tuple[int, dict[str, npt.NDArray[Any]]]:
             reads = self._read_frames(g, blobs)
@@ -121,7 +121,7 @@ class Reader:
             formats=frame_formats(infos),
         )
 
-    def _read_frames(self, g: _ShardGroup, out: list[bytes]) -> int:
+    def _read_frames(self, g: _ShardGroup, out: list[Blob]) -> int:
         """The frames of one shard group into `out`; the reads (coalesced spans) that took."""
         entry, shard = g.entry, g.shard
         slots = sorted(set(g.slots.tolist()))
@@ -141,9 +141,9 @@ class Reader:
         shard: int,
         spans: list[tuple[int, int]],
         frames: list[tuple[int, int, int]],
-    ) -> dict[int, bytes]:
+    ) -> dict[int, Blob]:
         """Read `spans` of a shard; the bytes of each of `frames` (slot, offset, nbytes)
-        they hold, CRC32C checked in place and copied once."""
+        they hold, CRC32C checked in place, not copied (views into the reads)."""
         key = fmt.frames_key(entry.race_id, shard)
         try:
             data = self.storage.read_ranges(key, spans)
@@ -158,12 +158,12 @@ class Reader:
             ) from e
         starts = [s for s, _ in spans]
         views = [memoryview(d) for d in data]
-        by_slot = {}
+        by_slot: dict[int, Blob] = {}
         for slot, offset, nbytes in frames:
             i = bisect.bisect_right(starts, offset) - 1
             at = offset - starts[i]
             try:
-                by_slot[slot] = shards.without_checksum(views[i][at : at + nbytes])
+                by_slot[slot] = shards.checked_body(views[i][at : at + nbytes])
             except ValueError as e:
                 step = shard * entry.info.shard_size + slot
                 raise CorruptDataError.at(

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from replay.errors import ReplayError
-from replay.read.batch import EncodedBatch, FrameFormat, NStepArrays, SampleKeys
+from replay.read.batch import Blob, EncodedBatch, FrameFormat, NStepArrays, SampleKeys
 
 MEDIA_TYPE: Final = "application/vnd.replay.batch.v1"
 #: Response headers of ``POST /v1/sample`` with ``skip_corrupt``: how many damaged
@@ -296,20 +296,21 @@ def _read(header: Mapping[str, Any], view: memoryview, start: int) -> EncodedBat
     )
 
 
-def _blobs(ref: Mapping[str, Any], data: memoryview, b: int, seq: int) -> list[list[bytes]]:
-    """B x L stored frames at ``ref["offset"]``, sizes ``ref["nbytes"]``, bounds checked."""
+def _blobs(ref: Mapping[str, Any], data: memoryview, b: int, seq: int) -> list[list[Blob]]:
+    """B x L stored frames at ``ref["offset"]``, sizes ``ref["nbytes"]``, bounds checked
+    (views into `data`: nothing is copied)."""
     sizes = ref["nbytes"]
     if len(sizes) != b or any(len(row) != seq for row in sizes):
         raise ProtocolError(f"frame sizes are not {b} x {seq}")
     offset = int(ref["offset"])
-    rows: list[list[bytes]] = []
+    rows: list[list[Blob]] = []
     for row in sizes:
-        out = []
+        out: list[Blob] = []
         for size in row:
             size = int(size)
             if size < 0 or offset < 0 or offset + size > len(data):
                 raise ProtocolError(f"frame bytes {offset}+{size} past the data section")
-            out.append(bytes(data[offset : offset + size]))
+            out.append(data[offset : offset + size])
             offset += size
         rows.append(out)
     return rows

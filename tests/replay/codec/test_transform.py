@@ -286,6 +286,40 @@ def test_the_compiled_transform_equals_numpys_bit_for_bit(
         assert np.any(planes - np.floor(planes) == 0.5)  # the ties the rounding must break
 
 
+#: Transforms that keep the frames' size (after a crop, or a JPEG decoded at 1/scale,
+#: luma only when grey): the compiled conversion, with the channels the frames have
+SAME_SIZE = [
+    (Transform(size=(225, 400), grey=True, dtype="float32", layout="NCHW"), 4, 1),  # README's
+    (Transform(size=(225, 400), dtype="float16", mean=(0.5, 0.4, 0.3), std=0.25), 4, 3),
+    (Transform(dtype="float32", layout="NCHW"), 1, 3),
+    (Transform(grey=True), 1, 3),  # luma rounded to uint8
+    (Transform(crop=(100, 200, 400, 800), grey=True, dtype="float32", mean=0.5, std=0.2), 1, 3),
+]
+
+
+@pytest.mark.parametrize(
+    ("t", "scale", "channels"), SAME_SIZE, ids=[f"{t.dtype}-{s}-{c}" for t, s, c in SAME_SIZE]
+)
+def test_the_compiled_conversion_at_the_frames_size_equals_numpys(
+    frames: npt.NDArray[np.uint8],
+    t: Transform,
+    scale: int,
+    channels: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At the frames' own size the kernel only converts (luma, ``x / 255``, mean and std,
+    or rounding), bit for bit what NumPy's passes give (run here with Numba hidden)."""
+    small = np.ascontiguousarray(frames[:, ::scale, ::scale, :channels])
+    compiled._convert_kernel.cache_clear()
+    ours = tf.apply(small, t, scale=scale)
+    assert compiled._convert_kernel.cache_info().misses == 1  # the kernel ran, not NumPy
+    monkeypatch.setattr(compiled, "numba_available", lambda: False)
+    want = tf.apply(small, t, scale=scale)
+    assert (ours.shape, ours.dtype) == (want.shape, want.dtype)
+    np.testing.assert_array_equal(ours, want)
+    assert ours.astype(np.float64).std() > 0.01  # a real picture, not a flat one
+
+
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "float16"])
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_apply_into_out_equals_apply(
