@@ -35,7 +35,7 @@ MAX_REDRAWS = 100
 
 
 #: One stored frame's bytes: a view into the read that fetched it (the reader copies
-#: nothing), or bytes; ``bytes(blob)`` for a copy that outlives the batch cheaply.
+#: nothing), or bytes. A view keeps that whole read alive; ``bytes(blob)`` keeps one frame.
 Blob = bytes | memoryview
 
 

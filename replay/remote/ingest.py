@@ -31,12 +31,10 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 from ulid import ULID
 
 from replay.errors import RaceBusyError, RaceTakenOverError, ReplayError
@@ -48,7 +46,7 @@ from replay.format.race_doc import update_race
 from replay.format.race_schema import RaceSpec, step_specs, write_race
 from replay.remote.chunk_checks import check_chunk
 from replay.remote.protocol import DTYPES
-from replay.write.shard_committer import ShardCommitter
+from replay.write.shard_committer import OpenShard, ShardCommitter
 
 if TYPE_CHECKING:
     from replay.codec.frames import FrameCodec
@@ -151,18 +149,17 @@ class RemoteRace:
             {n: (e["dtype"], tuple(e["shape"])) for n, e in info.extras.items()},
         )
         s = info.shard_size
-        self._shard, held = divmod(self.length, s)
-        self._chunks: list[bytes] = []
-        self._steps = {p.name: np.zeros((s, *p.shape), dtype=p.dtype) for p in self._specs}
-        if held:  # the open shard as committed: its frames and step values
-            key = fmt.frames_key(info.race_id, self._shard)
+        shard, held = divmod(self.length, s)
+        self._open = OpenShard(s, self._specs, shard)
+        if held:  # the open shard as committed: its stored chunks and step values
+            key = fmt.frames_key(info.race_id, shard)
             blob = storage.read(key)
             for slot in shards.read_index(storage, key, s)[:held]:
                 if slot is None:
-                    raise ReplayError(f"race {info.race_id}: open shard {self._shard} has a hole")
-                self._chunks.append(blob[slot[0] : slot[0] + slot[1]])
-            for name in self._steps:
-                self._steps[name] = read_step_chunk(storage, info, name, self._shard).copy()
+                    raise ReplayError(f"race {info.race_id}: open shard {shard} has a hole")
+                self._open.chunks.append(blob[slot[0] : slot[0] + slot[1]])
+            for name in self._open.steps:
+                self._open.steps[name] = read_step_chunk(storage, info, name, shard).copy()
 
     @classmethod
     def resume(
@@ -215,27 +212,15 @@ class RemoteRace:
         )
         try:
             for i in range(skip, chunk.n):
-                self._add(committer, chunk.frames[i], {k: v[i] for k, v in steps.items()})
-            if self._chunks:
-                committer.commit(self._shard, self._chunks, self._steps)
+                if self._open.add(chunk.frames[i], {k: v[i] for k, v in steps.items()}):
+                    self._open.commit(committer)
+                    self._open.next()
+            if self._open.chunks:
+                self._open.commit(committer)
         finally:
             committer.finish()
         self.length = chunk.first_step + chunk.n
         return self.length
-
-    def _add(
-        self, committer: ShardCommitter, blob: bytes, values: Mapping[str, npt.NDArray[Any]]
-    ) -> None:
-        i = len(self._chunks)
-        for name, buf in self._steps.items():
-            buf[i] = values.get(name, 0)
-        self._chunks.append(shards.with_checksum(blob))
-        if len(self._chunks) == self.info.shard_size:
-            committer.commit(self._shard, self._chunks, self._steps)
-            self._shard += 1
-            self._chunks = []
-            for buf in self._steps.values():
-                buf[...] = 0
 
     def close(self, status: str) -> None:
         """Mark the race `status` (complete or aborted) and give up its lease."""

@@ -12,6 +12,14 @@ crash still leaves the last whole commit readable.
     committer = ShardCommitter(storage, info, specs, lease, on_shard=None)
     committer.commit(shard=0, chunks=blobs, steps={"reward": rewards})  # returns at once
     committer.finish()          # every queued commit written; raises a commit's error
+
+What a writer commits is its `OpenShard`: the shard being filled, frame by frame (a local
+race's `StoreSink`, a remote race's `RemoteRace` at the service).
+
+    shard = OpenShard(info.shard_size, specs)
+    if shard.add(blob, {"reward": 1.0}):     # that frame filled it
+        shard.commit(committer)
+        shard.next()
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import numpy.typing as npt
 
 from replay.codec.frames import encode_steps
@@ -184,3 +193,32 @@ class ShardCommitter:
             self._on_shard()
         except Exception:
             log.exception("race %s: store maintenance (capacity) failed", self._info.race_id)
+
+
+class OpenShard:
+    """The shard a writer is filling: its stored chunks (each frame with its CRC32C) and
+    the step values of its slots, zero past the last frame (see the module doc)."""
+
+    def __init__(self, size: int, specs: list[StepSpec], index: int = 0) -> None:
+        self.size, self.index = size, index
+        self.chunks: list[bytes] = []
+        self.steps = {s.name: np.zeros((size, *s.shape), dtype=s.dtype) for s in specs}
+
+    def add(self, blob: bytes, values: Mapping[str, Any]) -> bool:
+        """One encoded frame and its step values (absent ones 0); True when it fills the shard."""
+        i = len(self.chunks)
+        for name, buf in self.steps.items():
+            buf[i] = values.get(name, 0)
+        self.chunks.append(shards.with_checksum(blob))
+        return len(self.chunks) == self.size
+
+    def commit(self, committer: ShardCommitter) -> None:
+        """Queue the commit of the shard as it is now (`committer` copies it)."""
+        committer.commit(self.index, self.chunks, self.steps)
+
+    def next(self) -> None:
+        """Start the next shard, empty."""
+        self.index += 1
+        self.chunks = []
+        for buf in self.steps.values():
+            buf[...] = 0

@@ -20,13 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import numpy.typing as npt
 
-from replay.format import shards
 from replay.format import spec as fmt
 from replay.format.lease import new_lease
-from replay.write.shard_committer import ShardCommitter
+from replay.write.shard_committer import OpenShard, ShardCommitter
 
 if TYPE_CHECKING:
     from replay.format.race import RaceInfo
@@ -67,13 +65,10 @@ class StoreSink:
         specs: list[StepSpec],
         settings: WriterSettings,
     ) -> None:
-        self._shard_size = info.shard_size
         self._interval = settings.flush_interval
-        self._shard = 0
-        self._chunks: list[bytes] = []
+        self._open = OpenShard(info.shard_size, specs)
         self._queued = 0  # frames of the open shard in the last commit queued
         self._last_commit = time.monotonic()
-        self._steps = {s.name: np.zeros((info.shard_size, *s.shape), dtype=s.dtype) for s in specs}
         self._committer = ShardCommitter(
             storage,
             info,
@@ -96,19 +91,13 @@ class StoreSink:
 
     def add(self, blobs: list[bytes], steps: list[dict[str, npt.NDArray[Any]]]) -> None:
         for blob, values in zip(blobs, steps, strict=True):
-            i = len(self._chunks)
-            for name, buf in self._steps.items():
-                buf[i] = values.get(name, 0)
-            self._chunks.append(shards.with_checksum(blob))
-            if len(self._chunks) == self._shard_size:
+            if self._open.add(blob, values):
                 self._commit()
-                self._shard += 1
-                self._chunks, self._queued = [], 0
-                for buf in self._steps.values():
-                    buf[...] = 0
+                self._open.next()
+                self._queued = 0
 
     def flush(self, now: float) -> None:
-        if len(self._chunks) > self._queued:
+        if len(self._open.chunks) > self._queued:
             self._commit()  # only when frames came since the last commit
             self._last_commit = now
         elif now - self._last_commit >= LEASE_INTERVALS * self._interval:
@@ -117,8 +106,8 @@ class StoreSink:
 
     def _commit(self) -> None:
         """Queue the commit of the open shard as it is now (written in the background)."""
-        self._committer.commit(self._shard, self._chunks, self._steps)
-        self._queued = len(self._chunks)
+        self._open.commit(self._committer)
+        self._queued = len(self._open.chunks)
 
     def check(self) -> None:
         self._committer.check()

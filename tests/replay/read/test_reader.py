@@ -100,7 +100,8 @@ def test_reads_are_grouped_by_shard_and_coalesced(real_store: tuple[Path, list[s
 
 def test_fetch_gives_each_key_its_own_bytes_and_steps(real_store: tuple[Path, list[str]]) -> None:
     """Hand-made keys: both races, several shards, a frame asked twice, items out of
-    order; and a batch inside one shard (read in the caller's thread)."""
+    order; and a batch inside one shard (read in the caller's thread). Each frame is a
+    view into the read that fetched it, not a copy."""
     path, (a, b) = real_store
     store = replay.open_store(path, mode="r")
     sampler = store.sampler(batch_size=1, seed=0)
@@ -122,6 +123,7 @@ def test_fetch_gives_each_key_its_own_bytes_and_steps(real_store: tuple[Path, li
         ):
             race = store.race(race_id)
             assert blobs == [race.frame_bytes(s) for s in row_steps]
+            assert all(isinstance(blob, memoryview) for blob in blobs)
             np.testing.assert_array_equal(t_ns, race.steps("t_ns")[row_steps])
             np.testing.assert_array_equal(reward, race.steps("reward")[row_steps])
     late = SampleKeys([a, b], np.array([[0, 1], [17, 18]]), np.ones(2, np.float32), np.ones(2))
