@@ -17,7 +17,7 @@ import functools
 import sys
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import numpy as np
@@ -105,6 +105,9 @@ def decode_frames(
 
 def _by_format(encoded: EncodedBatch, seq_len: int) -> list[tuple[FrameFormat, list[int]]]:
     """Each frame format of the batch (one for most batches) with its flat frame indexes."""
+    if not encoded.formats:  # every race of the batch stores its frames alike
+        first = FrameFormat(encoded.codec, encoded.height, encoded.width)
+        return [(first, list(range(len(encoded.keys.race_ids) * seq_len)))]
     groups: list[tuple[FrameFormat, list[int]]] = []
     for item, f in enumerate(encoded.item_formats()):
         members = next((m for g, m in groups if g == f), None)
@@ -138,7 +141,8 @@ def _decode_host(
     try:
         failed = plan.decode(blobs, first, out)
     finally:
-        wait(later)
+        for future in later:  # every task done (its error, if any, raised below)
+            future.exception()
     return failed + [i for future in later for i in future.result()]
 
 
