@@ -9,6 +9,7 @@ from any of them.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,26 @@ from replay.read.tensordicts import to_tensordict
 
 if TYPE_CHECKING:
     pass
+
+
+#: What each kind of `out` imports, and how a user gets it
+_OUT_NEEDS = {
+    "torch": (("torch",), "pip install 'replay[torch]' (or torch alone)"),
+    "tensordict": (("torch", "tensordict"), "pip install 'replay[torch]'"),
+    "cupy": (("cupy",), "pip install 'replay[gpu]' on a machine with CUDA"),
+}
+
+
+def check_out(out: str) -> None:
+    """Refuse an `out` that is not a kind of batch (ValueError), or whose library does not
+    import here (ImportError saying what to install), when a sampler or client is made
+    rather than at its first batch."""
+    if out not in ("numpy", "torch", "cupy", "tensordict"):
+        raise ValueError(f"out must be 'numpy', 'torch', 'cupy' or 'tensordict', not {out!r}")
+    modules, hint = _OUT_NEEDS.get(out, ((), ""))
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"out={out!r} needs {module}, which is not installed: {hint}")
 
 
 def make_batch(
@@ -36,8 +57,7 @@ def make_batch(
     for ``out="tensordict"``). With `nstep` bootstrap frames, `frames` is (B, 2L, ...):
     each window, then its bootstrap frames (`replay.read.nstep.with_next_frames`)."""
     on_cuda = not isinstance(frames, np.ndarray)
-    if out not in ("numpy", "torch", "cupy", "tensordict"):
-        raise ValueError(f"out must be 'numpy', 'torch', 'cupy' or 'tensordict', not {out!r}")
+    check_out(out)
     if out == "tensordict":
         torch_batch = make_batch(keys, frames, steps, out="torch", transform=transform, nstep=nstep)
         assert isinstance(torch_batch, Batch)

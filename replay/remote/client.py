@@ -65,7 +65,7 @@ from replay.format.race import RaceInfo
 from replay.read.batch import MAX_REDRAWS, EncodedBatch, Out, Sampled
 from replay.read.decode import decode_batch
 from replay.read.prefetch import prefetched
-from replay.read.tensors import make_batch, to_numpy
+from replay.read.tensors import check_out, make_batch, to_numpy
 from replay.remote import protocol
 from replay.remote.ingest import RaceRequest
 from replay.remote.retries import NOT_SENT, RETRYABLE, SAFE_METHODS, RetryPolicy, error_of
@@ -112,6 +112,7 @@ class Client(Closing):
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        check_out(out)
         self._retry = RetryPolicy(tries=retries + 1, backoff=backoff, max_backoff=max_backoff)
         headers = {"User-Agent": "replay-client"}
         if token:

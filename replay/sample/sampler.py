@@ -46,7 +46,7 @@ from replay.read.filters import Filters
 from replay.read.index import Index, RaceEntry
 from replay.read.prefetch import prefetched
 from replay.read.reader import Reader, check_frame_sizes
-from replay.read.tensors import make_batch, to_numpy
+from replay.read.tensors import check_out, make_batch, to_numpy
 from replay.sample.checkpoints import SelectorFile
 from replay.sample.damage import Damage, Drawn, R, Skipped, frame_errors
 from replay.sample.items import LiveSpace
@@ -110,6 +110,7 @@ class Sampler(Closing):
         if not _NAME.match(name):
             raise ValueError(f"name must be 1-64 of [A-Za-z0-9_.-], not {name!r}")
         resolve_device(device)  # refuse a bad device now; "auto" runs its GPU check once, here
+        check_out(out)  # and an `out` whose library is missing
         self.storage, self.kind, self.name, self.read_only = storage, p.kind, name, read_only
         self.batch_size, self.seq_len, self.stride = p.batch_size, p.seq_len, p.stride
         self.span, self.skip_corrupt, self.seed = p.span, p.skip_corrupt, p.seed

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
-from sampling_helpers import keys_of
+from sampling_helpers import keys_of, make_store
 
+import replay
 from replay.codec.transform import Transform
 from replay.read.tensors import make_batch
 
@@ -47,3 +50,27 @@ def test_bad_outputs_are_refused() -> None:
         make_batch(keys, frames, {}, out="jax", transform=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bfloat16"):
         make_batch(keys, frames, {}, out="numpy", transform=Transform(dtype="bfloat16"))
+
+
+@pytest.mark.parametrize(
+    ("out", "missing", "hint"),
+    [
+        ("torch", "torch", "replay[torch]"),
+        ("tensordict", "tensordict", "replay[torch]"),
+        ("cupy", "cupy", "replay[gpu]"),
+    ],
+)
+def test_an_out_whose_library_is_missing_is_refused_when_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str, missing: str, hint: str
+) -> None:
+    """A sampler or client asked for torch tensors where torch is not installed says so,
+    and what to install, when it is made: not a bare ModuleNotFoundError at its first batch."""
+    store, _ = make_store(tmp_path / "store", [8])
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
+    want = rf"out='{out}' needs {missing}, which is not installed: pip install '{hint}'"
+    with pytest.raises(ImportError, match=want.replace("[", r"\[").replace("]", r"\]")):
+        store.sampler(batch_size=2, out=out, save_priorities=False)  # type: ignore[arg-type]
+    with pytest.raises(ImportError, match=f"out='{out}' needs {missing}"):
+        replay.Client("http://127.0.0.1:9", out=out)  # type: ignore[arg-type]
+    with store.sampler(batch_size=2, save_priorities=False) as sampler:  # numpy needs nothing
+        assert sampler.sample().frames.shape[0] == 2
