@@ -215,7 +215,9 @@ class Store:
         transform`` (defaults for `sample` and iteration), ``alpha, beta, name,
         checkpoint_interval, checkpoint_path, save_priorities`` (prioritized; where
         priorities are saved: `replay.sample.sampler`), ``recent_seconds, recent_fraction``
-        (recent), ``refresh_interval, io_threads``, ``timeout`` (a rate limit's wait).
+        (recent), ``refresh_interval``, ``io_threads`` (threads that read a batch's shards at
+        once: an object store's; a local store reads them in the caller unless it is given),
+        ``timeout`` (a rate limit's wait).
 
             sampler = store.sampler("uniform", batch_size=32, seq_len=4, seed=0)
             batch = sampler.sample()        # batch.frames: (32, 4, 900, 1600, 3) uint8

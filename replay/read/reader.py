@@ -57,9 +57,14 @@ class Reader:
     def __init__(self, storage: ByteStorage, index: Index, *, threads: int | None = None) -> None:
         self.storage = storage
         self.index = index
-        self._pool = ThreadPoolExecutor(
-            max_workers=threads or min(16, 4 * usable_cpus()),
-            thread_name_prefix="replay-read",
+        #: the I/O threads, where shards are read at once (`ByteStorage.concurrent_reads`,
+        #: or `threads` given); None: in the caller, one after another
+        self._pool = (
+            ThreadPoolExecutor(
+                max_workers=threads or min(16, 4 * usable_cpus()), thread_name_prefix="replay-read"
+            )
+            if threads is not None or storage.concurrent_reads
+            else None
         )
         self._steps: OrderedDict[tuple[str, str, int], tuple[int, npt.NDArray[Any]]] = OrderedDict()
         self._lock = threading.Lock()
@@ -67,7 +72,8 @@ class Reader:
 
     def close(self) -> None:
         """Stop the I/O threads."""
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def stats(self) -> ReadStats:
         """Frames and bytes read so far, and the reads (after coalescing) that took."""
@@ -77,10 +83,10 @@ class Reader:
         """The stored bytes and step arrays of every frame of `keys`.
 
         One read task per shard touched, run on the I/O threads when there are
-        several (object stores answer ranged GETs in parallel), in the caller's thread
-        when there is one (waiting for a thread costs more than the reads of a batch
-        inside one shard, ~0.3 ms, and far more on a busy machine). Step values are
-        gathered per shard with one NumPy index.
+        several and the storage wants its reads at once (an object store answers
+        ranged GETs in parallel), else in the caller's thread (a disk's page-cache
+        reads take microseconds, less than waiting for a thread: a batch inside one
+        shard ~0.3 ms). Step values are gathered per shard with one NumPy index.
         Raises `CorruptDataError` (naming race, shard and step) for a shard that
         cannot be read.
         """
@@ -95,7 +101,8 @@ class Reader:
             reads = self._read_frames(g, blobs)
             return reads, {n: self._step_chunk(g.entry, n, g.shard)[g.slots] for n in names}
 
-        done = [read_group(groups[0])] if len(groups) == 1 else self._pool.map(read_group, groups)
+        pool = self._pool if len(groups) > 1 else None
+        done = [read_group(g) for g in groups] if pool is None else pool.map(read_group, groups)
         values: dict[str, npt.NDArray[Any]] = {}
         reads = 0
         for g, (group_reads, gathered) in zip(groups, done, strict=True):

@@ -24,6 +24,11 @@ class ByteStorage(Protocol):
     #: Seconds a writer retries a commit while the storage fails transiently
     #: (`replay.storage.outage`).
     outage_timeout: float
+    #: Whether a batch's reads of several shards go out at once, on the reader's I/O
+    #: threads (an object store: each read a round trip), rather than one after another
+    #: in the caller (a disk: page-cache reads take microseconds, less than a thread
+    #: hand-off).
+    concurrent_reads: bool
 
     def read(self, key: str) -> bytes:
         """All bytes of `key`; FileNotFoundError if absent."""

@@ -25,6 +25,10 @@ from replay.storage.outage import outage_budget
 class LocalStorage:
     """`ByteStorage` on a local directory."""
 
+    #: a batch's shards read one after another: on 2 cores, handing 10 shards' page-cache
+    #: reads to 8 I/O threads took 1.7 ms, reading them in the caller 0.76 (cold 2.1/1.8)
+    concurrent_reads = False
+
     def __init__(
         self,
         root: str | os.PathLike[str],

@@ -134,6 +134,9 @@ class ObjectStorage:
     None: ``REPLAY_OUTAGE_TIMEOUT`` or 60 s).
     """
 
+    #: each read a round trip: a batch's shards are read at once, on the I/O threads
+    concurrent_reads = True
+
     def __init__(
         self,
         url: str,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ from replay.format import spec as fmt
 from replay.read.batch import SampleKeys
 from replay.read.decode import decode_batch
 from replay.read.reader import coalesce
+from replay.sample.params import SamplerParams
+from replay.sample.sampler import Sampler
+from replay.storage.local import LocalStorage
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +133,41 @@ def test_fetch_gives_each_key_its_own_bytes_and_steps(real_store: tuple[Path, li
     late = SampleKeys([a, b], np.array([[0, 1], [17, 18]]), np.ones(2, np.float32), np.ones(2))
     with pytest.raises(replay.SamplingError, match=f"race {b}: step 18 is not committed"):
         sampler.fetch(late)
+
+
+class ThreadNamingDisk(LocalStorage):
+    """A real local store that notes which thread reads each shard's frames."""
+
+    def __init__(self, root: Path, concurrent: bool) -> None:
+        super().__init__(root, read_only=True)
+        self.concurrent_reads = concurrent
+        self.readers: set[str] = set()
+
+    def read_ranges(self, key: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        if "/frames/" in key:
+            self.readers.add(threading.current_thread().name)
+        return super().read_ranges(key, ranges)
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_shards_are_read_in_the_caller_unless_the_storage_wants_them_at_once(
+    real_store: tuple[Path, list[str]], concurrent: bool
+) -> None:
+    """A disk's shards are read one after another in the caller's thread (faster than a
+    hand-off to threads); an object store's at once on the I/O threads. Same bytes."""
+    path, (a, b) = real_store
+    disk = ThreadNamingDisk(path, concurrent)
+    keys = SampleKeys([a, b, a], np.array([[1], [12], [20]]), np.ones(3, np.float32), np.ones(3))
+    with Sampler(disk, SamplerParams(batch_size=3), save_priorities=False) as sampler:
+        encoded = sampler.fetch(keys)
+    plain = replay.open_store(path, mode="r")
+    for (race_id, step), (blob,) in zip(keys.keys, encoded.frames, strict=True):
+        assert blob == plain.race(race_id).frame_bytes(step)
+    if concurrent:
+        assert disk.readers
+        assert all(n.startswith("replay-read") for n in disk.readers)
+    else:
+        assert disk.readers == {threading.current_thread().name}
 
 
 def test_held_batches_are_never_overwritten(real_store: tuple[Path, list[str]]) -> None:
