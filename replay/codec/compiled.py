@@ -139,6 +139,22 @@ def _emit(last: bool) -> Callable[..., None]:
     return emit
 
 
+def _writing(
+    luma: Luma | None, dtype: str, flags: tuple[bool, ...]
+) -> tuple[bool, Any, tuple[Any, Any, Any], Callable[..., None], Callable[..., None]]:
+    """What every kernel is compiled with for its output: grey (`luma` given), the output
+    row's scalar type, the luma weights as float32, and the inlined `store` and `emit` for
+    `flags` (`Output`'s last, subtract, divide)."""
+    r, g, b = (np.float32(v) for v in (luma or (0.0, 0.0, 0.0)))
+    return (
+        luma is not None,
+        np.dtype(dtype).type,
+        (r, g, b),
+        _store(dtype, *flags[1:]),
+        _emit(flags[0]),
+    )
+
+
 @functools.cache
 def _area_kernel(
     fy: int, fx: int, c: int, luma: Luma | None, dtype: str, *flags: bool
@@ -151,9 +167,8 @@ def _area_kernel(
     cell = fy * fx
     area = np.float32(cell)
     acc = np.uint32 if cell > 257 else np.uint16  # 255 * cells past 257 overflows uint16
-    span, grey, kind = fx * c, luma is not None, np.dtype(dtype).type
-    r, g, b = (np.float32(v) for v in (luma or (0.0, 0.0, 0.0)))
-    store, emit = _store(dtype, *flags[1:]), _emit(flags[0])
+    span = fx * c
+    grey, kind, (r, g, b), store, emit = _writing(luma, dtype, flags)
     # uint8 RGB: a float32 mean lands on the same side of every half as the exact one
     # while a half's distance from a non-tie mean, 1 / (2 * cell), exceeds its rounding
     # error (2^-16 below 256), so integer rounding is `rint`'s (and 2x faster)
@@ -203,9 +218,7 @@ def _convert_kernel(c: int, luma: Luma | None, dtype: str, *flags: bool) -> Call
     """The kernel for `c`-channel pixels kept at their size (compiled on first use)."""
     import numba
 
-    grey, kind = luma is not None, np.dtype(dtype).type
-    r, g, b = (np.float32(v) for v in (luma or (0.0, 0.0, 0.0)))
-    store, emit = _store(dtype, *flags[1:]), _emit(flags[0])
+    grey, kind, (r, g, b), store, emit = _writing(luma, dtype, flags)
 
     @numba.njit(nogil=True, cache=False)
     def kernel(src: Any, out: Any, off: Any, div: Any) -> None:
@@ -232,9 +245,7 @@ def _bilinear_kernel(c: int, luma: Luma | None, dtype: str, *flags: bool) -> Cal
     """The kernel for `c`-channel pixels (taps and weights passed in; compiled on first use)."""
     import numba
 
-    grey, kind = luma is not None, np.dtype(dtype).type
-    r, g, b = (np.float32(v) for v in (luma or (0.0, 0.0, 0.0)))
-    store, emit = _store(dtype, *flags[1:]), _emit(flags[0])
+    grey, kind, (r, g, b), store, emit = _writing(luma, dtype, flags)
 
     @numba.njit(nogil=True, cache=False)
     def kernel(src: Any, taps: Any, out: Any, off: Any, div: Any) -> None:
