@@ -243,8 +243,8 @@ def area_planes(x: Any, out_h: int, out_w: int, xp: Any = np) -> Any:
 def _compiled(x: Any, t: Transform, out_h: int, out_w: int, out: Any) -> Any:
     """The resize, grey, dtype and layout of `apply` in one compiled pass over (N, H, W, C)
     `x` (`replay.codec.compiled`: area for whole factors, else bilinear; at `x`'s own size
-    the conversion alone), straight into
-    `out` (or a new array); None without Numba. float16 goes through float32."""
+    the conversion alone), straight into `out` (or a new array); None without Numba.
+    float16 goes through float32."""
     if not compiled.numba_available():
         return None
     n, h, w, c = x.shape

@@ -107,7 +107,7 @@ def _by_format(encoded: EncodedBatch, seq_len: int) -> list[tuple[FrameFormat, l
     """Each frame format of the batch (one for most batches) with its flat frame indexes."""
     if not encoded.formats:  # every race of the batch stores its frames alike
         first = FrameFormat(encoded.codec, encoded.height, encoded.width)
-        return [(first, list(range(len(encoded.keys.race_ids) * seq_len)))]
+        return [(first, list(range(encoded.keys.batch_size * seq_len)))]
     groups: list[tuple[FrameFormat, list[int]]] = []
     for item, f in enumerate(encoded.item_formats()):
         members = next((m for g, m in groups if g == f), None)
