@@ -317,6 +317,9 @@ def test_bench_transform_rows_smoke(tmp_path: Path, real_frames: npt.NDArray[np.
     ratios = results["ratios"]
     assert {f"{c}_readme_vs_raw" for c in CODECS} <= set(ratios)
     assert {f"{c}_raw_vs_floor" for c in CODECS} <= set(ratios)
+    zstd = results["zstd"]
+    bound = zstd["readme"]["floor_frames_per_s"] / zstd["raw"]["frames_per_s"]
+    assert ratios["zstd_readme_floor_vs_raw"] == bound
     assert all(v > 0 for v in ratios.values())
     store = replay.open_store(tmp_path / "store", mode="r")
     assert sorted(r.codec["name"] for r in store.races()) == ["jpeg", "zstd"]
