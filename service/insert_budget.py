@@ -124,7 +124,6 @@ class CommitSlots:
 
     def __init__(self, n: int, registry: CollectorRegistry | None = None) -> None:
         self.n = n
-        self.running = 0
         self.peak = 0
         #: chunks that found every slot taken and waited, since the service started
         self.waited = 0
@@ -139,6 +138,11 @@ class CommitSlots:
                 gauge = Gauge(f"replay_insert_commits_{name}", what, registry=registry)
                 gauge.set_function(functools.partial(getattr, self, name))
 
+    @property
+    def running(self) -> int:
+        """Chunks being committed now: the slots taken."""
+        return int(self._limiter.borrowed_tokens)
+
     async def run(self, call: Callable[..., T], *args: object) -> T:
         """`call(*args)` in a worker thread once a slot is free."""
         if self._limiter.available_tokens < 1:
@@ -146,11 +150,6 @@ class CommitSlots:
         return await anyio.to_thread.run_sync(self._counted, call, *args, limiter=self._limiter)
 
     def _counted(self, call: Callable[..., T], *args: object) -> T:
-        with self._lock:
-            self.running += 1
+        with self._lock:  # this call's slot is taken (by `run`) before its thread starts
             self.peak = max(self.peak, self.running)
-        try:
-            return call(*args)
-        finally:
-            with self._lock:
-                self.running -= 1
+        return call(*args)
