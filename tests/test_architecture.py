@@ -29,7 +29,7 @@ MAX_WING_MODULES = 12
 #: The wings of `replay`, lowest first: each may import only itself and those before it.
 #: A tuple names top-level modules that stand between wings.
 WINGS: tuple[str | tuple[str, ...], ...] = (
-    ("replay.errors", "replay.closing", "replay.cpus"),  # shared by every wing
+    ("replay.errors", "replay.closing", "replay.cpus", "replay.arguments"),  # every wing's
     "storage",  # bytes on disk or in an object store
     "codec",  # frames and steps to bytes and back, on the CPU and the GPU
     "format",  # the store's documents, shards, races and leases

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from replay.arguments import whole_tuple
 from replay.codec import compiled
 
 Dtype = Literal["uint8", "float32", "float16", "bfloat16"]
@@ -71,27 +72,52 @@ class Transform:
     dct_scaling: bool = True
 
     def __post_init__(self) -> None:
-        if self.crop is not None and (
-            len(self.crop) != 4 or min(self.crop[:2]) < 0 or min(self.crop[2:]) <= 0
-        ):
-            raise ValueError(f"crop must be (top, left, height, width) >= 0, got {self.crop!r}")
-        if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
-            raise ValueError(f"size must be a positive (height, width), got {self.size!r}")
+        """Sizes as tuples of ints (lists and NumPy integers too), `mean` and `std` as
+        floats or tuples of them; ValueError naming the field for anything else."""
+        if self.crop is not None:
+            crop = whole_tuple("crop", self.crop, 4)
+            if min(crop[:2]) < 0 or min(crop[2:]) <= 0:
+                raise ValueError(f"crop must be (top, left, height, width) >= 0, got {crop!r}")
+            object.__setattr__(self, "crop", crop)
+        if self.size is not None:
+            size = whole_tuple("size", self.size, 2)
+            if min(size) <= 0:
+                raise ValueError(f"size must be a positive (height, width), got {size!r}")
+            object.__setattr__(self, "size", size)
         if self.dtype not in ("uint8", "float32", "float16", "bfloat16"):
             raise ValueError(f"dtype must be uint8, float(16|32) or bfloat16, not {self.dtype!r}")
         if self.layout not in ("NHWC", "NCHW", "stacked"):
             raise ValueError(f"layout must be 'NHWC', 'NCHW' or 'stacked', not {self.layout!r}")
-        channels = 1 if self.grey else 3
+        for name in ("grey", "dct_scaling"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, bool(getattr(self, name)))
         for name in ("mean", "std"):
-            value = getattr(self, name)
-            if isinstance(value, tuple) and len(value) not in (1, channels):
-                raise ValueError(f"{name} must have 1 or {channels} values, got {value!r}")
+            object.__setattr__(self, name, self._per_channel(name, getattr(self, name)))
         if np.any(np.asarray(self.std, dtype=np.float64) == 0):
             raise ValueError(f"std must be non-zero, got {self.std!r}")
         if self.dtype == "uint8" and (
             np.any(np.asarray(self.mean) != 0) or np.any(np.asarray(self.std) != 1)
         ):
             raise ValueError("mean/std normalisation needs a float dtype, not uint8")
+
+    def _per_channel(self, name: str, value: object) -> float | tuple[float, ...]:
+        """`mean` or `std`: one finite float, or one per output channel (a tuple)."""
+        try:
+            if isinstance(value, str | bytes):  # NumPy would read "0.5" as a number
+                raise TypeError(name)
+            values = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number or a tuple of them, got {value!r}") from None
+        if values.ndim > 1:
+            raise ValueError(f"{name} must be a number or a tuple of them, got {value!r}")
+        many = values.ndim == 1
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if many and len(values) not in (1, self.channels):
+            counts = "1 value (grey)" if self.grey else "1 or 3 values"
+            raise ValueError(f"{name} must have {counts}, got {value!r}")
+        return tuple(float(v) for v in values) if many else float(values)
 
     @functools.cached_property  # asked per frame while decoding; building a Transform is not free
     def is_identity(self) -> bool:

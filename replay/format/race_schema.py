@@ -16,8 +16,8 @@ import numpy as np
 import zarr
 from zarr.storage import MemoryStore
 
+from replay.arguments import whole, whole_tuple
 from replay.codec.frames import FrameCodec, frame_codec, new_frame_codec, step_compressors
-from replay.errors import ReplayError
 from replay.format import spec as fmt
 from replay.format.groups import write_group
 from replay.format.race import RaceInfo
@@ -56,17 +56,29 @@ class RaceSpec:
     subsampling: str = "420"
     shard_size: int = fmt.DEFAULT_SHARD_SIZE
 
+    def __post_init__(self) -> None:
+        """Sizes as ints (NumPy's integers are whole numbers too; a bool or a float is
+        not), text fields as str, `fps` as a float: what ``zarr.json`` stores."""
+        for name in ("height", "width", "quality", "shard_size"):
+            object.__setattr__(self, name, whole(name, getattr(self, name)))
+        object.__setattr__(self, "action_shape", whole_tuple("action_shape", self.action_shape))
+        for name in ("env", "map", "policy", "codec", "subsampling"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if isinstance(self.fps, bool) or not isinstance(self.fps, int | float | np.number):
+            raise ValueError(f"fps must be a positive finite number, got {self.fps!r}")
+        object.__setattr__(self, "fps", float(self.fps))
+
     def check(self) -> tuple[FrameCodec, list[StepSpec]]:
         """The race's frame codec and step arrays; ValueError (naming the value) for a bad
         argument: sizes, a non-finite fps, the codec (`replay.codec.frames.new_frame_codec`),
-        non-JSON or NaN meta; ReplayError for a reserved extra's name."""
-        if self.height <= 0 or self.width <= 0:
-            raise ValueError(f"height and width must be positive, got {self.height}x{self.width}")
-        try:
-            fps_ok = math.isfinite(float(self.fps)) and self.fps > 0
-        except (TypeError, ValueError):
-            fps_ok = False
-        if not fps_ok:
+        non-JSON or NaN meta, an extra's name (reserved, or not an identifier), dtype or
+        shape."""
+        if not (0 < self.height <= fmt.MAX_SIDE and 0 < self.width <= fmt.MAX_SIDE):
+            raise ValueError(
+                f"height and width must be in 1..{fmt.MAX_SIDE}, got {self.height}x{self.width}"
+            )
+        if not (math.isfinite(self.fps) and self.fps > 0):
             raise ValueError(f"fps must be a positive finite number, got {self.fps!r}")
         if not 1 <= self.shard_size <= 65536:
             raise ValueError(f"shard_size must be in 1..65536, got {self.shard_size}")
@@ -165,7 +177,15 @@ def step_specs(
         for name, dtype in fmt.STANDARD_STEPS.items()
     ]
     for name, (dtype, shape) in extras.items():
-        if name in fmt.STANDARD_STEPS or name == fmt.FRAMES or not name.isidentifier():
-            raise ReplayError(f"extra step array name {name!r} is reserved or not an identifier")
-        specs.append(StepSpec(name, np.dtype(dtype), tuple(shape)))
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"extra step array name {name!r} is not an identifier")
+        if name in fmt.STANDARD_STEPS or name == fmt.FRAMES:
+            raise ValueError(f"extra step array name {name!r} is reserved")
+        kind = np.dtype(dtype)
+        if kind.kind not in "biufc":  # Zarr v3's core types: bool, integers, floats, complex
+            raise ValueError(f"extra {name!r}: dtype {kind} is not a number or bool")
+        sizes = whole_tuple(f"extra {name!r}'s shape", shape)
+        if any(n < 1 for n in sizes):
+            raise ValueError(f"extra {name!r}: shape {sizes} has a size below 1")
+        specs.append(StepSpec(name, kind, sizes))
     return specs

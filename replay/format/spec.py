@@ -59,10 +59,20 @@ def race_status(value: object) -> RaceStatus:
     raise ValueError(f"unknown race status {value!r} (expected one of {', '.join(STATUSES)})")
 
 
+def race_ending(value: object) -> RaceStatus:
+    """How a writer may end its race: complete or aborted; ValueError for anything else
+    (before the race is touched)."""
+    if value in (COMPLETE, ABORTED):
+        return race_status(value)
+    raise ValueError(f"a race ends {COMPLETE!r} or {ABORTED!r}, not {value!r}")
+
+
 #: Race ids are ULIDs: 26 Crockford base32 characters that sort by creation time.
 RACE_ID_PATTERN: Final = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 DEFAULT_SHARD_SIZE: Final = 64
+#: Largest frame height or width a race takes (JPEG's own limit is 65,500).
+MAX_SIDE: Final = 16384
 DEFAULT_QUALITY: Final = 90
 
 

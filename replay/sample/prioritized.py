@@ -26,6 +26,10 @@ from replay.sample.sumtree import SumTree
 #: Removed races' leaves a prioritized sum tree may keep before it is compacted (at
 #: least; beyond that, as many as it has live leaves).
 COMPACT_MIN_LEAVES = 1024
+#: The largest priority taken: the sum tree's total of a billion items at it, raised to
+#: any `alpha` <= 1, stays finite (1e308 at alpha 1 overflowed it, and every weight
+#: came out NaN).
+MAX_PRIORITY = 1e30
 
 
 class Prioritized(Selector):
@@ -176,9 +180,12 @@ class Prioritized(Selector):
         p = np.asarray(priorities, dtype=np.float64).reshape(-1)
         if len(p) != len(keys):
             raise ValueError(f"{len(keys)} keys but {len(p)} priorities")
-        if not np.all(np.isfinite(p)) or np.any(p < 0):
-            bad = p[~(np.isfinite(p) & (p >= 0))]
-            raise ValueError(f"priorities must be finite and >= 0, got {bad[:4].tolist()}")
+        good = np.isfinite(p) & (p >= 0) & (p <= MAX_PRIORITY)
+        if not np.all(good):
+            raise ValueError(
+                f"priorities must be finite, >= 0 and <= {MAX_PRIORITY:g}, "
+                f"got {p[~good][:4].tolist()}"
+            )
         leaves, where = self.leaves(keys)
         if leaves:
             self.tree.set(np.asarray(leaves), p[where] ** self.alpha)

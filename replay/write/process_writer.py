@@ -179,6 +179,7 @@ class ProcessWriter(Writer):
         )
 
     def close(self, status: str = fmt.COMPLETE) -> None:
+        status = fmt.race_ending(status)
         with self._lock:
             if self._closing:
                 return

@@ -215,6 +215,7 @@ class ThreadWriter(Writer):
         Raises `WriterFailedError` if the background thread failed (the race is then
         marked aborted; what was committed before the failure stays readable).
         """
+        status = fmt.race_ending(status)
         with self._lock:
             if self._closed:
                 return

@@ -129,7 +129,8 @@ class Writer(Closing):
         surface, planar CHW, a reversed BGR view): one memcpy, as fast as a contiguous
         frame (`replay.codec.pixel_order`). `steps` are the race's step arrays: ``action``,
         ``reward``, ``terminated``, ``truncated``, ``t_ns`` (default: now) and the
-        declared extras; missing ones are zero.
+        declared extras; missing ones are zero. A step value that does not fit its
+        array, or a NaN or infinity, raises `StepDataError` (the frame is not queued).
         """
         raise NotImplementedError
 
@@ -163,7 +164,8 @@ class Writer(Closing):
     def close(self, status: str = fmt.COMPLETE) -> None:
         """Commit what is queued and mark the race `status` (complete); idempotent.
 
-        Raises `WriterFailedError` if the background writer failed (the race is then
+        `status` is ``"complete"`` or ``"aborted"`` (ValueError for another, the race left
+        open). Raises `WriterFailedError` if the background writer failed (the race is then
         marked aborted; what was committed before the failure stays readable).
         """
         raise NotImplementedError
@@ -208,6 +210,11 @@ class Writer(Closing):
             if array.shape != spec.shape:
                 raise StepDataError(
                     f"race {self.race_id}: {name} must have shape {spec.shape}, got {array.shape}"
+                )
+            if array.dtype.kind in "fc" and not np.isfinite(array).all():
+                # as the service refuses them: a NaN reward would poison every learner
+                raise StepDataError(
+                    f"race {self.race_id}: {name}={value!r} is not finite (NaN or infinity)"
                 )
             values[name] = array
         values.setdefault("t_ns", np.asarray(time.time_ns(), dtype=np.int64))

@@ -59,8 +59,8 @@ class NewRace(BaseModel):
     map: Name = ""
     policy: Name = ""
     fps: float = Field(30, gt=0, le=10_000)
-    height: int = Field(900, ge=1, le=16384)
-    width: int = Field(1600, ge=1, le=16384)
+    height: int = Field(900, ge=1, le=fmt.MAX_SIDE)
+    width: int = Field(1600, ge=1, le=fmt.MAX_SIDE)
     action_shape: Shape = Field([3], max_length=8)
     extras: dict[Name, tuple[Name, Shape]] = Field({}, max_length=64)
     meta: dict[str, Any] = {}

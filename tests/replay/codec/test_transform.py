@@ -3,6 +3,7 @@ against a straightforward NumPy (or PIL, or torch) computation; settings and sha
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -182,6 +183,35 @@ def test_transform_rejects_bad_settings() -> None:
         Transform(grey=True, dtype="float32", mean=(0.1, 0.2, 0.3))
     with pytest.raises(ValueError, match="std must be non-zero"):
         Transform(dtype="float32", std=(1.0, 0.0, 1.0))
+
+
+def test_transform_takes_lists_and_numpy_numbers_and_refuses_wrong_types() -> None:
+    """Bad types failed deep in the decode (a float size, a float crop) or at hashing (a
+    list mean); NaN std made every value NaN."""
+    t = Transform(
+        size=[np.int64(24), 32],
+        crop=np.array([0, 0, 48, 64]),
+        mean=[0.5, 0.4, 0.3],
+        dtype="float32",
+    )
+    assert (t.size, t.crop, t.mean) == ((24, 32), (0, 0, 48, 64), (0.5, 0.4, 0.3))
+    assert type(t.size[0]) is int
+    assert hash(t) == hash(Transform(**vars(t)))
+    assert Transform(dtype="float32", std=np.float32(0.5)).std == 0.5
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"size": (24.0, 32.0)}, "size must be a whole number, got 24.0"),
+        ({"size": (True, 3)}, "size must be a whole number, got True"),
+        ({"size": (24, 32, 3)}, r"size must have 2 values, got \(24, 32, 3\)"),
+        ({"crop": (0.0, 0, 8, 8)}, "crop must be a whole number, got 0.0"),
+        ({"dtype": "float32", "std": math.nan}, "std must be finite, got nan"),
+        ({"dtype": "float32", "mean": "0.5"}, "mean must be a number or a tuple"),
+        ({"dtype": "float32", "grey": True, "mean": (0.1, 0.2)}, r"1 value \(grey\)"),
+        ({"dtype": "float32", "mean": (0.1, 0.2)}, "mean must have 1 or 3 values"),
+        ({"grey": 1}, "grey must be True or False, got 1"),
+    ]
+    for kwargs, message in refused:
+        with pytest.raises(ValueError, match=message):
+            Transform(**kwargs)
 
 
 def old_transform(frames: npt.NDArray[np.uint8], t: Transform) -> npt.NDArray[np.float64]:

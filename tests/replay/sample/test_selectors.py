@@ -15,7 +15,7 @@ import replay
 from replay.read.index import Index, RaceEntry
 from replay.read.reader import Reader
 from replay.sample import prioritized
-from replay.sample.prioritized import Prioritized
+from replay.sample.prioritized import MAX_PRIORITY, Prioritized
 from replay.sample.selectors import ItemSpace, Recent, Uniform, make_selector
 
 LENGTHS = [7, 6, 10]
@@ -262,9 +262,9 @@ def test_bad_settings_and_priorities_are_refused(index: Index) -> None:
     keys = keys_of(space)[:2]
     with pytest.raises(ValueError, match="2 keys but 3 priorities"):
         selector.update(keys, [1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match=r"finite and >= 0, got \[-1\.0\]"):
+    with pytest.raises(ValueError, match=r"finite, >= 0 and <= 1e\+30, got \[-1\.0\]"):
         selector.update(keys, [1.0, -1.0])
-    with pytest.raises(ValueError, match="finite and >= 0"):
+    with pytest.raises(ValueError, match="finite, >= 0"):
         selector.update(keys, [np.nan, 1.0])
 
 
@@ -272,9 +272,23 @@ def test_an_infinite_priority_is_named(index: Index) -> None:
     selector = Prioritized(alpha=0.6, beta=0.4)
     space = space_of(index)
     selector.sync(space)
-    with pytest.raises(ValueError, match="finite and >= 0") as e:
+    with pytest.raises(ValueError, match="finite, >= 0") as e:
         selector.update(keys_of(space)[:1], [np.inf])
     assert "inf" in str(e.value)
+
+
+def test_a_priority_too_large_for_the_sum_tree_is_refused(index: Index) -> None:
+    """1e308 is finite, but two of them overflow the tree's total (every weight NaN)."""
+    selector = Prioritized(alpha=1.0, beta=0.4)
+    space = space_of(index)
+    selector.sync(space)
+    keys = keys_of(space)[:2]
+    with pytest.raises(ValueError, match=r"<= 1e\+30, got \[1e\+308\]"):
+        selector.update(keys, [1.0, 1e308])
+    selector.update(keys, [MAX_PRIORITY, MAX_PRIORITY])  # the largest taken
+    draw = selector.draw(space, np.random.default_rng(0), 64)
+    assert np.all(np.isfinite(draw.weights))
+    assert np.all(draw.weights > 0)
 
 
 def test_recent_takes_its_share_from_the_newest_seconds(index: Index) -> None:

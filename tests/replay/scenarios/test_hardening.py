@@ -4,10 +4,12 @@ new_race, non-finite numbers, an overflowing t_ns, S3 without credentials."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import crc32c
 import numpy as np
@@ -146,3 +148,77 @@ def test_s3_without_credentials_never_asks_the_metadata_service(
     finally:
         metadata.close()
     assert metadata.connections == 0
+
+
+def test_new_race_takes_numpy_integers_and_refuses_bools_floats_and_huge_frames(
+    tmp_path: Path,
+) -> None:
+    """Sizes from `frame.shape` or NumPy pass; a bool, a float or a side past
+    `MAX_SIDE` (JPEG stops at 65,500; the ring would ask for GiBs) is a ValueError
+    before anything is written."""
+    store = replay.open_store(tmp_path)
+    with store.new_race(
+        env="e",
+        height=np.int64(8),
+        width=np.int32(16),
+        fps=np.float32(30),
+        shard_size=np.int16(4),
+        action_shape=(np.int64(2),),
+        quality=np.int64(80),
+    ) as writer:
+        writer.append(np.zeros((8, 16, 3), np.uint8), action=np.zeros(2))
+    info = store.race(writer.race_id).info
+    assert (info.height, info.width, info.shard_size, info.fps) == (8, 16, 4, 30.0)
+    assert info.action_shape == (2,)
+    attrs = json.loads((tmp_path / "races" / writer.race_id / "zarr.json").read_text())
+    assert type(attrs["attributes"]["height"]) is int
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"height": True}, "height must be a whole number, got True"),
+        ({"width": 64.0}, "width must be a whole number, got 64.0"),
+        (
+            {"width": 70_000, "codec": "jpeg"},
+            r"height and width must be in 1..16384, got 900x70000",
+        ),
+        ({"action_shape": 3}, "action_shape must be a tuple of whole numbers, got 3"),
+        ({"env": None}, "env must be a string, got None"),
+        ({"fps": True}, "fps must be a positive finite number, got True"),
+        ({"extras": {"reward": ("float32", ())}}, "'reward' is reserved"),
+        ({"extras": {"../x": ("float32", ())}}, "'../x' is not an identifier"),
+        ({"extras": {"name": ("U10", ())}}, "dtype <U10 is not a number or bool"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(ValueError, match=message):
+            store.new_race(**{"env": "e", **kwargs})
+    assert [r.race_id for r in store.races()] == [writer.race_id]
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_race_ends_complete_or_aborted_and_nothing_else(tmp_path: Path, kind: str) -> None:
+    """`close("bogus")` wrote the status, and the race could no longer be read."""
+    store = replay.open_store(tmp_path)
+    writer = store.new_race(env="e", height=8, width=8, writer=kind)
+    writer.append(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="a race ends 'complete' or 'aborted', not 'bogus'"):
+        writer.close("bogus")
+    writer.append(np.ones((8, 8, 3), np.uint8))  # still open
+    writer.close("aborted")
+    race = store.race(writer.race_id)
+    assert (race.info.status, race.length) == ("aborted", 2)
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_nan_step_value_is_refused_at_append_and_the_race_goes_on(
+    tmp_path: Path, kind: str
+) -> None:
+    """As the service refuses them; a remote race lost every step at close before."""
+    store = replay.open_store(tmp_path)
+    frame = np.zeros((8, 8, 3), np.uint8)
+    with store.new_race(env="e", height=8, width=8, writer=kind) as writer:
+        writer.append(frame, reward=1.0)
+        for bad in ({"reward": math.nan}, {"action": [0.0, math.inf, 0.0]}):
+            with pytest.raises(replay.StepDataError, match="is not finite"):
+                writer.append(frame, **bad)
+        writer.append(frame, reward=2.0)
+    race = store.race(writer.race_id)
+    assert race.length == 2
+    assert race.steps("reward").tolist() == [1.0, 2.0]
