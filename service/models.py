@@ -25,7 +25,7 @@ EXAMPLE_RACE_ID = "01JZ8X6T3N5W2Q7R9B4C1D0E2F"
 Status = fmt.RaceStatus
 RaceIdStr = Annotated[str, Field(pattern=fmt.RACE_ID_PATTERN.pattern)]
 #: A frame height or width filter.
-Pixels = Annotated[int, Field(ge=1, le=65_536)]
+Pixels = Annotated[int, Field(ge=1, le=65_536, strict=True)]
 
 
 #: Every request model: unknown fields and non-finite numbers (NaN, Infinity, 1e400)
@@ -251,7 +251,9 @@ class RaceFilter(BaseModel):
     )
     until: AwareDatetime | None = Field(None, description="Races started before this time.")
     status: Status | list[Status] | None = None
-    min_length: int = Field(0, ge=0, le=2**40, description="Only races with this many steps.")
+    min_length: int = Field(
+        0, ge=0, le=2**40, strict=True, description="Only races with this many steps."
+    )
     contains: str | None = Field(
         None, max_length=200, description="Env, map, policy or id contains this (any case)."
     )
@@ -310,12 +312,15 @@ class SampleRequest(BaseModel):
     )
 
     kind: Literal["uniform", "prioritized", "recent"] = "uniform"
-    batch_size: int = Field(64, ge=1, description="Sequences per batch (B).")
-    seq_len: int = Field(1, ge=1, description="Consecutive steps per sequence (L).")
-    stride: int = Field(1, ge=1, le=1024, description="Steps between a sequence's frames.")
+    batch_size: int = Field(64, ge=1, strict=True, description="Sequences per batch (B).")
+    seq_len: int = Field(1, ge=1, strict=True, description="Consecutive steps per sequence (L).")
+    stride: int = Field(
+        1, ge=1, le=1024, strict=True, description="Steps between a sequence's frames."
+    )
     seed: int | None = Field(
         None,
         ge=0,
+        strict=True,
         le=2**63 - 1,
         description="A seed names a stream of batches: the same seed and parameters give "
         "the same batches in order, continuing from one request to the next.",
@@ -333,6 +338,7 @@ class SampleRequest(BaseModel):
     n_step: int | None = Field(
         None,
         ge=1,
+        strict=True,
         le=256,
         description="Add n-step returns, discounts and bootstrap steps over this many rewards "
         "(`replay.read.nstep`; docs/protocol.md, the header's `nstep`).",
@@ -342,7 +348,10 @@ class SampleRequest(BaseModel):
         False, description="With n_step: send the bootstrap frames too (stored frames only)."
     )
     min_size: int = Field(
-        0, ge=0, description="Wait until the sampled races hold this many committed steps."
+        0,
+        ge=0,
+        strict=True,
+        description="Wait until the sampled races hold this many committed steps.",
     )
     samples_per_insert: float | None = Field(
         None, gt=0, description="Hold a learner to this many sampled items per inserted step."
@@ -390,7 +399,9 @@ class PrioritiesRequest(BaseModel):
         },
     )
 
-    keys: list[tuple[RaceIdStr, Annotated[int, Field(ge=0, le=2**40)]]] = Field(max_length=100_000)
+    keys: list[tuple[RaceIdStr, Annotated[int, Field(ge=0, le=2**40, strict=True)]]] = Field(
+        max_length=100_000
+    )
     priorities: list[Priority] = Field(max_length=100_000)
 
     _text = model_validator(mode="before")(refuse_lone_surrogates)

@@ -173,7 +173,10 @@ class RemoteRace:
         lease = info.lease if isinstance(info.lease, dict) else {}
         if info.status != fmt.RECORDING or not lease.get("remote"):
             why = f"is {info.status}" if info.status != fmt.RECORDING else "is not remote"
-            raise RaceTakenOverError(f"race {race_id} {why}: it takes no chunks")
+            raise RaceTakenOverError(
+                f"race {race_id} {why}: no service records it, so it takes neither chunks nor "
+                "a close"
+            )
         holder = _held_elsewhere(lease)
         where = f"(host {lease.get('host')!r}, pid {lease.get('pid')})"
         if holder == "process":

@@ -47,7 +47,7 @@ REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 Name = Annotated[str, Field(max_length=200)]
-Shape = list[Annotated[int, Field(ge=1, le=1 << 16)]]
+Shape = list[Annotated[int, Field(ge=1, le=1 << 16, strict=True)]]
 
 
 class NewRace(BaseModel):
@@ -59,15 +59,15 @@ class NewRace(BaseModel):
     map: Name = ""
     policy: Name = ""
     fps: float = Field(30, gt=0, le=10_000)
-    height: int = Field(900, ge=1, le=fmt.MAX_SIDE)
-    width: int = Field(1600, ge=1, le=fmt.MAX_SIDE)
+    height: int = Field(900, ge=1, le=fmt.MAX_SIDE, strict=True)
+    width: int = Field(1600, ge=1, le=fmt.MAX_SIDE, strict=True)
     action_shape: Shape = Field([3], max_length=8)
     extras: dict[Name, tuple[Name, Shape]] = Field({}, max_length=64)
     meta: dict[str, Any] = {}
     codec: Literal["jpeg", "zstd"] = "jpeg"
-    quality: int = Field(fmt.DEFAULT_QUALITY, ge=1, le=100)
+    quality: int = Field(fmt.DEFAULT_QUALITY, ge=1, le=100, strict=True)
     subsampling: Literal["420", "422", "444"] = "420"
-    shard_size: int = Field(fmt.DEFAULT_SHARD_SIZE, ge=1, le=65536)
+    shard_size: int = Field(fmt.DEFAULT_SHARD_SIZE, ge=1, le=65536, strict=True)
     flush_interval: float = Field(1.0, gt=0, le=3600)
 
 

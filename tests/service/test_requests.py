@@ -64,6 +64,32 @@ def test_non_finite_numbers_are_422_with_a_message(
     assert all(e["msg"] and e["loc"] for e in body["errors"])
 
 
+#: Whole-number fields given a bool, text or a float (``true`` was one item, ``"64"`` 64).
+NOT_WHOLE = [
+    ("POST", "/v1/sample", '{"batch_size": true}'),
+    ("POST", "/v1/sample", '{"batch_size": "64"}'),
+    ("POST", "/v1/sample", '{"seq_len": 2.0}'),
+    ("POST", "/v1/sample", '{"seed": "7"}'),
+    ("POST", "/v1/sample", '{"filters": {"min_length": "3"}}'),
+    ("POST", "/v1/sample", '{"filters": {"height": true}}'),
+    (
+        "PUT",
+        "/v1/priorities",
+        '{"keys": [["01JZ8X6T3N5W2Q7R9B4C1D0E2F", true]], "priorities": [1]}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), NOT_WHOLE)
+def test_whole_number_fields_take_whole_numbers_only(
+    http: httpx.Client, method: str, path: str, body: str
+) -> None:
+    r = http.request(method, path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, (body, r.status_code, r.text)
+    assert r.json()["error"] == "ValidationError"
+    assert "integer" in r.json()["detail"]
+
+
 #: Places a lone surrogate (``\ud800``, valid JSON, not encodable as UTF-8) goes.
 SURROGATE_BODIES = [
     ("POST", "/v1/sample", '{"kind": "\\ud800"}'),
