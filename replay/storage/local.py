@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -78,7 +78,7 @@ class LocalStorage:
         target = self.path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+            fd, tmp = _new_temp_file(target.parent)
         except OSError as e:
             _raise_if_refused(e, f"cannot write to {target.parent}")
             raise
@@ -159,3 +159,16 @@ def _fsync_dir(path: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def _new_temp_file(folder: Path) -> tuple[int, str]:
+    """A new, empty temp file in `folder` (named ``TEMP_PREFIX...`` for recovery to find),
+    open for writing. Its mode follows the umask, as any file's (0644 under 022), so the
+    store reads for other users and containers: `tempfile.mkstemp` made every file 0600."""
+    while True:
+        path = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            return os.open(path, flags, 0o666), str(path)
+        except FileExistsError:  # 2^64 names: only ever a stale temp file's
+            continue

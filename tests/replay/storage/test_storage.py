@@ -3,6 +3,7 @@ concurrent reader, temp files cleaned up after failed writes, read-only refusals
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -110,3 +111,22 @@ def test_a_tail_longer_than_the_file_is_a_clear_eof_error(tmp_path: Path) -> Non
     storage.write("races/R/frames/c/0/0/0/0", b"short")
     with pytest.raises(EOFError, match=r"races/R/frames/c/0/0/0/0: wanted .*132.* got 5"):
         storage.read_ranges("races/R/frames/c/0/0/0/0", [(-132, 132)])
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_stores_files_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """Every file was 0600 (``tempfile.mkstemp``): a store recorded on the host could not
+    be served by the deploy image's user, nor read by another user."""
+    import replay
+
+    old = os.umask(umask)
+    try:
+        store = replay.open_store(tmp_path / "s")
+        # a thread writer: a writer process started earlier keeps its own umask
+        with store.new_race(env="e", height=8, width=8, codec="zstd", writer="thread") as w:
+            w.append(np.zeros((8, 8, 3), np.uint8))
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "s").rglob("*") if p.is_file()]
+    assert len(files) > 5  # the store's, the race's and its arrays' documents, a shard
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(mode)}
