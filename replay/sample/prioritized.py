@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from replay.arguments import whole
 from replay.errors import SamplingError
+from replay.format.spec import is_race_id
 from replay.sample.items import ItemSpace
 from replay.sample.selector_protocol import Draw, Selector
 from replay.sample.sumtree import SumTree
@@ -244,3 +246,19 @@ class Prioritized(Selector):
         self._segments, self._allocated = {}, {}
         self._leaf_race, self._leaf_lo, self._leaf_start = [], [], []
         self._space = None
+
+
+def item_keys(keys: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """`update_priorities`' keys as (race id, first step) pairs of str and int; ValueError
+    for a malformed id or a step that is not a whole number >= 0 (2.5 was taken as 2,
+    "3" as 3). Well-formed keys of races not (or no longer) in the store pass: they are
+    ignored, as keys of evicted races must be."""
+    out = []
+    for race_id, step in keys:
+        if not isinstance(race_id, str) or not is_race_id(race_id):
+            raise ValueError(f"key {(race_id, step)!r}: {race_id!r} is not a race id")
+        first = whole(f"key {(race_id, step)!r}: its step", step)
+        if first < 0:
+            raise ValueError(f"key {(race_id, step)!r}: its step is negative")
+        out.append((race_id, first))
+    return out

@@ -51,6 +51,7 @@ from replay.sample.checkpoints import SelectorFile
 from replay.sample.damage import Damage, Drawn, R, Skipped, frame_errors
 from replay.sample.items import LiveSpace
 from replay.sample.params import Kind, SamplerKwargs, SamplerParams
+from replay.sample.prioritized import item_keys
 from replay.sample.rate_limit import RateLimiter
 from replay.sample.selectors import make_selector
 
@@ -316,9 +317,10 @@ class Sampler(Closing):
         """Set new priorities (e.g. |TD error| + eps) for the items of `keys`.
 
         Keys are (race id, first step), as in `Batch.keys`; keys of races gone from
-        the store are ignored. Raises `SamplingError` on a non-prioritized sampler.
+        the store are ignored; a malformed key is a ValueError. Raises `SamplingError` on a
+        non-prioritized sampler.
         """
-        keys = [(str(r), int(s)) for r, s in keys]
+        keys = item_keys(keys)
         values = to_numpy(priorities)
         self.selector.update_priorities([], np.zeros(0))  # a selector without priorities refuses
         self.saved.check_can_take()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -132,6 +133,17 @@ def test_prioritized_follows_priorities_and_updates(tmp_path: Path) -> None:
         sampler.update_priorities(keys[:1], [float("nan")])
     with pytest.raises(ValueError, match="2 keys but 1"):
         sampler.update_priorities(keys[:2], [1.0])
+    # malformed keys are refused, not truncated (2.5 was step 2, "3" step 3)
+    race = ids[0]
+    for key, message in [
+        (("garbage", 0), "'garbage' is not a race id"),
+        ((race, 2.5), "its step must be a whole number, got 2.5"),
+        ((race, "3"), "its step must be a whole number, got '3'"),
+        ((race, -1), "its step is negative"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            sampler.update_priorities([key], [1.0])
+    sampler.update_priorities([(race, np.int64(3))], [1.0])  # NumPy's integers are steps
 
 
 def test_new_steps_enter_at_max_priority(tmp_path: Path) -> None:
