@@ -179,7 +179,7 @@ def test_store_errors(tmp_path: Path) -> None:
         replay.open_store(tmp_path / "store", mode="r").new_race(env="e")
     with pytest.raises(ValueError, match="quality"):
         store.new_race(env="e", quality=0)
-    with pytest.raises(ValueError, match="quality must be an integer"):
+    with pytest.raises(ValueError, match="quality must be a whole number, got True"):
         store.new_race(env="e", quality=True)
     with pytest.raises(ValueError, match="JSON"):
         store.new_race(env="e", meta={"x": object()})
